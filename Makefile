@@ -1,0 +1,45 @@
+# Two commands do all the set-up on a fresh machine with Python 3.11:
+#   make book   create .venv, install pinned requirements and arlm_lib, build the HTML book into _build/html
+#   make test   the same set-up, build the book (cached), then run the whole suite
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: venv book book-clean test test-fast lint lab bench clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+# -W: warnings are errors; -n: nitpicky (broken references); --keep-going: report them all.
+book: venv
+	$(BIN)/jupyter-book build . --builder html --warningiserror --nitpick --keep-going
+
+book-clean:
+	rm -rf _build
+
+test: book
+	$(BIN)/python -m pytest -q
+
+# Unit tests only: no book build, no browser.
+test-fast: venv
+	$(BIN)/python -m pytest -q -m "not browser and not slow"
+
+lint: venv
+	$(BIN)/ruff check arlm_lib tests bench
+	$(BIN)/ruff format --check arlm_lib tests bench
+
+lab: venv
+	$(BIN)/jupyter lab book/
+
+bench: venv
+	$(BIN)/python bench/train_throughput.py
+
+clean:
+	rm -rf _build .pytest_cache .ruff_cache

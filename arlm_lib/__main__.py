@@ -1,0 +1,8 @@
+"""``python -m arlm_lib``: see :mod:`arlm_lib.cli`."""
+
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,362 @@
+"""The command line: ``python -m arlm_lib train | sample | eval | corpus``.
+
+Every bad value is caught before anything is written, reported in one line that names the flag or the
+value and what is allowed, and turned into a non-zero exit status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections.abc import Sequence
+
+from .errors import ArlmError
+
+EXIT_USAGE = 2  # bad flags or input (argparse uses 2 as well)
+EXIT_DIVERGED = 3  # training stopped on a NaN/inf loss
+
+
+# ----------------------------------------------------------------------------- flag value types
+def _number(kind, minimum=None, exclusive=False, maximum=None, max_exclusive=False):
+    """An argparse type that names the allowed range when a value falls outside it."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a valid {kind.__name__}") from None
+        if kind is float and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text!r} is not allowed: it must be a finite number")
+        if minimum is not None and (value <= minimum if exclusive else value < minimum):
+            raise argparse.ArgumentTypeError(f"{text} is not allowed: it must be {'>' if exclusive else '>='} {minimum}")
+        if maximum is not None and (value >= maximum if max_exclusive else value > maximum):
+            raise argparse.ArgumentTypeError(
+                f"{text} is not allowed: it must be {'<' if max_exclusive else '<='} {maximum}"
+            )
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+positive_int = _number(int, 1)
+non_negative_int = _number(int, 0)
+positive_float = _number(float, 0, exclusive=True)
+non_negative_float = _number(float, 0)
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    pass
+
+
+# ----------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    from .device import DEVICE_CHOICES, DTYPE_CHOICES
+    from .model import PRESETS
+    from .train import SCHEDULES
+
+    parser = argparse.ArgumentParser(
+        prog="python -m arlm_lib",
+        description="Train, sample from and evaluate small GPT-style language models.",
+        formatter_class=_HelpFormatter,
+        epilog="Run 'python -m arlm_lib COMMAND --help' for the flags of each command.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    # --- train
+    train = commands.add_parser(
+        "train",
+        help="train a model on a text file or a built-in corpus",
+        formatter_class=_HelpFormatter,
+        description="Train a GPT-style model. Preset values are used unless a flag overrides them.",
+    )
+    train.add_argument("--data", required=True, help="a UTF-8 text file, or a built-in corpus name (see 'corpus list')")
+    train.add_argument("--out", required=True, help="run directory for the checkpoint; refused if it holds other files")
+    train.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+    arch = train.add_argument_group("model (override the preset)")
+    arch.add_argument("--preset", default="tiny", choices=sorted(PRESETS), help="architecture preset")
+    arch.add_argument("--n-layer", type=positive_int, help="number of Transformer blocks")
+    arch.add_argument("--n-head", type=positive_int, help="attention heads per block (must divide --n-embd)")
+    arch.add_argument("--n-embd", type=positive_int, help="width of the residual stream")
+    arch.add_argument("--block-size", type=positive_int, help="context length T in tokens")
+    arch.add_argument("--dropout", type=_number(float, 0, maximum=1, max_exclusive=True), help="dropout probability")
+    arch.add_argument("--norm-position", choices=("pre", "post"), help="LayerNorm before (pre) or after (post) each sublayer")
+    arch.add_argument("--qk-layernorm", action="store_true", default=None, help="LayerNorm on queries and keys")
+    arch.add_argument("--attention", choices=("fast", "explicit"), help="fused SDPA kernel or explicit softmax(QK^T)V")
+    tok = train.add_argument_group("tokenizer")
+    tok.add_argument("--tokenizer", choices=("char", "bpe"), default="char", help="character-level or byte-level BPE")
+    tok.add_argument("--bpe-vocab-size", type=_number(int, 257), default=1024, help="BPE vocabulary size")
+    opt = train.add_argument_group("optimisation")
+    opt.add_argument("--batch-size", type=positive_int, default=32, help="sequences per micro-step, across all ranks")
+    opt.add_argument("--grad-accum", type=positive_int, default=1, help="micro-steps per optimizer step")
+    opt.add_argument("--lr", type=positive_float, default=1e-3, help="peak learning rate")
+    opt.add_argument("--min-lr", type=non_negative_float, help="final learning rate (default lr/10)")
+    opt.add_argument("--max-iters", type=positive_int, default=1000, help="optimizer steps in total")
+    opt.add_argument("--warmup-iters", type=non_negative_int, default=100, help="linear warmup steps")
+    opt.add_argument("--schedule", choices=SCHEDULES, default="cosine", help="learning-rate decay after warmup")
+    opt.add_argument("--weight-decay", type=non_negative_float, default=0.1, help="AdamW decoupled weight decay")
+    opt.add_argument("--grad-clip", type=non_negative_float, default=1.0, help="global-norm clip threshold; 0 disables")
+    opt.add_argument("--eval-interval", type=positive_int, default=100, help="evaluate and checkpoint every N steps")
+    opt.add_argument("--eval-iters", type=positive_int, default=20, help="batches per evaluation")
+    opt.add_argument("--seed", type=int, default=1337, help="seed for init, batches and dropout")
+    sysg = train.add_argument_group("system")
+    sysg.add_argument("--device", default="auto", help=f"one of {DEVICE_CHOICES}; auto = cuda, then mps, then cpu")
+    sysg.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES, help="autocast precision; auto = bf16 on CUDA")
+    sysg.add_argument("--compile", action="store_true", help="torch.compile the model (falls back to eager if unavailable)")
+    sysg.add_argument("--peak-flops", type=positive_float, help="device peak FLOP/s, to report MFU")
+    sysg.add_argument("--no-progress", action="store_true", help="no progress bar; print a line per evaluation")
+
+    # --- sample
+    sample = commands.add_parser(
+        "sample", help="continue a prompt with a trained model", formatter_class=_HelpFormatter
+    )
+    sample.add_argument("--checkpoint", required=True, help="run directory (or .safetensors file) of a trained model")
+    sample.add_argument("--prompt", default="", help="text to continue; empty starts from the start-of-document token")
+    sample.add_argument("--max-new-tokens", type=non_negative_int, default=200, help="tokens to generate")
+    sample.add_argument("--temperature", type=non_negative_float, default=1.0, help="0 = greedy decoding")
+    sample.add_argument("--top-k", type=positive_int, help="keep the k most likely tokens")
+    sample.add_argument("--top-p", type=_number(float, 0, exclusive=True, maximum=1), help="nucleus: smallest set with mass >= p")
+    sample.add_argument("--min-p", type=_number(float, 0, maximum=1, max_exclusive=True), help="drop tokens below min_p x top prob")
+    sample.add_argument("--repetition-penalty", type=positive_float, help="> 1 discourages tokens already present")
+    sample.add_argument("--no-repeat-ngram", type=positive_int, help="forbid repeating any n-gram of this size")
+    sample.add_argument("--beam", type=positive_int, help="beam search with this width (deterministic)")
+    sample.add_argument("--num-samples", type=positive_int, default=1, help="independent samples")
+    sample.add_argument("--seed", type=int, default=1337, help="sampling seed; the same seed reproduces the text")
+    sample.add_argument("--stream", action="store_true", help="print tokens as they are generated")
+    sample.add_argument("--device", default="auto", help=f"one of {DEVICE_CHOICES}")
+
+    # --- eval
+    evaluate = commands.add_parser(
+        "eval", help="validation loss, perplexity and bits per character", formatter_class=_HelpFormatter
+    )
+    evaluate.add_argument("--checkpoint", required=True, help="run directory (or .safetensors file)")
+    evaluate.add_argument("--data", required=True, help="text file or built-in corpus name; its last 10%% is held out")
+    evaluate.add_argument("--split", choices=("val", "train", "all"), default="val", help="which part of --data to score")
+    evaluate.add_argument("--block-size", type=positive_int, help="evaluation window (at most the model's context)")
+    evaluate.add_argument("--max-tokens", type=positive_int, default=200_000, help="score at most this many tokens")
+    evaluate.add_argument("--device", default="auto", help=f"one of {DEVICE_CHOICES}")
+
+    # --- corpus
+    corpus = commands.add_parser("corpus", help="list the built-in corpora or describe one", formatter_class=_HelpFormatter)
+    corpus_cmds = corpus.add_subparsers(dest="corpus_command", required=True, metavar="ACTION")
+    corpus_cmds.add_parser("list", help="names, sizes and descriptions")
+    info = corpus_cmds.add_parser("info", help="size and entropy rate (bits/char, bits/token) of one corpus")
+    info.add_argument("name", help="a built-in corpus name")
+    return parser
+
+
+# ----------------------------------------------------------------------------- commands
+def _load_text(data: str) -> str:
+    from .corpus import load_corpus
+
+    return load_corpus(data)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import torch
+
+    from . import checkpoint as ckpt
+    from .data import check_long_enough, encode_text, split_train_val
+    from .errors import CheckpointError
+    from .model import GPT, GPTConfig
+    from .rundir import RunLock, prepare_run_dir
+    from .tokenizers import tokenizer_from_dict, train_tokenizer
+    from .train import TrainConfig, Trainer
+
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    train_config = TrainConfig(
+        batch_size=args.batch_size,
+        max_iters=args.max_iters,
+        lr=args.lr,
+        min_lr=args.min_lr,
+        warmup_iters=args.warmup_iters,
+        schedule=args.schedule,
+        weight_decay=args.weight_decay,
+        grad_clip=args.grad_clip or None,
+        grad_accum_steps=args.grad_accum,
+        eval_interval=args.eval_interval,
+        eval_iters=args.eval_iters,
+        device=args.device,
+        dtype=args.dtype,
+        compile=args.compile,
+        seed=args.seed,
+        peak_flops=args.peak_flops,
+        progress=not args.no_progress,
+    )
+    from .device import resolve_device
+
+    resolve_device(args.device)  # fail on a bad device before reading any data
+    overrides = dict(
+        n_layer=args.n_layer,
+        n_head=args.n_head,
+        n_embd=args.n_embd,
+        block_size=args.block_size,
+        dropout=args.dropout,
+        norm_position=args.norm_position,
+        qk_layernorm=args.qk_layernorm,
+        attention=args.attention,
+    )
+    text = _load_text(args.data)
+
+    if args.resume:
+        out = prepare_run_dir(args.out, resume=True)
+        checkpoint = ckpt.load_checkpoint(out)
+        saved = checkpoint.model_config.to_dict()
+        clash = {k: (v, saved[k]) for k, v in overrides.items() if v is not None and v != saved[k]}
+        if clash:
+            details = ", ".join(f"--{k.replace('_', '-')} {v} (checkpoint has {s})" for k, (v, s) in clash.items())
+            raise CheckpointError(f"cannot resume {out} with a different architecture: {details}")
+        tokenizer = tokenizer_from_dict(checkpoint.tokenizer)
+        block_size = checkpoint.model_config.block_size
+    else:
+        model_config = GPTConfig.from_preset(args.preset, vocab_size=1, **overrides)  # validate flags first
+        kw = {"vocab_size": args.bpe_vocab_size} if args.tokenizer == "bpe" else {}
+        tokenizer = train_tokenizer(args.tokenizer, text, **kw)
+        model_config = GPTConfig.from_preset(args.preset, **{**overrides, "vocab_size": tokenizer.vocab_size})
+        block_size = model_config.block_size
+
+    tokens = encode_text(text, tokenizer)
+    train_tokens, val_tokens = split_train_val(tokens, val_fraction=0.1)
+    check_long_enough(train_tokens, block_size, "training split")
+    check_long_enough(val_tokens, block_size, "validation split")
+
+    if args.resume:
+        trainer_kwargs = {k: v for k, v in train_config.to_dict().items() if k in _explicit_flags(args)}
+        lock = RunLock(out).acquire()
+        try:
+            trainer = Trainer.resume(out, train_tokens, val_tokens, **trainer_kwargs)
+            print(f"resuming {out} at step {trainer.step} of {trainer.config.max_iters}")
+            return _run(trainer, lock)
+        finally:
+            lock.release()
+    out = prepare_run_dir(args.out, resume=False)
+    lock = RunLock(out).acquire()
+    try:
+        model = GPT(model_config)
+        print(
+            f"model: {model.num_params() / 1e6:.2f}M parameters | {model_config.n_layer} layers, "
+            f"{model_config.n_head} heads, {model_config.n_embd} wide, context {model_config.block_size} | "
+            f"{tokenizer.kind} tokenizer, vocab {tokenizer.vocab_size} | {len(train_tokens):,} training tokens"
+        )
+        trainer = Trainer(model, train_tokens, val_tokens, train_config, tokenizer, out_dir=out)
+        return _run(trainer, lock)
+    finally:
+        lock.release()
+        # A run that failed before its first checkpoint leaves nothing behind but an empty directory.
+        if out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+
+
+def _explicit_flags(args: argparse.Namespace) -> set[str]:
+    """TrainConfig fields the user set on the command line (to override a resumed run's values)."""
+    given = set(getattr(args, "_explicit", ()))
+    mapping = {"grad_accum": "grad_accum_steps", "no_progress": "progress"}
+    return {mapping.get(name, name) for name in given}
+
+
+def _run(trainer, lock) -> int:
+    from .errors import TrainingDivergedError
+    from .train import Callback
+
+    class PrintEvals(Callback):
+        def on_eval(self, trainer, record):
+            if not trainer.config.progress:
+                print(
+                    f"step {record['step']:>6} | lr {record['lr']:.2e} | train {record['train_loss']:.4f} | "
+                    f"val {record['val_loss']:.4f} | {record['tokens_per_s']:,.0f} tok/s"
+                )
+
+    trainer.callbacks.append(PrintEvals())
+    try:
+        history = trainer.train(handle_signals=True)
+    except TrainingDivergedError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_DIVERGED
+    steps, vals = history.evaluated()
+    if trainer.is_main:
+        first = history.column("train_loss")[:1]
+        msg = f"done at step {trainer.step}"
+        if first:
+            msg += f": train loss {first[0]:.4f} -> {history.column('train_loss')[-1]:.4f}"
+        if vals:
+            msg += f", val loss {vals[-1]:.4f}"
+        print(f"{msg}. checkpoint: {trainer.out_dir}")
+        if trainer.stop_requested:
+            print("stopped early; continue with --resume")
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from .checkpoint import load_model
+    from .device import resolve_device
+    from .generate import sample_cli
+
+    device = resolve_device(args.device)
+    model, tokenizer = load_model(args.checkpoint, device=device)
+    return sample_cli(model, tokenizer, args) or 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import torch
+
+    from .checkpoint import load_model
+    from .data import encode_text, split_train_val
+    from .device import resolve_device
+    from .errors import ConfigError
+    from .evaluate import evaluate_tokens
+
+    device = resolve_device(args.device)
+    model, tokenizer = load_model(args.checkpoint, device=device)
+    context = model.config.block_size
+    block_size = args.block_size or context
+    if block_size > context:
+        raise ConfigError(f"--block-size {block_size} is larger than the model's context ({context} tokens)")
+    tokens = encode_text(_load_text(args.data), tokenizer)
+    if args.split != "all":
+        train_tokens, val_tokens = split_train_val(tokens, val_fraction=0.1)
+        tokens = val_tokens if args.split == "val" else train_tokens
+    tokens = tokens[: args.max_tokens + 1]
+    with torch.no_grad():
+        result = evaluate_tokens(model, tokenizer, torch.as_tensor(tokens), block_size)
+    print(
+        f"{args.split} loss {result.loss:.4f} nats/token | perplexity {result.perplexity:.3f} | "
+        f"{result.bits_per_char:.4f} bits/char | {result.n_tokens:,} tokens, {result.n_chars:,} chars"
+    )
+    return 0
+
+
+def cmd_corpus(args: argparse.Namespace) -> int:
+    from .corpus import format_corpus_info, format_corpus_list
+
+    print(format_corpus_list() if args.corpus_command == "list" else format_corpus_info(args.name))
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "corpus": cmd_corpus}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv)
+    # Remember which flags were typed, so --resume overrides only those, not every default.
+    args._explicit = {a[2:].split("=", 1)[0].replace("-", "_") for a in argv if a.startswith("--")}
+    try:
+        return COMMANDS[args.command](args)
+    except ArlmError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    except OSError as exc:  # full disk, permissions: still one line, not a traceback
+        print(f"error: {exc.strerror or exc} ({getattr(exc, 'filename', '') or ''})", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
+

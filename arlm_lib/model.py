@@ -1,0 +1,377 @@
+"""A GPT-style decoder-only Transformer, small enough to read top to bottom.
+
+The structure follows GPT-2 (and nanoGPT): token + learned position embeddings, a stack of blocks of
+causal multi-head self-attention and a GELU MLP, a final LayerNorm, and a language-model head that
+shares its weights with the token embedding. Three switches exist for the training-stability chapter:
+``norm_position`` ("pre" or "post" LayerNorm), ``residual`` (drop the skip connections) and
+``qk_layernorm`` (normalise queries and keys before their dot product).
+
+Attention has two paths that compute the same function:
+
+* ``"fast"`` calls :func:`torch.nn.functional.scaled_dot_product_attention`, which dispatches to
+  FlashAttention or a memory-efficient kernel where the hardware has one;
+* ``"explicit"`` writes out softmax(QKᵀ/√d_k + mask)·V, so it can return the attention weights.
+
+A preallocated :class:`KVCache` lets generation feed one new token at a time instead of the whole prefix.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+import torch
+import torch.nn as nn
+from torch.nn import functional as F
+
+from .errors import ConfigError
+
+NORM_POSITIONS = ("pre", "post")
+ATTENTION_PATHS = ("fast", "explicit")
+
+
+@dataclass(frozen=True)
+class GPTConfig:
+    """Architecture hyperparameters. Frozen, so a config can be shared and hashed safely."""
+
+    vocab_size: int = 256
+    block_size: int = 128  # the context window: the most tokens the model can condition on
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    dropout: float = 0.0
+    bias: bool = True  # biases in Linear and LayerNorm layers, as in GPT-2
+    norm_position: str = "pre"  # "pre": x + f(LN(x)) (GPT-2); "post": LN(x + f(x)) (the 2017 Transformer)
+    qk_layernorm: bool = False  # LayerNorm on queries and keys: bounds attention logits at high lr
+    attention: str = "fast"  # "fast" (fused SDPA kernel) or "explicit" (returns the weights)
+    residual: bool = True  # False removes the skip connections (stability chapter only)
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"{name}={value!r} is not allowed: it must be a positive integer")
+        if self.n_embd % self.n_head:
+            raise ConfigError(
+                f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}: each head gets n_embd/n_head dims"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"dropout={self.dropout!r} is not allowed: it must be in [0, 1)")
+        if self.norm_position not in NORM_POSITIONS:
+            raise ConfigError(f"norm_position={self.norm_position!r} is not allowed: choose one of {NORM_POSITIONS}")
+        if self.attention not in ATTENTION_PATHS:
+            raise ConfigError(f"attention={self.attention!r} is not allowed: choose one of {ATTENTION_PATHS}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> GPTConfig:
+        """The named preset, with any field overridden (``None`` values are ignored)."""
+        if name not in PRESETS:
+            raise ConfigError(f"unknown preset {name!r}: choose one of {sorted(PRESETS)}")
+        return replace(PRESETS[name], **{k: v for k, v in overrides.items() if v is not None})
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GPTConfig:
+        """Rebuild a config saved by :meth:`to_dict`; unknown fields are an error, not silently dropped."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown GPTConfig field(s) {unknown}: allowed fields are {sorted(known)}")
+        return cls(**data)
+
+
+PRESETS: dict[str, GPTConfig] = {
+    # The book's default: learns visibly in 1-3 minutes on 2 CPU cores.
+    "tiny": GPTConfig(block_size=128, n_layer=4, n_head=4, n_embd=128),
+    # About nanoGPT's Shakespeare-char model.
+    "small": GPTConfig(block_size=256, n_layer=6, n_head=6, n_embd=384, dropout=0.2),
+    # GPT-2 small, 124M parameters (vocab padded from 50257 to a multiple of 64 for fast matmuls).
+    "gpt2": GPTConfig(vocab_size=50304, block_size=1024, n_layer=12, n_head=12, n_embd=768),
+}
+
+
+class KVCache:
+    """Keys and values of every layer, preallocated as (n_layer, batch, n_head, max_length, head_dim).
+
+    Generation fills it one step at a time; ``length`` is the number of positions already stored.
+    """
+
+    def __init__(
+        self,
+        n_layer: int,
+        batch_size: int,
+        n_head: int,
+        max_length: int,
+        head_dim: int,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        shape = (n_layer, batch_size, n_head, max_length, head_dim)
+        self.keys = torch.zeros(shape, device=device, dtype=dtype)
+        self.values = torch.zeros(shape, device=device, dtype=dtype)
+        self.max_length = max_length
+        self.length = 0
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store this step's keys/values for ``layer``; return all keys/values seen so far."""
+        start, end = self.length, self.length + k.size(2)
+        self.keys[layer, :, :, start:end] = k
+        self.values[layer, :, :, start:end] = v
+        return self.keys[layer, :, :, :end], self.values[layer, :, :, :end]
+
+    def advance(self, n: int) -> None:
+        self.length += n
+
+    def reset(self) -> None:
+        self.length = 0
+
+
+@dataclass
+class GPTOutput:
+    """What a forward pass returns. ``attentions`` is filled only with ``return_attention=True``."""
+
+    logits: torch.Tensor  # (B, T, vocab_size)
+    loss: torch.Tensor | None = None
+    attentions: list[torch.Tensor] | None = None  # per layer: (B, n_head, T, T_keys)
+    max_attn_logit: float | None = None  # largest pre-softmax score, over all layers and heads
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head self-attention in which position t sees only positions <= t."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.n_head, self.head_dim = config.n_head, config.head_dim
+        # One matmul makes queries, keys and values for all heads at once.
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.attn_dropout = nn.Dropout(config.dropout)
+        self.resid_dropout = nn.Dropout(config.dropout)
+        self.dropout = config.dropout
+        self.path = config.attention
+        if config.qk_layernorm:
+            self.q_ln = nn.LayerNorm(self.head_dim, bias=config.bias)
+            self.k_ln = nn.LayerNorm(self.head_dim, bias=config.bias)
+        else:
+            self.q_ln = self.k_ln = nn.Identity()
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor | None,
+        kv_cache: KVCache | None = None,
+        layer: int = 0,
+        return_attention: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, float | None]:
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        # (B, T, C) -> (B, n_head, T, head_dim): every head attends independently.
+        q, k, v = (t.view(B, T, self.n_head, self.head_dim).transpose(1, 2) for t in (q, k, v))
+        q, k = self.q_ln(q), self.k_ln(k)
+        if kv_cache is not None:
+            k, v = kv_cache.update(layer, k, v)
+        dropout_p = self.dropout if self.training else 0.0
+
+        weights, max_logit = None, None
+        if self.path == "fast" and not return_attention:
+            # mask=None means a plain causal mask over a fresh sequence: the kernel's fastest case.
+            y = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=mask is None
+            )
+        else:
+            # Dot products of d_k-dim vectors with unit-variance entries have variance d_k; dividing
+            # by sqrt(d_k) keeps the softmax out of saturation, where its gradient vanishes.
+            scores = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_dim)
+            if mask is None:
+                mask = causal_mask(T, T, device=x.device)
+            max_logit = scores.masked_fill(~mask, float("-inf")).amax().item()
+            scores = scores.masked_fill(~mask, float("-inf"))
+            weights = F.softmax(scores, dim=-1)
+            y = self.attn_dropout(weights) @ v
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-assemble all heads side by side
+        return self.resid_dropout(self.c_proj(y)), weights, max_logit
+
+
+class MLP(nn.Module):
+    """Position-wise feed-forward network: expand 4x, GELU, project back."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.gelu = nn.GELU()
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
+
+
+class Block(nn.Module):
+    """One Transformer block: attention then MLP, each wrapped in LayerNorm and a residual connection."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.mlp = MLP(config)
+        self.post_norm = config.norm_position == "post"
+        self.residual = config.residual
+
+    def forward(self, x, mask, kv_cache=None, layer=0, return_attention=False):
+        if self.post_norm:
+            # Post-LN (Vaswani et al. 2017): normalise after the sum. The residual path itself passes
+            # through every LayerNorm, which is why it needs warmup (Xiong et al. 2020).
+            a, weights, max_logit = self.attn(x, mask, kv_cache, layer, return_attention)
+            x = self.ln_1(x + a if self.residual else a)
+            m = self.mlp(x)
+            x = self.ln_2(x + m if self.residual else m)
+        else:
+            # Pre-LN (GPT-2): the residual stream is never normalised, so gradients reach early layers
+            # through an identity path.
+            a, weights, max_logit = self.attn(self.ln_1(x), mask, kv_cache, layer, return_attention)
+            x = x + a if self.residual else a
+            m = self.mlp(self.ln_2(x))
+            x = x + m if self.residual else m
+        return x, weights, max_logit
+
+
+def causal_mask(n_queries: int, n_keys: int, device=None) -> torch.Tensor:
+    """Boolean (n_queries, n_keys) mask; True where attention is allowed.
+
+    Queries are the last ``n_queries`` of ``n_keys`` positions (the rest are in a KV cache), so query i
+    may see keys 0 .. n_keys - n_queries + i.
+    """
+    offset = n_keys - n_queries
+    return torch.ones(n_queries, n_keys, dtype=torch.bool, device=device).tril(diagonal=offset)
+
+
+class GPT(nn.Module):
+    """The decoder-only language model: tokens in, next-token logits (and optionally the loss) out."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.transformer = nn.ModuleDict(
+            dict(
+                wte=nn.Embedding(config.vocab_size, config.n_embd),  # token embeddings
+                wpe=nn.Embedding(config.block_size, config.n_embd),  # learned position embeddings
+                drop=nn.Dropout(config.dropout),
+                h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
+                # Post-LN blocks already end in a LayerNorm; a second one would be redundant.
+                ln_f=nn.LayerNorm(config.n_embd, bias=config.bias)
+                if config.norm_position == "pre"
+                else nn.Identity(),
+            )
+        )
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        # Weight tying (Press & Wolf 2017): the input embedding and the output projection share one
+        # matrix. It saves vocab_size * n_embd parameters and usually helps small models.
+        self.transformer.wte.weight = self.lm_head.weight
+
+        self.apply(self._init_weights)
+        # GPT-2's scaled init: each block adds two projections to the residual stream, so their
+        # outputs are scaled by 1/sqrt(2 * n_layer) to keep the stream's variance independent of depth.
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def num_params(self, non_embedding: bool = True) -> int:
+        """Parameter count. Position embeddings are excluded by default (token ones are tied to the head)."""
+        n = sum(p.numel() for p in self.parameters())
+        if non_embedding:
+            n -= self.transformer.wpe.weight.numel()
+        return n
+
+    def flops_per_token(self, seq_len: int | None = None) -> int:
+        """Training FLOPs per token (forward + backward): 6N + 12·L·H·Q·T (PaLM appendix B)."""
+        c = self.config
+        T = seq_len or c.block_size
+        return 6 * self.num_params() + 12 * c.n_layer * c.n_head * c.head_dim * T
+
+    def new_kv_cache(self, batch_size: int, max_length: int | None = None, device=None, dtype=None) -> KVCache:
+        """An empty cache for ``batch_size`` sequences of up to ``max_length`` (default: block_size) tokens."""
+        max_length = max_length or self.config.block_size
+        if max_length > self.config.block_size:
+            raise ConfigError(
+                f"max_length={max_length} exceeds the model's context (block_size={self.config.block_size})"
+            )
+        weight = self.lm_head.weight
+        c = self.config
+        return KVCache(
+            c.n_layer, batch_size, c.n_head, max_length, c.head_dim, device or weight.device, dtype or weight.dtype
+        )
+
+    def forward(
+        self,
+        idx: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        *,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        kv_cache: KVCache | None = None,
+        return_attention: bool = False,
+    ) -> GPTOutput:
+        """Next-token logits for every position of ``idx`` (B, T).
+
+        ``targets`` (B, T): token ids to predict (-100 is ignored); the mean cross-entropy is returned.
+        ``attention_mask`` (B, T_keys): 1 for real tokens, 0 for padding; padded keys are never attended.
+        ``position_ids`` (B, T): positions to embed; by default 0..T-1, continuing after the cache.
+        ``kv_cache``: with a cache, ``idx`` holds only the new tokens; the cache grows by T.
+        """
+        B, T = idx.shape
+        past = kv_cache.length if kv_cache is not None else 0
+        if past + T > self.config.block_size:
+            raise ConfigError(
+                f"sequence length {past + T} exceeds the model's context (block_size={self.config.block_size})"
+            )
+        if position_ids is None:
+            position_ids = torch.arange(past, past + T, device=idx.device).unsqueeze(0)
+        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(position_ids))
+
+        mask = None  # None: plain causal attention over a fresh sequence (the fused kernel's fast case)
+        if past or attention_mask is not None:
+            mask = causal_mask(T, past + T, device=idx.device).unsqueeze(0).unsqueeze(0)  # (1,1,T,Tk)
+            if attention_mask is not None:
+                keys_real = attention_mask.to(torch.bool)[:, None, None, :]  # (B,1,1,Tk)
+                # A padding query would otherwise see no key at all (a NaN softmax row); letting it
+                # see itself keeps it finite, and real tokens never look at padding anyway.
+                own = torch.eye(T, past + T, dtype=torch.bool, device=idx.device).roll(past, dims=1)
+                mask = mask & (keys_real | own)
+
+        attentions, max_logits = [], []
+        for layer, block in enumerate(self.transformer.h):
+            x, weights, max_logit = block(x, mask, kv_cache, layer, return_attention)
+            if return_attention:
+                attentions.append(weights)
+                max_logits.append(max_logit)
+        if kv_cache is not None:
+            kv_cache.advance(T)
+        x = self.transformer.ln_f(x)
+        logits = self.lm_head(x)
+
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=-100)
+        return GPTOutput(
+            logits=logits,
+            loss=loss,
+            attentions=attentions if return_attention else None,
+            max_attn_logit=max(max_logits) if return_attention else None,
+        )

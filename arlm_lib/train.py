@@ -1,0 +1,536 @@
+"""The training loop: AdamW, warmup + cosine schedule, clipping, mixed precision, DDP, checkpoints.
+
+The :class:`Trainer` knows nothing about widgets or plots. It records one row of numbers per step in a
+:class:`History` and hands each row to its callbacks; a dashboard is just a callback.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import threading
+import time
+from array import array
+from dataclasses import asdict, dataclass, fields
+from datetime import timedelta
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+from . import checkpoint as ckpt
+from .data import get_batch
+from .device import autocast_context, enable_fast_matmul, resolve_device, resolve_dtype
+from .errors import CheckpointError, ConfigError, TrainingDivergedError
+from .model import GPT
+
+SCHEDULES = ("cosine", "linear", "constant")
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation hyperparameters. ``batch_size`` is the global number of sequences per micro-step."""
+
+    batch_size: int = 32
+    max_iters: int = 1000
+    lr: float = 1e-3
+    min_lr: float | None = None  # floor of the decay; default lr / 10 (Chinchilla, nanoGPT)
+    warmup_iters: int = 100
+    lr_decay_iters: int | None = None  # default max_iters
+    schedule: str = "cosine"
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float | None = 1.0  # global-norm clipping threshold; None or 0 turns clipping off
+    grad_accum_steps: int = 1
+    eval_interval: int = 100
+    eval_iters: int = 20
+    checkpoint_interval: int | None = None  # default eval_interval; 0 = only at the end
+    device: str = "auto"
+    dtype: str = "auto"
+    compile: bool = False
+    seed: int = 1337
+    peak_flops: float | None = None  # the device's peak FLOP/s, for the MFU column
+    progress: bool = True
+    ddp_timeout_s: float = 120.0
+
+    def __post_init__(self) -> None:
+        positive_ints = ("batch_size", "max_iters", "grad_accum_steps", "eval_iters", "eval_interval")
+        for name in positive_ints:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"{name}={value!r} is not allowed: it must be an integer >= 1")
+        if self.warmup_iters < 0:
+            raise ConfigError(f"warmup_iters={self.warmup_iters} is not allowed: it must be >= 0")
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"lr={self.lr!r} is not allowed: the learning rate must be a finite number > 0")
+        if self.min_lr is not None and not 0 <= self.min_lr <= self.lr:
+            raise ConfigError(f"min_lr={self.min_lr} is not allowed: it must be in [0, lr={self.lr}]")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"schedule={self.schedule!r} is not allowed: choose one of {SCHEDULES}")
+        if self.grad_clip is not None and not self.grad_clip >= 0:
+            raise ConfigError(f"grad_clip={self.grad_clip} is not allowed: use a positive threshold, or 0 to disable")
+        if self.weight_decay < 0:
+            raise ConfigError(f"weight_decay={self.weight_decay} is not allowed: it must be >= 0")
+        if self.checkpoint_interval is not None and self.checkpoint_interval < 0:
+            raise ConfigError(f"checkpoint_interval={self.checkpoint_interval} is not allowed: it must be >= 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown TrainConfig field(s) {unknown}: allowed fields are {sorted(known)}")
+        return cls(**data)
+
+
+def lr_at(step: int, config: TrainConfig) -> float:
+    """Linear warmup to ``lr``, then cosine (or linear) decay to ``min_lr`` at ``lr_decay_iters``."""
+    min_lr = config.lr / 10 if config.min_lr is None else config.min_lr
+    if config.schedule == "constant":
+        return config.lr
+    if step < config.warmup_iters:
+        return config.lr * (step + 1) / (config.warmup_iters + 1)
+    decay_iters = config.lr_decay_iters or config.max_iters
+    if step >= decay_iters:
+        return min_lr
+    progress = (step - config.warmup_iters) / max(1, decay_iters - config.warmup_iters)
+    if config.schedule == "linear":
+        return config.lr - progress * (config.lr - min_lr)
+    return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (config.lr - min_lr)
+
+
+def make_optimizer(model: torch.nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+    """AdamW with two parameter groups.
+
+    Matrices (linear weights, embeddings) decay; biases and LayerNorm gains do not: shrinking a gain
+    towards 0 would just switch a normalised feature off, and biases have no scale to regularise.
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    groups = [
+        {"params": decay, "weight_decay": config.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    # The fused kernel does the whole update in one launch on CUDA.
+    extra = {"fused": True} if device.type == "cuda" else {}
+    return torch.optim.AdamW(groups, lr=config.lr, betas=(config.beta1, config.beta2), **extra)
+
+
+class History:
+    """Per-step training numbers, stored column-wise in compact float arrays (NaN = not measured)."""
+
+    COLUMNS = (
+        "step",
+        "lr",
+        "train_loss",
+        "val_loss",
+        "grad_norm",
+        "grad_norm_clipped",
+        "tokens_per_s",
+        "mfu",
+        "elapsed_s",
+    )
+
+    def __init__(self) -> None:
+        self.columns: dict[str, array] = {name: array("d") for name in self.COLUMNS}
+
+    def __len__(self) -> int:
+        return len(self.columns["step"])
+
+    def append(self, record: dict[str, float | None]) -> None:
+        for name in self.COLUMNS:
+            value = record.get(name)
+            self.columns[name].append(math.nan if value is None else float(value))
+
+    def set_last(self, name: str, value: float) -> None:
+        self.columns[name][-1] = float(value)
+
+    def column(self, name: str, drop_missing: bool = False) -> list[float]:
+        values = list(self.columns[name])
+        return [v for v in values if not math.isnan(v)] if drop_missing else values
+
+    def evaluated(self) -> tuple[list[int], list[float]]:
+        """Steps at which validation loss was measured, and its values."""
+        pairs = [(int(s), v) for s, v in zip(self.columns["step"], self.columns["val_loss"]) if not math.isnan(v)]
+        return [s for s, _ in pairs], [v for _, v in pairs]
+
+    def to_dict(self) -> dict[str, list[float | None]]:
+        """JSON-able columns, with ``None`` where a value was not measured."""
+        return {k: [None if math.isnan(v) else v for v in col] for k, col in self.columns.items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, list[float | None]]) -> History:
+        history = cls()
+        for name in cls.COLUMNS:
+            history.columns[name].extend(math.nan if v is None else v for v in data.get(name, []))
+        return history
+
+    def rows(self) -> list[dict[str, float]]:
+        return [dict(zip(self.COLUMNS, values)) for values in zip(*self.columns.values())]
+
+
+class Callback:
+    """Hooks the trainer calls; override the ones you need. ``record`` is a dict of plain floats."""
+
+    def on_train_begin(self, trainer: Trainer) -> None: ...
+
+    def on_step_end(self, trainer: Trainer, record: dict[str, Any]) -> None: ...
+
+    def on_eval(self, trainer: Trainer, record: dict[str, Any]) -> None: ...
+
+    def on_train_end(self, trainer: Trainer) -> None: ...
+
+
+class Trainer:
+    """Trains a :class:`~arlm_lib.model.GPT` on a token stream; resumable, bit-exactly on CPU.
+
+    Under ``torchrun`` (``WORLD_SIZE`` > 1) it joins the process group and wraps the model in DDP.
+    Only rank 0 evaluates, logs and writes checkpoints; the other ranks wait at a barrier.
+    """
+
+    def __init__(
+        self,
+        model: GPT,
+        train_tokens,
+        val_tokens,
+        config: TrainConfig,
+        tokenizer=None,
+        callbacks: list[Callback] | tuple = (),
+        out_dir: str | os.PathLike | None = None,
+    ) -> None:
+        self.config = config
+        self.tokenizer = tokenizer
+        self.callbacks = list(callbacks)
+        self.out_dir = out_dir
+        self.train_tokens, self.val_tokens = train_tokens, val_tokens
+        self.block_size = model.config.block_size
+
+        self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        if config.batch_size % self.world_size:
+            raise ConfigError(
+                f"batch_size={config.batch_size} is not divisible by the world size {self.world_size}: "
+                "the global batch is split evenly across ranks"
+            )
+        device = resolve_device(config.device)
+        if self.world_size > 1 and device.type == "cuda":
+            device = torch.device("cuda", self.local_rank)
+            torch.cuda.set_device(device)
+        self.device = device
+        self.dtype = resolve_dtype(config.dtype, device)
+        enable_fast_matmul(device)
+        self._init_distributed()
+
+        torch.manual_seed(config.seed)  # same init on every rank; dropout masks follow from here
+        self.raw_model = model.to(device)
+        self.optimizer = make_optimizer(self.raw_model, config, device)
+        # fp16 has a narrow exponent range: scale the loss so small gradients do not flush to zero.
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.dtype is torch.float16)
+        # One generator drives batch sampling; seeded alike on every rank, so each rank can take its
+        # slice of the same global batch.
+        self.batch_generator = torch.Generator().manual_seed(config.seed)
+        self.step = 0
+        self.history = History()
+        self._stop = threading.Event()
+        self._compiled_ok = not config.compile
+        self.model: torch.nn.Module = self.raw_model
+        if config.compile:
+            self.model = torch.compile(self.raw_model)
+        if self.world_size > 1:
+            self.model = DistributedDataParallel(
+                self.model, device_ids=[device.index] if device.type == "cuda" else None
+            )
+
+    # ------------------------------------------------------------------ setup
+    def _init_distributed(self) -> None:
+        if self.world_size == 1 or (dist.is_available() and dist.is_initialized()):
+            return
+        backend = "nccl" if self.device.type == "cuda" else "gloo"
+        # A timeout turns a dead peer into an error on the survivors instead of a hang.
+        dist.init_process_group(backend=backend, timeout=timedelta(seconds=self.config.ddp_timeout_s))
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def request_stop(self) -> None:
+        """Ask the loop to stop after the current step; the trainer then saves a checkpoint and returns."""
+        self._stop.set()
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop.is_set()
+
+    # ------------------------------------------------------------------ state
+    def rng_state(self) -> dict[str, torch.Tensor]:
+        state = {"torch_cpu": torch.get_rng_state(), "batches": self.batch_generator.get_state()}
+        if self.device.type == "cuda":
+            state["torch_cuda"] = torch.cuda.get_rng_state(self.device)
+        return state
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"step": self.step, "history": self.history.to_dict(), "world_size": self.world_size}
+
+    def save_checkpoint(self) -> None:
+        """Write the run's checkpoint (rank 0 only) and make every rank wait until it exists."""
+        if self.out_dir is not None and self.is_main:
+            ckpt.save_checkpoint(
+                self.out_dir,
+                self.raw_model,
+                tokenizer=self.tokenizer,
+                optimizer=self.optimizer,
+                train_config=self.config.to_dict(),
+                trainer_state=self.state_dict(),
+                rng_state=self.rng_state(),
+            )
+        self._barrier()
+
+    def load_state(self, checkpoint: ckpt.Checkpoint) -> None:
+        """Restore optimizer, step, history and RNG states from a checkpoint (weights are loaded apart)."""
+        if checkpoint.optimizer_state is None:
+            raise CheckpointError("the checkpoint holds no optimizer state, so training cannot resume exactly")
+        state = checkpoint.optimizer_state
+        for param_state in state["state"].values():
+            for key, value in param_state.items():
+                if torch.is_tensor(value) and key != "step":
+                    param_state[key] = value.to(self.device)
+        self.optimizer.load_state_dict(state)
+        self.step = int(checkpoint.trainer_state.get("step", 0))
+        self.history = History.from_dict(checkpoint.trainer_state.get("history", {}))
+        rng = checkpoint.rng_state
+        if "torch_cpu" in rng:
+            torch.set_rng_state(rng["torch_cpu"])
+        if "batches" in rng:
+            self.batch_generator.set_state(rng["batches"])
+        if "torch_cuda" in rng and self.device.type == "cuda":
+            torch.cuda.set_rng_state(rng["torch_cuda"], self.device)
+
+    @classmethod
+    def resume(
+        cls,
+        run_dir: str | os.PathLike,
+        train_tokens,
+        val_tokens,
+        callbacks: list[Callback] | tuple = (),
+        **config_overrides: Any,
+    ) -> Trainer:
+        """Rebuild a trainer from ``run_dir``'s checkpoint; overrides (e.g. ``max_iters``) apply on top."""
+        from .tokenizers import tokenizer_from_dict
+
+        checkpoint = ckpt.load_checkpoint(run_dir)
+        if checkpoint.train_config is None:
+            raise CheckpointError(f"{run_dir} holds weights only (no training config), so it cannot be resumed")
+        config = TrainConfig.from_dict({**checkpoint.train_config, **config_overrides})
+        model = GPT(checkpoint.model_config)
+        ckpt.load_state_strict(model, checkpoint.model_state, source=str(run_dir))
+        tokenizer = tokenizer_from_dict(checkpoint.tokenizer) if checkpoint.tokenizer else None
+        trainer = cls(model, train_tokens, val_tokens, config, tokenizer, callbacks, out_dir=run_dir)
+        trainer.load_state(checkpoint)
+        return trainer
+
+    # ------------------------------------------------------------------ loop
+    def _barrier(self) -> None:
+        if self.world_size > 1:
+            dist.barrier()
+
+    def _batch(self, tokens, generator) -> tuple[torch.Tensor, torch.Tensor]:
+        return get_batch(
+            tokens,
+            self.config.batch_size // self.world_size,
+            self.block_size,
+            generator,
+            device=self.device,
+            pin_memory=self.device.type == "cuda",
+            rank=self.rank,
+            world_size=self.world_size,
+        )
+
+    def _forward_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        with autocast_context(self.device, self.dtype):
+            if self._compiled_ok:
+                return self.model(x, y).loss
+            try:  # torch.compile is lazy: a missing backend only shows at the first call
+                loss = self.model(x, y).loss
+                self._compiled_ok = True
+                return loss
+            except Exception as exc:
+                print(f"warning: torch.compile failed ({type(exc).__name__}: {exc}); continuing in eager mode")
+                self.model = self.raw_model
+                if self.world_size > 1:
+                    self.model = DistributedDataParallel(self.raw_model)
+                self._compiled_ok = True
+                return self.model(x, y).loss
+
+    @torch.no_grad()
+    def evaluate(self, tokens=None, iters: int | None = None) -> float:
+        """Mean loss over ``iters`` batches of held-out data.
+
+        The batches come from a generator seeded the same way at every evaluation, so successive
+        evaluations compare the model on identical data, and evaluating never disturbs training's RNG.
+        """
+        tokens = self.val_tokens if tokens is None else tokens
+        generator = torch.Generator().manual_seed(self.config.seed + 1)
+        was_training = self.raw_model.training
+        self.raw_model.eval()
+        losses = []
+        for _ in range(iters or self.config.eval_iters):
+            x, y = get_batch(tokens, self.config.batch_size, self.block_size, generator, device=self.device)
+            with autocast_context(self.device, self.dtype):
+                losses.append(self.raw_model(x, y).loss.item())
+        self.raw_model.train(was_training)
+        return sum(losses) / len(losses)
+
+    def _train_step(self) -> dict[str, Any]:
+        config = self.config
+        lr = lr_at(self.step, config)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        t0 = time.perf_counter()
+        total_loss = 0.0
+        for micro in range(config.grad_accum_steps):
+            x, y = self._batch(self.train_tokens, self.batch_generator)
+            last = micro == config.grad_accum_steps - 1
+            # Under DDP, only the last micro-step all-reduces gradients; the others accumulate locally.
+            sync = self.model.no_sync() if (self.world_size > 1 and not last) else _null_context()
+            with sync:
+                loss = self._forward_loss(x, y) / config.grad_accum_steps
+                self.scaler.scale(loss).backward()
+            total_loss += loss.detach()
+        total_loss = total_loss.item()
+        if self.world_size > 1:
+            loss_tensor = torch.tensor([total_loss], device=self.device)
+            dist.all_reduce(loss_tensor)
+            total_loss = loss_tensor.item() / self.world_size
+        if not math.isfinite(total_loss):
+            self.optimizer.zero_grad(set_to_none=True)
+            raise TrainingDivergedError(
+                f"the training loss became {total_loss} at step {self.step} (lr={lr:.3g}); the weights were not "
+                "updated and the last good checkpoint is kept. Lower --lr or enable --grad-clip."
+            )
+
+        self.scaler.unscale_(self.optimizer)
+        max_norm = config.grad_clip if config.grad_clip else math.inf
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), max_norm).item()
+        if not math.isfinite(grad_norm) and not self.scaler.is_enabled():
+            self.optimizer.zero_grad(set_to_none=True)
+            raise TrainingDivergedError(
+                f"the gradient norm became {grad_norm} at step {self.step} (lr={lr:.3g}); the weights were not "
+                "updated and the last good checkpoint is kept."
+            )
+        self.scaler.step(self.optimizer)  # skips the update if fp16 gradients overflowed
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        dt = time.perf_counter() - t0
+
+        tokens = config.batch_size * config.grad_accum_steps * self.block_size
+        tokens_per_s = tokens / dt if dt > 0 else math.nan
+        mfu = None
+        if config.peak_flops:
+            mfu = self.raw_model.flops_per_token() * tokens_per_s / config.peak_flops
+        self.step += 1
+        return {
+            "step": self.step,
+            "lr": lr,
+            "train_loss": total_loss,
+            "val_loss": None,
+            "grad_norm": grad_norm,
+            "grad_norm_clipped": min(grad_norm, max_norm),
+            "tokens_per_s": tokens_per_s,
+            "mfu": mfu,
+        }
+
+    def train(self, handle_signals: bool = False) -> History:
+        """Run until ``max_iters`` or a stop request; save a checkpoint at the end and on stop.
+
+        ``handle_signals``: turn SIGINT/SIGTERM into a clean stop (the command line does this).
+        """
+        from tqdm.auto import tqdm
+
+        config = self.config
+        checkpoint_every = config.eval_interval if config.checkpoint_interval is None else config.checkpoint_interval
+        restore = self._install_signal_handlers() if handle_signals else None
+        self.raw_model.train()
+        bar = tqdm(
+            total=config.max_iters,
+            initial=self.step,
+            disable=not (config.progress and self.is_main),
+            desc="train",
+            dynamic_ncols=True,
+        )
+        start = time.perf_counter()
+        elapsed_before = self.history.column("elapsed_s", drop_missing=True)
+        offset = elapsed_before[-1] if elapsed_before else 0.0
+        for cb in self.callbacks:
+            cb.on_train_begin(self)
+        try:
+            while self.step < config.max_iters and not self.stop_requested:
+                record = self._train_step()
+                record["elapsed_s"] = offset + time.perf_counter() - start
+                evaluate_now = self.step % config.eval_interval == 0 or self.step == config.max_iters
+                if evaluate_now and self.is_main:
+                    record["val_loss"] = self.evaluate()
+                self.history.append(record)
+                bar.update(1)
+                bar.set_postfix(loss=f"{record['train_loss']:.4f}", refresh=False)
+                if self.is_main:
+                    for cb in self.callbacks:
+                        cb.on_step_end(self, record)
+                        if record["val_loss"] is not None:
+                            cb.on_eval(self, record)
+                if checkpoint_every and self.step % checkpoint_every == 0 and self.step < config.max_iters:
+                    self.save_checkpoint()
+                self._sync_stop()
+            self.save_checkpoint()
+        finally:
+            bar.close()
+            if restore:
+                restore()
+            for cb in self.callbacks:
+                cb.on_train_end(self)
+        return self.history
+
+    def _sync_stop(self) -> None:
+        """Under DDP, a stop requested on any rank stops all of them at the same step."""
+        if self.world_size > 1:
+            flag = torch.tensor([1.0 if self.stop_requested else 0.0], device=self.device)
+            dist.all_reduce(flag)
+            if flag.item() > 0:
+                self._stop.set()
+
+    def _install_signal_handlers(self):
+        if threading.current_thread() is not threading.main_thread():
+            return None
+
+        def handler(signum, frame):
+            name = signal.Signals(signum).name
+            if self.stop_requested:  # a second Ctrl-C means "now"
+                raise KeyboardInterrupt
+            if self.is_main:
+                print(f"\n{name} received: finishing step {self.step + 1}, saving a checkpoint, then exiting")
+            self.request_stop()
+
+        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+        def restore():
+            for sig, old in previous.items():
+                signal.signal(sig, old)
+
+        return restore
+
+
+class _null_context:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
