@@ -1,0 +1,171 @@
+"""The GPT model: causality, the two attention paths, the KV cache, padding, init and learning."""
+
+import math
+from dataclasses import replace
+
+import pytest
+import torch
+
+from arlm_lib.errors import ConfigError
+from arlm_lib.model import GPT, PRESETS, GPTConfig, causal_mask
+
+SMALL = GPTConfig(vocab_size=37, block_size=24, n_layer=2, n_head=4, n_embd=32)
+
+
+def make_pair(config=SMALL, seed=0):
+    """The same weights behind the fast and the explicit attention paths."""
+    torch.manual_seed(seed)
+    fast = GPT(replace(config, attention="fast")).eval()
+    explicit = GPT(replace(config, attention="explicit")).eval()
+    explicit.load_state_dict(fast.state_dict())
+    return fast, explicit
+
+
+@pytest.mark.parametrize("path", ["fast", "explicit"])
+@pytest.mark.parametrize("norm_position", ["pre", "post"])
+def test_changing_future_tokens_leaves_past_logits_unchanged(path, norm_position):
+    torch.manual_seed(1)
+    model = GPT(replace(SMALL, attention=path, norm_position=norm_position)).eval()
+    idx = torch.randint(0, SMALL.vocab_size, (2, 20))
+    t = 9
+    changed = idx.clone()
+    changed[:, t + 1 :] = torch.randint(0, SMALL.vocab_size, (2, 20 - t - 1))
+    before, after = model(idx).logits, model(changed).logits
+    torch.testing.assert_close(before[:, : t + 1], after[:, : t + 1], rtol=0, atol=1e-6)
+    assert not torch.allclose(before[:, t + 1 :], after[:, t + 1 :])  # the future did change something
+
+
+@pytest.mark.parametrize("qk_layernorm", [False, True])
+def test_fast_path_equals_explicit_path(qk_layernorm):
+    fast, explicit = make_pair(replace(SMALL, qk_layernorm=qk_layernorm))
+    idx = torch.randint(0, SMALL.vocab_size, (3, 24))
+    torch.testing.assert_close(fast(idx).logits, explicit(idx).logits, rtol=0, atol=1e-5)
+    # return_attention forces the explicit computation on either path; it must not change outputs
+    torch.testing.assert_close(fast(idx, return_attention=True).logits, fast(idx).logits, rtol=0, atol=1e-5)
+
+
+def test_attention_rows_sum_to_one_and_nothing_above_the_diagonal():
+    _, explicit = make_pair()
+    out = explicit(torch.randint(0, SMALL.vocab_size, (2, 16)), return_attention=True)
+    assert len(out.attentions) == SMALL.n_layer
+    for weights in out.attentions:
+        assert weights.shape == (2, SMALL.n_head, 16, 16)
+        torch.testing.assert_close(weights.sum(-1), torch.ones(2, SMALL.n_head, 16))
+        above = torch.triu(torch.ones(16, 16, dtype=torch.bool), diagonal=1)
+        assert torch.all(weights[..., above] == 0)
+        assert torch.all(weights[..., ~above] > 0)
+
+
+def test_max_attention_logit_is_the_largest_unmasked_score():
+    _, explicit = make_pair()
+    idx = torch.randint(0, SMALL.vocab_size, (1, 10))
+    out = explicit(idx, return_attention=True)
+    block = explicit.transformer.h[0]
+    x = explicit.transformer.wte(idx) + explicit.transformer.wpe(torch.arange(10))
+    q, k, _ = block.attn.c_attn(block.ln_1(x)).split(SMALL.n_embd, dim=2)
+    q = q.view(1, 10, 4, 8).transpose(1, 2)
+    k = k.view(1, 10, 4, 8).transpose(1, 2)
+    scores = (q @ k.transpose(-2, -1)) / math.sqrt(8)
+    first_layer_max = scores.masked_fill(~causal_mask(10, 10), -1e9).max().item()
+    assert out.max_attn_logit >= first_layer_max - 1e-6
+
+
+def test_kv_cache_matches_recomputing_the_prefix():
+    fast, _ = make_pair()
+    idx = torch.randint(0, SMALL.vocab_size, (2, 20))
+    full = fast(idx).logits
+    cache = fast.new_kv_cache(batch_size=2)
+    pieces = [fast(idx[:, :7], kv_cache=cache).logits]
+    for t in range(7, 20):
+        pieces.append(fast(idx[:, t : t + 1], kv_cache=cache).logits)
+    assert cache.length == 20
+    torch.testing.assert_close(torch.cat(pieces, dim=1), full, rtol=0, atol=1e-5)
+
+
+def test_left_padding_with_mask_and_positions_matches_the_unpadded_sequence():
+    fast, explicit = make_pair()
+    idx = torch.randint(0, SMALL.vocab_size, (1, 12))
+    pad = 5
+    padded = torch.cat([torch.zeros(1, pad, dtype=torch.long), idx], dim=1)
+    mask = torch.cat([torch.zeros(1, pad), torch.ones(1, 12)], dim=1)
+    positions = (mask.cumsum(1) - 1).clamp(min=0).long()
+    for model in (fast, explicit):
+        out = model(padded, attention_mask=mask, position_ids=positions).logits
+        assert torch.isfinite(out).all()  # padding rows must not produce NaN
+        torch.testing.assert_close(out[:, pad:], model(idx).logits, rtol=0, atol=1e-5)
+
+
+def test_context_longer_than_block_size_is_an_error():
+    model = GPT(SMALL)
+    with pytest.raises(ConfigError, match="block_size=24"):
+        model(torch.zeros(1, 25, dtype=torch.long))
+
+
+def test_loss_at_initialisation_is_log_vocab_size():
+    torch.manual_seed(0)
+    config = GPTConfig(vocab_size=256, block_size=32, n_layer=2, n_head=2, n_embd=64)
+    model = GPT(config)
+    idx = torch.randint(0, 256, (8, 32))
+    loss = model(idx, torch.randint(0, 256, (8, 32))).loss.item()
+    assert abs(loss - math.log(256)) < 0.1 * math.log(256)
+
+
+def test_weight_tying_and_scaled_residual_init():
+    torch.manual_seed(0)
+    config = GPTConfig(vocab_size=50, block_size=16, n_layer=8, n_head=4, n_embd=256)
+    model = GPT(config)
+    assert model.lm_head.weight is model.transformer.wte.weight
+    proj_std = model.transformer.h[0].attn.c_proj.weight.std().item()
+    fc_std = model.transformer.h[0].mlp.c_fc.weight.std().item()
+    assert abs(fc_std - 0.02) < 0.002
+    assert abs(proj_std - 0.02 / math.sqrt(2 * 8)) < 0.001
+
+
+def test_overfits_one_fixed_batch():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=20, block_size=16, n_layer=2, n_head=2, n_embd=64))
+    x = torch.randint(0, 20, (4, 16))
+    y = torch.randint(0, 20, (4, 16))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for _ in range(300):
+        loss = model(x, y).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert loss.item() < 0.1
+
+
+def test_presets_and_parameter_counts():
+    assert set(PRESETS) >= {"tiny", "small", "gpt2"}
+    small = PRESETS["small"]
+    assert (small.n_layer, small.n_head, small.n_embd, small.block_size) == (6, 6, 384, 256)
+    gpt2 = GPT(GPTConfig.from_preset("gpt2", vocab_size=50257))
+    # GPT-2 small: 124,439,808 parameters with its 50,257-token vocabulary and 1,024 positions.
+    assert gpt2.num_params(non_embedding=False) == 124_439_808
+
+
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        (dict(n_embd=30, n_head=4), "divisible"),
+        (dict(n_layer=0), "n_layer=0"),
+        (dict(norm_position="middle"), "norm_position"),
+        (dict(attention="flash"), "attention"),
+        (dict(dropout=1.5), "dropout"),
+    ],
+)
+def test_bad_config_values_are_named(overrides, match):
+    with pytest.raises(ConfigError, match=match):
+        GPTConfig.from_preset("tiny", **overrides)
+
+
+def test_unknown_preset_lists_the_known_ones():
+    with pytest.raises(ConfigError, match="tiny"):
+        GPTConfig.from_preset("huge")
+
+
+def test_config_round_trip_rejects_unknown_fields():
+    data = PRESETS["tiny"].to_dict()
+    assert GPTConfig.from_dict(data) == PRESETS["tiny"]
+    with pytest.raises(ConfigError, match="rotary"):
+        GPTConfig.from_dict({**data, "rotary": True})

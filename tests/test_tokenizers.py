@@ -1,0 +1,358 @@
+"""Tests for arlm_lib.tokenizers: round trips, explicit unknown-character policy, serialization, fuzzing."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from arlm_lib.errors import ConfigError, TokenizerError
+from arlm_lib.tokenizers import (
+    UNK_TEXT,
+    BPETokenizer,
+    CharTokenizer,
+    Tokenizer,
+    load_tokenizer,
+    split_at_safe_boundaries,
+    tokenizer_from_dict,
+    train_tokenizer,
+)
+
+ENGLISH = (
+    "The quick brown fox jumps over the lazy dog.\n"
+    "An autoregressive model predicts the next token from the tokens before it.\n"
+    "  Indented line with  double  spaces.\n\n\nAfter three newlines, tabs\tand\ttabs.\n"
+) * 20
+MIXED = (
+    "Language models predict the next token. 语言模型预测下一个词元。\n"
+    "自回归模型逐个生成文本 😀🎉 emoji and 中文 together!\n"
+    "Ünïcödé àccents, ελληνικά, русский, العربية, 日本語のテキスト.\n\n"
+) * 15
+
+
+@pytest.fixture(scope="module")
+def bpe() -> BPETokenizer:
+    # Trained once: whitespace runs and Chinese in the corpus give merges that span them.
+    return BPETokenizer.train(ENGLISH + MIXED, vocab_size=400)
+
+
+@pytest.fixture(scope="module")
+def char() -> CharTokenizer:
+    return CharTokenizer.train(ENGLISH)
+
+
+# --------------------------------------------------------------------------------------------------
+# Character tokenizer
+# --------------------------------------------------------------------------------------------------
+
+
+def test_char_round_trip_and_vocab(char: CharTokenizer) -> None:
+    ids = char.encode(ENGLISH)
+    assert char.decode(ids) == ENGLISH
+    assert char.vocab_size == len(set(ENGLISH))
+    # Ids follow the sorted character order, so the vocabulary is reproducible from the text alone.
+    assert [char.id_to_token(i) for i in range(char.vocab_size)] == sorted(set(ENGLISH))
+    assert max(ids) == char.vocab_size - 1 and min(ids) == 0
+
+
+def test_char_always_has_newline_as_bos() -> None:
+    tok = CharTokenizer.train("abc")  # no newline in the text
+    assert tok.vocab_size == 4
+    assert tok.decode([tok.bos_id]) == "\n"
+    assert tok.encode("\n") == [tok.bos_id]
+
+
+def test_char_error_names_unseen_characters(char: CharTokenizer) -> None:
+    text = "quick 中文 é fox 中"
+    with pytest.raises(TokenizerError) as info:
+        char.encode(text)
+    msg = str(info.value)
+    for c in ("中", "文", "é"):
+        assert repr(c) in msg
+    assert "3 character" in msg  # distinct unseen characters
+    assert "4 occurrence" in msg
+    assert "unknown='replace'" in msg  # tells the reader the way out
+    assert "'q'" not in msg  # only the unseen ones are named
+
+
+def test_char_error_shows_only_the_first_few() -> None:
+    tok = CharTokenizer.train("a")
+    unseen = "".join(chr(0x4E00 + i) for i in range(30))
+    with pytest.raises(TokenizerError) as info:
+        tok.encode(unseen)
+    msg = str(info.value)
+    assert "30 character" in msg
+    assert repr(unseen[0]) in msg and repr(unseen[-1]) not in msg
+
+
+def test_char_replace_policy_maps_to_unk(char: CharTokenizer) -> None:
+    tok = CharTokenizer.train(ENGLISH, unknown="replace")
+    assert tok.vocab_size == char.vocab_size + 1
+    assert tok.unk_id == tok.vocab_size - 1
+    assert tok.id_to_token(tok.unk_id) == "<unk>"
+    ids = tok.encode("fox 中é.")
+    assert ids[:4] == char.encode("fox ")  # known characters keep their ids
+    assert ids[4] == ids[5] == tok.unk_id
+    assert len(ids) == len("fox 中é.")  # nothing dropped
+    assert tok.decode(ids) == "fox " + UNK_TEXT * 2 + "."
+
+
+def test_char_invalid_policy() -> None:
+    with pytest.raises(ConfigError, match="'ignore'.*'error', 'replace'"):
+        CharTokenizer.train("abc", unknown="ignore")
+
+
+def test_char_empty_training_text() -> None:
+    with pytest.raises(TokenizerError, match="empty"):
+        CharTokenizer.train("")
+
+
+# --------------------------------------------------------------------------------------------------
+# BPE tokenizer
+# --------------------------------------------------------------------------------------------------
+
+
+def test_bpe_round_trip_mixed_scripts(bpe: BPETokenizer) -> None:
+    for text in (MIXED, ENGLISH, "", "\n", "  \n\n \t", "unseen 漢字 𝔘𝔫𝔦 👩‍👩‍👧 \x00\x7f\r\n"):
+        assert bpe.decode(bpe.encode(text)) == text
+
+
+def test_bpe_learned_merges(bpe: BPETokenizer) -> None:
+    assert bpe.vocab_size == 400
+    ids = bpe.encode(MIXED)
+    # Training worked: fewer tokens than bytes (a byte-only vocabulary gives exactly one token per byte),
+    # and some token spans a whole multi-byte character.
+    assert len(ids) < 0.8 * len(MIXED.encode("utf-8"))
+    assert any(len(bpe.token_bytes(i)) >= 3 and bpe.id_to_token(i) in MIXED for i in set(ids))
+
+
+def test_bpe_training_is_deterministic(bpe: BPETokenizer) -> None:
+    again = BPETokenizer.train(ENGLISH + MIXED, vocab_size=400)
+    assert again.to_dict() == bpe.to_dict()
+    # An iterable of texts works too.
+    assert BPETokenizer.train(iter([ENGLISH, MIXED]), vocab_size=300).vocab_size == 300
+
+
+def test_bpe_bos_is_newline(bpe: BPETokenizer) -> None:
+    assert bpe.encode("\n") == [bpe.bos_id]
+    assert bpe.decode([bpe.bos_id]) == "\n"
+
+
+def test_bpe_token_labels_cover_the_bytes(bpe: BPETokenizer) -> None:
+    text = "Hello 中文 😀\n"
+    ids = bpe.encode(text)
+    assert b"".join(bpe.token_bytes(i) for i in ids) == text.encode("utf-8")
+    labels = [bpe.id_to_token(i) for i in ids]
+    assert all(isinstance(label, str) and label for label in labels)
+
+
+@pytest.mark.parametrize("vocab_size", [0, 255, 100, 300.0, True])
+def test_bpe_vocab_size_validation(vocab_size: object) -> None:
+    with pytest.raises(ConfigError, match="vocab_size must be an integer >= 256"):
+        BPETokenizer.train("abc", vocab_size=vocab_size)  # type: ignore[arg-type]
+
+
+def test_bpe_vocab_size_counts_special_tokens() -> None:
+    with pytest.raises(ConfigError, match=">= 257"):
+        BPETokenizer.train("abc", vocab_size=256, special_tokens=["<|endoftext|>"])
+    tok = BPETokenizer.train("abc abc", vocab_size=257, special_tokens=["<|endoftext|>"])
+    text = "x<|endoftext|>y"
+    assert tok.decode(tok.encode(text)) == text
+
+
+def test_bpe_empty_training_text() -> None:
+    with pytest.raises(TokenizerError, match="empty"):
+        BPETokenizer.train("", vocab_size=300)
+
+
+def test_bpe_rejects_lone_surrogates(bpe: BPETokenizer) -> None:
+    with pytest.raises(TokenizerError, match="surrogate"):
+        bpe.encode("a\ud800b")
+
+
+# --------------------------------------------------------------------------------------------------
+# Shared interface, factories, serialization
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["char", "bpe"])
+def test_interface(kind: str, char: CharTokenizer, bpe: BPETokenizer) -> None:
+    tok: Tokenizer = {"char": char, "bpe": bpe}[kind]
+    assert tok.kind == kind
+    text = ENGLISH[:200]
+    t = tok.encode_tensor(text)
+    assert t.dtype == torch.long and t.ndim == 1
+    assert t.tolist() == tok.encode(text)
+    assert tok.encode_array(text).tolist() == tok.encode(text)
+    # decode accepts lists, tensors and numpy arrays alike
+    assert tok.decode(t) == tok.decode(t.numpy()) == tok.decode(tok.encode(text)) == text
+    for bad in (-1, tok.vocab_size):
+        with pytest.raises(TokenizerError, match=f"{bad}.*0..{tok.vocab_size - 1}"):
+            tok.decode([0, bad])
+        with pytest.raises(TokenizerError):
+            tok.id_to_token(bad)
+    with pytest.raises(TokenizerError, match="1-D"):
+        tok.decode(torch.zeros(2, 2, dtype=torch.long))
+
+
+@pytest.mark.parametrize("kind", ["char", "bpe"])
+def test_to_dict_and_save_load_round_trip(
+    kind: str, tmp_path, char: CharTokenizer, bpe: BPETokenizer
+) -> None:
+    tok: Tokenizer = {"char": char, "bpe": bpe}[kind]
+    text = ENGLISH + (MIXED if kind == "bpe" else "")
+    d = json.loads(json.dumps(tok.to_dict()))  # JSON-able, survives a real round trip
+    rebuilt = tokenizer_from_dict(d)
+    assert type(rebuilt) is type(tok)
+    assert rebuilt.encode(text) == tok.encode(text)
+    assert rebuilt.vocab_size == tok.vocab_size and rebuilt.bos_id == tok.bos_id
+    assert rebuilt == tok
+
+    path = tmp_path / "tok.json"
+    tok.save(path)
+    loaded = load_tokenizer(path)
+    assert loaded.encode(text) == tok.encode(text)
+    assert loaded.decode(loaded.encode(text)) == text
+    assert list(tmp_path.iterdir()) == [path]  # no temp file left behind
+
+
+def test_replace_policy_survives_serialization() -> None:
+    tok = CharTokenizer.train("abc\n", unknown="replace")
+    again = tokenizer_from_dict(tok.to_dict())
+    assert again.encode("az") == tok.encode("az") == [tok.encode("a")[0], tok.unk_id]
+
+
+def test_different_tokenizers_are_not_equal(char: CharTokenizer) -> None:
+    assert char != CharTokenizer.train(ENGLISH + "Z")
+    assert char != CharTokenizer.train(ENGLISH, unknown="replace")
+
+
+def test_train_tokenizer_factory() -> None:
+    assert isinstance(train_tokenizer("char", "abc"), CharTokenizer)
+    assert isinstance(train_tokenizer("bpe", "abc abc", vocab_size=260), BPETokenizer)
+    with pytest.raises(ConfigError, match="'wordpiece'.*'char', 'bpe'"):
+        train_tokenizer("wordpiece", "abc")
+    with pytest.raises(ConfigError, match="vocab_size"):
+        train_tokenizer("char", "abc", vocab_size=300)
+
+
+def _char_dict() -> dict:
+    return CharTokenizer.train("ab\n").to_dict()
+
+
+@pytest.mark.parametrize(
+    ("mutate", "pattern"),
+    [
+        (lambda d: d.pop("kind"), "kind=None"),
+        (lambda d: d.update(kind="sentencepiece"), "'sentencepiece'"),
+        (lambda d: d.update(version=99), "version=99"),
+        (lambda d: d.update(chars="abc"), "'chars'"),
+        (lambda d: d.update(chars=["a", "b"]), "'\\\\n'"),
+        (lambda d: d.update(chars=["\n", "a", "a"]), "duplicate"),
+        (lambda d: d.update(chars=["b", "a", "\n"]), "sorted"),
+        (lambda d: d.update(chars=["\n", "ab"]), "single characters"),
+        (lambda d: d.update(unknown="drop"), "'drop'"),
+    ],
+)
+def test_invalid_char_dicts(mutate, pattern: str) -> None:
+    d = _char_dict()
+    mutate(d)
+    with pytest.raises(TokenizerError, match=pattern):
+        tokenizer_from_dict(d)
+
+
+def test_invalid_bpe_dicts(bpe: BPETokenizer) -> None:
+    good = bpe.to_dict()
+    spec = json.loads(good["hf_tokenizer"])
+    cases = {"not json {": "not valid JSON", "[1, 2]": "JSON object"}
+    no_prefix = dict(spec, pre_tokenizer=dict(spec["pre_tokenizer"], add_prefix_space=True))
+    cases[json.dumps(no_prefix)] = "add_prefix_space"
+    cases[json.dumps(dict(spec, decoder=None))] = "decoder type is None"
+    missing_byte = json.loads(good["hf_tokenizer"])
+    del missing_byte["model"]["vocab"]["Ċ"]
+    missing_byte["model"]["merges"] = []
+    cases[json.dumps(missing_byte)] = "byte tokens are missing"
+    for s, pattern in cases.items():
+        with pytest.raises(TokenizerError, match=pattern):
+            tokenizer_from_dict(dict(good, hf_tokenizer=s))
+    with pytest.raises(TokenizerError, match="hf_tokenizer"):
+        tokenizer_from_dict({"kind": "bpe", "version": 1})
+    with pytest.raises(TokenizerError, match="JSON object"):
+        tokenizer_from_dict(["kind", "bpe"])  # type: ignore[arg-type]
+
+
+def test_load_tokenizer_errors(tmp_path) -> None:
+    with pytest.raises(TokenizerError, match="does not exist"):
+        load_tokenizer(tmp_path / "nope.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json", encoding="utf-8")
+    with pytest.raises(TokenizerError, match="not valid JSON"):
+        load_tokenizer(bad)
+
+
+# --------------------------------------------------------------------------------------------------
+# Safe pieces for long texts
+# --------------------------------------------------------------------------------------------------
+
+_PIECE_TEXT = st.text(alphabet="ab \n\t中😀.", max_size=200)
+
+
+def _is_safe(text: str, p: int) -> bool:
+    """Independent oracle: a cut at p is safe when it sits right after "x\n" and before a non-space."""
+    return 2 <= p < len(text) and text[p - 1] == "\n" and not text[p - 2].isspace() and not text[p].isspace()
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=_PIECE_TEXT, max_chars=st.integers(1, 20))
+def test_pieces_cut_safely_and_encode_like_the_whole(bpe: BPETokenizer, text: str, max_chars: int) -> None:
+    pieces = list(split_at_safe_boundaries(text, max_chars))
+    assert "".join(pieces) == text
+    assert all(pieces)
+    start = 0
+    for piece in pieces[:-1]:
+        cut = start + len(piece)
+        # An unsafe cut is allowed only when no safe one exists in the look-ahead window.
+        if not _is_safe(text, cut):
+            assert not any(_is_safe(text, p) for p in range(start + 1, start + 8 * max_chars + 1))
+        start = cut
+    if all(_is_safe(text, p) for p in np.cumsum([len(p) for p in pieces[:-1]])):
+        # Every cut is safe, so encoding piece by piece gives the un-chunked Hugging Face ids.
+        assert [i for p in pieces for i in bpe._tok.encode(p).ids] == bpe._tok.encode(text).ids
+
+
+def test_long_text_is_encoded_in_pieces_without_changing_ids(bpe: BPETokenizer) -> None:
+    from arlm_lib import tokenizers as tk
+
+    text = ENGLISH * 60 + MIXED * 20  # longer than one encode piece
+    assert len(text) > tk.ENCODE_PIECE_CHARS
+    assert len(list(split_at_safe_boundaries(text))) > 1
+    np.testing.assert_array_equal(bpe.encode_array(text), bpe._tok.encode(text).ids)
+
+
+# --------------------------------------------------------------------------------------------------
+# Fuzzing (issue 9)
+# --------------------------------------------------------------------------------------------------
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=st.text())
+def test_fuzz_bpe_round_trips_any_unicode(bpe: BPETokenizer, text: str) -> None:
+    ids = bpe.encode(text)
+    assert all(0 <= i < bpe.vocab_size for i in ids)
+    assert bpe.decode(ids) == text
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=st.text())
+def test_fuzz_char_round_trips_or_rejects_clearly(char: CharTokenizer, text: str) -> None:
+    unseen = [c for c in dict.fromkeys(text) if c not in set(ENGLISH) | {"\n"}]
+    if unseen:
+        with pytest.raises(TokenizerError) as info:
+            char.encode(text)
+        assert repr(unseen[0]) in str(info.value)
+    else:
+        assert char.decode(char.encode(text)) == text
