@@ -29,7 +29,9 @@ def _number(kind, minimum=None, exclusive=False, maximum=None, max_exclusive=Fal
         if kind is float and not math.isfinite(value):
             raise argparse.ArgumentTypeError(f"{text!r} is not allowed: it must be a finite number")
         if minimum is not None and (value <= minimum if exclusive else value < minimum):
-            raise argparse.ArgumentTypeError(f"{text} is not allowed: it must be {'>' if exclusive else '>='} {minimum}")
+            raise argparse.ArgumentTypeError(
+                f"{text} is not allowed: it must be {'>' if exclusive else '>='} {minimum}"
+            )
         if maximum is not None and (value >= maximum if max_exclusive else value > maximum):
             raise argparse.ArgumentTypeError(
                 f"{text} is not allowed: it must be {'<' if max_exclusive else '<='} {maximum}"
@@ -71,8 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=_HelpFormatter,
         description="Train a GPT-style model. Preset values are used unless a flag overrides them.",
     )
-    train.add_argument("--data", required=True, help="a UTF-8 text file, or a built-in corpus name (see 'corpus list')")
-    train.add_argument("--out", required=True, help="run directory for the checkpoint; refused if it holds other files")
+    train.add_argument(
+        "--data", required=True, help="a UTF-8 text file, or a built-in corpus name (see 'corpus list')"
+    )
+    train.add_argument(
+        "--out", required=True, help="run directory for the checkpoint; refused if it holds other files"
+    )
     train.add_argument("--resume", action="store_true", help="continue the run saved in --out")
     arch = train.add_argument_group("model (override the preset)")
     arch.add_argument("--preset", default="tiny", choices=sorted(PRESETS), help="architecture preset")
@@ -80,49 +86,97 @@ def build_parser() -> argparse.ArgumentParser:
     arch.add_argument("--n-head", type=positive_int, help="attention heads per block (must divide --n-embd)")
     arch.add_argument("--n-embd", type=positive_int, help="width of the residual stream")
     arch.add_argument("--block-size", type=positive_int, help="context length T in tokens")
-    arch.add_argument("--dropout", type=_number(float, 0, maximum=1, max_exclusive=True), help="dropout probability")
-    arch.add_argument("--norm-position", choices=("pre", "post"), help="LayerNorm before (pre) or after (post) each sublayer")
-    arch.add_argument("--qk-layernorm", action="store_true", default=None, help="LayerNorm on queries and keys")
-    arch.add_argument("--attention", choices=("fast", "explicit"), help="fused SDPA kernel or explicit softmax(QK^T)V")
+    arch.add_argument(
+        "--dropout", type=_number(float, 0, maximum=1, max_exclusive=True), help="dropout probability"
+    )
+    arch.add_argument(
+        "--norm-position",
+        choices=("pre", "post"),
+        help="LayerNorm before (pre) or after (post) each sublayer",
+    )
+    arch.add_argument(
+        "--qk-layernorm", action="store_true", default=None, help="LayerNorm on queries and keys"
+    )
+    arch.add_argument(
+        "--attention", choices=("fast", "explicit"), help="fused SDPA kernel or explicit softmax(QK^T)V"
+    )
     tok = train.add_argument_group("tokenizer")
-    tok.add_argument("--tokenizer", choices=("char", "bpe"), default="char", help="character-level or byte-level BPE")
+    tok.add_argument(
+        "--tokenizer", choices=("char", "bpe"), default="char", help="character-level or byte-level BPE"
+    )
     tok.add_argument("--bpe-vocab-size", type=_number(int, 257), default=1024, help="BPE vocabulary size")
     opt = train.add_argument_group("optimisation")
-    opt.add_argument("--batch-size", type=positive_int, default=32, help="sequences per micro-step, across all ranks")
+    opt.add_argument(
+        "--batch-size", type=positive_int, default=32, help="sequences per micro-step, across all ranks"
+    )
     opt.add_argument("--grad-accum", type=positive_int, default=1, help="micro-steps per optimizer step")
     opt.add_argument("--lr", type=positive_float, default=1e-3, help="peak learning rate")
     opt.add_argument("--min-lr", type=non_negative_float, help="final learning rate (default lr/10)")
     opt.add_argument("--max-iters", type=positive_int, default=1000, help="optimizer steps in total")
     opt.add_argument("--warmup-iters", type=non_negative_int, default=100, help="linear warmup steps")
-    opt.add_argument("--schedule", choices=SCHEDULES, default="cosine", help="learning-rate decay after warmup")
-    opt.add_argument("--weight-decay", type=non_negative_float, default=0.1, help="AdamW decoupled weight decay")
-    opt.add_argument("--grad-clip", type=non_negative_float, default=1.0, help="global-norm clip threshold; 0 disables")
-    opt.add_argument("--eval-interval", type=positive_int, default=100, help="evaluate and checkpoint every N steps")
+    opt.add_argument(
+        "--schedule", choices=SCHEDULES, default="cosine", help="learning-rate decay after warmup"
+    )
+    opt.add_argument(
+        "--weight-decay", type=non_negative_float, default=0.1, help="AdamW decoupled weight decay"
+    )
+    opt.add_argument(
+        "--grad-clip", type=non_negative_float, default=1.0, help="global-norm clip threshold; 0 disables"
+    )
+    opt.add_argument(
+        "--eval-interval", type=positive_int, default=100, help="evaluate and checkpoint every N steps"
+    )
     opt.add_argument("--eval-iters", type=positive_int, default=20, help="batches per evaluation")
     opt.add_argument("--seed", type=int, default=1337, help="seed for init, batches and dropout")
     sysg = train.add_argument_group("system")
-    sysg.add_argument("--device", default="auto", help=f"one of {DEVICE_CHOICES}; auto = cuda, then mps, then cpu")
-    sysg.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES, help="autocast precision; auto = bf16 on CUDA")
-    sysg.add_argument("--compile", action="store_true", help="torch.compile the model (falls back to eager if unavailable)")
+    sysg.add_argument(
+        "--device", default="auto", help=f"one of {DEVICE_CHOICES}; auto = cuda, then mps, then cpu"
+    )
+    sysg.add_argument(
+        "--dtype", default="auto", choices=DTYPE_CHOICES, help="autocast precision; auto = bf16 on CUDA"
+    )
+    sysg.add_argument(
+        "--compile", action="store_true", help="torch.compile the model (falls back to eager if unavailable)"
+    )
     sysg.add_argument("--peak-flops", type=positive_float, help="device peak FLOP/s, to report MFU")
-    sysg.add_argument("--no-progress", action="store_true", help="no progress bar; print a line per evaluation")
+    sysg.add_argument(
+        "--no-progress", action="store_true", help="no progress bar; print a line per evaluation"
+    )
 
     # --- sample
     sample = commands.add_parser(
         "sample", help="continue a prompt with a trained model", formatter_class=_HelpFormatter
     )
-    sample.add_argument("--checkpoint", required=True, help="run directory (or .safetensors file) of a trained model")
-    sample.add_argument("--prompt", default="", help="text to continue; empty starts from the start-of-document token")
+    sample.add_argument(
+        "--checkpoint", required=True, help="run directory (or .safetensors file) of a trained model"
+    )
+    sample.add_argument(
+        "--prompt", default="", help="text to continue; empty starts from the start-of-document token"
+    )
     sample.add_argument("--max-new-tokens", type=non_negative_int, default=200, help="tokens to generate")
     sample.add_argument("--temperature", type=non_negative_float, default=1.0, help="0 = greedy decoding")
     sample.add_argument("--top-k", type=positive_int, help="keep the k most likely tokens")
-    sample.add_argument("--top-p", type=_number(float, 0, exclusive=True, maximum=1), help="nucleus: smallest set with mass >= p")
-    sample.add_argument("--min-p", type=_number(float, 0, maximum=1, max_exclusive=True), help="drop tokens below min_p x top prob")
-    sample.add_argument("--repetition-penalty", type=positive_float, help="> 1 discourages tokens already present")
-    sample.add_argument("--no-repeat-ngram", type=positive_int, help="forbid repeating any n-gram of this size")
+    sample.add_argument(
+        "--top-p",
+        type=_number(float, 0, exclusive=True, maximum=1),
+        help="nucleus: smallest set with mass >= p",
+    )
+    sample.add_argument(
+        "--min-p",
+        type=_number(float, 0, maximum=1, max_exclusive=True),
+        help="drop tokens below min_p x top prob",
+    )
+    sample.add_argument(
+        "--repetition-penalty", type=positive_float, help="> 1 discourages tokens already present"
+    )
+    sample.add_argument(
+        "--no-repeat-ngram", type=positive_int, help="forbid repeating any n-gram of this size"
+    )
     sample.add_argument("--beam", type=positive_int, help="beam search with this width (deterministic)")
     sample.add_argument("--num-samples", type=positive_int, default=1, help="independent samples")
-    sample.add_argument("--seed", type=int, default=1337, help="sampling seed; the same seed reproduces the text")
+    sample.add_argument(
+        "--seed", type=int, default=1337, help="sampling seed; the same seed reproduces the text"
+    )
     sample.add_argument("--stream", action="store_true", help="print tokens as they are generated")
     sample.add_argument("--device", default="auto", help=f"one of {DEVICE_CHOICES}")
 
@@ -131,14 +185,24 @@ def build_parser() -> argparse.ArgumentParser:
         "eval", help="validation loss, perplexity and bits per character", formatter_class=_HelpFormatter
     )
     evaluate.add_argument("--checkpoint", required=True, help="run directory (or .safetensors file)")
-    evaluate.add_argument("--data", required=True, help="text file or built-in corpus name; its last 10%% is held out")
-    evaluate.add_argument("--split", choices=("val", "train", "all"), default="val", help="which part of --data to score")
-    evaluate.add_argument("--block-size", type=positive_int, help="evaluation window (at most the model's context)")
-    evaluate.add_argument("--max-tokens", type=positive_int, default=200_000, help="score at most this many tokens")
+    evaluate.add_argument(
+        "--data", required=True, help="text file or built-in corpus name; its last 10%% is held out"
+    )
+    evaluate.add_argument(
+        "--split", choices=("val", "train", "all"), default="val", help="which part of --data to score"
+    )
+    evaluate.add_argument(
+        "--block-size", type=positive_int, help="evaluation window (at most the model's context)"
+    )
+    evaluate.add_argument(
+        "--max-tokens", type=positive_int, default=200_000, help="score at most this many tokens"
+    )
     evaluate.add_argument("--device", default="auto", help=f"one of {DEVICE_CHOICES}")
 
     # --- corpus
-    corpus = commands.add_parser("corpus", help="list the built-in corpora or describe one", formatter_class=_HelpFormatter)
+    corpus = commands.add_parser(
+        "corpus", help="list the built-in corpora or describe one", formatter_class=_HelpFormatter
+    )
     corpus_cmds = corpus.add_subparsers(dest="corpus_command", required=True, metavar="ACTION")
     corpus_cmds.add_parser("list", help="names, sizes and descriptions")
     info = corpus_cmds.add_parser("info", help="size and entropy rate (bits/char, bits/token) of one corpus")
@@ -205,7 +269,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         saved = checkpoint.model_config.to_dict()
         clash = {k: (v, saved[k]) for k, v in overrides.items() if v is not None and v != saved[k]}
         if clash:
-            details = ", ".join(f"--{k.replace('_', '-')} {v} (checkpoint has {s})" for k, (v, s) in clash.items())
+            details = ", ".join(
+                f"--{k.replace('_', '-')} {v} (checkpoint has {s})" for k, (v, s) in clash.items()
+            )
             raise CheckpointError(f"cannot resume {out} with a different architecture: {details}")
         tokenizer = tokenizer_from_dict(checkpoint.tokenizer)
         block_size = checkpoint.model_config.block_size
@@ -359,4 +425,3 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
-

@@ -32,7 +32,9 @@ class EvalResult:
 
 
 @torch.no_grad()
-def evaluate_tokens(model, tokenizer, tokens: torch.Tensor, block_size: int | None = None, batch_size: int = 16) -> EvalResult:
+def evaluate_tokens(
+    model, tokenizer, tokens: torch.Tensor, block_size: int | None = None, batch_size: int = 16
+) -> EvalResult:
     """Score every token of ``tokens`` (but the first) once, in non-overlapping windows of ``block_size``.
 
     Each window starts with an empty context, so early positions in a window see less history than a

@@ -59,7 +59,9 @@ class GPTConfig:
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout={self.dropout!r} is not allowed: it must be in [0, 1)")
         if self.norm_position not in NORM_POSITIONS:
-            raise ConfigError(f"norm_position={self.norm_position!r} is not allowed: choose one of {NORM_POSITIONS}")
+            raise ConfigError(
+                f"norm_position={self.norm_position!r} is not allowed: choose one of {NORM_POSITIONS}"
+            )
         if self.attention not in ATTENTION_PATHS:
             raise ConfigError(f"attention={self.attention!r} is not allowed: choose one of {ATTENTION_PATHS}")
 
@@ -305,7 +307,9 @@ class GPT(nn.Module):
         T = seq_len or c.block_size
         return 6 * self.num_params() + 12 * c.n_layer * c.n_head * c.head_dim * T
 
-    def new_kv_cache(self, batch_size: int, max_length: int | None = None, device=None, dtype=None) -> KVCache:
+    def new_kv_cache(
+        self, batch_size: int, max_length: int | None = None, device=None, dtype=None
+    ) -> KVCache:
         """An empty cache for ``batch_size`` sequences of up to ``max_length`` (default: block_size) tokens."""
         max_length = max_length or self.config.block_size
         if max_length > self.config.block_size:
@@ -315,7 +319,13 @@ class GPT(nn.Module):
         weight = self.lm_head.weight
         c = self.config
         return KVCache(
-            c.n_layer, batch_size, c.n_head, max_length, c.head_dim, device or weight.device, dtype or weight.dtype
+            c.n_layer,
+            batch_size,
+            c.n_head,
+            max_length,
+            c.head_dim,
+            device or weight.device,
+            dtype or weight.dtype,
         )
 
     def forward(
@@ -368,7 +378,9 @@ class GPT(nn.Module):
 
         loss = None
         if targets is not None:
-            loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=-100)
+            loss = F.cross_entropy(
+                logits.view(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=-100
+            )
         return GPTOutput(
             logits=logits,
             loss=loss,

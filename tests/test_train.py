@@ -24,11 +24,23 @@ def data():
 
 def tiny_model(tokenizer, seed=0, dropout=0.1):
     torch.manual_seed(seed)
-    return GPT(GPTConfig(vocab_size=tokenizer.vocab_size, block_size=32, n_layer=2, n_head=2, n_embd=32, dropout=dropout))
+    return GPT(
+        GPTConfig(
+            vocab_size=tokenizer.vocab_size, block_size=32, n_layer=2, n_head=2, n_embd=32, dropout=dropout
+        )
+    )
 
 
 def config(**kw):
-    base = dict(batch_size=8, max_iters=20, eval_interval=10, eval_iters=2, warmup_iters=3, progress=False, device="cpu")
+    base = dict(
+        batch_size=8,
+        max_iters=20,
+        eval_interval=10,
+        eval_iters=2,
+        warmup_iters=3,
+        progress=False,
+        device="cpu",
+    )
     return TrainConfig(**{**base, **kw})
 
 
@@ -60,7 +72,9 @@ def test_training_lowers_the_loss_and_records_history(data):
         def on_step_end(self, trainer, record):
             seen.append(record["step"])
 
-    trainer = Trainer(tiny_model(tokenizer), train, val, config(max_iters=60, lr=3e-3), callbacks=[Recorder()])
+    trainer = Trainer(
+        tiny_model(tokenizer), train, val, config(max_iters=60, lr=3e-3), callbacks=[Recorder()]
+    )
     history = trainer.train()
     assert seen == list(range(1, 61))
     assert len(history) == 60
@@ -103,7 +117,9 @@ def test_resume_50_plus_50_is_bit_identical_to_100_straight(data, tmp_path):
             if record["step"] == 50:
                 trainer.request_stop()
 
-    first = Trainer(tiny_model(tokenizer), train, val, cfg, tokenizer, [StopAt50()], out_dir=tmp_path / "split")
+    first = Trainer(
+        tiny_model(tokenizer), train, val, cfg, tokenizer, [StopAt50()], out_dir=tmp_path / "split"
+    )
     first.train()
     assert first.step == 50
     second = Trainer.resume(tmp_path / "split", train, val)
@@ -123,7 +139,9 @@ def test_nonfinite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(d
                 with torch.no_grad():
                     trainer.raw_model.transformer.wte.weight[0, 0] = math.inf
 
-    trainer = Trainer(tiny_model(tokenizer), train, val, config(max_iters=30), tokenizer, [Poison()], out_dir=tmp_path)
+    trainer = Trainer(
+        tiny_model(tokenizer), train, val, config(max_iters=30), tokenizer, [Poison()], out_dir=tmp_path
+    )
     with pytest.raises(TrainingDivergedError, match="step 13"):
         trainer.train()
     saved = ckpt.load_checkpoint(tmp_path)

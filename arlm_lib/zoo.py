@@ -1,0 +1,159 @@
+"""Named, reproducible training recipes whose results are cached, so the book trains each model once.
+
+Every chapter that needs "the tiny model trained on the synthetic language" calls
+``trained("tiny-synthetic")``. The first call trains it with a fixed seed and writes a checkpoint under
+the cache directory (``$ARLM_CACHE_DIR``, default ``~/.cache/arlm``); later calls, in any chapter or
+process, load it in a second. The cache key is a hash of the whole recipe, so changing a hyperparameter
+retrains instead of silently reusing a stale model.
+
+``ARLM_SCALE=gpu`` switches every recipe to its bigger variant (the ``small`` preset, more steps) for
+readers with a GPU; the notebooks do not change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import checkpoint as ckpt
+from .corpus import load_corpus
+from .corpus.loading import resolve_cache_dir
+from .data import encode_text, split_train_val
+from .errors import ConfigError
+from .model import GPT, GPTConfig
+from .rundir import RunLock
+from .tokenizers import Tokenizer, tokenizer_from_dict, train_tokenizer
+from .train import History, TrainConfig, Trainer
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Everything that determines a trained model: data, tokenizer, architecture and optimisation."""
+
+    corpus: str
+    preset: str = "tiny"
+    tokenizer: str = "char"
+    tokenizer_kwargs: dict[str, Any] = field(default_factory=dict)
+    model: dict[str, Any] = field(default_factory=dict)  # GPTConfig overrides
+    train: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields
+    corpus_size: int | None = None
+
+    def key(self) -> str:
+        blob = json.dumps(self.__dict__, sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]
+
+
+_CPU_TRAIN = dict(batch_size=32, lr=2e-3, warmup_iters=50, eval_interval=100, eval_iters=10, seed=1337)
+
+RECIPES: dict[str, Recipe] = {
+    # The book's main model: the full synthetic language, char-level, the `tiny` preset.
+    "tiny-synthetic": Recipe(corpus="synthetic", train=dict(_CPU_TRAIN, max_iters=1200)),
+    # Attention chapter: copy-only and agreement-only variants, where the relevant heads are easy to find.
+    "tiny-copy": Recipe(
+        corpus="synthetic-copy", model=dict(n_layer=2), train=dict(_CPU_TRAIN, max_iters=600)
+    ),
+    "tiny-agreement": Recipe(
+        corpus="synthetic-agreement", model=dict(n_layer=2), train=dict(_CPU_TRAIN, max_iters=600)
+    ),
+    # Real text, byte-level BPE: tokenizer and generation demos.
+    "tiny-prose": Recipe(
+        corpus="prose",
+        tokenizer="bpe",
+        tokenizer_kwargs=dict(vocab_size=512),
+        model=dict(block_size=64, dropout=0.1),
+        train=dict(_CPU_TRAIN, max_iters=600, lr=1e-3),
+    ),
+}
+
+# The same recipes at GPU scale: a bigger model and more steps; nothing else changes.
+GPU_OVERRIDES: dict[str, Any] = dict(preset="small", train_scale=10)
+
+
+def scale() -> str:
+    """``cpu`` (default) or ``gpu``, from ``$ARLM_SCALE``."""
+    value = os.environ.get("ARLM_SCALE", "cpu").lower()
+    if value not in ("cpu", "gpu"):
+        raise ConfigError(f"ARLM_SCALE={value!r} is not allowed: use 'cpu' or 'gpu'")
+    return value
+
+
+def get_recipe(name: str) -> Recipe:
+    """The named recipe at the current :func:`scale`."""
+    if name not in RECIPES:
+        raise ConfigError(f"unknown recipe {name!r}: choose one of {sorted(RECIPES)}")
+    recipe = RECIPES[name]
+    if scale() == "gpu":
+        train = dict(
+            recipe.train, max_iters=recipe.train["max_iters"] * GPU_OVERRIDES["train_scale"], device="auto"
+        )
+        recipe = replace(recipe, preset=GPU_OVERRIDES["preset"], train=train)
+    return recipe
+
+
+@dataclass
+class TrainedModel:
+    """A model from the zoo, with what the chapters need to measure it."""
+
+    name: str
+    recipe: Recipe
+    model: GPT
+    tokenizer: Tokenizer
+    history: History
+    train_tokens: torch.Tensor
+    val_tokens: torch.Tensor
+    run_dir: Path
+
+
+def prepare_data(recipe: Recipe, tokenizer: Tokenizer | None = None):
+    """Load the recipe's corpus, train (or reuse) its tokenizer, and split the token stream."""
+    text = load_corpus(recipe.corpus, size=recipe.corpus_size)
+    tokenizer = tokenizer or train_tokenizer(recipe.tokenizer, text, **recipe.tokenizer_kwargs)
+    train_tokens, val_tokens = split_train_val(encode_text(text, tokenizer), val_fraction=0.1)
+    return tokenizer, train_tokens, val_tokens
+
+
+def train_recipe(recipe: Recipe, out_dir=None, callbacks=(), progress: bool = False) -> Trainer:
+    """Train a recipe from scratch (no cache); returns the finished trainer."""
+    tokenizer, train_tokens, val_tokens = prepare_data(recipe)
+    config = GPTConfig.from_preset(recipe.preset, **{**recipe.model, "vocab_size": tokenizer.vocab_size})
+    torch.manual_seed(recipe.train.get("seed", 1337))
+    model = GPT(config)
+    # checkpoint_interval=0: only a finished run writes a checkpoint, so the cache never holds half a model.
+    train_config = TrainConfig(
+        **{"device": "cpu", "progress": progress, "checkpoint_interval": 0, **recipe.train}
+    )
+    trainer = Trainer(
+        model, train_tokens, val_tokens, train_config, tokenizer, list(callbacks), out_dir=out_dir
+    )
+    trainer.train()
+    return trainer
+
+
+def trained(name: str, progress: bool = False, cache_dir: str | os.PathLike | None = None) -> TrainedModel:
+    """The named model, trained once per cache directory and loaded from its checkpoint afterwards."""
+    recipe = get_recipe(name)
+    run_dir = resolve_cache_dir(cache_dir) / "models" / f"{name}-{recipe.key()}"
+    checkpoint_file = run_dir / ckpt.CHECKPOINT_FILE
+    if not checkpoint_file.is_file():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with RunLock(run_dir):
+            trainer = train_recipe(recipe, out_dir=run_dir, progress=progress)
+        trainer.raw_model.eval()
+        return TrainedModel(
+            name, recipe, trainer.raw_model, trainer.tokenizer, trainer.history,
+            trainer.train_tokens, trainer.val_tokens, run_dir,
+        )  # fmt: skip
+    saved = ckpt.load_checkpoint(run_dir)
+    model = GPT(saved.model_config)
+    ckpt.load_state_strict(model, saved.model_state, source=str(run_dir))
+    model.eval()
+    tokenizer = tokenizer_from_dict(saved.tokenizer)
+    _, train_tokens, val_tokens = prepare_data(recipe, tokenizer)
+    history = History.from_dict(saved.trainer_state.get("history", {}))
+    return TrainedModel(name, recipe, model, tokenizer, history, train_tokens, val_tokens, run_dir)

@@ -1,0 +1,228 @@
+"""The command line end to end: train a few steps, then sample and evaluate from the checkpoint."""
+
+import subprocess
+import sys
+
+import pytest
+
+from arlm_lib.cli import main
+
+TINY = ["--n-layer", "1", "--n-head", "2", "--n-embd", "32", "--block-size", "32", "--batch-size", "8"]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    path = tmp_path_factory.mktemp("corpus") / "text.txt"
+    path.write_text("the cat sat on the mat and the dog sat on the log.\n" * 200, encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained_run(corpus, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "run"
+    code = main(
+        [
+            "train",
+            "--data",
+            str(corpus),
+            "--out",
+            str(out),
+            "--max-iters",
+            "30",
+            "--eval-interval",
+            "10",
+            "--lr",
+            "3e-3",
+            "--no-progress",
+            *TINY,
+        ]
+    )
+    assert code == 0
+    return out
+
+
+def test_train_writes_a_checkpoint_and_reports_falling_loss(trained_run, capsys):
+    assert (trained_run / "checkpoint.safetensors").is_file()
+    assert not (trained_run / "train.lock").exists()  # released at the end
+
+
+def test_train_prints_progress_lines(corpus, tmp_path, capsys):
+    out = tmp_path / "r"
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(corpus),
+                "--out",
+                str(out),
+                "--max-iters",
+                "20",
+                "--eval-interval",
+                "10",
+                "--lr",
+                "3e-3",
+                "--no-progress",
+                *TINY,
+            ]
+        )
+        == 0
+    )
+    text = capsys.readouterr().out
+    assert "step     10" in text and "step     20" in text
+    first, last = text.split("train loss ")[1].split(",")[0].split(" -> ")
+    assert float(last) < float(first)
+
+
+def test_eval_prints_loss_perplexity_and_bits_per_char(trained_run, corpus, capsys):
+    assert main(["eval", "--checkpoint", str(trained_run), "--data", str(corpus), "--device", "cpu"]) == 0
+    line = capsys.readouterr().out
+    loss = float(line.split("loss ")[1].split()[0])
+    ppl = float(line.split("perplexity ")[1].split()[0])
+    bpc = float(line.split("| ")[2].split()[0])
+    assert ppl == pytest.approx(2.718281828**loss, rel=1e-3)
+    assert bpc == pytest.approx(loss / 0.693147, rel=1e-3)  # char tokenizer: one token per character
+
+
+def test_sample_continues_the_prompt(trained_run, capsys):
+    assert (
+        main(
+            [
+                "sample",
+                "--checkpoint",
+                str(trained_run),
+                "--prompt",
+                "the cat",
+                "--max-new-tokens",
+                "20",
+                "--seed",
+                "1",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
+    text = capsys.readouterr().out
+    assert "the cat" in text and len(text.strip()) >= len("the cat")
+
+
+def test_resume_continues_from_the_saved_step(trained_run, corpus, capsys):
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(corpus),
+                "--out",
+                str(trained_run),
+                "--resume",
+                "--max-iters",
+                "40",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    assert "resuming" in capsys.readouterr().out
+
+
+def test_help_explains_every_flag():
+    result = subprocess.run(
+        [sys.executable, "-m", "arlm_lib", "train", "--help"], capture_output=True, text=True
+    )
+    assert result.returncode == 0
+    for flag in [
+        "--preset",
+        "--n-layer",
+        "--n-head",
+        "--n-embd",
+        "--block-size",
+        "--batch-size",
+        "--lr",
+        "--max-iters",
+        "--warmup-iters",
+        "--grad-clip",
+        "--dropout",
+        "--tokenizer",
+        "--seed",
+        "--data",
+        "--out",
+        "--resume",
+        "--device",
+    ]:
+        assert flag in result.stdout
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["--lr", "0"], "--lr"),
+        (["--lr", "-1"], "--lr"),
+        (["--batch-size", "0"], "--batch-size"),
+        (["--preset", "huge"], "--preset"),
+        (["--device", "tpu"], "tpu"),
+    ],
+)
+def test_bad_flags_exit_non_zero_with_one_line(corpus, tmp_path, argv, needle):
+    out = tmp_path / "never"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "arlm_lib",
+            "train",
+            "--data",
+            str(corpus),
+            "--out",
+            str(out),
+            "--max-iters",
+            "1",
+            *argv,
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode != 0
+    assert needle in result.stderr and "Traceback" not in result.stderr
+    assert not out.exists()  # nothing half-written
+
+
+def test_missing_and_short_corpora_are_refused(tmp_path, capsys):
+    short = tmp_path / "short.txt"
+    short.write_text("too short\n", encoding="utf-8")
+    for data in (tmp_path / "missing.txt", short):
+        out = tmp_path / "out"
+        assert main(["train", "--data", str(data), "--out", str(out), *TINY]) != 0
+        assert not out.exists()
+    err = capsys.readouterr().err
+    assert "missing.txt" in err and "short" in err
+
+
+def test_refuses_to_clobber_a_directory_that_is_not_a_run(corpus, tmp_path, capsys):
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("keep me")
+    assert main(["train", "--data", str(corpus), "--out", str(precious), "--max-iters", "1", *TINY]) != 0
+    assert "refusing to clobber" in capsys.readouterr().err
+    assert sorted(p.name for p in precious.iterdir()) == ["notes.txt"]
+
+
+def test_eval_block_size_larger_than_context_is_refused(trained_run, corpus, capsys):
+    assert (
+        main(
+            [
+                "eval",
+                "--checkpoint",
+                str(trained_run),
+                "--data",
+                str(corpus),
+                "--block-size",
+                "64",
+                "--device",
+                "cpu",
+            ]
+        )
+        != 0
+    )
+    assert "--block-size 64" in capsys.readouterr().err
