@@ -19,7 +19,7 @@ $(STAMP): requirements.txt pyproject.toml
 
 # -W: warnings are errors; -n: nitpicky (broken references); --keep-going: report them all.
 book: venv
-	$(BIN)/jupyter-book build . --builder html --warningiserror --nitpick --keep-going
+	ARLM_BOOK_BUILD=1 $(BIN)/jupyter-book build . --builder html --warningiserror --nitpick --keep-going
 
 book-clean:
 	rm -rf _build

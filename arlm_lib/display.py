@@ -1,0 +1,140 @@
+"""Show a view the right way for where the reader is: the static HTML book or a live kernel.
+
+A reader meets each figure in two kinds of places (see DESIGN.md, "Three places a reader meets the same
+view"). In a kernel (JupyterLab, VS Code, Colab, Binder) plotly's own renderer draws the figure and
+ipywidgets run. In the static book there is no kernel: the figure must be self-contained HTML that uses
+the plotly.js the book serves once per page from ``_static``, and a widget must give way to a note with a
+launch link, never a frozen control that does nothing. The book build sets ``ARLM_BOOK_BUILD=1`` in
+the environment of the kernels it starts; this module reads it to choose.
+
+Chapters use only :func:`show` for plotly figures and :func:`show_widget` (or :func:`kernel_only`) for
+kernel apps.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import os
+from typing import Any
+
+#: Environment variable the book build sets (Makefile ``book`` target and ``book/_ext/arlm_book.py``).
+BOOK_BUILD_ENV = "ARLM_BOOK_BUILD"
+
+#: plotly.js config for every figure: resize with the page, no plotly logo, and no "Share chart"
+#: button (plotly.js 3 shows one by default; it uploads the figure to Plotly's cloud).
+PLOTLY_CONFIG: dict[str, Any] = {"displaylogo": False, "responsive": True, "showSendToCloud": False}
+
+#: Height of a figure whose layout sets none. plotly's HTML default of "100%" of an auto-height
+#: container collapses to nothing in some page layouts, which is a blank figure.
+DEFAULT_HEIGHT_PX = 450
+
+REPOSITORY = "arlm-guide/arlm"
+BRANCH = "main"
+BINDER_URL = f"https://mybinder.org/v2/gh/{REPOSITORY}/{BRANCH}"
+COLAB_URL = f"https://colab.research.google.com/github/{REPOSITORY}/blob/{BRANCH}"
+
+_FALSE_WORDS = {"", "0", "false", "no", "off"}
+
+
+def in_book_build() -> bool:
+    """True while the static HTML book is being built (``ARLM_BOOK_BUILD`` set to a true value)."""
+    return os.environ.get(BOOK_BUILD_ENV, "").strip().lower() not in _FALSE_WORDS
+
+
+def escape(text: object) -> str:
+    """Escape text a reader typed so that HTML (and plotly labels) show it literally, never run it."""
+    return html.escape(str(text), quote=True)
+
+
+def figure_div_id(fig: Any, salt: str = "") -> str:
+    """A div id that depends only on the figure's content, so cached book outputs are byte-stable."""
+    digest = hashlib.sha1((salt + fig.to_json()).encode("utf-8")).hexdigest()[:16]
+    return f"arlm-fig-{digest}"
+
+
+def _execution_salt() -> str:
+    # Two cells that show the same figure must still get distinct div ids on one page; the cell's
+    # execution count tells them apart and is deterministic when a notebook runs top to bottom.
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover - IPython ships with the book's requirements
+        return ""
+    shell = get_ipython()
+    return str(getattr(shell, "execution_count", "")) if shell is not None else ""
+
+
+def figure_html(fig: Any, *, div_id: str | None = None, config: dict[str, Any] | None = None) -> str:
+    """The figure as an HTML fragment that expects plotly.js already on the page (no inline copy, no CDN).
+
+    Text inside the figure is JSON-encoded by plotly with ``<``, ``>`` and ``/`` escaped, so it cannot
+    close the script; pass reader-typed labels through :func:`escape` so plotly shows them literally.
+    """
+    return fig.to_html(
+        include_plotlyjs=False,
+        include_mathjax=False,
+        full_html=False,
+        config={**PLOTLY_CONFIG, **(config or {})},
+        div_id=div_id or figure_div_id(fig, _execution_salt()),
+        # Used only when the layout sets no height of its own.
+        default_height=f"{DEFAULT_HEIGHT_PX}px",
+    )
+
+
+def show(fig: Any, *, config: dict[str, Any] | None = None) -> None:
+    """Display a plotly figure: self-contained HTML in the book build, plotly's own renderer elsewhere.
+
+    In JupyterLab, VS Code and Colab this is ``fig.show()``. In the book build it displays only
+    ``text/html`` (myst-nb skips plotly's JSON mime type and the figure would be blank).
+    """
+    from IPython.display import HTML, display
+
+    if in_book_build():
+        display(HTML(figure_html(fig, config=config)))
+    else:
+        fig.show(config={**PLOTLY_CONFIG, **(config or {})})
+
+
+def kernel_only(note_text: str, launch: bool = True, *, notebook: str | None = None) -> Any:
+    """An HTML note standing in for a control that needs a live kernel (for the static book).
+
+    ``notebook`` is the path from the repository root (``book/attention.ipynb``); with it the note links
+    straight to that notebook on Binder and Colab, otherwise to the repository on Binder.
+    """
+    from IPython.display import HTML
+
+    parts = [
+        '<div class="admonition note arlm-kernel-only">',
+        '<p class="admonition-title">This control needs a live kernel</p>',
+        f"<p>{escape(note_text)}</p>",
+    ]
+    if launch:
+        if notebook:
+            binder = f"{BINDER_URL}?urlpath=lab/tree/{notebook}"
+            links = (
+                f'<a class="reference external" href="{escape(binder)}">launch on Binder</a> or '
+                f'<a class="reference external" href="{escape(f"{COLAB_URL}/{notebook}")}">open in Colab</a>'
+            )
+        else:
+            links = f'<a class="reference external" href="{escape(BINDER_URL)}">launch on Binder</a>'
+        parts.append(
+            f"<p>To use it, {links}, or use the rocket button at the top of this page; "
+            "locally, run this notebook in JupyterLab or VS Code.</p>"
+        )
+    parts.append("</div>")
+    return HTML("".join(parts))
+
+
+def show_widget(app: Any, note_text: str, *, notebook: str | None = None) -> None:
+    """Display a kernel app in a live kernel, and the :func:`kernel_only` note in the static book.
+
+    ``app`` is an ipywidget, or an :mod:`arlm_lib.widgets` app (anything with a ``.widget`` to show).
+    """
+    from IPython.display import display
+
+    if in_book_build():
+        display(kernel_only(note_text, notebook=notebook))
+        return
+    import ipywidgets
+
+    display(app if isinstance(app, ipywidgets.Widget) else getattr(app, "widget", app))

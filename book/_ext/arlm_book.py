@@ -1,0 +1,184 @@
+"""Local Sphinx extension: make the built book self-contained and keep dead widgets out of it.
+
+- plotly.js is copied out of the installed ``plotly`` package at build time (it is 4.8 MB: never
+  committed) and loaded once, synchronously, on exactly the pages that contain a plotly figure, so the
+  inline ``Plotly.newPlot`` calls that :func:`arlm_lib.display.show` emits find it.
+- ``ARLM_BOOK_BUILD=1`` is put in the build's environment, which the notebook kernels inherit, so a
+  plain ``jupyter-book build .`` renders figures the same way ``make book`` does.
+- jupyter-cache keys a notebook's outputs on its code cells only, so a change to ``arlm_lib`` alone
+  would leave every chapter showing numbers from the old library. When the library's files change,
+  the execution cache is cleared and every notebook is read (and so executed) again.
+- A notebook output that is an ipywidget would be a frozen, dead control in the static page: it is a
+  build warning (and so, under ``-W``, an error) that names the fix.
+"""
+
+from __future__ import annotations
+
+import filecmp
+import hashlib
+import importlib.util
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from docutils import nodes
+from sphinx.application import Sphinx
+from sphinx.transforms.post_transforms import SphinxPostTransform
+from sphinx.util import logging
+
+LOGGER = logging.getLogger(__name__)
+
+#: Where plotly.js lands in the built book, under ``_static``.
+PLOTLY_JS = "arlm/plotly.min.js"
+WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+WIDGET_STATE_MIME = "application/vnd.jupyter.widget-state+json"
+# plotly's bundle looks for this before it loads; "local" stops it reconfiguring the page's MathJax.
+PLOTLY_CONFIG_JS = "window.PlotlyConfig = {MathJaxConfig: 'local'};"
+
+
+def _plotly_min_js() -> Path:
+    import plotly
+
+    path = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+    if not path.is_file():
+        raise FileNotFoundError(f"plotly.min.js not found at {path}; reinstall plotly")
+    return path
+
+
+def stage_static_files(app: Sphinx) -> None:
+    """Copy plotly.js into a build-time static folder that Sphinx copies to ``_static``."""
+    if app.builder.format != "html":
+        return
+    staging = Path(app.doctreedir).parent / "arlm_static"
+    target = staging / PLOTLY_JS
+    target.parent.mkdir(parents=True, exist_ok=True)
+    source = _plotly_min_js()
+    # Copy only when changed, so that an unchanged rebuild leaves the file (and its mtime) alone.
+    if not target.exists() or not filecmp.cmp(source, target, shallow=False):
+        shutil.copyfile(source, target)
+    app.config.html_static_path.append(str(staging))
+
+
+def page_has_plotly(body: str) -> bool:
+    """True when a rendered page body contains a plotly figure div."""
+    return "plotly-graph-div" in body
+
+
+def add_plotly_to_page(
+    app: Sphinx, pagename: str, templatename: str, context: dict[str, Any], doctree: Any
+) -> None:
+    """Load plotly.js on this page only, and only if it shows a figure."""
+    if page_has_plotly(context.get("body", "")):
+        # No defer/async: the inline figure scripts in the body run as soon as they are parsed.
+        app.add_js_file(None, body=PLOTLY_CONFIG_JS, priority=400)
+        app.add_js_file(PLOTLY_JS, priority=401)
+    tidy_page_scripts(context)
+
+
+def _script_key(script: Any) -> tuple[Any, ...]:
+    attributes = getattr(script, "attributes", {}) or {}
+    filename = getattr(script, "filename", script) or ""
+    return (filename, getattr(script, "priority", None), tuple(sorted(attributes.items())))
+
+
+def tidy_page_scripts(context: dict[str, Any]) -> None:
+    """Remove repeated ``<script>`` entries and saved widget state from a page.
+
+    Sphinx 7.4 registers an inline script added after builder init twice (once with filename None,
+    once with ""), so sphinx-thebe's ``const THEBE_JS_URL = ...`` is declared twice and the second
+    copy is a JS error on every page. Saved ipywidget state is dead weight in the static book (no widget
+    manager reads it) and can hold a whole figure's data again.
+    """
+    scripts = context.get("script_files")
+    if not isinstance(scripts, list):
+        return
+    seen: set[tuple[Any, ...]] = set()
+    unique = []
+    for script in scripts:
+        key = _script_key(script)
+        attributes = getattr(script, "attributes", {}) or {}
+        if key in seen or attributes.get("type") == WIDGET_STATE_MIME:
+            continue
+        seen.add(key)
+        unique.append(script)
+    scripts[:] = unique
+
+
+class WarnOnWidgetOutput(SphinxPostTransform):
+    """Warn about ipywidget outputs before myst-nb picks a mime type (its SelectMimeType runs at 4)."""
+
+    default_priority = 3
+    formats = ("html",)
+
+    def run(self, **kwargs: Any) -> None:
+        for node in list(self.document.findall(nodes.container)):
+            if node.get("nb_element") != "mime_bundle":
+                continue
+            if any(child.get("mime_type") == WIDGET_MIME for child in node.children):
+                LOGGER.warning(
+                    "an ipywidget is displayed in the static book, where it would be a dead control; "
+                    "use arlm_lib.display.show_widget(app, note) or kernel_only(note) [arlm.widget]",
+                    location=node,
+                    type="arlm",
+                    subtype="widget",
+                )
+
+
+def library_fingerprint(package: str = "arlm_lib") -> str:
+    """A hash of every file of the installed package the notebooks import (found without importing it)."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return "missing"
+    digest = hashlib.sha256()
+    for location in sorted(spec.submodule_search_locations):
+        root = Path(location)
+        for path in sorted(root.rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts:
+                digest.update(path.relative_to(root).as_posix().encode())
+                digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def invalidate_cache_on_library_change(
+    app: Sphinx, env: Any, added: set[str], changed: set[str], removed: set[str]
+) -> list[str]:
+    """Clear the execution cache and re-read every notebook when arlm_lib changed since the last build.
+
+    ``ARLM_BOOK_KEEP_CACHE=1`` skips this, for quick rebuilds while editing prose.
+    """
+    if os.environ.get("ARLM_BOOK_KEEP_CACHE", "").strip().lower() in {"1", "true", "yes"}:
+        return []
+    config = getattr(env, "mystnb_config", None)
+    cache_dir = Path(
+        getattr(config, "execution_cache_path", "") or Path(app.outdir).parent / ".jupyter_cache"
+    )
+    stamp = cache_dir / "arlm_lib.sha256"
+    fingerprint = library_fingerprint()
+    if stamp.is_file() and stamp.read_text().strip() == fingerprint:
+        return []
+    had_cache = cache_dir.exists()
+    if had_cache:
+        LOGGER.info("[arlm] arlm_lib changed since the last build: clearing %s", cache_dir)
+        shutil.rmtree(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    # Written now: everything executed from here on runs against this version of the library.
+    stamp.write_text(fingerprint + "\n")
+    if not had_cache:
+        return []
+    notebooks = [name for name in env.found_docs if str(env.doc2path(name)).endswith(".ipynb")]
+    return sorted(set(notebooks) - added - changed)
+
+
+def setup(app: Sphinx) -> dict[str, Any]:
+    """Register the hooks; the extension keeps no state between builds."""
+    # Kernels that myst-nb / jupyter-cache start inherit this process's environment.
+    os.environ.setdefault("ARLM_BOOK_BUILD", "1")
+    # A progress bar is noise in a static page (and a widget in a notebook kernel).
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    app.connect("builder-inited", stage_static_files)
+    app.connect("env-get-outdated", invalidate_cache_on_library_change)
+    # After the other extensions (default priority 500) have added this page's scripts.
+    app.connect("html-page-context", add_plotly_to_page, priority=900)
+    app.add_post_transform(WarnOnWidgetOutput)
+    return {"version": "1.0", "parallel_read_safe": True, "parallel_write_safe": True}

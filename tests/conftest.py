@@ -1,0 +1,46 @@
+"""Shared fixtures: the repository paths, the book's table of contents, and the built HTML book.
+
+Tests that need the built book (``make book``) or Chromium skip with a loud reason on a user's machine
+when either is missing, and fail under CI (``CI=true``), where ``.ci/run`` provides both.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+BOOK_DIR = REPO_ROOT / "book"
+BUILD_HTML = REPO_ROOT / "_build" / "html"
+TOC_PATH = REPO_ROOT / "_toc.yml"
+
+
+def under_ci() -> bool:
+    """True when running under CI, where a missing prerequisite is a failure, never a skip."""
+    return os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
+
+
+def skip_or_fail(reason: str) -> None:
+    """Skip the test with a loud reason, or fail it under CI."""
+    if under_ci():
+        pytest.fail(f"{reason} (CI=true: this must not be skipped)")
+    pytest.skip(f"*** SKIPPED: {reason} ***")
+
+
+def toc_docnames() -> list[str]:
+    """Every document named in _toc.yml, root first, as Sphinx docnames (``book/intro``)."""
+    from sphinx_external_toc.parsing import parse_toc_yaml
+
+    site = parse_toc_yaml(TOC_PATH)
+    root = site.root.docname
+    return [root] + [name for name in site if name != root]
+
+
+@pytest.fixture(scope="session")
+def built_html() -> Path:
+    """The built book; skips (or fails under CI) when ``make book`` has not been run."""
+    if not (BUILD_HTML / "index.html").is_file():
+        skip_or_fail(f"no built book at {BUILD_HTML}: run `make book` first")
+    return BUILD_HTML

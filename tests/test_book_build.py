@@ -1,0 +1,384 @@
+"""The book build contract, without a browser: how views are displayed, and what the built book holds.
+
+- ``arlm_lib.display``: self-contained figure HTML in the book build, the native renderer elsewhere,
+  stable div ids (cached outputs stay byte-identical), reader text shown literally.
+- ``book/_ext/arlm_book.py``: plotly.js once per page, no duplicate inline scripts, the execution cache
+  cleared when arlm_lib changes, a warning for a widget frozen into the static book.
+- The built book (``make book``): no script, style or image from outside the book, plotly.js served and
+  never inlined, executed outputs with no mime type myst-nb would drop, launch buttons that point at
+  the notebook in the repository.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import plotly
+import plotly.graph_objects as go
+import pytest
+from conftest import REPO_ROOT, toc_docnames
+
+from arlm_lib import display
+
+sys.path.insert(0, str(REPO_ROOT / "book" / "_ext"))
+import arlm_book  # noqa: E402
+
+XSS_PROMPT = "<img src=x onerror=alert(1)>"
+PLOTLY_MIME = "application/vnd.plotly.v1+json"
+WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+
+
+def small_figure(title: str = "loss", y: tuple[float, ...] = (3.0, 2.0, 1.5)) -> go.Figure:
+    fig = go.Figure(go.Scatter(x=list(range(len(y))), y=list(y), mode="lines"))
+    fig.update_layout(title=title)
+    return fig
+
+
+# ------------------------------------------------------------------------------------ arlm_lib.display
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(None, False), ("", False), ("0", False), ("false", False), ("1", True), ("yes", True)],
+)
+def test_in_book_build_reads_the_environment(monkeypatch, value, expected):
+    if value is None:
+        monkeypatch.delenv(display.BOOK_BUILD_ENV, raising=False)
+    else:
+        monkeypatch.setenv(display.BOOK_BUILD_ENV, value)
+    assert display.in_book_build() is expected
+
+
+def test_figure_html_needs_plotly_js_on_the_page_and_loads_nothing():
+    html = display.figure_html(small_figure())
+    assert 'class="plotly-graph-div"' in html
+    assert "Plotly.newPlot" in html
+    assert "<script src" not in html and "cdn" not in html.lower()
+    assert len(html) < 20_000, "plotly.js must not be inlined into a figure"
+    assert '"showSendToCloud": false' in html and '"displaylogo": false' in html
+
+
+def test_figure_html_is_deterministic_and_ids_follow_content():
+    first = display.figure_html(small_figure())
+    again = display.figure_html(small_figure())
+    other = display.figure_html(small_figure(y=(3.0, 2.5, 2.0)))
+    assert first == again, "the same figure must give byte-identical HTML (cached outputs stay stable)"
+    ids = [re.search(r'id="(arlm-fig-[0-9a-f]+)"', html).group(1) for html in (first, other)]
+    assert ids[0] != ids[1]
+    assert display.figure_html(small_figure(), div_id="chosen").count('id="chosen"') == 1
+
+
+def test_reader_text_is_escaped_for_html_and_figures():
+    assert display.escape(XSS_PROMPT) == "&lt;img src=x onerror=alert(1)&gt;"
+    for title in (display.escape(XSS_PROMPT), XSS_PROMPT):
+        html = display.figure_html(small_figure(title=title))
+        assert "<img" not in html, f"an <img> tag reached the page for title {title!r}"
+    fig = small_figure(title=display.escape(XSS_PROMPT))
+    assert json.loads(fig.to_json())["layout"]["title"]["text"] == "&lt;img src=x onerror=alert(1)&gt;"
+
+
+def test_kernel_only_note_escapes_text_and_links_to_launchers():
+    note = display.kernel_only(XSS_PROMPT, notebook="book/attention.ipynb")._repr_html_()
+    assert "&lt;img src=x onerror=alert(1)&gt;" in note and "<img" not in note
+    assert "arlm-kernel-only" in note
+    assert f"{display.BINDER_URL}?urlpath=lab/tree/book/attention.ipynb" in note
+    assert f"{display.COLAB_URL}/book/attention.ipynb" in note
+    assert "mybinder.org" not in display.kernel_only("x", launch=False)._repr_html_()
+
+
+@pytest.fixture
+def displayed(monkeypatch) -> list[Any]:
+    """What IPython.display.display was called with."""
+    import IPython.display
+
+    calls: list[Any] = []
+    monkeypatch.setattr(IPython.display, "display", lambda obj, **kw: calls.append(obj))
+    return calls
+
+
+def test_show_in_the_book_build_emits_html_only(monkeypatch, displayed):
+    monkeypatch.setenv(display.BOOK_BUILD_ENV, "1")
+    fig = small_figure()
+    monkeypatch.setattr(fig, "show", lambda *a, **k: pytest.fail("fig.show() used in the book build"))
+    display.show(fig)
+    assert len(displayed) == 1
+    from IPython.core.formatters import DisplayFormatter
+
+    data, _ = DisplayFormatter().format(displayed[0])
+    assert "plotly-graph-div" in data["text/html"]
+    assert PLOTLY_MIME not in data, "myst-nb would skip this mime type: a blank figure"
+
+
+def test_show_outside_the_book_uses_plotly_renderer(monkeypatch, displayed):
+    monkeypatch.delenv(display.BOOK_BUILD_ENV, raising=False)
+    fig = small_figure()
+    shown: list[dict] = []
+    monkeypatch.setattr(fig, "show", lambda config=None: shown.append(config))
+    display.show(fig)
+    assert displayed == [] and len(shown) == 1
+    assert shown[0]["showSendToCloud"] is False
+
+
+def test_show_widget_puts_a_note_in_the_book_and_the_widget_in_a_kernel(monkeypatch, displayed):
+    import ipywidgets
+
+    slider = ipywidgets.IntSlider()
+
+    class App:
+        widget = ipywidgets.VBox([slider])
+
+    monkeypatch.delenv(display.BOOK_BUILD_ENV, raising=False)
+    display.show_widget(slider, "Drag it")
+    display.show_widget(App(), "Drag it")
+    monkeypatch.setenv(display.BOOK_BUILD_ENV, "1")
+    display.show_widget(App(), "Drag it")
+    assert displayed[0] is slider
+    assert displayed[1] is App.widget, "an app is shown through its .widget"
+    assert "This control needs a live kernel" in displayed[2]._repr_html_()
+
+
+# ------------------------------------------------------------------------------ book/_ext/arlm_book.py
+
+
+def test_plotly_detected_in_page_body():
+    assert arlm_book.page_has_plotly(display.figure_html(small_figure()))
+    assert not arlm_book.page_has_plotly("<p>no figure here</p>")
+
+
+def test_duplicate_inline_scripts_and_widget_state_are_dropped():
+    from sphinx.builders.html._assets import _JavaScript
+
+    thebe = "const THEBE_JS_URL = 'x'"
+    scripts = [
+        _JavaScript("_static/a.js", priority=200),
+        _JavaScript(None, body=thebe, priority=500),
+        _JavaScript("", body=thebe, priority=500),  # Sphinx 7.4 re-adds it with "" for None
+        _JavaScript(None, body="var other = 1", priority=500),
+        _JavaScript(None, body="{}", type="application/vnd.jupyter.widget-state+json"),
+    ]
+    context = {"script_files": scripts}
+    arlm_book.tidy_page_scripts(context)
+    bodies = [s.attributes.get("body") for s in context["script_files"]]
+    assert bodies == [None, thebe, "var other = 1"]
+    assert context["script_files"] is scripts, "must edit the page's list in place"
+
+
+def test_library_fingerprint_follows_file_contents(tmp_path, monkeypatch):
+    package = tmp_path / "fingerprinted_pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("x = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    before = arlm_book.library_fingerprint("fingerprinted_pkg")
+    assert arlm_book.library_fingerprint("fingerprinted_pkg") == before
+    (package / "__pycache__").mkdir()
+    (package / "__pycache__" / "x.pyc").write_bytes(b"bytecode")
+    assert arlm_book.library_fingerprint("fingerprinted_pkg") == before, "bytecode is not the library"
+    (package / "__init__.py").write_text("x = 2\n")
+    assert arlm_book.library_fingerprint("fingerprinted_pkg") != before
+    assert arlm_book.library_fingerprint("no_such_package_here") == "missing"
+
+
+class _Env:
+    def __init__(self, cache_dir: Path, docs: dict[str, str]):
+        self.mystnb_config = type("Cfg", (), {"execution_cache_path": str(cache_dir)})()
+        self._docs = docs
+        self.found_docs = set(docs)
+
+    def doc2path(self, name: str) -> str:
+        return self._docs[name]
+
+
+def test_library_change_clears_the_cache_and_rereads_notebooks(tmp_path, monkeypatch):
+    monkeypatch.delenv("ARLM_BOOK_KEEP_CACHE", raising=False)
+    cache = tmp_path / ".jupyter_cache"
+    env = _Env(cache, {"book/a": "book/a.ipynb", "book/b": "book/b.ipynb", "book/intro": "book/intro.md"})
+    version = {"value": "v1"}
+    monkeypatch.setattr(arlm_book, "library_fingerprint", lambda: version["value"])
+
+    def outdated(changed=()):
+        return arlm_book.invalidate_cache_on_library_change(None, env, set(), set(changed), set())
+
+    assert outdated() == [], "a first build has nothing cached to clear"
+    (cache / "global.db").write_text("cached outputs")
+    assert outdated() == [], "an unchanged library keeps the cache"
+    assert (cache / "global.db").exists()
+    version["value"] = "v2"
+    assert outdated(changed={"book/b"}) == ["book/a"]
+    assert not (cache / "global.db").exists(), "outputs of the old library must go"
+    assert outdated() == [], "once cleared, the new library's outputs are kept"
+    version["value"] = "v3"
+    (cache / "global.db").write_text("cached outputs")
+    monkeypatch.setenv("ARLM_BOOK_KEEP_CACHE", "1")
+    assert outdated() == [] and (cache / "global.db").exists()
+
+
+@pytest.mark.slow
+def test_build_warns_on_widget_and_plotly_json_outputs(tmp_path, monkeypatch):
+    """A widget frozen into a page, or a bare plotly figure, is a build warning (an error under -W)."""
+    from io import StringIO
+
+    # The extension sets these with setdefault; set them here so monkeypatch restores the environment.
+    monkeypatch.setenv("ARLM_BOOK_BUILD", "1")
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+
+    from sphinx.application import Sphinx
+
+    src = tmp_path / "src"
+    src.mkdir()
+    nb = nbformat.v4.new_notebook(
+        metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}
+    )
+    nb.cells = [
+        nbformat.v4.new_markdown_cell("# Outputs"),
+        nbformat.v4.new_code_cell(
+            "slider",
+            outputs=[
+                nbformat.v4.new_output(
+                    "display_data",
+                    data={WIDGET_MIME: {"model_id": "abc", "version_major": 2}, "text/plain": "IntSlider()"},
+                )
+            ],
+        ),
+        nbformat.v4.new_code_cell(
+            "fig",
+            outputs=[
+                nbformat.v4.new_output("display_data", data={PLOTLY_MIME: {"data": []}, "text/plain": "Fig"})
+            ],
+        ),
+    ]
+    nbformat.write(nb, src / "index.ipynb")
+    warnings = StringIO()
+    app = Sphinx(
+        srcdir=str(src),
+        confdir=None,
+        outdir=str(tmp_path / "out"),
+        doctreedir=str(tmp_path / "doctrees"),
+        buildername="html",
+        confoverrides={
+            "extensions": ["myst_nb", "arlm_book"],
+            "nb_execution_mode": "off",
+            "nb_ipywidgets_js": {},
+        },
+        status=None,
+        warning=warnings,
+        freshenv=True,
+    )
+    app.build()
+    log = warnings.getvalue()
+    assert "an ipywidget is displayed in the static book" in log
+    assert PLOTLY_MIME in log, "myst-nb's skipped-mime warning must reach the build log"
+
+
+# ---------------------------------------------------------------------------------- the built book
+
+
+def _pages(built_html: Path) -> list[Path]:
+    return [built_html / f"{name}.html" for name in toc_docnames()]
+
+
+def _references(html: str) -> list[str]:
+    return re.findall(r'<(?:script|img|link|iframe|source)\b[^>]*?\b(?:src|href)="([^"]+)"', html)
+
+
+def test_built_pages_load_nothing_from_outside_the_book(built_html):
+    problems = []
+    for page in _pages(built_html):
+        html = page.read_text(encoding="utf-8")
+        for ref in _references(html):
+            if re.match(r"^[a-z][a-z0-9+.-]*:", ref) or ref.startswith("//"):
+                problems.append(f"{page.name}: loads {ref}")
+                continue
+            target = (page.parent / ref.split("?")[0].split("#")[0]).resolve()
+            if not target.exists():
+                problems.append(f"{page.name}: {ref} is missing from the build")
+        for needle in (
+            "require.min.js",
+            "embed-amd.js",
+            "cdn.jsdelivr",
+            "cdnjs",
+            "cdn.plot.ly",
+            "widget-state+json",
+        ):
+            if needle in html:
+                problems.append(f"{page.name}: mentions {needle}")
+    assert not problems, "\n".join(problems)
+
+
+def test_plotly_js_is_served_once_and_never_inlined(built_html):
+    served = built_html / "_static" / arlm_book.PLOTLY_JS
+    package_copy = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+    assert served.read_bytes() == package_copy.read_bytes()
+    for page in _pages(built_html):
+        html = page.read_text(encoding="utf-8")
+        assert "plotly.js v" not in html, f"{page.name} inlines plotly.js"
+        loads = len(re.findall(r'<script[^>]+src="[^"]*plotly\.min\.js', html))
+        assert loads == (1 if "plotly-graph-div" in html else 0), f"{page.name} loads plotly.js {loads} times"
+
+
+def test_mathjax_is_served_by_the_book(built_html):
+    assert (built_html / "_static" / "mathjax" / "tex-chtml.js").is_file()
+    pages_with_math = [p for p in _pages(built_html) if 'class="math' in p.read_text(encoding="utf-8")]
+    assert pages_with_math, "no page with math: the view test page should have some"
+    for page in pages_with_math:
+        assert re.search(r'src="[^"]*_static/mathjax/tex-chtml\.js', page.read_text(encoding="utf-8"))
+
+
+def test_executed_outputs_have_no_mime_type_the_book_drops(built_html):
+    """The outputs the book renders (from the execution cache) are HTML figures, never a plotly or
+    widget mime bundle that would be a blank figure or a dead control."""
+    from jupyter_cache import get_cache
+
+    cache_dir = built_html.parent / ".jupyter_cache"
+    assert cache_dir.is_dir(), f"no execution cache at {cache_dir}"
+    cache = get_cache(str(cache_dir))
+    records = cache.list_cache_records()
+    assert records, "the execution cache holds no notebook"
+    figures = 0
+    for record in records:
+        name = Path(record.uri).name
+        for cell in cache.get_cache_bundle(record.pk).nb.cells:
+            for output in cell.get("outputs", []):
+                data = output.get("data", {})
+                assert PLOTLY_MIME not in data, f"{name}: bare plotly output (use display.show)"
+                assert WIDGET_MIME not in data, f"{name}: widget output (use display.show_widget)"
+                figures += "plotly-graph-div" in data.get("text/html", "")
+    assert figures > 0, "ARLM_BOOK_BUILD did not reach the kernel: no figure was rendered as HTML"
+
+
+def test_launch_buttons_point_at_the_notebook_in_the_repository(built_html):
+    for name in toc_docnames():
+        source = REPO_ROOT / f"{name}.ipynb"
+        if not source.is_file():
+            continue
+        html = (built_html / f"{name}.html").read_text(encoding="utf-8")
+        assert f"mybinder.org/v2/gh/arlm-guide/arlm/main?urlpath=lab/tree/{name}.ipynb" in html
+        assert f"colab.research.google.com/github/arlm-guide/arlm/blob/main/{name}.ipynb" in html
+        assert "launch-thebe" in html, f"{name}: no Live Code button"
+
+
+def _pins(path: Path) -> dict[str, str]:
+    pins = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.split("#")[0].strip()
+        if "==" in line and not line.startswith("-"):
+            name, version = line.split("==", 1)
+            pins[name.strip().lower()] = version.strip()
+    return pins
+
+
+def test_binder_installs_cpu_torch_and_the_same_pins():
+    binder = REPO_ROOT / "binder" / "requirements.txt"
+    text = binder.read_text(encoding="utf-8")
+    assert "--extra-index-url https://download.pytorch.org/whl/cpu" in text
+    binder_pins, root_pins = _pins(binder), _pins(REPO_ROOT / "requirements.txt")
+    assert binder_pins["torch"] == f"{root_pins['torch']}+cpu", "Binder must get the CPU build of torch"
+    drift = {name: (v, root_pins.get(name)) for name, v in binder_pins.items() if name != "torch"}
+    drift = {name: pair for name, pair in drift.items() if pair[0] != pair[1]}
+    assert not drift, f"binder/requirements.txt pins differ from requirements.txt: {drift}"
+    postbuild = (REPO_ROOT / "binder" / "postBuild").read_text(encoding="utf-8")
+    assert "pip install --no-deps -e ." in postbuild, "postBuild must install arlm_lib itself"

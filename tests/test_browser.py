@@ -1,0 +1,398 @@
+"""Every page of the built book, in headless Chromium, with every non-localhost request blocked.
+
+What a reader of the static book must get (DESIGN.md, "Three places a reader meets the same view"):
+no JS errors, no blank figure (each plotly figure painted, each equation typeset), no broken internal
+link, no dead widget, every chapter of the table of contents present, and on the view test page,
+selectors and sliders that change the plotted data with no kernel.
+
+Needs ``make book`` and Debian's ``chromium`` (``/usr/bin/chromium``); without them it skips loudly, and
+under ``CI=true`` it fails instead.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urljoin, urlsplit
+
+import pytest
+from conftest import skip_or_fail, toc_docnames
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-quic",
+]
+LOCAL_HOSTS = {"127.0.0.1", "localhost"}
+VIEWTEST = "book/viewtest"
+XSS_PROMPT = "<img src=x onerror=alert(1)>"
+FIGURE_TIMEOUT_MS = 60_000  # generous: a loaded 2-core machine parses plotly.js slowly
+
+# True once every plotly div on the page has been drawn by plotly.js (or failed to be).
+ALL_FIGURES_DRAWN_JS = """() => Array.from(document.querySelectorAll('.plotly-graph-div'))
+    .every(gd => gd._fullLayout !== undefined && gd.querySelector('svg.main-svg') !== null)"""
+
+# Per figure: its id, whether an svg of non-zero size exists, and how many marks its traces drew.
+FIGURE_STATE_JS = """() => Array.from(document.querySelectorAll('.plotly-graph-div')).map(gd => {
+    const svg = gd.querySelector('svg.main-svg');
+    const box = svg ? svg.getBoundingClientRect() : {width: 0, height: 0};
+    const marks = Array.from(gd.querySelectorAll('g.trace path, g.trace image, g.hm image, g.trace rect'))
+        .filter(el => el.tagName !== 'path' || ((el.getAttribute('d') || '').length > 3));
+    const cloud = Array.from(gd.querySelectorAll('.modebar-btn'))
+        .map(b => b.getAttribute('data-title') || '')
+        .filter(t => /share|cloud|chart studio/i.test(t));
+    return {id: gd.id, width: box.width, height: box.height,
+            traces: (gd._fullData || []).length, marks: marks.length, cloud: cloud};
+})"""
+
+# Per math element: whether MathJax replaced it, and any MathJax error on the page.
+MATH_STATE_JS = """() => ({
+    total: document.querySelectorAll('.math').length,
+    typeset: Array.from(document.querySelectorAll('.math'))
+        .filter(el => el.querySelector('mjx-container') !== null).length,
+    containers: document.querySelectorAll('mjx-container').length,
+    errors: document.querySelectorAll('mjx-merror, [data-mjx-error]').length,
+})"""
+
+# The page's visible prose, leaving out code (which may legitimately contain "$$" or "\\(").
+PROSE_TEXT_JS = """() => {
+    const main = document.querySelector('main') || document.body;
+    const clone = main.cloneNode(true);
+    clone.querySelectorAll('pre, code, script, style, .highlight, mjx-container, .cell_input')
+        .forEach(el => el.remove());
+    return clone.textContent;
+}"""
+
+DEAD_WIDGETS_JS = """() => document.querySelectorAll(
+    '.jupyter-widgets, .widget-area, script[type="application/vnd.jupyter.widget-view+json"]').length"""
+
+BROKEN_IMAGES_JS = """() => Array.from(document.images)
+    .filter(img => img.loading !== 'lazy' && (!img.complete || img.naturalWidth === 0))
+    .map(img => img.getAttribute('src'))"""
+
+
+# ----------------------------------------------------------------------------------------- fixtures
+
+
+class _QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        pass  # keep pytest output readable
+
+
+@pytest.fixture(scope="module")
+def base_url(built_html: Path) -> Iterator[str]:
+    """The built book served over HTTP on 127.0.0.1 at a random free port."""
+    handler = functools.partial(_QuietHandler, directory=str(built_html))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Debian's headless Chromium driven by Playwright."""
+    if not CHROMIUM.exists():
+        skip_or_fail(f"{CHROMIUM} is missing: install Debian's `chromium` to run the browser checks")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@dataclass
+class PageVisit:
+    """A loaded page and everything it reported while loading."""
+
+    page: Any
+    url: str
+    blocked: list[str] = field(default_factory=list)
+    js_errors: list[str] = field(default_factory=list)
+    console_errors: list[str] = field(default_factory=list)
+    failed_responses: list[str] = field(default_factory=list)
+    dialogs: list[str] = field(default_factory=list)
+
+
+def visit(browser: Any, url: str) -> PageVisit:
+    """Open ``url`` offline (non-local requests aborted and recorded) and wait for figures and math."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    record = PageVisit(page=page, url=url)
+
+    def route(route: Any) -> None:
+        if urlsplit(route.request.url).hostname in LOCAL_HOSTS:
+            route.continue_()
+        else:
+            record.blocked.append(route.request.url)
+            route.abort()
+
+    def on_dialog(dialog: Any) -> None:
+        record.dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    context.route("**/*", route)
+    page.on("pageerror", lambda exc: record.js_errors.append(str(exc)))
+    page.on("console", lambda msg: record.console_errors.append(msg.text) if msg.type == "error" else None)
+    page.on("dialog", on_dialog)
+    page.on(
+        "response",
+        # Browsers ask for /favicon.ico on their own; the book does not link one.
+        lambda r: (
+            record.failed_responses.append(f"HTTP {r.status} {r.url}")
+            if r.status >= 400 and not r.url.endswith("/favicon.ico")
+            else None
+        ),
+    )
+    page.goto(url, wait_until="load")
+    page.wait_for_load_state("networkidle")
+    try:
+        page.wait_for_function(ALL_FIGURES_DRAWN_JS, timeout=FIGURE_TIMEOUT_MS)
+    except Exception:  # noqa: BLE001 - the checks below report which figure is blank
+        pass
+    if page.evaluate("() => document.querySelector('.math') !== null"):
+        try:
+            page.wait_for_function(
+                "() => window.MathJax && MathJax.startup && MathJax.startup.promise",
+                timeout=FIGURE_TIMEOUT_MS,
+            )
+            page.evaluate("() => MathJax.startup.promise.then(() => true)")
+        except Exception:  # noqa: BLE001 - reported by the math check
+            pass
+    return record
+
+
+class Visits(dict):
+    """Toc pages by docname, each opened on first use and then shared by the tests of this module."""
+
+    def __init__(self, browser: Any, base_url: str) -> None:
+        super().__init__()
+        self.browser = browser
+        self.base_url = base_url
+
+    def __missing__(self, docname: str) -> PageVisit:
+        record = self[docname] = visit(self.browser, urljoin(self.base_url, f"{docname}.html"))
+        return record
+
+
+@pytest.fixture(scope="module")
+def visits(browser: Any, base_url: str) -> Iterator[Visits]:
+    """Each toc page, visited lazily once per module."""
+    opened = Visits(browser, base_url)
+    yield opened
+    for record in opened.values():
+        record.page.context.close()
+
+
+# ---------------------------------------------------------------------------- link checking helpers
+
+
+class _Anchors(HTMLParser):
+    """Collects every id and name attribute of an HTML file (the targets of #fragments)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.anchors: set[str] = set()
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        for key, value in attrs:
+            if key in ("id", "name") and value:
+                self.anchors.add(value)
+
+
+@functools.cache
+def anchors_of(path: Path) -> frozenset[str]:
+    parser = _Anchors()
+    parser.feed(path.read_text(encoding="utf-8", errors="replace"))
+    return frozenset(parser.anchors)
+
+
+def broken_links(hrefs: list[str], page_url: str, base_url: str, root: Path) -> list[str]:
+    """The local hrefs of a page whose file or #fragment does not exist in the built book."""
+    base = urlsplit(base_url)
+    problems = []
+    for href in hrefs:
+        if not href or href.startswith(("javascript:", "mailto:", "data:")) or href == "#":
+            continue
+        target = urlsplit(urljoin(page_url, href))
+        if target.scheme not in ("http", "https") or target.netloc != base.netloc:
+            continue  # an external link: reading it needs the network, loading the page does not
+        path = root / unquote(target.path).lstrip("/")
+        if path.is_dir():
+            path = path / "index.html"
+        if not path.is_file():
+            problems.append(f"{href} -> missing file {path.relative_to(root)}")
+        elif target.fragment and path.suffix == ".html":
+            if unquote(target.fragment) not in anchors_of(path):
+                problems.append(f"{href} -> no anchor #{target.fragment} in {path.relative_to(root)}")
+    return problems
+
+
+# ------------------------------------------------------------------------------------------- tests
+
+
+@pytest.mark.parametrize("docname", toc_docnames())
+def test_page_renders_offline(docname: str, visits: dict[str, PageVisit], base_url: str, built_html: Path):
+    """No network, no JS error, every figure painted, every equation typeset, no broken link."""
+    assert (built_html / f"{docname}.html").is_file(), f"toc page {docname} was not built"
+    record = visits[docname]
+    page = record.page
+    problems: list[str] = []
+
+    problems += [f"blocked non-local request: {url}" for url in record.blocked]
+    problems += [f"JS error: {msg}" for msg in record.js_errors]
+    problems += [f"console error: {msg}" for msg in record.console_errors]
+    problems += [f"failed request: {msg}" for msg in record.failed_responses]
+
+    for fig in page.evaluate(FIGURE_STATE_JS):
+        if not (fig["width"] > 0 and fig["height"] > 0 and fig["traces"] > 0 and fig["marks"] > 0):
+            problems.append(f"blank plotly figure {fig}")
+
+    math = page.evaluate(MATH_STATE_JS)
+    if math["typeset"] != math["total"]:
+        problems.append(f"{math['total'] - math['typeset']} of {math['total']} math elements not typeset")
+    if math["total"] and not math["containers"]:
+        problems.append("the page has math but no mjx-container: MathJax did not run")
+    if math["errors"]:
+        problems.append(f"{math['errors']} MathJax errors")
+    prose = page.evaluate(PROSE_TEXT_JS)
+    for raw in ("$$", "\\(", "\\["):
+        if raw in prose:
+            context = prose[max(0, prose.index(raw) - 40) : prose.index(raw) + 40]
+            problems.append(f"raw math delimiter {raw!r} left in the text: ...{context!r}...")
+
+    if page.evaluate(DEAD_WIDGETS_JS):
+        problems.append("an ipywidget (a dead control without a kernel) is on the page")
+    problems += [f"broken image: {src}" for src in page.evaluate(BROKEN_IMAGES_JS)]
+
+    hrefs = page.eval_on_selector_all("a[href]", "els => els.map(e => e.getAttribute('href'))")
+    problems += [f"broken link: {p}" for p in broken_links(hrefs, record.url, base_url, built_html)]
+
+    assert not problems, f"{docname}: " + "\n  ".join([""] + problems)
+
+
+def test_every_toc_chapter_is_in_the_navigation(visits: dict[str, PageVisit], base_url: str):
+    """The root page's navigation links to every page of the table of contents."""
+    names = toc_docnames()
+    record = visits[names[0]]
+    hrefs = record.page.eval_on_selector_all(
+        ".bd-sidebar-primary a[href]", "els => els.map(e => e.getAttribute('href'))"
+    )
+    linked = {urlsplit(urljoin(record.url, h)).path.lstrip("/") for h in hrefs}
+    missing = [name for name in names[1:] if f"{name}.html" not in linked]
+    assert not missing, f"toc pages missing from the navigation: {missing}"
+    for name in names:
+        heading = visits[name].page.eval_on_selector("main h1", "el => el.textContent.trim()")
+        assert heading, f"{name} has no title"
+
+
+def _figure_with(page: Any, layout_key: str) -> str:
+    ids = page.evaluate(
+        f"""() => Array.from(document.querySelectorAll('.plotly-graph-div'))
+            .filter(gd => ((gd.layout || {{}}).{layout_key} || []).length > 0).map(gd => gd.id)"""
+    )
+    assert ids, f"the view test page has no figure with {layout_key}"
+    return ids[0]
+
+
+def _trace_y(page: Any, div_id: str) -> list[float]:
+    return page.evaluate(f"() => Array.from(document.getElementById('{div_id}').data[0].y)")
+
+
+def _trace_y_after_change(page: Any, div_id: str, before: list[float]) -> list[float]:
+    """The trace's y values once they differ from ``before`` (or as they are after a few seconds)."""
+    try:
+        page.wait_for_function(
+            """([id, before]) => JSON.stringify(Array.from(document.getElementById(id).data[0].y))
+                !== JSON.stringify(before)""",
+            arg=[div_id, before],
+            timeout=10_000,
+        )
+    except Exception:  # noqa: BLE001 - the caller asserts on the values
+        pass
+    return _trace_y(page, div_id)
+
+
+def test_dropdown_changes_plotted_data(visits: dict[str, PageVisit]):
+    """Picking another option of a plotly dropdown restyles the trace with that option's data."""
+    page = visits[VIEWTEST].page
+    div_id = _figure_with(page, "updatemenus")
+    before = _trace_y(page, div_id)
+    menu = page.locator(f"#{div_id} .updatemenu-header-group").first
+    menu.scroll_into_view_if_needed()
+    menu.click()
+    options = page.locator(f"#{div_id} .updatemenu-dropdown-button-group .updatemenu-dropdown-button")
+    assert options.count() >= 2, "the dropdown did not open"
+    options.nth(1).click()
+    after = _trace_y_after_change(page, div_id, before)
+    assert len(after) == len(before) and after != before, "the dropdown did not change the data"
+    expected = page.evaluate(
+        f"() => Array.from(document.getElementById('{div_id}').layout.updatemenus[0].buttons[1].args[0].y[0])"
+    )
+    assert after == pytest.approx(expected)
+
+
+def test_slider_changes_plotted_data(visits: dict[str, PageVisit]):
+    """Moving a plotly slider to its last step restyles the trace with that step's data."""
+    page = visits[VIEWTEST].page
+    div_id = _figure_with(page, "sliders")
+    before = _trace_y(page, div_id)
+    rail = page.locator(f"#{div_id} .slider-rail-touch-rect").first
+    rail.scroll_into_view_if_needed()
+    box = rail.bounding_box()
+    assert box and box["width"] > 0, "the slider rail is not drawn"
+    page.mouse.click(box["x"] + box["width"] - 2, box["y"] + box["height"] / 2)
+    after = _trace_y_after_change(page, div_id, before)
+    assert after != before, "the slider did not change the data"
+    expected = page.evaluate(
+        f"() => {{ const s = document.getElementById('{div_id}').layout.sliders[0];"
+        f" return Array.from(s.steps[s.steps.length - 1].args[0].y[0]); }}"
+    )
+    assert after == pytest.approx(expected)
+
+
+def test_reader_text_is_shown_literally(visits: dict[str, PageVisit]):
+    """A prompt that is an HTML injection shows as text in a figure and in a note, and never runs."""
+    record = visits[VIEWTEST]
+    page = record.page
+    titles = page.eval_on_selector_all(".plotly-graph-div .gtitle", "els => els.map(e => e.textContent)")
+    assert XSS_PROMPT in titles, f"the prompt is not shown literally in a figure title: {titles}"
+    assert page.locator("img[src='x']").count() == 0, "the prompt was injected as an <img>"
+    assert record.dialogs == [], f"injected script ran: {record.dialogs}"
+    note = page.locator(".arlm-kernel-only").first.text_content()
+    assert "<heads> & watch" in note, f"the kernel-only note did not keep its text literally: {note!r}"
+
+
+def test_plotly_js_loaded_once_per_page(visits: dict[str, PageVisit], built_html: Path):
+    """plotly.js comes from the book's _static, once, only on pages that show a figure."""
+    for name in toc_docnames():
+        page = visits[name].page
+        scripts = page.eval_on_selector_all("script[src]", "els => els.map(e => e.getAttribute('src'))")
+        plotly = [s for s in scripts if re.search(r"plotly[^/]*\.js", s)]
+        has_figure = page.evaluate("() => document.querySelector('.plotly-graph-div') !== null")
+        assert len(plotly) == (1 if has_figure else 0), f"{name}: plotly scripts {plotly}"
+        for src in plotly:
+            assert "_static/" in src, f"{name}: plotly.js not from the book's _static: {src}"

@@ -1,0 +1,73 @@
+"""Notebook hygiene: every chapter is committed clean and opens anywhere (JupyterLab, VS Code, Colab).
+
+- committed without outputs and execution counts (the build executes them; outputs in git go stale);
+- valid nbformat with a Python 3 kernelspec;
+- the first code cell installs arlm_lib when it is missing (Colab and Binder);
+- every table-of-contents entry exists, and every notebook under book/ is in the table of contents.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+import pytest
+from conftest import BOOK_DIR, REPO_ROOT, toc_docnames
+
+SETUP_TAG = "arlm-setup"
+NOTEBOOKS = sorted(p for p in BOOK_DIR.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
+SOURCE_SUFFIXES = (".ipynb", ".md")
+
+
+def _ids(paths: list[Path]) -> list[str]:
+    return [p.relative_to(REPO_ROOT).as_posix() for p in paths]
+
+
+def test_the_book_has_notebooks():
+    assert NOTEBOOKS, f"no notebooks under {BOOK_DIR}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
+def test_notebook_is_valid_and_clean(path: Path):
+    nb = nbformat.read(path, as_version=4)
+    nbformat.validate(nb)
+    kernelspec = nb.metadata.get("kernelspec", {})
+    assert kernelspec.get("name") == "python3", f"{path.name}: kernelspec must be python3, got {kernelspec}"
+    for index, cell in enumerate(nb.cells):
+        if cell.cell_type != "code":
+            continue
+        assert cell.get("outputs") == [], f"{path.name}: cell {index} has outputs (clear them before commit)"
+        assert cell.get("execution_count") is None, f"{path.name}: cell {index} has an execution count"
+    assert "widgets" not in nb.metadata, f"{path.name}: saved widget state in metadata (clear outputs)"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
+def test_first_code_cell_installs_arlm_lib_when_missing(path: Path):
+    nb = nbformat.read(path, as_version=4)
+    code_cells = [cell for cell in nb.cells if cell.cell_type == "code"]
+    assert code_cells, f"{path.name} has no code cell"
+    first = code_cells[0]
+    tags = first.metadata.get("tags", [])
+    assert SETUP_TAG in tags, f"{path.name}: the first code cell must be tagged {SETUP_TAG!r}, has {tags}"
+    source = first.source
+    assert "import arlm_lib" in source, f"{path.name}: the setup cell must try `import arlm_lib`"
+    assert "except ImportError" in source, f"{path.name}: the setup cell must install only when missing"
+    assert "pip install" in source, f"{path.name}: the setup cell must `%pip install` arlm_lib"
+
+
+def _source_file(docname: str) -> Path | None:
+    for suffix in SOURCE_SUFFIXES:
+        if (candidate := REPO_ROOT / f"{docname}{suffix}").is_file():
+            return candidate
+    return None
+
+
+def test_every_toc_entry_exists():
+    missing = [name for name in toc_docnames() if _source_file(name) is None]
+    assert not missing, f"_toc.yml names files that do not exist: {missing}"
+
+
+def test_every_notebook_is_in_the_toc():
+    listed = {_source_file(name) for name in toc_docnames()}
+    orphans = [p for p in NOTEBOOKS if p not in listed]
+    assert not orphans, f"notebooks not in _toc.yml (they would not be built): {_ids(orphans)}"
