@@ -1,0 +1,464 @@
+"""Figure builders: the data they plot is the model's, their offline controls compose, and text is escaped.
+
+The figures' dropdowns and sliders run in the browser; :func:`apply_control` replays what plotly.js does
+when one is clicked (``restyle`` / ``relayout`` / ``update`` with nested attribute paths), so these tests
+check the composed state of several controls without a browser. ``tests/test_browser.py`` clicks them
+for real on the built book.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import math
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from arlm_lib import viz
+from arlm_lib.errors import ConfigError
+from arlm_lib.generate import GenerationConfig, processed_probs
+from arlm_lib.model import GPT, GPTConfig
+from arlm_lib.tokenizers import CharTokenizer
+from arlm_lib.train import History
+
+XSS = "<img src=x onerror=alert(1)>"
+TEXT = "the cat sat on the mat. " + XSS + "\n"
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> CharTokenizer:
+    return CharTokenizer.train(TEXT)
+
+
+@pytest.fixture(scope="module")
+def model(tokenizer) -> GPT:
+    torch.manual_seed(0)
+    config = GPTConfig(vocab_size=tokenizer.vocab_size, block_size=48, n_layer=2, n_head=3, n_embd=24)
+    model = GPT(config).eval()
+    with torch.no_grad():  # sharper logits than at init, so sampling settings visibly matter
+        model.lm_head.weight.mul_(40.0)
+    return model
+
+
+@pytest.fixture(scope="module")
+def sample(model, tokenizer):
+    ids = tokenizer.encode("the cat sat")
+    with torch.no_grad():
+        attentions = model(torch.tensor([ids]), return_attention=True).attentions
+    return ids, [tokenizer.id_to_token(i) for i in ids], attentions
+
+
+# ------------------------------------------------------------------- replaying plotly.js controls
+
+_SEGMENT = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+
+
+def _path(key: str) -> list:
+    return [name if name else int(index) for name, index in _SEGMENT.findall(key)]
+
+
+def _set(obj, key: str, value) -> None:
+    parts = _path(key)
+    for part in parts[:-1]:
+        if isinstance(part, int):
+            obj = obj[part]
+        else:
+            obj = obj.setdefault(part, {})
+    obj[parts[-1]] = copy.deepcopy(value)
+
+
+def apply_control(fig: dict, control: dict) -> None:
+    """Apply a button or slider step the way plotly.js does (restyle arrays go one value per trace)."""
+    method, args = control["method"], control["args"]
+    trace_update, layout_update = {}, {}
+    if method == "restyle":
+        trace_update = args[0]
+    elif method == "relayout":
+        layout_update = args[0]
+    elif method == "update":
+        trace_update, layout_update = args[0], (args[1] if len(args) > 1 else {})
+    for key, value in trace_update.items():
+        for i, trace in enumerate(fig["data"]):
+            _set(trace, key, value[i % len(value)] if isinstance(value, list) else value)
+    for key, value in layout_update.items():
+        _set(fig["layout"], key, value)
+
+
+def click_menu(fig: dict, menu: int, button: int) -> None:
+    apply_control(fig, fig["layout"]["updatemenus"][menu]["buttons"][button])
+
+
+def move_slider(fig: dict, slider: int, step: int) -> None:
+    apply_control(fig, fig["layout"]["sliders"][slider]["steps"][step])
+
+
+def as_dict(fig) -> dict:
+    return json.loads(fig.to_json())
+
+
+def visible_traces(fig: dict) -> list[int]:
+    return [i for i, t in enumerate(fig["data"]) if t.get("visible", True) is True]
+
+
+def lower_triangle(z) -> np.ndarray:
+    """A heatmap's z with the blank (None) future cells as NaN."""
+    return np.array([[math.nan if v is None else v for v in row] for row in z], dtype=float)
+
+
+# ------------------------------------------------------------------------------------- attention
+
+
+def test_heatmap_plots_the_models_weights_with_unique_escaped_labels(model, tokenizer, sample):
+    ids, tokens, attentions = sample
+    fig = viz.attention_heatmap(attentions, tokens, layer=1, head=2, decimals=None)
+    expected = attentions[1][0, 2].numpy()
+    z = lower_triangle(fig.data[0].z)
+    T = len(ids)
+    assert z.shape == (T, T)
+    lower = np.tril(np.ones((T, T), dtype=bool))
+    np.testing.assert_allclose(z[lower], expected[lower], rtol=0, atol=1e-6)
+    assert np.isnan(z[~lower]).all()  # the causal mask's cells are blank, not zero
+    # Repeated tokens ("t", " ") still get distinct categories, and the ticks show the token text.
+    assert len(set(fig.data[0].x)) == T and len(set(fig.data[0].y)) == T
+    assert list(fig.layout.xaxis.ticktext) == [viz.token_label(t) for t in tokens]
+    assert "␣" in fig.layout.xaxis.ticktext  # spaces are visible
+    assert "query %{y}" in fig.data[0].hovertemplate and "key %{x}" in fig.data[0].hovertemplate
+
+
+def test_heatmap_from_model_attention_helper_and_head_mean(model, sample):
+    ids, tokens, attentions = sample
+    arr = viz.model_attention(model, ids)
+    assert arr.shape == (2, 3, len(ids), len(ids))
+    np.testing.assert_allclose(arr[0], attentions[0][0].numpy(), atol=1e-6)
+    fig = viz.attention_heatmap(arr, tokens, layer=0, head=None, decimals=None)
+    z = lower_triangle(fig.data[0].z)
+    mean = arr[0].mean(axis=0)
+    np.testing.assert_allclose(z[np.tril_indices(len(ids))], mean[np.tril_indices(len(ids))], atol=1e-6)
+    assert "mean over heads" in fig.layout.title.text
+
+
+def test_attention_figure_layer_and_head_menus_compose(sample):
+    ids, tokens, attentions = sample
+    fig = as_dict(viz.attention_figure(attentions, tokens, decimals=None))
+    n_layer, n_head = 2, 3
+    assert len(fig["data"]) == n_layer * (n_head + 1)
+    assert visible_traces(fig) == [0]
+    layer, head = 0, 0
+    # Click the menus in every order: each click must keep the other menu's choice.
+    for menu, choice in [(1, 2), (0, 1), (1, 0), (0, 0), (1, 3), (0, 1), (0, 0), (1, 1), (1, 2), (0, 1)]:
+        click_menu(fig, menu, choice)
+        layer, head = (choice, head) if menu == 0 else (layer, choice)
+        shown = visible_traces(fig)
+        assert shown == [layer * (n_head + 1) + head]
+        z = lower_triangle(fig["data"][shown[0]]["z"])
+        expected = attentions[layer][0].mean(0) if head == n_head else attentions[layer][0, head]
+        idx = np.tril_indices(len(ids))
+        np.testing.assert_allclose(z[idx], expected.numpy()[idx], atol=1e-6)
+
+
+def test_attention_grid_has_one_panel_per_head_and_a_layer_menu(sample):
+    ids, tokens, attentions = sample
+    fig = as_dict(viz.attention_grid(attentions, tokens, layer=1, decimals=None))
+    assert len(fig["data"]) == 2 * 3
+    assert visible_traces(fig) == [3, 4, 5]
+    assert [t["xaxis"] for t in fig["data"][3:]] == ["x", "x2", "x3"]  # one subplot per head
+    click_menu(fig, 0, 0)
+    assert visible_traces(fig) == [0, 1, 2]
+    z = lower_triangle(fig["data"][1]["z"])
+    np.testing.assert_allclose(np.nan_to_num(z), attentions[0][0, 1].numpy(), atol=1e-6)
+    assert len(viz.attention_grid(attentions, tokens, layer=1, controls=False).data) == 3
+
+
+def test_token_attention_bars_slider_steps_hold_each_query_row(sample):
+    ids, tokens, attentions = sample
+    fig = as_dict(viz.token_attention_bars(attentions, tokens, query_index=2, layer=0, head=1, decimals=None))
+    weights = attentions[0][0, 1].numpy()
+    np.testing.assert_allclose(fig["data"][0]["y"], weights[2], atol=1e-6)
+    steps = fig["layout"]["sliders"][0]["steps"]
+    assert len(steps) == len(ids)
+    move_slider(fig, 0, 7)
+    np.testing.assert_allclose(fig["data"][0]["y"], weights[7], atol=1e-6)
+    colors = fig["data"][0]["marker"]["color"]
+    assert colors[7] != colors[0]  # the query's own position is highlighted
+    assert len({tuple(s["args"][0]["y"][0]) for s in steps}) == len(ids)
+
+
+def test_labels_from_a_reader_are_escaped_everywhere():
+    tokens = [XSS, "a", XSS]
+    weights = np.tril(np.ones((3, 3))) / np.arange(1, 4)[:, None]
+    figs = [
+        viz.attention_heatmap(weights, tokens),
+        viz.attention_figure(weights[None, None], tokens),
+        viz.token_attention_bars(weights, tokens),
+        viz.next_token_distribution(np.array([0.5, 0.3, 0.2]), tokens, top=3),
+        viz.training_curves({XSS: History(), "b": History()}),
+    ]
+    for fig in figs:
+        text = fig.to_json()
+        assert "<img" not in text and "\\u003cimg" not in text
+        assert "&lt;img" in text  # shown as text: plotly decodes the entity once
+        assert "&amp;lt;" not in text  # ... and only once: no double escaping
+
+
+def test_attention_builders_reject_mismatched_tokens(sample):
+    ids, tokens, attentions = sample
+    with pytest.raises(ConfigError, match="tokens"):
+        viz.attention_heatmap(attentions, tokens[:-1], layer=0, head=0)
+    with pytest.raises(ConfigError, match="head"):
+        viz.attention_heatmap(attentions, tokens, layer=0, head=7)
+
+
+# ----------------------------------------------------------------------------------- head scores
+
+
+def constructed_attention(ids: list[int]) -> np.ndarray:
+    """(1 layer, 3 heads, T, T): head 0 attends to the induction target, 1 is uniform, 2 previous token."""
+    T = len(ids)
+    att = np.zeros((1, 3, T, T))
+    half = T // 2
+    for t in range(T):
+        att[0, 1, t, : t + 1] = 1.0 / (t + 1)
+        att[0, 2, t, max(t - 1, 0)] = 1.0
+        att[0, 0, t, t - half + 1 if t >= half else 0] = 1.0
+    return att
+
+
+def test_repeated_sequence_batch_repeats_distinct_tokens():
+    batch = viz.repeated_sequence_batch(vocab_size=50, length=12, seed=3, batch_size=2)
+    assert batch.shape == (2, 24) and batch.dtype == torch.long
+    assert torch.equal(batch[:, :12], batch[:, 12:])
+    assert all(len(set(row[:12].tolist())) == 12 for row in batch)
+    assert torch.equal(batch, viz.repeated_sequence_batch(50, 12, 3, batch_size=2))
+    assert not torch.equal(batch, viz.repeated_sequence_batch(50, 12, 4, batch_size=2))
+    assert viz.repeated_sequence_batch(50, 5, 0, bos_id=7)[0, 0] == 7
+
+
+def test_induction_and_previous_token_scores_find_the_constructed_heads():
+    ids = viz.repeated_sequence_batch(vocab_size=40, length=10, seed=0)[0].tolist()
+    att = constructed_attention(ids)
+    induction = viz.induction_scores(att, ids)
+    previous = viz.previous_token_scores(att)
+    assert induction.shape == previous.shape == (1, 3)
+    assert induction[0, 0] == pytest.approx(1.0)
+    assert induction[0, 1] < 0.1  # uniform attention spreads over ~15 positions
+    assert induction[0, 2] == pytest.approx(0.0)
+    assert previous[0, 2] == pytest.approx(1.0)
+    assert previous[0, 0] < 0.2
+    # Uniform: the score is the mean over the second copy of 1 / (t + 1), computed independently.
+    assert induction[0, 1] == pytest.approx(np.mean([1 / (t + 1) for t in range(10, 20)]))
+
+
+def test_induction_scores_accept_model_output_with_a_batch(model):
+    ids = viz.repeated_sequence_batch(model.config.vocab_size, 8, seed=1, batch_size=3)
+    with torch.no_grad():
+        attentions = model(ids, return_attention=True).attentions
+    scores = viz.induction_scores(attentions, ids)
+    assert scores.shape == (2, 3) and np.all((scores >= 0) & (scores <= 1))
+    manual = np.mean([[attentions[1][b, 0, 8 + i, i + 1].item() for i in range(1, 8)] for b in range(3)])
+    # Query 8 (the first token of the second copy) also counts: its target is position 1.
+    first = np.mean([attentions[1][b, 0, 8, 1].item() for b in range(3)])
+    assert scores[1, 0] == pytest.approx((manual * 7 + first) / 8, abs=1e-6)
+    fig = viz.head_scores_figure(
+        {"induction": scores, "previous token": viz.previous_token_scores(attentions)}
+    )
+    assert len(fig.data) == 2 and np.allclose(fig.data[0].z, np.round(scores, 4))
+    with pytest.raises(ConfigError, match="repeat"):
+        viz.induction_scores(attentions, torch.arange(16).repeat(3, 1))
+
+
+# ------------------------------------------------------------------------------- training curves
+
+
+def fake_history(n: int, scale: float, eval_every: int = 10) -> History:
+    history = History()
+    for step in range(1, n + 1):
+        history.append(
+            {
+                "step": step,
+                "lr": 1e-3 * scale,
+                "train_loss": scale * 3.0 / step,
+                "val_loss": scale * 3.2 / step if step % eval_every == 0 else None,
+                "grad_norm": scale * (1.0 + step % 3),
+                "grad_norm_clipped": min(1.0, scale * (1.0 + step % 3)),
+                "tokens_per_s": 1000.0 * scale,
+            }
+        )
+    return history
+
+
+def test_training_curves_plot_every_series_against_steps():
+    history = fake_history(40, 1.0)
+    fig = viz.training_curves(history)
+    assert len(fig.data) == 6
+    by_name = {t.name: t for t in fig.data}
+    assert list(by_name["train loss"].x) == list(range(1, 41))
+    np.testing.assert_allclose(by_name["train loss"].y, history.column("train_loss"))
+    assert list(by_name["val loss"].x) == [10, 20, 30, 40]  # only where validation ran
+    np.testing.assert_allclose(by_name["grad norm"].y, history.column("grad_norm"))
+    np.testing.assert_allclose(by_name["grad norm (clipped)"].y, history.column("grad_norm_clipped"))
+    np.testing.assert_allclose(by_name["learning rate"].y, history.column("lr"))
+    np.testing.assert_allclose(by_name["tokens/s"].y, history.column("tokens_per_s"))
+    same = viz.training_curves(history.to_dict())
+    assert [list(t.y) for t in same.data] == [list(t.y) for t in fig.data]
+
+
+def test_training_curves_overlay_runs_with_legend_groups_and_a_log_toggle():
+    runs = {
+        "lr 1e-3": fake_history(30, 1.0),
+        "lr 3e-3": fake_history(20, 2.0),
+        "no clip": fake_history(25, 3.0),
+    }
+    fig = viz.training_curves(runs, log_y=True)
+    assert len(fig.data) == 3 * 6
+    groups = [t.legendgroup for t in fig.data]
+    assert groups == [name for name in runs for _ in range(6)]
+    assert sum(bool(t.showlegend) for t in fig.data) == 3  # one legend entry per run
+    assert len({t.line.color for t in fig.data}) == 3
+    assert list(fig.data[6].x) == list(range(1, 21))
+    assert fig.layout.yaxis.type == "log" and fig.layout.yaxis3.type != "log"
+    as_json = as_dict(fig)
+    linear = [b for b in as_json["layout"]["updatemenus"][0]["buttons"] if b["label"] == "linear"][0]
+    apply_control(as_json, linear)
+    assert as_json["layout"]["yaxis"]["type"] == "linear" and as_json["layout"]["yaxis2"]["type"] == "linear"
+
+
+def test_update_training_curves_refreshes_in_place_and_long_runs_keep_spikes():
+    history = fake_history(5, 1.0)
+    fig = viz.training_curves(history)
+    history.append({"step": 6, "lr": 1e-3, "train_loss": 0.1, "grad_norm": 1.0, "tokens_per_s": 1.0})
+    viz.update_training_curves(fig, history)
+    assert list(fig.data[0].x) == [1, 2, 3, 4, 5, 6] and fig.data[0].y[-1] == pytest.approx(0.1)
+    with pytest.raises(ConfigError, match="traces"):
+        viz.update_training_curves(fig, {"a": history, "b": history})
+    long = fake_history(10_000, 1.0)
+    long.columns["grad_norm"][7_777] = 99.0  # a spike must survive the thinning
+    fig = viz.training_curves(long, max_points=500)
+    grad = fig.data[2]
+    assert len(grad.x) <= 600 and 99.0 in grad.y and 7_778 in grad.x
+
+
+# ------------------------------------------------------------------ next-token views and explorer
+
+
+def test_next_token_distribution_shows_top_tokens_raw_and_processed(model, tokenizer):
+    ids = tokenizer.encode("the c")
+    config = GenerationConfig(temperature=0.5, top_k=3)
+    raw, processed = viz.next_token_probs(model, ids, config)
+    assert raw.sum() == pytest.approx(1.0) and processed.sum() == pytest.approx(1.0)
+    assert (processed > 0).sum() == 3
+    fig = viz.next_token_distribution(raw, tokenizer, top=8, processed=processed)
+    assert [t.name for t in fig.data] == ["model (raw)", "after sampling settings"]
+    shown = [int(c.rsplit("#", 1)[1]) for c in fig.data[0].x]
+    assert len(shown) == 8
+    np.testing.assert_allclose(fig.data[0].y, raw[shown], atol=1e-5)
+    np.testing.assert_allclose(fig.data[1].y, processed[shown], atol=1e-5)
+    assert list(fig.layout.xaxis.ticktext) == [viz.token_label(tokenizer.id_to_token(i)) for i in shown]
+    greedy_raw, greedy = viz.next_token_probs(model, ids, GenerationConfig(temperature=0))
+    assert greedy.max() == 1.0 and greedy.argmax() == greedy_raw.argmax()
+
+
+def effective_processed_traces(fig: dict, n_ctx: int) -> list[int]:
+    """Processed traces the renderer draws: visible, with every opacity and colour alpha above 0."""
+    shown = []
+    for i, t in enumerate(fig["data"][n_ctx:], start=n_ctx):
+        alpha = float(t["marker"]["color"].rsplit(",", 1)[1].rstrip(")"))
+        if (
+            t.get("visible") is True
+            and t.get("opacity", 1) > 0
+            and t["marker"].get("opacity", 1) > 0
+            and alpha > 0
+        ):
+            shown.append(i)
+    return shown
+
+
+def test_decoding_explorer_sliders_compose_to_the_right_precomputed_distribution(tokenizer):
+    torch.manual_seed(1)
+    logits = [torch.randn(tokenizer.vocab_size) * 3 for _ in range(3)]
+    temperatures, top_ks, top_ps = (0.5, 1.0, 2.0), (None, 4), (1.0, 0.6)
+    fig = as_dict(
+        viz.decoding_explorer_figure(logits, ["a", "b", XSS], tokenizer, temperatures, top_ks, top_ps, top=10)
+    )
+    n_ctx, per_ctx = 3, 3 * 2 * 2
+    assert len(fig["data"]) == n_ctx + n_ctx * per_ctx
+    assert effective_processed_traces(fig, n_ctx) == [n_ctx]
+    grid = list(itertools.product(range(3), range(2), range(2)))
+    seen_y: set[tuple] = set()
+    for c, t, k, p in [(0, 2, 0, 0), (0, 2, 1, 0), (2, 2, 1, 1), (1, 0, 1, 1), (1, 1, 0, 1)]:
+        move_slider(fig, 0, t)
+        click_menu(fig, 0, c)
+        move_slider(fig, 2, p)
+        move_slider(fig, 1, k)
+        shown = effective_processed_traces(fig, n_ctx)
+        assert shown == [n_ctx + c * per_ctx + grid.index((t, k, p))]
+        # The bars hold the processed distribution computed by generate's own processors.
+        config = GenerationConfig(temperature=temperatures[t], top_k=top_ks[k], top_p=top_ps[p])
+        expected = processed_probs(logits[c][None].double(), [[]], config.processors())[0].numpy()
+        raw = torch.softmax(logits[c].double(), -1).numpy()
+        top = np.argsort(-raw, kind="stable")[:10]
+        y = fig["data"][shown[0]]["y"]
+        np.testing.assert_allclose(y[:10], expected[top], atol=1e-3)
+        assert y[10] == pytest.approx(max(0.0, 1 - expected[top].sum()), abs=2e-3)  # the "(other)" bar
+        assert fig["layout"]["xaxis"]["ticktext"][:10] == [
+            viz.token_label(tokenizer.id_to_token(i)) for i in top
+        ]
+        seen_y.add(tuple(y))
+        # Text labels follow the same AND: only the drawn trace shows its numbers.
+        labelled = [
+            i
+            for i, tr in enumerate(fig["data"][n_ctx:], start=n_ctx)
+            if tr.get("visible") is True
+            and tr["textposition"] != "none"
+            and tr.get("opacity", 1) > 0
+            and not tr["textfont"]["color"].endswith(",0)")
+        ]
+        assert labelled == shown
+    assert len(seen_y) >= 4  # the settings really hold different data
+    # With the filters off, each temperature's trace holds a different distribution.
+    by_temperature = [tuple(fig["data"][n_ctx + grid.index((t, 0, 0))]["y"]) for t in range(3)]
+    assert len(set(by_temperature)) == 3
+    assert "<img" not in json.dumps(fig)
+
+
+def test_decoding_explorer_from_a_model_stays_small(model, tokenizer):
+    fig = viz.decoding_explorer(model, tokenizer, ["the cat", XSS], steps=2)
+    assert len(fig.data) == 2 * 2 + 2 * 2 * 27
+    assert len(fig.to_json()) < 300_000
+    labels = [b["label"] for b in fig.layout.updatemenus[0].buttons]
+    assert len(labels) == 4 and "&lt;img" in labels[2]
+
+
+# ---------------------------------------------------------------------------------- token HTML
+
+
+def test_token_probability_html_escapes_everything_and_colours_by_probability():
+    tokens = ["a", XSS, "\n", '"q"']
+    probs = [0.9, 0.05, 0.5, 0.3]
+    alternatives = [[("b", 0.05)], [(XSS, 0.05), ("<script>", 0.01)], [], [("&amp;", 0.2)]]
+    out = viz.token_probability_html(tokens, probs, alternatives, prompt=XSS)
+    assert "<img" not in out and "<script>" not in out
+    assert out.count("&lt;img src=x onerror=alert(1)&gt;") >= 2  # the prompt and the token
+    assert out.count('class="arlm-token"') == 4
+    assert "&amp;amp;" in out  # a literal "&amp;" alternative stays literal after one decoding
+    assert viz.probability_color(0.9) in out and viz.probability_color(0.05) in out
+    assert viz.probability_color(0.9) != viz.probability_color(0.05)
+    assert viz.probability_color(0.0) == "#f46d43" and viz.probability_color(1.0) == "#abd9e9"
+    with pytest.raises(ConfigError):
+        viz.token_probability_html(["a"], [0.1, 0.2])
+
+
+def test_generation_html_uses_the_streamed_tokens(model, tokenizer):
+    from arlm_lib.generate import generate
+
+    ids = tokenizer.encode("the ")
+    steps = list(generate(model, ids, seed=0, max_new_tokens=6, return_top=3, tokenizer=tokenizer))
+    generated = [s.tokens[0] for s in steps]
+    out = viz.generation_html(tokenizer, generated, prompt="the ")
+    assert out.count('class="arlm-token"') == 6
+    first = generated[0]
+    assert f"p = {first.prob:.3f}" in out
+    assert viz.token_label(tokenizer.id_to_token(first.top[1][0]), 24) in out

@@ -1,0 +1,272 @@
+"""Kernel apps driven headlessly: set the controls, click, and check the state and the figure data.
+
+No kernel is needed: ipywidgets run without a front end, and the click handlers are plain methods.
+Both figure holders are covered: plotly's FigureWidget (needs anywidget) when it is installed, and the
+Output fallback always.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import weakref
+
+import numpy as np
+import pytest
+import torch
+
+from arlm_lib import viz, widgets
+from arlm_lib.checkpoint import load_checkpoint
+from arlm_lib.generate import GenerationConfig, generate
+from arlm_lib.model import GPT, GPTConfig
+from arlm_lib.tokenizers import CharTokenizer
+from arlm_lib.train import Callback, TrainConfig, Trainer
+
+XSS = "<img src=x onerror=alert(1)>"
+TEXT = ("the cat sat on the mat. the dog sat on the log. " * 12) + XSS + "\n"
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> CharTokenizer:
+    return CharTokenizer.train(TEXT)
+
+
+def tiny_model(tokenizer, sharpen: float = 1.0) -> GPT:
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, block_size=32, n_layer=2, n_head=2, n_embd=16))
+    with torch.no_grad():
+        model.lm_head.weight.mul_(sharpen)  # sharper logits, so the sampling sliders visibly matter
+    return model.eval()
+
+
+@pytest.fixture
+def model(tokenizer) -> GPT:
+    return tiny_model(tokenizer, sharpen=40.0)
+
+
+def z_lower(z) -> np.ndarray:
+    arr = np.array([[math.nan if v is None else v for v in row] for row in z], dtype=float)
+    return arr[np.tril_indices(arr.shape[0])]
+
+
+# ------------------------------------------------------------------------------ attention explorer
+
+
+def expected_attention(model, tokenizer, text, layer, head):
+    with torch.no_grad():
+        out = model(torch.tensor([tokenizer.encode(text)]), return_attention=True)
+    w = out.attentions[layer][0, head].numpy()
+    return w[np.tril_indices(w.shape[0])]
+
+
+@pytest.mark.parametrize("use_widget", [False, True])
+def test_attention_explorer_recomputes_on_new_text_and_selections(model, tokenizer, use_widget, monkeypatch):
+    if use_widget:
+        pytest.importorskip("anywidget", reason="plotly's FigureWidget needs anywidget")
+    monkeypatch.setattr(widgets, "_figure_widget_available", lambda: use_widget)
+    app = widgets.AttentionExplorer(model, tokenizer, "the cat")
+    assert type(app.figure).__name__ == ("FigureWidget" if use_widget else "Figure")
+    np.testing.assert_allclose(
+        z_lower(app.figure.data[0].z), expected_attention(model, tokenizer, "the cat", 0, 0), atol=1e-4
+    )
+
+    app.text.value = "the dog sat on the log"  # the reader types a new sentence
+    assert app.attentions.shape == (2, 2, 22, 22)
+    assert len(app.figure.data[0].x) == 22 and app.query.max == 21 and app.query.value == 21
+    np.testing.assert_allclose(
+        z_lower(app.figure.data[0].z),
+        expected_attention(model, tokenizer, "the dog sat on the log", 0, 0),
+        atol=1e-4,
+    )
+    app.layer.value, app.head.value = 1, 1
+    np.testing.assert_allclose(
+        z_lower(app.figure.data[0].z),
+        expected_attention(model, tokenizer, "the dog sat on the log", 1, 1),
+        atol=1e-4,
+    )
+    app.query.value = 4
+    np.testing.assert_allclose(app.bars.figure.data[0].y, app.attentions[1, 1, 4], atol=1e-4)
+    app.view.value = "all heads"
+    assert len(app.figure.data) == 2 and not app.figure.layout.updatemenus  # the app's own selectors rule
+    app.close()
+
+
+def test_attention_explorer_shows_untypable_text_as_an_escaped_error(model, tokenizer):
+    app = widgets.AttentionExplorer(model, tokenizer, "the cat")
+    before = app.attentions.copy()
+    app.text.value = "zebra " + XSS  # 'z' and 'b' ... are not in the char vocabulary
+    assert "cannot encode" in app.status.value
+    assert np.array_equal(app.attentions, before)
+    app.text.value = XSS  # every character is known: it is attended over, and its labels are text
+    assert app.attentions.shape[-1] == len(XSS)
+    assert "<img" not in app.figure.to_json()
+    ref = weakref.ref(app)
+    app.close()
+    del app
+    gc.collect()
+    assert ref() is None  # closing releases every widget callback
+
+
+# ------------------------------------------------------------------------------ training dashboard
+
+
+class StopAt(Callback):
+    """Clicks the dashboard's Stop button when the trainer reaches ``step``."""
+
+    def __init__(self, dashboard: widgets.TrainingDashboard, step: int) -> None:
+        self.dashboard, self.step = dashboard, step
+
+    def on_step_end(self, trainer, record) -> None:
+        if trainer.step == self.step:
+            self.dashboard._on_stop(self.dashboard.stop_button)
+
+
+def make_trainer(tokenizer, out_dir, max_iters: int = 30) -> Trainer:
+    ids = torch.tensor(tokenizer.encode(TEXT))
+    config = TrainConfig(
+        batch_size=4,
+        max_iters=max_iters,
+        eval_interval=4,
+        eval_iters=1,
+        warmup_iters=2,
+        progress=False,
+        seed=0,
+    )
+    return Trainer(tiny_model(tokenizer), ids[:500], ids[500:], config, tokenizer=tokenizer, out_dir=out_dir)
+
+
+def test_dashboard_streams_history_and_stop_ends_training_with_a_checkpoint(tokenizer, tmp_path):
+    trainer = make_trainer(tokenizer, tmp_path)
+    dashboard = widgets.TrainingDashboard(trainer, redraw_interval_s=0.0)
+    assert dashboard in trainer.callbacks and len(dashboard.figure.data[0].x) == 0
+    trainer.callbacks.append(StopAt(dashboard, 7))
+    dashboard._on_start(dashboard.start_button)  # training runs in a background thread
+    dashboard.wait(timeout=120)
+    assert not dashboard.running and dashboard.error is None
+    assert trainer.step == 7  # stopped right after the step in which Stop was clicked
+    assert dashboard.redraws >= 7  # the curves were redrawn while training ran, not only at the end
+    assert list(dashboard.figure.data[0].x) == list(range(1, 8))
+    np.testing.assert_allclose(dashboard.figure.data[0].y, trainer.history.column("train_loss"))
+    assert list(dashboard.figure.data[1].x) == [4]  # validation ran at step 4 only
+    assert "stopped" in dashboard.status.value and dashboard.start_button.disabled
+    checkpoint = load_checkpoint(tmp_path)
+    assert checkpoint.trainer_state["step"] == 7
+
+
+def test_dashboard_throttles_redraws(tokenizer, tmp_path):
+    trainer = make_trainer(tokenizer, tmp_path, max_iters=12)
+    dashboard = widgets.TrainingDashboard(trainer, redraw_interval_s=3600.0, redraw_every_steps=5)
+    dashboard.start()
+    dashboard.wait(timeout=120)
+    # The first step, steps 5 and 10, and the final redraw at the end of training.
+    assert dashboard.redraws == 4
+    assert len(dashboard.figure.data[0].x) == 12
+    dashboard.close()
+
+
+def test_closing_a_dashboard_removes_its_callback_and_frees_it(tokenizer, tmp_path):
+    trainer = make_trainer(tokenizer, tmp_path, max_iters=3)
+    dashboard = widgets.TrainingDashboard(trainer)
+    dashboard.start()
+    dashboard.wait(timeout=120)
+    ref = weakref.ref(dashboard)
+    dashboard.close()
+    assert dashboard not in trainer.callbacks
+    del dashboard
+    gc.collect()
+    assert ref() is None  # no widget, handler or trainer keeps the closed dashboard alive
+
+
+# ------------------------------------------------------------------------------ sampling playground
+
+
+def test_playground_chart_reshapes_with_the_sliders(model, tokenizer):
+    app = widgets.SamplingPlayground(model, tokenizer, "the c", max_new_tokens=8)
+    raw_before = list(app.figure.data[0].y)
+    processed_before = list(app.figure.data[1].y)
+    app.temperature.value = 0.7
+    app.top_k.value = 3
+    assert app.config() == GenerationConfig(max_new_tokens=8, temperature=0.7, top_k=3, top_p=1.0, min_p=0.0)
+    assert list(app.figure.data[0].y) == raw_before  # the model's own distribution does not move
+    assert list(app.figure.data[1].y) != processed_before
+    raw, processed = viz.next_token_probs(model, tokenizer.encode("the c"), app.config())
+    shown = [int(c.rsplit("#", 1)[1]) for c in app.figure.data[1].x]
+    np.testing.assert_allclose(app.figure.data[1].y, processed[shown], atol=1e-5)
+    assert (processed > 0).sum() == 3 and sum(v > 0 for v in app.figure.data[1].y) <= 3
+    app.prompt.value = "the d"  # a new prompt: a new distribution
+    assert list(app.figure.data[0].y) != raw_before
+    app.close()
+
+
+def test_playground_generates_the_same_tokens_as_generate_and_escapes_the_prompt(model, tokenizer):
+    app = widgets.SamplingPlayground(model, tokenizer, XSS, max_new_tokens=12, seed=5)
+    app.temperature.value, app.top_p.value = 0.8, 0.9
+    app._generate()
+    expected = [
+        s.tokens[0].token_id
+        for s in generate(model, tokenizer.encode(XSS), app.config(), seed=5, tokenizer=tokenizer)
+    ]
+    assert [t.token_id for t in app.generated] == expected and len(expected) == 12
+    assert app.output.value.count('class="arlm-token"') == 12
+    assert "<img" not in app.output.value and "&lt;img src=x onerror=alert(1)&gt;" in app.output.value
+    assert "done: 12 tokens" in app.status.value
+    assert not app.generate_button.disabled and app.stop_button.disabled
+    ref = weakref.ref(app)
+    app.close()
+    del app
+    gc.collect()
+    assert ref() is None  # closing releases every widget callback
+
+
+def test_playground_stop_ends_generation_after_the_current_token(model, tokenizer, monkeypatch):
+    app = widgets.SamplingPlayground(model, tokenizer, "the ", max_new_tokens=200, redraw_interval_s=0.0)
+    shown = []
+
+    def show_and_stop():
+        shown.append(len(app.generated))
+        if len(app.generated) >= 3:
+            app._on_stop(app.stop_button)
+
+    monkeypatch.setattr(app, "_show", show_and_stop)
+    app._on_generate(app.generate_button)  # in a background thread, as the button does
+    app.wait(timeout=60)
+    assert len(app.generated) == 3 and shown[:3] == [1, 2, 3]  # streamed token by token
+    assert "stopped: 3 tokens" in app.status.value
+    app.close()
+
+
+def test_playground_reports_a_prompt_it_cannot_encode(model, tokenizer):
+    app = widgets.SamplingPlayground(model, tokenizer, "zebra")
+    assert "cannot encode" in app.status.value
+    app._generate()
+    assert app.generated == [] and "cannot encode" in app.status.value
+    app.close()
+
+
+# ------------------------------------------------------------------------------- in a real kernel
+
+KERNEL_CODE = """
+import torch
+from arlm_lib import widgets
+from arlm_lib.model import GPT, GPTConfig
+from arlm_lib.tokenizers import CharTokenizer
+widgets._figure_widget_available = lambda: False  # the Output fallback: it only draws inside a kernel
+tok = CharTokenizer.train("the cat sat on the mat.")
+torch.manual_seed(0)
+app = widgets.AttentionExplorer(GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=32, n_layer=1,
+                                              n_head=2, n_embd=8)), tok, "the cat")
+app.text.value = "the mat sat"
+bundle = app.heatmap.widget.outputs[0]["data"]["application/vnd.plotly.v1+json"]
+print("x labels:", len(bundle["data"][0]["x"]))
+"""
+
+
+@pytest.mark.slow
+def test_output_fallback_draws_into_its_widget_in_a_kernel():
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(KERNEL_CODE)])
+    nbclient.NotebookClient(nb, timeout=120, kernel_name="python3").execute()
+    outputs = nb.cells[0].outputs
+    assert [o.output_type for o in outputs] == ["stream"]  # no figure leaked into the running cell
+    assert "x labels: 11" in outputs[0].text
