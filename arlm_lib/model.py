@@ -134,6 +134,11 @@ class KVCache:
     def reset(self) -> None:
         self.length = 0
 
+    def select_rows(self, index: torch.Tensor) -> None:
+        """Keep only the batch rows in ``index`` (finished sequences leave; beams are reordered)."""
+        self.keys = self.keys.index_select(1, index)
+        self.values = self.values.index_select(1, index)
+
 
 @dataclass
 class GPTOutput:

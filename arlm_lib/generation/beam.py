@@ -1,0 +1,141 @@
+"""Beam search: keep the ``num_beams`` most probable partial continuations at every step."""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ..errors import GenerationError
+from .config import GenerationConfig, bad_value, check_int
+from .context import ContextWindow, crop_prompt, eval_no_grad, normalize_prompts
+from .processors import LogitsProcessor, apply_processors, descending_order
+
+__all__ = ["BeamHypothesis", "beam_search"]
+
+
+class BeamHypothesis(NamedTuple):
+    """A finished beam: the new token ids (ending with ``eos_id`` if it stopped there) and its score.
+
+    ``score = sum of log-probs / len(ids) ** length_penalty`` (natural log; with length_penalty=0 it
+    is the plain log-probability of the continuation given the prompt).
+    """
+
+    ids: list[int]
+    score: float
+
+
+def beam_search(
+    model: nn.Module,
+    prompt_ids: Sequence[int] | torch.Tensor,
+    num_beams: int,
+    max_new_tokens: int,
+    length_penalty: float = 1.0,
+    eos_id: int | None = None,
+    *,
+    bos_id: int | None = None,
+    repetition_penalty: float = 1.0,
+    no_repeat_ngram_size: int = 0,
+    use_cache: bool = True,
+    context_keep: int | None = None,
+) -> list[BeamHypothesis]:
+    """Return up to ``num_beams`` continuations of one prompt, best score first.
+
+    Each step extends every beam by every token, and keeps the ``num_beams`` best partial sequences
+    that did not just end; a sequence ending in ``eos_id`` becomes a finished hypothesis. The search
+    stops after ``max_new_tokens``, or once ``num_beams`` hypotheses are finished and the best running
+    beam, scored at its current length, cannot beat the worst of them (Hugging Face's default
+    heuristic). ``length_penalty`` > 0 favours longer sequences, < 0 shorter ones. The optional
+    penalties are the logits processors of :mod:`.processors`; the score then uses penalized log-probs.
+    Ties between equal scores go to the lower beam, then the lower token id, so width 1 is greedy.
+    """
+    check_int("num_beams", num_beams, 1)
+    check_int("max_new_tokens", max_new_tokens, 0)
+    if (
+        isinstance(length_penalty, bool)
+        or not isinstance(length_penalty, numbers.Real)
+        or not math.isfinite(length_penalty)
+    ):
+        raise bad_value("length_penalty", length_penalty, "it must be a finite number")
+    vocab_size, block_size = model.config.vocab_size, model.config.block_size
+    if eos_id is not None and (
+        isinstance(eos_id, bool) or not isinstance(eos_id, int) or not 0 <= eos_id < vocab_size
+    ):
+        raise bad_value("eos_id", eos_id, f"it must be None or an integer in 0..{vocab_size - 1}")
+    prompts, single = normalize_prompts(prompt_ids, vocab_size, bos_id)
+    if not single:
+        raise GenerationError(f"beam_search takes one prompt, got a batch of {len(prompts)}")
+    config = GenerationConfig(
+        repetition_penalty=repetition_penalty,
+        no_repeat_ngram_size=no_repeat_ngram_size,
+        do_sample=False,
+        context_keep=context_keep,
+    )
+    keep = config.keep_for(block_size)
+    window = crop_prompt(prompts[0], block_size)
+    with eval_no_grad(model):
+        return _beam_search(
+            model, prompts[0], window, num_beams, max_new_tokens, float(length_penalty), eos_id,
+            config.processors(), keep, use_cache,
+        )  # fmt: skip
+
+
+def _beam_search(
+    model: nn.Module,
+    prompt: list[int],
+    window: list[int],
+    num_beams: int,
+    max_new_tokens: int,
+    length_penalty: float,
+    eos_id: int | None,
+    processors: list[LogitsProcessor],
+    keep: int,
+    use_cache: bool,
+) -> list[BeamHypothesis]:
+    def final(total: float, length: int) -> float:
+        return total / (length**length_penalty) if length else total
+
+    context = ContextWindow(model, [window], keep=keep, use_cache=use_cache)
+    beams: list[tuple[list[int], float]] = [([], 0.0)]  # one beam to start: no duplicate candidates
+    finished: list[BeamHypothesis] = []
+    vocab_size = model.config.vocab_size
+    for step in range(max_new_tokens):
+        logits = apply_processors(context.next_logits(), [prompt + ids for ids, _ in beams], processors)
+        logp = F.log_softmax(logits.double(), dim=-1).cpu()  # float64: sums of many small terms
+        totals = (torch.tensor([total for _, total in beams], dtype=torch.float64).unsqueeze(1) + logp).view(
+            -1
+        )
+        # 2 * num_beams candidates: even if num_beams of them end in eos, num_beams can go on.
+        order = descending_order(totals.unsqueeze(0))[0, : 2 * num_beams].tolist()
+        survivors: list[tuple[int, list[int], float]] = []
+        for rank, flat in enumerate(order):
+            beam, token = divmod(flat, vocab_size)
+            ids, total = beams[beam][0] + [token], float(totals[flat])
+            if eos_id is not None and token == eos_id:
+                if rank < num_beams:  # an eos outside the top num_beams would not have survived anyway
+                    finished.append(BeamHypothesis(ids, final(total, len(ids))))
+            else:
+                survivors.append((beam, ids, total))
+            if len(survivors) == num_beams:
+                break
+        finished = sorted(finished, key=lambda h: -h.score)[:num_beams]
+        beams = [(ids, total) for _, ids, total in survivors]
+        if not beams or step == max_new_tokens - 1:
+            break
+        if len(finished) == num_beams:
+            best_running = max(final(total, step + 1) for _, total in beams)
+            if finished[-1].score >= best_running:
+                beams = []  # no running beam is expected to do better
+                break
+        context.select([beam for beam, _, _ in survivors])
+        context.append([ids[-1] for _, ids, _ in survivors])
+
+    finished += [BeamHypothesis(ids, final(total, len(ids))) for ids, total in beams]
+    if not finished:  # max_new_tokens == 0
+        finished = [BeamHypothesis([], 0.0)]
+    return sorted(finished, key=lambda h: -h.score)[:num_beams]

@@ -1,0 +1,148 @@
+"""GenerationConfig: every decoding knob in one validated, frozen dataclass."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+from ..errors import GenerationError
+from .processors import (
+    LogitsProcessor,
+    MinP,
+    NoRepeatNGram,
+    RepetitionPenalty,
+    Temperature,
+    TopK,
+    TopP,
+)
+
+__all__ = ["GenerationConfig", "bad_value", "check_int", "resolve_keep"]
+
+
+def bad_value(field: str, value: Any, allowed: str) -> GenerationError:
+    """A GenerationError naming the field, the bad value and what is allowed (``.field`` is set too)."""
+    err = GenerationError(f"{field}={value!r} is not allowed: {allowed}")
+    # Kept on the error so that a CLI can say the same thing in terms of its flag name.
+    err.field, err.value, err.allowed = field, value, allowed
+    return err
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_int(field: str, value: Any, minimum: int) -> None:
+    """Raise unless ``value`` is an int >= ``minimum``."""
+    if not _is_int(value) or value < minimum:
+        raise bad_value(field, value, f"it must be an integer >= {minimum}")
+
+
+def resolve_keep(context_keep: int | None, block_size: int) -> int:
+    """Tokens kept when a window outgrows ``block_size`` (default ``block_size // 2``), validated."""
+    if context_keep is None:
+        return max(1, block_size // 2)
+    if not _is_int(context_keep) or not 1 <= context_keep <= block_size:
+        raise bad_value(
+            "context_keep",
+            context_keep,
+            f"it must be an integer between 1 and the model's block_size={block_size}",
+        )
+    return context_keep
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    """How to pick each next token. Greedy decoding is ``temperature=0`` or ``do_sample=False``.
+
+    ``None`` (or the neutral value) switches a filter off: top_k=None, top_p=None or 1.0,
+    min_p=None or 0.0, repetition_penalty=1.0, no_repeat_ngram_size=0.
+
+    ``context_keep``: what happens when the text outgrows the model's context window (``block_size``
+    tokens). The model conditions on a window of the most recent tokens; the window grows to block_size,
+    and when one more token would not fit it is cut back to its last ``context_keep`` tokens (default
+    ``block_size // 2``), which are re-encoded at positions 0..context_keep-1 (absolute position
+    embeddings leave no cheaper exact way). ``context_keep=block_size`` is a true sliding window (the
+    last block_size tokens at every step, as nanoGPT's crop does; it re-encodes at every step past the
+    context); smaller values re-encode once every block_size - context_keep tokens, so the KV cache
+    stays fast, at the price of a context that varies between context_keep and block_size tokens.
+    With and without the cache the model sees exactly the same windows, so the tokens are the same.
+    """
+
+    max_new_tokens: int = 100
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    min_p: float | None = None
+    repetition_penalty: float = 1.0
+    no_repeat_ngram_size: int = 0
+    do_sample: bool = True
+    context_keep: int | None = None
+
+    def __post_init__(self) -> None:
+        check_int("max_new_tokens", self.max_new_tokens, 0)
+        if not _is_real(self.temperature) or self.temperature < 0:
+            raise bad_value(
+                "temperature", self.temperature, "it must be a finite number >= 0 (0 means greedy)"
+            )
+        if self.top_k is not None:
+            check_int("top_k", self.top_k, 1)
+        if self.top_p is not None and (not _is_real(self.top_p) or not 0 < self.top_p <= 1):
+            raise bad_value("top_p", self.top_p, "it must be in (0, 1] (1 keeps every token)")
+        if self.min_p is not None and (not _is_real(self.min_p) or not 0 <= self.min_p < 1):
+            raise bad_value("min_p", self.min_p, "it must be in [0, 1) (0 keeps every token)")
+        if not _is_real(self.repetition_penalty) or self.repetition_penalty <= 0:
+            raise bad_value(
+                "repetition_penalty",
+                self.repetition_penalty,
+                "it must be a finite number > 0 (1 = no penalty)",
+            )
+        check_int("no_repeat_ngram_size", self.no_repeat_ngram_size, 0)
+        if not isinstance(self.do_sample, bool):
+            raise bad_value("do_sample", self.do_sample, "it must be True or False")
+        if self.context_keep is not None:
+            check_int("context_keep", self.context_keep, 1)
+
+    @property
+    def greedy(self) -> bool:
+        """True when the most likely token is always taken (temperature 0 or do_sample=False)."""
+        return not self.do_sample or self.temperature == 0
+
+    def processors(self) -> list[LogitsProcessor]:
+        """The active processors, in the one documented order (see :mod:`.processors`).
+
+        Greedy decoding uses only the two penalties: temperature and the truncation filters all keep the
+        most likely token, so they cannot change the argmax.
+        """
+        procs: list[LogitsProcessor] = []
+        if self.repetition_penalty != 1.0:
+            procs.append(RepetitionPenalty(self.repetition_penalty))
+        if self.no_repeat_ngram_size > 0:
+            procs.append(NoRepeatNGram(self.no_repeat_ngram_size))
+        if self.greedy:
+            return procs
+        if self.temperature != 1.0:
+            procs.append(Temperature(self.temperature))
+        if self.top_k is not None:
+            procs.append(TopK(self.top_k))
+        if self.top_p is not None and self.top_p < 1.0:
+            procs.append(TopP(self.top_p))
+        if self.min_p is not None and self.min_p > 0.0:
+            procs.append(MinP(self.min_p))
+        return procs
+
+    def keep_for(self, block_size: int) -> int:
+        """The number of tokens kept when the context is full, checked against ``block_size``."""
+        return resolve_keep(self.context_keep, block_size)
+
+    def with_overrides(self, **overrides: Any) -> GenerationConfig:
+        """A copy with some fields changed (validated again); unknown names are an error."""
+        known = {f.name for f in fields(self)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise GenerationError(f"unknown generation option(s) {unknown}: allowed are {sorted(known)}")
+        return replace(self, **overrides) if overrides else self

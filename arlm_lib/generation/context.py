@@ -1,0 +1,198 @@
+"""The context window that generation conditions on, with or without a KV cache.
+
+:class:`ContextWindow` holds, for each row of a batch, the tokens the model currently sees, and hands
+out next-token logits. Rows may have different lengths: they are left-padded, with an attention mask,
+and their position ids restart at 0 after the padding, so a padded row computes what it would alone.
+
+The past-context policy (see :class:`~.config.GenerationConfig`): a window grows to ``block_size``
+tokens; when one more would not fit, it is cut back to its last ``keep`` tokens. With the cache, that
+cut (or a full cache) means re-encoding the windows from scratch; without it, every step re-encodes
+them anyway. Both paths see the same windows, so they give the same tokens.
+"""
+
+from __future__ import annotations
+
+import numbers
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+from ..errors import GenerationError
+from ..model import KVCache
+
+__all__ = ["ContextWindow", "eval_no_grad", "is_single_prompt", "model_device", "normalize_prompts"]
+
+
+@contextmanager
+def eval_no_grad(model: nn.Module) -> Iterator[None]:
+    """Run a block in eval mode (no dropout) without autograd; restore the model's previous mode after."""
+    was_training = model.training
+    if was_training:  # switching walks every submodule: skip it when there is nothing to switch
+        model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        if was_training:
+            model.train()
+
+
+def model_device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def is_single_prompt(prompt_ids: Sequence[int] | Sequence[Sequence[int]] | torch.Tensor) -> bool:
+    """True for one prompt (a flat sequence or 1-D tensor, or empty), False for a batch of prompts."""
+    if isinstance(prompt_ids, torch.Tensor):
+        return prompt_ids.dim() == 1
+    items = list(prompt_ids)
+    return not items or not isinstance(items[0], (Sequence, torch.Tensor))
+
+
+def normalize_prompts(
+    prompt_ids: Sequence[int] | Sequence[Sequence[int]] | torch.Tensor,
+    vocab_size: int,
+    bos_id: int | None,
+) -> tuple[list[list[int]], bool]:
+    """Turn one prompt or a batch of prompts into lists of ints; return (prompts, was_a_single_prompt).
+
+    Accepts a 1-D tensor or list of ints (one prompt), or a 2-D tensor / list of lists (a batch). An
+    empty prompt becomes ``[bos_id]``: generation starts from the document-start token.
+    """
+    if isinstance(prompt_ids, str):
+        raise GenerationError("prompt_ids must be token ids, not a str: use generate_text() for text")
+    if isinstance(prompt_ids, torch.Tensor):
+        if prompt_ids.dim() not in (1, 2):
+            raise GenerationError(f"prompt tensor must be 1-D or 2-D, got shape {tuple(prompt_ids.shape)}")
+    single = is_single_prompt(prompt_ids)
+    if isinstance(prompt_ids, torch.Tensor):
+        prompts = [prompt_ids.tolist()] if single else prompt_ids.tolist()
+    else:
+        raw = [list(prompt_ids)] if single else list(prompt_ids)
+        prompts = [p.tolist() if isinstance(p, torch.Tensor) else list(p) for p in raw]
+    if not prompts:
+        raise GenerationError("no prompts given: pass at least one (an empty prompt [] is allowed)")
+    out = []
+    for row, prompt in enumerate(prompts):
+        for t in prompt:
+            if isinstance(t, bool) or not isinstance(t, numbers.Integral) or not 0 <= t < vocab_size:
+                raise GenerationError(
+                    f"prompt {row} has token id {t!r}: ids must be integers in 0..{vocab_size - 1}"
+                )
+        prompt = [int(t) for t in prompt]
+        if not prompt:
+            if bos_id is None:
+                raise GenerationError("an empty prompt needs a start token: pass bos_id= or tokenizer=")
+            prompt = [int(bos_id)]
+        out.append(prompt)
+    return out, single
+
+
+def crop_prompt(prompt: list[int], block_size: int, row: int = 0) -> list[int]:
+    """The last ``block_size`` tokens of ``prompt``, with a warning if anything was cut."""
+    if len(prompt) > block_size:
+        warnings.warn(
+            f"prompt {row} has {len(prompt)} tokens, more than the context window (block_size="
+            f"{block_size}); it is cropped from the left to its last {block_size} tokens",
+            stacklevel=3,
+        )
+        return prompt[-block_size:]
+    return prompt
+
+
+class ContextWindow:
+    """Per-row token windows and (optionally) their KV cache; gives each row's next-token logits."""
+
+    def __init__(
+        self, model: nn.Module, windows: Sequence[Sequence[int]], *, keep: int, use_cache: bool = True
+    ) -> None:
+        self.model = model
+        self.block_size: int = model.config.block_size
+        self.keep = keep
+        self.use_cache = use_cache
+        self.device = model_device(model)
+        self.windows = [list(w) for w in windows]
+        self._cache: KVCache | None = None
+        self._mask: torch.Tensor | None = None  # (B, L) 1 = real token; None when no row is padded
+        self._pending: list[int] | None = None  # tokens appended but not yet fed through the cache
+        self._logits: torch.Tensor | None = None  # (B, V) next-token logits for the current windows
+
+    @property
+    def batch_size(self) -> int:
+        return len(self.windows)
+
+    def next_logits(self) -> torch.Tensor:
+        """Next-token logits (B, V) of each row given its current window (computed lazily, once)."""
+        if self._logits is None:
+            if self.use_cache and self._cache is not None and self._pending is not None:
+                self._logits = self._feed(self._pending)
+            else:
+                self._logits = self._encode()
+            self._pending = None
+        return self._logits
+
+    def append(self, tokens: Sequence[int]) -> None:
+        """Add one token to every row's window, applying the past-context cut where a window overflows."""
+        if len(tokens) != len(self.windows):
+            raise ValueError(f"append needs one token per row ({len(self.windows)}), got {len(tokens)}")
+        overflow = False
+        for window, token in zip(self.windows, tokens):
+            window.append(int(token))
+            if len(window) > self.block_size:
+                del window[: len(window) - self.keep]
+                overflow = True
+        self._logits = None
+        if self._cache is not None and (overflow or self._cache.length >= self._cache.max_length):
+            self._cache, self._mask = None, None  # cut windows (or a full cache): re-encode next time
+        self._pending = [int(t) for t in tokens] if self._cache is not None else None
+
+    def select(self, rows: Sequence[int]) -> None:
+        """Keep only ``rows`` (in this order, repeats allowed): drops finished rows, reorders beams."""
+        rows = [int(r) for r in rows]
+        self.windows = [list(self.windows[r]) for r in rows]
+        index = torch.as_tensor(rows, dtype=torch.long, device=self.device)
+        if self._cache is not None:
+            # Row selection on the preallocated tensors: the cache keeps its length and capacity.
+            self._cache.select_rows(index)
+        if self._mask is not None:
+            self._mask = self._mask.index_select(0, index)
+        if self._logits is not None:
+            self._logits = self._logits.index_select(0, index)
+        if self._pending is not None:
+            self._pending = [self._pending[r] for r in rows]
+
+    def _encode(self) -> torch.Tensor:
+        """Run the whole (left-padded) windows through the model; start a fresh cache if enabled."""
+        lengths = [len(w) for w in self.windows]
+        width = max(lengths)
+        idx = torch.zeros(len(lengths), width, dtype=torch.long)
+        mask = torch.zeros(len(lengths), width, dtype=torch.long)
+        for row, window in enumerate(self.windows):
+            idx[row, width - len(window) :] = torch.as_tensor(window, dtype=torch.long)
+            mask[row, width - len(window) :] = 1
+        idx, mask = idx.to(self.device), mask.to(self.device)
+        padded = min(lengths) < width
+        # Positions count real tokens only, so a left-padded row gets the positions it has alone.
+        positions = (mask.cumsum(1) - 1).clamp(min=0) if padded else None
+        cache = self.model.new_kv_cache(len(lengths)) if self.use_cache else None
+        out = self.model(idx, attention_mask=mask if padded else None, position_ids=positions, kv_cache=cache)
+        self._cache = cache
+        self._mask = mask if (padded and cache is not None) else None
+        return out.logits[:, -1, :]
+
+    def _feed(self, tokens: list[int]) -> torch.Tensor:
+        """Feed one new token per row through the cache."""
+        idx = torch.as_tensor(tokens, dtype=torch.long, device=self.device).unsqueeze(1)
+        positions = None
+        if self._mask is not None:
+            ones = torch.ones(len(tokens), 1, dtype=self._mask.dtype, device=self.device)
+            self._mask = torch.cat([self._mask, ones], dim=1)
+            # The new token sits at (window length - 1) in its own row's numbering.
+            positions = torch.as_tensor(
+                [len(w) - 1 for w in self.windows], dtype=torch.long, device=self.device
+            ).unsqueeze(1)
+        out = self.model(idx, attention_mask=self._mask, position_ids=positions, kv_cache=self._cache)
+        return out.logits[:, -1, :]

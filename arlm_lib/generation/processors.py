@@ -1,0 +1,217 @@
+"""Logits processors: small callables that reshape next-token scores before a token is chosen.
+
+Every processor maps ``(logits (B, V), histories) -> logits (B, V)``, where ``histories[b]`` is row b's
+whole token history (prompt + generated so far, including any part cropped out of the context window).
+A removed token gets the score ``-inf`` (probability exactly 0).
+
+:func:`build_processors` applies them in ONE order, the one Hugging Face ``generate()`` uses:
+
+1. :class:`RepetitionPenalty`  (edits the model's scores: content-aware, must see raw logits)
+2. :class:`NoRepeatNGram`      (bans tokens outright: also content-aware)
+3. :class:`Temperature`        (reshapes the whole distribution)
+4. :class:`TopK`               (truncation filters run on the *tempered* distribution, so that
+5. :class:`TopP`                top-p's nucleus and min-p's threshold mean "of what will be sampled";
+6. :class:`MinP`                top-k is unaffected by temperature either way)
+
+Every filter keeps the most likely token, and every processor keeps at least one finite score, so the
+softmax of the result is always a valid distribution (non-negative, sums to 1, >= 1 token), for any
+finite logits and any valid parameters (this is fuzzed with hypothesis). Processing is in float64.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+import torch
+from torch.nn import functional as F
+
+__all__ = [
+    "LogitsProcessor",
+    "MinP",
+    "NoRepeatNGram",
+    "RepetitionPenalty",
+    "Temperature",
+    "TopK",
+    "TopP",
+    "apply_processors",
+    "banned_ngram_tokens",
+    "descending_order",
+    "processed_probs",
+]
+
+
+class LogitsProcessor(Protocol):
+    """Anything that maps (logits (B, V), per-row token histories) to new logits (B, V)."""
+
+    def __call__(self, logits: torch.Tensor, histories: Sequence[Sequence[int]]) -> torch.Tensor: ...
+
+
+class RepetitionPenalty:
+    """Keskar et al. 2019 (CTRL): every token already in the history has a positive logit divided by
+    ``penalty`` and a negative one multiplied by it, so penalty > 1 makes repeats less likely."""
+
+    def __init__(self, penalty: float) -> None:
+        self.penalty = float(penalty)
+
+    def __call__(self, logits: torch.Tensor, histories: Sequence[Sequence[int]]) -> torch.Tensor:
+        seen = torch.zeros_like(logits, dtype=torch.bool)
+        for row, history in enumerate(histories):
+            if history:
+                seen[row, torch.as_tensor(sorted(set(history)), device=logits.device)] = True
+        penalized = torch.where(logits > 0, logits / self.penalty, logits * self.penalty)
+        # An extreme penalty can overflow a finite score to +-inf: clamp it, so that penalizing never
+        # removes a token outright (-inf stays only where it already was).
+        big = torch.finfo(logits.dtype).max
+        penalized = torch.where(torch.isfinite(logits), penalized.clamp(-big, big), logits)
+        return torch.where(seen, penalized, logits)
+
+    def __repr__(self) -> str:
+        return f"RepetitionPenalty({self.penalty})"
+
+
+def banned_ngram_tokens(history: Sequence[int], n: int) -> set[int]:
+    """Tokens that would complete an n-gram already present in ``history`` (the last n-1 tokens + t)."""
+    if n < 1 or len(history) < n - 1:
+        return set()
+    prefix = tuple(history[len(history) - (n - 1) :]) if n > 1 else ()
+    return {
+        history[i + n - 1] for i in range(len(history) - n + 1) if tuple(history[i : i + n - 1]) == prefix
+    }
+
+
+class NoRepeatNGram:
+    """Forbid any token that would repeat an n-gram of ``size`` tokens already in the history.
+
+    If the ban would remove every token of the vocabulary (a tiny vocabulary, or size 1 after every
+    token has been used), the ban is lifted for that row and step: a distribution must keep a token.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = int(size)
+
+    def __call__(self, logits: torch.Tensor, histories: Sequence[Sequence[int]]) -> torch.Tensor:
+        out = logits.clone()
+        for row, history in enumerate(histories):
+            banned = banned_ngram_tokens(history, self.size)
+            if banned:
+                idx = torch.as_tensor(sorted(banned), device=logits.device)
+                candidate = out[row].index_fill(0, idx, float("-inf"))
+                if torch.isfinite(candidate).any():
+                    out[row] = candidate
+        return out
+
+    def __repr__(self) -> str:
+        return f"NoRepeatNGram({self.size})"
+
+
+class Temperature:
+    """Divide the logits by ``temperature`` > 0: below 1 sharpens the distribution, above 1 flattens it.
+
+    The row maximum is subtracted first (softmax is shift-invariant), so even a tiny temperature cannot
+    overflow: the best token scores 0 and the rest go to large negative numbers or -inf.
+    """
+
+    def __init__(self, temperature: float) -> None:
+        self.temperature = float(temperature)
+
+    def __call__(self, logits: torch.Tensor, histories: Sequence[Sequence[int]]) -> torch.Tensor:
+        shifted = logits - logits.amax(dim=-1, keepdim=True)
+        return shifted / self.temperature
+
+    def __repr__(self) -> str:
+        return f"Temperature({self.temperature})"
+
+
+def descending_order(scores: torch.Tensor) -> torch.Tensor:
+    """Indices that sort each row by descending score; ties keep ascending token id (a stable sort)."""
+    return torch.sort(scores, dim=-1, descending=True, stable=True).indices
+
+
+class TopK:
+    """Keep exactly the ``k`` highest-scoring tokens (all of them if k >= vocabulary size).
+
+    Ties: scores are sorted with a stable sort, so among tokens tied at the k-th score the ones with
+    the lower token id are kept. Exactly k tokens survive, never more.
+    """
+
+    def __init__(self, k: int) -> None:
+        self.k = int(k)
+
+    def __call__(self, logits: torch.Tensor, histories: Sequence[Sequence[int]]) -> torch.Tensor:
+        if self.k >= logits.size(-1):
+            return logits
+        keep = descending_order(logits)[:, : self.k]
+        mask = torch.ones_like(logits, dtype=torch.bool).scatter_(-1, keep, False)
+        return logits.masked_fill(mask, float("-inf"))
+
+    def __repr__(self) -> str:
+        return f"TopK({self.k})"
+
+
+class TopP:
+    """Nucleus sampling (Holtzman et al. 2020): keep the smallest set of most likely tokens whose total
+    probability is >= ``p``; the most likely token is always kept. Ties in the order: lower id first.
+
+    The cumulative sum is taken in float64 so that p close to 1 is not cut short by rounding.
+    """
+
+    def __init__(self, p: float) -> None:
+        self.p = float(p)
+
+    def __call__(self, logits: torch.Tensor, histories: Sequence[Sequence[int]]) -> torch.Tensor:
+        if self.p >= 1.0:
+            return logits
+        probs = F.softmax(logits.double(), dim=-1)
+        order = descending_order(probs)
+        sorted_probs = probs.gather(-1, order)
+        # Mass of the tokens strictly before each one: a token is kept while that mass is still < p,
+        # so the set stops at the first token that brings the total to >= p.
+        cumulative = sorted_probs.cumsum(dim=-1)
+        before = torch.cat([torch.zeros_like(cumulative[:, :1]), cumulative[:, :-1]], dim=-1)
+        remove_sorted = before >= self.p
+        remove_sorted[:, 0] = False
+        remove = torch.zeros_like(remove_sorted).scatter_(-1, order, remove_sorted)
+        return logits.masked_fill(remove, float("-inf"))
+
+    def __repr__(self) -> str:
+        return f"TopP({self.p})"
+
+
+class MinP:
+    """Min-p sampling (Nguyen et al. 2024): drop tokens whose probability is below ``min_p`` times the
+    top token's probability, so the cut-off rises when the model is confident and falls when it is not."""
+
+    def __init__(self, min_p: float) -> None:
+        self.min_p = float(min_p)
+
+    def __call__(self, logits: torch.Tensor, histories: Sequence[Sequence[int]]) -> torch.Tensor:
+        if self.min_p <= 0.0:
+            return logits
+        probs = F.softmax(logits.double(), dim=-1)
+        threshold = self.min_p * probs.amax(dim=-1, keepdim=True)
+        return logits.masked_fill(probs < threshold, float("-inf"))
+
+    def __repr__(self) -> str:
+        return f"MinP({self.min_p})"
+
+
+def apply_processors(
+    logits: torch.Tensor, histories: Sequence[Sequence[int]], processors: Sequence[LogitsProcessor]
+) -> torch.Tensor:
+    """Run ``processors`` in order on a float64 copy of ``logits`` (B, V).
+
+    float64 because parameters are Python floats: a penalty of 1e39 or a temperature of 1e-40 does not
+    even exist in float32 (it becomes inf or 0, and 0 * inf is nan).
+    """
+    logits = logits.double()
+    for processor in processors:
+        logits = processor(logits, histories)
+    return logits
+
+
+def processed_probs(
+    logits: torch.Tensor, histories: Sequence[Sequence[int]], processors: Sequence[LogitsProcessor]
+) -> torch.Tensor:
+    """The distribution (B, V, float64) that a token is drawn from: softmax of the processed logits."""
+    return F.softmax(apply_processors(logits, histories, processors), dim=-1)

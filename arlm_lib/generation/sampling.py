@@ -1,0 +1,407 @@
+"""Autoregressive sampling as a stream: one :class:`GenerationStep` per new token.
+
+:func:`generate` works on token ids; :func:`generate_ids` collects its output, and :func:`generate_text`
+/ :func:`stream_text` wrap it for text with a tokenizer.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ..errors import GenerationError
+from .config import GenerationConfig, bad_value, check_int
+from .context import ContextWindow, crop_prompt, is_single_prompt, normalize_prompts
+from .processors import descending_order, processed_probs
+
+__all__ = [
+    "GeneratedToken",
+    "GenerationStep",
+    "generate",
+    "generate_ids",
+    "generate_text",
+    "make_generator",
+    "stream_text",
+]
+
+FINISH_REASONS = ("stop_id", "stop_string", "length")
+
+
+@dataclass(frozen=True)
+class GeneratedToken:
+    """One new token of one sequence, with the probabilities it was chosen under.
+
+    ``prob``: its probability under the *processed* distribution it was drawn from (after penalties,
+    temperature and filters; for greedy decoding, after the penalties only, since temperature 0 would
+    make it a one-hot). ``raw_prob`` / ``logprob``: the model's own probability (plain softmax of the
+    logits, temperature 1, no processing) and its natural log, the term :func:`score_sequence` sums.
+    ``top`` / ``top_raw``: the N most likely (token id, probability) of each distribution, best first
+    (only with ``return_top=N``).
+    """
+
+    token_id: int
+    prob: float
+    raw_prob: float
+    logprob: float
+    top: tuple[tuple[int, float], ...] = ()
+    top_raw: tuple[tuple[int, float], ...] = ()
+    finish_reason: str | None = None  # "stop_id", "stop_string", "length"; None: the sequence goes on
+
+    @property
+    def finished(self) -> bool:
+        """True if this is the sequence's last token."""
+        return self.finish_reason is not None
+
+
+@dataclass(frozen=True)
+class GenerationStep:
+    """What one step of :func:`generate` produced: a token for every sequence still running.
+
+    ``tokens[b]`` is None for a sequence that finished at an earlier step.
+    """
+
+    index: int  # 0 for the first new token
+    tokens: tuple[GeneratedToken | None, ...]
+
+    @property
+    def token_ids(self) -> list[int | None]:
+        return [None if t is None else t.token_id for t in self.tokens]
+
+    @property
+    def finished(self) -> bool:
+        """True when every sequence has finished (this is the last step)."""
+        return all(t is None or t.finished for t in self.tokens)
+
+
+def make_generator(seed: int | torch.Generator | None) -> torch.Generator | None:
+    """A CPU generator for ``seed`` (an int), the generator itself, or None for torch's global RNG.
+
+    Sampling always draws on the CPU, so a seed gives the same tokens on every device.
+    """
+    if seed is None or isinstance(seed, torch.Generator):
+        if isinstance(seed, torch.Generator) and seed.device.type != "cpu":
+            raise GenerationError(f"seed generator must be a CPU torch.Generator, got one on {seed.device}")
+        return seed
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise bad_value("seed", seed, "it must be an integer, a CPU torch.Generator, or None")
+    return torch.Generator(device="cpu").manual_seed(int(seed))
+
+
+def _check_stop_ids(stop_ids: Iterable[int] | int | None, vocab_size: int) -> frozenset[int]:
+    if stop_ids is None:
+        return frozenset()
+    if isinstance(stop_ids, numbers.Integral):
+        stop_ids = [stop_ids]
+    out = set()
+    for t in stop_ids:
+        if isinstance(t, bool) or not isinstance(t, numbers.Integral) or not 0 <= t < vocab_size:
+            raise bad_value("stop_ids", t, f"every stop id must be an integer in 0..{vocab_size - 1}")
+        out.add(int(t))
+    return frozenset(out)
+
+
+def _check_stop_strings(stop_strings: Iterable[str] | str | None, tokenizer: Any) -> tuple[str, ...]:
+    if stop_strings is None:
+        return ()
+    strings = (stop_strings,) if isinstance(stop_strings, str) else tuple(stop_strings)
+    for s in strings:
+        if not isinstance(s, str) or not s:
+            raise bad_value("stop_strings", s, "every stop string must be a non-empty str")
+    if strings and tokenizer is None:
+        raise GenerationError("stop_strings need a tokenizer to decode the text: pass tokenizer=")
+    return strings
+
+
+def generate(
+    model: nn.Module,
+    prompt_ids: Sequence[int] | Sequence[Sequence[int]] | torch.Tensor,
+    config: GenerationConfig | None = None,
+    *,
+    seed: int | torch.Generator | None = None,
+    use_cache: bool = True,
+    stop_ids: Iterable[int] | int | None = None,
+    stop_strings: Iterable[str] | str | None = None,
+    tokenizer: Any = None,
+    bos_id: int | None = None,
+    return_top: int = 0,
+    **overrides: Any,
+) -> Iterator[GenerationStep]:
+    """Stream new tokens for one prompt or a batch of prompts, one :class:`GenerationStep` per token.
+
+    ``prompt_ids``: a list (or 1-D tensor) of ids, or a batch of them of any lengths; a batch is
+    left-padded with an attention mask, so each row gives what it would alone. An empty prompt starts
+    from the document-start token ``bos_id`` (default: ``tokenizer.bos_id``). A prompt longer than the
+    context window is cropped from the left with a warning; past the context, see
+    :class:`GenerationConfig` (``context_keep``).
+    ``config`` and ``**overrides`` (any GenerationConfig field) say how to choose tokens.
+    ``seed``: an int or a CPU ``torch.Generator`` makes sampling reproducible; None uses torch's global RNG.
+    A sequence stops on a token in ``stop_ids`` (the token is emitted), when its generated text contains
+    one of ``stop_strings`` (needs ``tokenizer``), or after ``max_new_tokens``; the others go on.
+    ``return_top=N`` fills each token's ``top`` / ``top_raw`` with the N most likely tokens.
+    Bad values raise :class:`~arlm_lib.errors.GenerationError` here, before the first step.
+    """
+    config = (config or GenerationConfig()).with_overrides(**overrides)
+    vocab_size, block_size = model.config.vocab_size, model.config.block_size
+    if bos_id is None and tokenizer is not None:
+        bos_id = tokenizer.bos_id
+    prompts, _ = normalize_prompts(prompt_ids, vocab_size, bos_id)
+    keep = config.keep_for(block_size)
+    stops = _check_stop_ids(stop_ids, vocab_size)
+    strings = _check_stop_strings(stop_strings, tokenizer)
+    check_int("return_top", return_top, 0)
+    generator = make_generator(seed)
+    windows = [crop_prompt(p, block_size, row) for row, p in enumerate(prompts)]
+    return _steps(
+        model,
+        prompts,
+        windows,
+        config,
+        keep,
+        use_cache,
+        generator,
+        stops,
+        strings,
+        tokenizer,
+        min(return_top, vocab_size),
+    )
+
+
+@dataclass
+class _Draw:
+    """One step's choice for every running row, with the distributions it came from (on the CPU)."""
+
+    chosen: list[int]
+    probs: torch.Tensor  # processed distribution (B, V)
+    raw_logp: torch.Tensor  # the model's log-softmax (B, V)
+    top: list[tuple[tuple[int, float], ...]]
+    top_raw: list[tuple[tuple[int, float], ...]]
+
+
+def _top_n(probs: torch.Tensor, n: int) -> list[tuple[tuple[int, float], ...]]:
+    if n == 0:
+        return [()] * probs.size(0)
+    order = descending_order(probs)[:, :n]
+    return [tuple(zip(ids, ps)) for ids, ps in zip(order.tolist(), probs.gather(-1, order).tolist())]
+
+
+def _draw(
+    logits: torch.Tensor,
+    histories: list[list[int]],
+    config: GenerationConfig,
+    processors: list,
+    generator: torch.Generator | None,
+    return_top: int,
+) -> _Draw:
+    """Process the logits and pick one token per row: argmax if greedy, else a sample."""
+    logits = logits.float()
+    probs = processed_probs(logits, histories, processors).cpu()
+    if config.greedy:
+        chosen = probs.argmax(dim=-1)  # ties: the lowest id, like the top-k rule
+    else:
+        chosen = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+    raw_logp = F.log_softmax(logits, dim=-1).cpu()
+    return _Draw(
+        chosen=chosen.tolist(),
+        probs=probs,
+        raw_logp=raw_logp,
+        top=_top_n(probs, return_top),
+        top_raw=_top_n(raw_logp.exp(), return_top),
+    )
+
+
+def _steps(
+    model: nn.Module,
+    prompts: list[list[int]],
+    windows: list[list[int]],
+    config: GenerationConfig,
+    keep: int,
+    use_cache: bool,
+    generator: torch.Generator | None,
+    stop_ids: frozenset[int],
+    stop_strings: tuple[str, ...],
+    tokenizer: Any,
+    return_top: int,
+) -> Iterator[GenerationStep]:
+    """The generation loop behind :func:`generate` (arguments already validated)."""
+    n_rows = len(prompts)
+    histories = [list(p) for p in prompts]  # the whole text so far: what the penalties look at
+    generated: list[list[int]] = [[] for _ in range(n_rows)]
+    active = list(range(n_rows))  # rows still generating; ContextWindow row j is prompt active[j]
+    processors = config.processors()
+    context = ContextWindow(model, windows, keep=keep, use_cache=use_cache)
+    # Eval mode for the whole stream (switching modes walks every submodule: too slow per token),
+    # restored when the stream ends, is closed, or is garbage-collected.
+    was_training = model.training
+    try:
+        for step in range(config.max_new_tokens):
+            if model.training:  # the caller switched it between two steps
+                model.eval()
+            with torch.no_grad():
+                draw = _draw(
+                    context.next_logits(),
+                    [histories[r] for r in active],
+                    config,
+                    processors,
+                    generator,
+                    return_top,
+                )
+            tokens: list[GeneratedToken | None] = [None] * n_rows
+            for j, row in enumerate(active):
+                t = draw.chosen[j]
+                generated[row].append(t)
+                histories[row].append(t)
+                reason = None
+                if t in stop_ids:
+                    reason = "stop_id"
+                elif stop_strings and any(s in tokenizer.decode(generated[row]) for s in stop_strings):
+                    reason = "stop_string"
+                elif step == config.max_new_tokens - 1:
+                    reason = "length"
+                logprob = float(draw.raw_logp[j, t])
+                tokens[row] = GeneratedToken(
+                    token_id=t,
+                    prob=float(draw.probs[j, t]),
+                    raw_prob=math.exp(logprob),
+                    logprob=logprob,
+                    top=draw.top[j],
+                    top_raw=draw.top_raw[j],
+                    finish_reason=reason,
+                )
+            result = GenerationStep(index=step, tokens=tuple(tokens))
+            yield result
+            if result.finished:
+                return
+            going_on = [j for j, row in enumerate(active) if not tokens[row].finished]
+            with torch.no_grad():
+                if len(going_on) < len(active):
+                    context.select(going_on)  # finished rows leave the batch: no compute spent on them
+                active = [active[j] for j in going_on]
+                context.append([generated[row][-1] for row in active])
+    finally:
+        model.train(was_training)
+
+
+def generate_ids(
+    model: nn.Module,
+    prompt_ids: Sequence[int] | Sequence[Sequence[int]] | torch.Tensor,
+    config: GenerationConfig | None = None,
+    **kwargs: Any,
+) -> list[int] | list[list[int]]:
+    """The new token ids only (not the prompt): a list for one prompt, a list of lists for a batch.
+
+    Takes the same arguments as :func:`generate`.
+    """
+    steps = generate(model, prompt_ids, config, **kwargs)
+    single = is_single_prompt(prompt_ids)
+    out: list[list[int]] | None = None
+    for step in steps:
+        if out is None:
+            out = [[] for _ in step.tokens]
+        for row, token in enumerate(step.tokens):
+            if token is not None:
+                out[row].append(token.token_id)
+    if out is None:  # max_new_tokens=0
+        n = 1 if single else len(prompt_ids)
+        out = [[] for _ in range(n)]
+    return out[0] if single else out
+
+
+def _cut_at_stop(text: str, stop_strings: Sequence[str]) -> tuple[str, bool]:
+    """``text`` up to (not including) the first stop string in it, and whether one was found."""
+    cuts = [i for i in (text.find(s) for s in stop_strings) if i >= 0]
+    return (text[: min(cuts)], True) if cuts else (text, False)
+
+
+def _continuation_text(tokenizer: Any, ids: list[int], stop_ids: frozenset[int]) -> str:
+    if ids and ids[-1] in stop_ids:
+        ids = ids[:-1]  # the stop token ends the text; it is not part of it
+    return tokenizer.decode(ids)
+
+
+def generate_text(
+    model: nn.Module,
+    tokenizer: Any,
+    prompt: str | Sequence[str],
+    config: GenerationConfig | None = None,
+    *,
+    stop_strings: Iterable[str] | str | None = None,
+    stop_ids: Iterable[int] | int | None = None,
+    **kwargs: Any,
+) -> str | list[str]:
+    """Continue ``prompt`` (a str, or a list of them) and return the new text only.
+
+    An empty prompt starts from ``tokenizer.bos_id``. The text ends before a stop string or stop token.
+    A prompt the tokenizer cannot encode raises :class:`~arlm_lib.errors.TokenizerError`. Other
+    arguments are those of :func:`generate`.
+    """
+    single = isinstance(prompt, str)
+    prompts = [prompt] if single else list(prompt)
+    ids = [tokenizer.encode(p) for p in prompts]
+    strings = _check_stop_strings(stop_strings, tokenizer)
+    stops = _check_stop_ids(stop_ids, tokenizer.vocab_size)
+    new = generate_ids(
+        model, ids, config, tokenizer=tokenizer, stop_strings=strings, stop_ids=stops, **kwargs
+    )
+    texts = [_cut_at_stop(_continuation_text(tokenizer, row, stops), strings)[0] for row in new]
+    return texts[0] if single else texts
+
+
+def _safe_length(text: str, stop_strings: Sequence[str]) -> int:
+    """How much of ``text`` can be shown for sure: not a trailing partial UTF-8 character (shown as
+    U+FFFD until its last byte arrives) and not a suffix that might be the start of a stop string."""
+    n = len(text.rstrip("\ufffd"))
+    for s in stop_strings:
+        for k in range(min(len(s) - 1, n), 0, -1):
+            if text[:n].endswith(s[:k]):
+                n -= k
+                break
+    return n
+
+
+def stream_text(
+    model: nn.Module,
+    tokenizer: Any,
+    prompt: str,
+    config: GenerationConfig | None = None,
+    *,
+    stop_strings: Iterable[str] | str | None = None,
+    stop_ids: Iterable[int] | int | None = None,
+    **kwargs: Any,
+) -> Iterator[str]:
+    """Yield the continuation of ``prompt`` piece by piece as it is generated.
+
+    The pieces join to exactly what :func:`generate_text` returns for the same arguments and seed. A
+    piece is held back while it may still change: an incomplete multi-byte character, or a possible
+    beginning of a stop string.
+    """
+    if not isinstance(prompt, str):
+        raise GenerationError(f"stream_text takes one prompt str, got {type(prompt).__name__}")
+    strings = _check_stop_strings(stop_strings, tokenizer)
+    stops = _check_stop_ids(stop_ids, tokenizer.vocab_size)
+    steps = generate(
+        model,
+        tokenizer.encode(prompt),
+        config,
+        tokenizer=tokenizer,
+        stop_strings=strings,
+        stop_ids=stops,
+        **kwargs,
+    )
+    ids: list[int] = []
+    shown = 0
+    for step in steps:
+        ids.append(step.tokens[0].token_id)
+        text, stopped = _cut_at_stop(_continuation_text(tokenizer, ids, stops), strings)
+        end = len(text) if (stopped or step.finished) else _safe_length(text, strings)
+        if end > shown:
+            yield text[shown:end]
+            shown = end
+        if stopped:
+            return

@@ -1,0 +1,571 @@
+"""Tests for arlm_lib.generate: processors, streaming generation, KV cache, beam search, scoring, metrics.
+
+Models are tiny random GPTs (vocab 40, block 32, 2 layers, 32 wide). Their weights are scaled up so
+that next-token distributions are far from uniform and greedy text varies: a broken cache, mask or
+position id then changes the tokens instead of hiding in near-ties.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import warnings
+from types import SimpleNamespace
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from torch.nn import functional as F
+
+from arlm_lib.errors import ArlmError, GenerationError, TokenizerError
+from arlm_lib.generate import (
+    GenerationConfig,
+    MinP,
+    NoRepeatNGram,
+    RepetitionPenalty,
+    Temperature,
+    TopK,
+    TopP,
+    beam_search,
+    distinct_n,
+    generate,
+    generate_ids,
+    generate_text,
+    generated_perplexity,
+    has_repetition,
+    processed_probs,
+    repetition_rate,
+    sample_cli,
+    score_sequence,
+    score_text,
+    stream_text,
+)
+from arlm_lib.model import GPT, GPTConfig
+from arlm_lib.tokenizers import CharTokenizer
+
+VOCAB, BLOCK = 40, 32
+PROMPTS = [[3, 4, 5], [1], [7, 8, 9, 10, 11, 12, 13]]
+
+
+def make_model(vocab_size: int = VOCAB, block_size: int = BLOCK, seed: int = 0, dropout: float = 0.0) -> GPT:
+    torch.manual_seed(seed)
+    config = GPTConfig(
+        vocab_size=vocab_size, block_size=block_size, n_layer=2, n_head=2, n_embd=32, dropout=dropout
+    )
+    model = GPT(config)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.mul_(8.0)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def model() -> GPT:
+    torch.set_num_threads(1)
+    return make_model()
+
+
+@pytest.fixture(scope="module")
+def tok() -> CharTokenizer:
+    return CharTokenizer.train("the quick brown fox jumps over the lazy dog.\nTHE END!")
+
+
+@pytest.fixture(scope="module")
+def text_model(tok) -> GPT:
+    return make_model(vocab_size=tok.vocab_size)
+
+
+def greedy_reference(model: GPT, prompt: list[int], n: int, keep: int) -> list[int]:
+    """Greedy decoding written the slow, obvious way: re-run the whole window at every step."""
+    block = model.config.block_size
+    ids, start = list(prompt), max(0, len(prompt) - block)
+    out = []
+    with torch.no_grad():
+        for _ in range(n):
+            window = ids[start:]
+            logits = model(torch.tensor([window])).logits[0, -1]
+            t = int(torch.argmax(logits))
+            out.append(t)
+            ids.append(t)
+            if len(ids) - start > block:
+                start = len(ids) - keep
+    return out
+
+
+# ----------------------------------------------------------------------------- config validation
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("temperature", -0.1),
+        ("temperature", float("nan")),
+        ("temperature", float("inf")),
+        ("top_k", 0),
+        ("top_k", -3),
+        ("top_k", 2.5),
+        ("top_p", 0.0),
+        ("top_p", 1.5),
+        ("top_p", -0.2),
+        ("min_p", 1.0),
+        ("min_p", -0.1),
+        ("repetition_penalty", 0.0),
+        ("repetition_penalty", -1.0),
+        ("max_new_tokens", -1),
+        ("max_new_tokens", True),
+        ("no_repeat_ngram_size", -1),
+        ("context_keep", 0),
+    ],
+)
+def test_bad_config_values_raise_naming_the_value(field, value):
+    with pytest.raises(GenerationError) as info:
+        GenerationConfig(**{field: value})
+    message = str(info.value)
+    assert field in message and repr(value) in message and "allowed" in message
+
+
+def test_bad_beam_width_and_context_keep_raise(model):
+    with pytest.raises(GenerationError, match="num_beams"):
+        beam_search(model, [1, 2], 0, 5)
+    with pytest.raises(GenerationError, match="context_keep"):
+        list(generate(model, [1, 2], context_keep=BLOCK + 1))
+
+
+def test_bad_generate_arguments_raise_before_the_first_step(model):
+    with pytest.raises(GenerationError, match="temperature"):
+        generate(model, [1, 2], temperature=-1)  # not even iterated
+    with pytest.raises(GenerationError, match="token id"):
+        generate(model, [1, VOCAB])
+    with pytest.raises(GenerationError, match="stop_strings"):
+        generate(model, [1], stop_strings=["x"])  # no tokenizer to decode with
+    with pytest.raises(GenerationError, match="unknown generation option"):
+        generate(model, [1], topk=3)
+
+
+def test_unencodable_prompt_is_a_clear_tokenizer_error(text_model, tok):
+    with pytest.raises(TokenizerError, match="'Z'"):
+        generate_text(text_model, tok, "the Zebra", max_new_tokens=3)
+    with pytest.raises(TokenizerError, match="--prompt"):
+        sample_cli(text_model, tok, prompt="Zebra", max_new_tokens=3, out=io.StringIO())
+
+
+# ----------------------------------------------------------------------------- processors
+def test_top_k_keeps_exactly_k_with_ties_going_to_lower_ids():
+    logits = torch.tensor([[1.0, 3.0, 2.0, 3.0, 2.0, 2.0, 0.5]])
+    kept = torch.isfinite(TopK(3)(logits, [[]]))[0].tolist()
+    # 3.0 at ids 1 and 3, then the 2.0 tie (ids 2, 4, 5) is cut after the lowest id.
+    assert kept == [False, True, True, True, False, False, False]
+    for k in range(1, 8):
+        assert int(torch.isfinite(TopK(k)(logits, [[]])).sum()) == k
+
+
+def brute_force_nucleus(probs: torch.Tensor, p: float) -> set[int]:
+    order = sorted(range(len(probs)), key=lambda i: (-float(probs[i]), i))
+    kept, mass = set(), 0.0
+    for i in order:
+        kept.add(i)
+        mass += float(probs[i])
+        if mass >= p:
+            break
+    return kept
+
+
+@pytest.mark.parametrize("p", [1e-9, 0.1, 0.5, 0.9, 0.99])
+def test_top_p_keeps_the_smallest_set_reaching_p(p):
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(20, 30, generator=gen, dtype=torch.float64) * 2
+    out = TopP(p)(logits, [[]] * 20)
+    probs = F.softmax(logits, dim=-1)
+    for row in range(20):
+        kept = set(torch.nonzero(torch.isfinite(out[row])).flatten().tolist())
+        assert kept == brute_force_nucleus(probs[row], p)
+        assert len(kept) >= 1
+        assert probs[row, sorted(kept)].sum() >= p - 1e-12
+
+
+def test_top_p_stops_as_soon_as_the_mass_reaches_p_and_breaks_ties_by_id():
+    equal = torch.zeros(1, 4, dtype=torch.float64)  # four tokens at exactly 0.25
+    assert torch.isfinite(TopP(0.5)(equal, [[]]))[0].tolist() == [True, True, False, False]
+    assert torch.isfinite(TopP(0.50001)(equal, [[]]))[0].tolist() == [True, True, True, False]
+    assert torch.isfinite(TopP(1.0)(equal, [[]]))[0].all()
+
+
+def test_min_p_threshold_scales_with_the_top_probability():
+    # A token at 5% survives min_p=0.3 when the top token has 10% (threshold 3%), not when it has 90%.
+    flat = torch.tensor([[0.10] * 9 + [0.05, 0.05]]).log()
+    peaked = torch.tensor([[0.90, 0.05, 0.05]]).log()
+    assert torch.isfinite(MinP(0.3)(flat, [[]]))[0].all()
+    assert torch.isfinite(MinP(0.3)(peaked, [[]]))[0].tolist() == [True, False, False]
+    gen = torch.Generator().manual_seed(1)
+    logits = torch.randn(10, 25, generator=gen, dtype=torch.float64) * 3
+    probs = F.softmax(logits, dim=-1)
+    kept = torch.isfinite(MinP(0.2)(logits, [[]] * 10))
+    assert torch.equal(kept, probs >= 0.2 * probs.amax(dim=-1, keepdim=True))
+
+
+def test_repetition_penalty_divides_positive_and_multiplies_negative_seen_logits():
+    logits = torch.tensor([[2.0, -2.0, 2.0, -2.0]])
+    out = RepetitionPenalty(2.0)(logits, [[0, 1, 1]])
+    assert out.tolist() == [[1.0, -4.0, 2.0, -2.0]]
+
+
+def test_no_repeat_ngram_bans_completions_and_never_bans_everything():
+    history = [5, 6, 7, 5, 6]  # the bigram (5, 6) was followed by 7; 6 is the last token
+    out = NoRepeatNGram(3)(torch.zeros(1, 10), [history])
+    assert torch.isinf(out[0, 7]) and torch.isfinite(out[0]).sum() == 9
+    out = NoRepeatNGram(2)(torch.zeros(1, 10), [history])  # after 6 came 7: ban 7
+    assert torch.isfinite(out[0]).tolist() == [i != 7 for i in range(10)]
+    everything = NoRepeatNGram(1)(torch.zeros(1, 3), [[0, 1, 2]])  # every token used: lift the ban
+    assert torch.isfinite(everything).all()
+
+
+def test_temperature_to_zero_is_argmax():
+    gen = torch.Generator().manual_seed(2)
+    logits = torch.randn(8, 40, generator=gen)
+    probs = processed_probs(logits, [[]] * 8, [Temperature(1e-4)])
+    assert torch.equal(probs.argmax(-1), logits.argmax(-1))
+    assert torch.allclose(probs.max(-1).values, torch.ones(8, dtype=probs.dtype))
+
+
+def test_processor_order_is_the_documented_one():
+    config = GenerationConfig(
+        temperature=0.7, top_k=5, top_p=0.9, min_p=0.1, repetition_penalty=1.3, no_repeat_ngram_size=2
+    )
+    kinds = [type(p) for p in config.processors()]
+    assert kinds == [RepetitionPenalty, NoRepeatNGram, Temperature, TopK, TopP, MinP]
+    greedy = GenerationConfig(temperature=0, top_k=5, repetition_penalty=1.3)
+    assert [type(p) for p in greedy.processors()] == [RepetitionPenalty]
+
+
+finite_floats = st.floats(allow_nan=False, allow_infinity=False, width=32)  # the whole float32 range
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    logits=st.lists(finite_floats, min_size=1, max_size=24),
+    history=st.lists(st.integers(min_value=0, max_value=23), max_size=12),
+    temperature=st.floats(min_value=0.0, allow_nan=False, allow_infinity=False),
+    top_k=st.one_of(st.none(), st.integers(min_value=1, max_value=30)),
+    top_p=st.one_of(st.none(), st.floats(min_value=0.0, max_value=1.0, exclude_min=True)),
+    min_p=st.one_of(st.none(), st.floats(min_value=0.0, max_value=1.0, exclude_max=True)),
+    penalty=st.floats(min_value=0.0, exclude_min=True, allow_nan=False, allow_infinity=False),
+    ngram=st.integers(min_value=0, max_value=5),
+)
+def test_processed_distribution_is_always_valid(
+    logits, history, temperature, top_k, top_p, min_p, penalty, ngram
+):
+    """For any finite logits and any valid parameters: non-negative, sums to 1, at least one token."""
+    config = GenerationConfig(
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        min_p=min_p,
+        repetition_penalty=penalty,
+        no_repeat_ngram_size=ngram,
+    )
+    x = torch.tensor([logits], dtype=torch.float32)
+    hist = [[t for t in history if t < x.size(1)]]
+    probs = processed_probs(x, hist, config.processors())
+    assert torch.isfinite(probs).all()
+    assert (probs >= 0).all()
+    assert abs(float(probs.sum()) - 1.0) < 1e-5
+    assert int((probs > 0).sum()) >= 1
+    if top_k is not None and not config.greedy:
+        assert int((probs > 0).sum()) <= top_k
+
+
+# ----------------------------------------------------------------------------- generation
+def test_cache_and_no_cache_give_the_same_tokens(model):
+    n = 70  # prompt + 70 new tokens is more than twice the 32-token context: several cuts
+    for kwargs in (dict(temperature=0), dict(seed=7), dict(seed=3, temperature=0.8, top_k=10, top_p=0.9)):
+        with_cache = generate_ids(model, PROMPTS, max_new_tokens=n, use_cache=True, **kwargs)
+        without = generate_ids(model, PROMPTS, max_new_tokens=n, use_cache=False, **kwargs)
+        assert with_cache == without
+        assert all(len(row) == n for row in with_cache)
+
+
+@pytest.mark.parametrize("keep", [1, 5, 16, BLOCK])
+def test_past_context_policy_matches_the_slow_reference(model, keep):
+    prompt = [2, 9, 4, 1, 6]
+    expected = greedy_reference(model, prompt, 60, keep)
+    for use_cache in (True, False):
+        got = generate_ids(
+            model, prompt, temperature=0, max_new_tokens=60, context_keep=keep, use_cache=use_cache
+        )
+        assert got == expected
+
+
+def test_default_keep_is_half_the_block(model):
+    prompt = [2, 9, 4]
+    assert generate_ids(model, prompt, temperature=0, max_new_tokens=50) == greedy_reference(
+        model, prompt, 50, BLOCK // 2
+    )
+
+
+def test_batched_generation_equals_one_by_one(model):
+    batched = generate_ids(model, PROMPTS, temperature=0, max_new_tokens=45)
+    single = [generate_ids(model, p, temperature=0, max_new_tokens=45) for p in PROMPTS]
+    assert batched == single
+    # The same with rows that stop at different times (stop ids), so rows leave the batch mid-way.
+    stop = {single[0][5], single[2][9]}
+    batched = generate_ids(model, PROMPTS, temperature=0, max_new_tokens=45, stop_ids=stop)
+    assert batched == [
+        generate_ids(model, p, temperature=0, max_new_tokens=45, stop_ids=stop) for p in PROMPTS
+    ]
+
+
+def test_prompts_as_tensors_and_zero_new_tokens(model):
+    as_lists = generate_ids(model, [[1, 2, 3], [4, 5, 6]], temperature=0, max_new_tokens=6)
+    assert (
+        generate_ids(model, torch.tensor([[1, 2, 3], [4, 5, 6]]), temperature=0, max_new_tokens=6) == as_lists
+    )
+    assert generate_ids(model, torch.tensor([1, 2, 3]), temperature=0, max_new_tokens=6) == as_lists[0]
+    assert generate_ids(model, [1, 2, 3], max_new_tokens=0) == []
+    assert generate_ids(model, [[1], [2]], max_new_tokens=0) == [[], []]
+    assert beam_search(model, [1, 2], 3, 0) == [([], 0.0)]
+
+
+def test_greedy_equals_argmax_and_temperature_zero_equals_do_sample_false(model):
+    greedy = generate_ids(model, PROMPTS[0], temperature=0, max_new_tokens=20)
+    assert greedy == generate_ids(model, PROMPTS[0], do_sample=False, temperature=1.3, max_new_tokens=20)
+    assert greedy == greedy_reference(model, PROMPTS[0], 20, BLOCK // 2)
+    tiny_t = generate_ids(model, PROMPTS[0], temperature=1e-5, max_new_tokens=20, seed=0)
+    assert tiny_t == greedy
+
+
+def test_seeded_sampling_reproduces_and_seeds_differ(model):
+    a = generate_ids(model, PROMPTS, max_new_tokens=30, seed=11)
+    assert a == generate_ids(model, PROMPTS, max_new_tokens=30, seed=11)
+    assert a != generate_ids(model, PROMPTS, max_new_tokens=30, seed=12)
+    gen = torch.Generator().manual_seed(11)
+    assert a == generate_ids(model, PROMPTS, max_new_tokens=30, seed=gen)
+
+
+def test_steps_report_processed_and_raw_probabilities(model):
+    steps = list(
+        generate(model, PROMPTS[0], max_new_tokens=12, seed=4, temperature=0.5, top_k=3, return_top=3)
+    )
+    ids = list(PROMPTS[0])
+    for step in steps:
+        tok = step.tokens[0]
+        with torch.no_grad():
+            logits = model(torch.tensor([ids])).logits[0, -1]
+        raw = F.softmax(logits, -1)
+        processed = F.softmax(logits / 0.5, -1)
+        top3 = torch.topk(processed, 3)
+        processed = torch.where(processed >= top3.values[-1], processed, 0) / top3.values.sum()
+        assert tok.raw_prob == pytest.approx(float(raw[tok.token_id]), rel=1e-4)
+        assert tok.logprob == pytest.approx(math.log(tok.raw_prob), abs=1e-5)
+        assert tok.prob == pytest.approx(float(processed[tok.token_id]), rel=1e-4)
+        assert [t for t, _ in tok.top] == top3.indices.tolist()
+        assert tok.token_id in [t for t, _ in tok.top]
+        assert [p for _, p in tok.top_raw] == sorted((p for _, p in tok.top_raw), reverse=True)
+        ids.append(tok.token_id)
+    assert steps[-1].tokens[0].finish_reason == "length" and steps[-1].finished
+
+
+def test_finished_sequences_stop_and_report_none(model):
+    first = generate_ids(model, PROMPTS, temperature=0, max_new_tokens=20)
+    stop = first[1][2]
+    steps = list(generate(model, PROMPTS, temperature=0, max_new_tokens=20, stop_ids=[stop]))
+    row1 = [s.tokens[1] for s in steps]
+    end = next(i for i, t in enumerate(row1) if t is not None and t.token_id == stop)
+    assert row1[end].finish_reason == "stop_id"
+    assert all(t is None for t in row1[end + 1 :])
+
+
+def test_empty_prompt_starts_from_bos(model, tok, text_model):
+    assert generate_ids(model, [], temperature=0, max_new_tokens=10, bos_id=7) == generate_ids(
+        model, [7], temperature=0, max_new_tokens=10
+    )
+    text = generate_text(text_model, tok, "", temperature=0, max_new_tokens=10)
+    assert text == tok.decode(generate_ids(text_model, [tok.bos_id], temperature=0, max_new_tokens=10))
+    with pytest.raises(GenerationError, match="empty prompt"):
+        generate(model, [])
+
+
+def test_long_prompt_is_cropped_from_the_left_with_a_warning(model):
+    long_prompt = [(i * 7) % VOCAB for i in range(BLOCK + 9)]
+    with pytest.warns(UserWarning, match="cropped"):
+        got = generate_ids(model, long_prompt, temperature=0, max_new_tokens=10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert got == generate_ids(model, long_prompt[-BLOCK:], temperature=0, max_new_tokens=10)
+
+
+def test_stop_strings_end_the_text_before_the_stop_string(text_model, tok):
+    full = generate_text(text_model, tok, "the ", temperature=0, max_new_tokens=25)
+    stop = full[6:8]
+    assert len(stop) == 2
+    cut = generate_text(text_model, tok, "the ", temperature=0, max_new_tokens=25, stop_strings=[stop])
+    assert cut == full[: full.index(stop)]
+    steps = list(
+        generate(
+            text_model,
+            tok.encode("the "),
+            temperature=0,
+            max_new_tokens=25,
+            stop_strings=[stop],
+            tokenizer=tok,
+        )
+    )
+    assert steps[-1].tokens[0].finish_reason == "stop_string"
+    assert stop in tok.decode([s.tokens[0].token_id for s in steps])
+
+
+def test_stream_text_joins_to_generate_text(text_model, tok):
+    for kwargs in (dict(seed=5), dict(temperature=0, stop_strings=["o"])):
+        pieces = list(stream_text(text_model, tok, "the ", max_new_tokens=30, **kwargs))
+        assert "".join(pieces) == generate_text(text_model, tok, "the ", max_new_tokens=30, **kwargs)
+    assert len(list(stream_text(text_model, tok, "the ", max_new_tokens=30, seed=5))) > 1
+
+
+@pytest.mark.parametrize("was_training", [True, False])
+def test_model_mode_is_restored_and_dropout_is_off(was_training):
+    model = make_model(dropout=0.5)
+    model.train(was_training)
+    a = generate_ids(model, PROMPTS[0], temperature=0, max_new_tokens=15)
+    assert model.training == was_training
+    b = generate_ids(model, PROMPTS[0], temperature=0, max_new_tokens=15)
+    assert a == b  # with dropout active the two runs would differ
+    steps = generate(model, PROMPTS[0], max_new_tokens=5, seed=0)
+    next(steps)
+    assert not model.training  # eval mode while the stream runs...
+    steps.close()
+    assert model.training == was_training  # ...restored when it is closed (or ends)
+    switched = []
+    for step in generate(model, PROMPTS[0], temperature=0, max_new_tokens=15):
+        switched.append(step.tokens[0].token_id)
+        model.train()  # the caller switches modes between steps: generation still runs in eval
+    assert switched == a
+    assert model.training == was_training
+    score_sequence(model, PROMPTS[2])
+    assert model.training == was_training
+
+
+# ----------------------------------------------------------------------------- beam search
+def test_beam_width_one_equals_greedy(model):
+    for prompt in PROMPTS:
+        (best,) = beam_search(model, prompt, 1, 50)
+        assert best.ids == generate_ids(model, prompt, temperature=0, max_new_tokens=50)
+
+
+def test_wide_beam_finds_the_exact_best_two_token_continuation(model):
+    prompt = [3, 1, 4]
+    with torch.no_grad():
+        first = F.log_softmax(model(torch.tensor([prompt])).logits[0, -1].double(), -1)
+        seqs = torch.tensor([prompt + [a] for a in range(VOCAB)])
+        second = F.log_softmax(model(seqs).logits[:, -1].double(), -1)
+    totals = first.unsqueeze(1) + second  # (first token, second token)
+    best = int(torch.argmax(totals))
+    hyps = beam_search(model, prompt, VOCAB, 2, length_penalty=0.0)
+    assert hyps[0].ids == list(divmod(best, VOCAB))
+    assert hyps[0].score == pytest.approx(float(totals.max()), abs=1e-6)
+    assert [h.score for h in hyps] == sorted((h.score for h in hyps), reverse=True)
+    assert len(hyps) == VOCAB
+
+
+def test_beam_scores_are_length_normalized_log_probs_and_eos_ends_a_beam(model):
+    prompt = PROMPTS[0]
+    eos = generate_ids(model, prompt, temperature=0, max_new_tokens=30)[1]
+    for length_penalty in (0.0, 1.0, 2.0):
+        hyps = beam_search(model, prompt, 3, 30, length_penalty=length_penalty, eos_id=eos)
+        for h in hyps:
+            assert eos not in h.ids[:-1]  # a beam ends at its first eos
+            assert h.ids[-1] == eos or len(h.ids) == 30
+            logp = score_sequence(model, prompt + h.ids, context_len=len(prompt)).total_logprob
+            assert h.score == pytest.approx(logp / len(h.ids) ** length_penalty, abs=1e-5)
+        without_cache = beam_search(
+            model, prompt, 3, 30, length_penalty=length_penalty, eos_id=eos, use_cache=False
+        )
+        assert [h.ids for h in without_cache] == [h.ids for h in hyps]
+        assert [h.score for h in without_cache] == pytest.approx([h.score for h in hyps], abs=1e-5)
+    # Without length normalization, short sequences that end early win: the eos hypotheses come first.
+    assert beam_search(model, prompt, 3, 30, length_penalty=0.0, eos_id=eos)[0].ids[-1] == eos
+
+
+# ----------------------------------------------------------------------------- scoring
+def test_score_equals_the_sum_of_generation_logprobs_even_past_the_context(model):
+    prompt = PROMPTS[2]
+    steps = list(generate(model, prompt, max_new_tokens=60, seed=9))  # 67 tokens: > 2 windows
+    ids = prompt + [s.tokens[0].token_id for s in steps]
+    score = score_sequence(model, ids, context_len=len(prompt))
+    reported = [s.tokens[0].logprob for s in steps]
+    assert score.token_ids == ids[len(prompt) :]
+    assert score.token_logprobs == pytest.approx(reported, abs=1e-5)
+    assert score.total_logprob == pytest.approx(math.fsum(reported), abs=1e-4)
+    assert score.surprisal_bits == pytest.approx([-lp / math.log(2) for lp in reported], abs=1e-5)
+
+
+def test_score_is_the_chain_rule_within_the_context(model):
+    ids = [5, 2, 8, 8, 1, 0, 3]
+    with torch.no_grad():
+        logp = F.log_softmax(model(torch.tensor([ids])).logits[0], -1)
+    expected = [float(logp[t - 1, ids[t]]) for t in range(1, len(ids))]
+    score = score_sequence(model, ids)
+    assert score.token_logprobs == pytest.approx(expected, abs=1e-5)
+    assert score.perplexity == pytest.approx(math.exp(-sum(expected) / len(expected)), rel=1e-5)
+
+
+def test_score_text_starts_from_bos_and_perplexity_matches(text_model, tok):
+    score = score_text(text_model, tok, "the dog")
+    assert score.token_ids == tok.encode("the dog")
+    direct = score_sequence(text_model, [tok.bos_id] + tok.encode("the dog"))
+    assert score.total_logprob == direct.total_logprob
+    ppl = generated_perplexity(text_model, [tok.bos_id] + tok.encode("the dog"))
+    assert ppl == pytest.approx(score.perplexity)
+    with pytest.raises(GenerationError, match="context_len"):
+        score_sequence(text_model, [1, 2], context_len=3)
+
+
+# ----------------------------------------------------------------------------- metrics
+def test_distinct_n():
+    assert distinct_n([[1, 2, 3, 1, 2]], 2) == pytest.approx(3 / 4)  # (1,2) twice, (2,3), (3,1)
+    assert distinct_n([[1, 1, 1, 1]], 1) == pytest.approx(1 / 4)
+    assert distinct_n(["a b c", "a b d"], 2) == pytest.approx(3 / 4)  # n-grams do not span texts
+    assert distinct_n([1, 2, 3], 1) == 1.0  # a flat list is one generation
+    assert distinct_n([[1]], 2) == 0.0
+    with pytest.raises(GenerationError):
+        distinct_n([[1, 2]], 0)
+
+
+def test_repetition_rate_holtzman_loop_at_the_end():
+    loop_at_end = [9, 8, 7, 1, 2, 1, 2, 1, 2]
+    loop_in_middle = [1, 2, 1, 2, 1, 2, 9, 8, 7]
+    only_twice = [9, 1, 2, 1, 2]
+    single_unit_run = [5, 4, 4, 4, 4, 4, 4]  # "4 4" three times
+    assert has_repetition(loop_at_end)
+    assert not has_repetition(loop_in_middle)
+    assert has_repetition(loop_in_middle, at_end=False)
+    assert not has_repetition(only_twice) and not has_repetition(only_twice, at_end=False)
+    assert has_repetition(single_unit_run)
+    assert not has_repetition([9, 1, 2, 3, 1, 2, 3, 1, 2])  # the third "1 2 3" is one unit short
+    gens = [loop_at_end, loop_in_middle, only_twice, single_unit_run]
+    assert repetition_rate(gens) == pytest.approx(2 / 4)
+    assert repetition_rate(gens, at_end=False) == pytest.approx(3 / 4)
+    assert repetition_rate(["I know . I know . I know .", "fresh words here"], min_phrase_len=3) == 0.5
+
+
+# ----------------------------------------------------------------------------- CLI body
+def test_sample_cli_prints_and_stream_matches(text_model, tok):
+    args = SimpleNamespace(
+        prompt="the ", max_new_tokens=20, temperature=0.9, top_k=None, top_p=0.95, min_p=None,
+        repetition_penalty=None, no_repeat_ngram=None, beam=None, num_samples=2, seed=3, stream=False,
+    )  # fmt: skip
+    plain, streamed = io.StringIO(), io.StringIO()
+    assert sample_cli(text_model, tok, args, out=plain) == 0
+    assert sample_cli(text_model, tok, args, out=streamed, stream=True) == 0
+    assert plain.getvalue() == streamed.getvalue()
+    assert plain.getvalue().count("--- sample") == 2 and plain.getvalue().count("the ") >= 2
+    beams = io.StringIO()
+    sample_cli(text_model, tok, args, out=beams, beam=3)
+    assert beams.getvalue().count("--- beam") == 2
+
+
+@pytest.mark.parametrize(
+    "flag, value", [("temperature", -1.0), ("top_k", 0), ("top_p", 2.0), ("beam", 0), ("num_samples", 0)]
+)
+def test_sample_cli_errors_name_the_flag(text_model, tok, flag, value):
+    with pytest.raises(ArlmError) as info:
+        sample_cli(text_model, tok, out=io.StringIO(), **{flag: value})
+    assert f"--{flag.replace('_', '-')}" in str(info.value)
