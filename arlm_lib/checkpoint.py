@@ -48,9 +48,11 @@ class Checkpoint:
 
 
 def checkpoint_path(path: str | os.PathLike) -> Path:
-    """Accept either a run directory or the checkpoint file itself."""
+    """Accept either a run directory or the checkpoint file itself (any existing file is taken as given)."""
     path = Path(path)
-    return path / CHECKPOINT_FILE if path.is_dir() or path.suffix != ".safetensors" else path
+    if path.is_file() or (path.suffix == ".safetensors" and not path.is_dir()):
+        return path
+    return path / CHECKPOINT_FILE
 
 
 def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
@@ -64,13 +66,51 @@ def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
             return model
 
 
-def _tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
-    """sha256 over names and raw bytes: detects bit flips that a well-formed header would hide."""
+def checkpoint_digest(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> str:
+    """sha256 over every tensor (name, dtype, shape, raw bytes) and every metadata entry but the digest itself.
+
+    It detects bit flips that a well-formed file would hide: in the weights, and in the JSON configs.
+    """
     digest = hashlib.sha256()
     for name in sorted(tensors):
-        digest.update(name.encode())
-        digest.update(tensors[name].detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        tensor = tensors[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    for key in sorted(metadata):
+        if key != "sha256":
+            digest.update(f"{key}={metadata[key]}\n".encode())
     return digest.hexdigest()
+
+
+def _tmp_pid(path: Path) -> int | None:
+    """The writer's pid encoded in a temp file name ``.<name>.tmp-<pid>``, or None."""
+    suffix = path.name.rsplit(".tmp-", 1)[-1]
+    return int(suffix) if suffix.isdigit() else None
+
+
+def remove_stale_temp_files(path: Path) -> list[Path]:
+    """Delete temp files next to ``path`` left by writers that died mid-write (SIGKILL, power loss).
+
+    A temp file whose writer is still alive is left alone: it may be another process's save in flight.
+    """
+    removed = []
+    for tmp in path.parent.glob(f".{path.name}.tmp-*"):
+        pid = _tmp_pid(tmp)
+        if pid is None or (pid != os.getpid() and not pid_alive(pid)):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists on this machine (it may belong to another user)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):  # exists but belongs to someone else / not a real pid
+        return True
+    return True
 
 
 def _flatten_optimizer(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -119,10 +159,12 @@ def save_checkpoint(
             tied[name] = seen[tensor.data_ptr()]
             continue
         seen[tensor.data_ptr()] = name
-        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
-            raise CheckpointError(f"refusing to save: weight {name!r} holds NaN or inf values")
         tensors[f"model.{name}"] = tensor
-    metadata: dict[str, str] = {"format": FORMAT, "model_config": json.dumps(model.config.to_dict()), "tied": json.dumps(tied)}
+    metadata: dict[str, str] = {
+        "format": FORMAT,
+        "model_config": json.dumps(model.config.to_dict()),
+        "tied": json.dumps(tied),
+    }
     if optimizer is not None:
         optim_tensors, optim_meta = _flatten_optimizer(optimizer.state_dict())
         tensors.update(optim_tensors)
@@ -134,45 +176,117 @@ def save_checkpoint(
     if train_config is not None:
         metadata["train_config"] = json.dumps(train_config)
     metadata["trainer_state"] = json.dumps(trainer_state or {})
+    # Checked before anything touches the disk: NaN optimizer moments would poison a resumed run as
+    # surely as NaN weights.
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            what = (
+                f"weight {name.removeprefix('model.')!r}" if name.startswith("model.") else f"tensor {name!r}"
+            )
+            raise CheckpointError(
+                f"refusing to save: {what} holds NaN or inf values; the previous checkpoint is kept"
+            )
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    metadata["sha256"] = _tensor_digest(tensors)
+    metadata["sha256"] = checkpoint_digest(tensors, metadata)
 
     path = checkpoint_path(run_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temp_files(path)
         save_file(tensors, str(tmp), metadata=metadata)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)  # atomic on POSIX and Windows: readers see the old file or the new one
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)  # make the rename itself durable
-        finally:
-            os.close(dir_fd)
+        _fsync_dir(path.parent)  # make the rename itself durable
+    except (OSError, SafetensorError) as exc:
+        # A full disk, a quota or a read-only directory: one clear error; the old file was never touched.
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        kept = "the previous checkpoint is intact" if path.is_file() else "no checkpoint was written"
+        raise CheckpointError(f"could not write the checkpoint {path}: {reason}; {kept}") from exc
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        tmp.unlink(missing_ok=True)
     return path
 
 
-def _read_metadata(path: Path) -> dict[str, str]:
+def _fsync_dir(directory: Path) -> None:
+    """Best effort: some systems (Windows, some network filesystems) cannot fsync a directory."""
     try:
+        dir_fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dir_fd)
+    except OSError:
+        pass  # the file itself is already on disk; only the rename's durability is in doubt
+    finally:
+        os.close(dir_fd)
+
+
+def _read_metadata(path: Path) -> dict[str, str]:
+    """Parse the safetensors header (8-byte length + JSON) without loading any tensor."""
+    try:
+        size = path.stat().st_size
         with open(path, "rb") as fh:
             header_len = int.from_bytes(fh.read(8), "little")
-            if header_len <= 0 or header_len > 100_000_000:
-                raise ValueError(f"header length {header_len} is implausible")
+            if not 2 <= header_len <= min(100_000_000, size - 8):
+                raise ValueError(f"header length {header_len} does not fit a file of {size} bytes")
             header = json.loads(fh.read(header_len))
+        if not isinstance(header, dict):
+            raise ValueError("the header is not a JSON object")
     except (OSError, ValueError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{path} is truncated or corrupted: cannot read its header ({exc})") from exc
+        raise CheckpointError(
+            f"{path} is truncated or corrupted, or not a safetensors file at all (a pickle or torch.save file "
+            f"is refused, never unpickled): cannot read its header ({exc})"
+        ) from exc
     metadata = header.get("__metadata__") or {}
-    if metadata.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not an arlm checkpoint: format {metadata.get('format')!r}, expected {FORMAT!r}")
+    if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
+        found = metadata.get("format") if isinstance(metadata, dict) else None
+        raise CheckpointError(f"{path} is not an arlm checkpoint: format {found!r}, expected {FORMAT!r}")
     return metadata
 
 
+def _json_field(
+    metadata: dict[str, str], key: str, path: Path, kind: type | tuple, default: Any = None
+) -> Any:
+    """One JSON entry of the header, checked to be of ``kind``; CheckpointError names the entry otherwise."""
+    if key not in metadata:
+        return default
+    try:
+        value = json.loads(metadata[key])
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path} is corrupted: its {key!r} entry is not valid JSON ({exc})") from exc
+    if not isinstance(value, kind):
+        raise CheckpointError(
+            f"{path} is corrupted: its {key!r} entry is a {type(value).__name__}, not a {kind}"
+        )
+    return value
+
+
+def _check_tensor_names(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    unknown = sorted(
+        k for k in tensors if k.split(".", 1)[0] not in ("model", "optim", "rng") or "." not in k
+    )
+    if unknown:
+        raise CheckpointError(
+            f"{path} holds tensors this format does not define: {unknown[:5]} "
+            "(allowed prefixes: 'model.', 'optim.', 'rng.')"
+        )
+    bad_rng = [
+        k for k, v in tensors.items() if k.startswith("rng.") and (v.dtype != torch.uint8 or v.dim() != 1)
+    ]
+    if bad_rng:
+        raise CheckpointError(
+            f"{path} has invalid random-generator states {bad_rng}: expected 1-D uint8 tensors"
+        )
+
+
 def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
-    """Read and verify a checkpoint (file or run directory) on the CPU."""
+    """Read and verify a checkpoint (file or run directory) on the CPU.
+
+    Only the safetensors header (JSON) and raw tensor bytes are parsed: nothing is unpickled, so a file
+    someone sent you cannot run code. Every defect raises :class:`CheckpointError` naming what is wrong.
+    """
     path = checkpoint_path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}: expected a run directory holding {CHECKPOINT_FILE}")
@@ -181,35 +295,44 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         tensors = load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{path} is truncated or corrupted: {exc}") from exc
-    if _tensor_digest(tensors) != metadata.get("sha256"):
-        raise CheckpointError(f"{path} is corrupted: its tensor checksum does not match the one recorded at save time")
+    if checkpoint_digest(tensors, metadata) != metadata.get("sha256"):
+        raise CheckpointError(
+            f"{path} is corrupted: its checksum does not match the one recorded at save time "
+            "(a flipped byte, a partial copy, or an edited file)"
+        )
+    _check_tensor_names(tensors, path)
     try:
-        model_config = GPTConfig.from_dict(json.loads(metadata["model_config"]))
-    except (KeyError, json.JSONDecodeError, TypeError, ConfigError) as exc:
+        model_config = GPTConfig.from_dict(_json_field(metadata, "model_config", path, dict, {}))
+    except (TypeError, ConfigError) as exc:
         raise CheckpointError(f"{path} has an invalid model config: {exc}") from exc
 
     model_state = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
-    for name, source in json.loads(metadata.get("tied", "{}")).items():
+    for name, source in _json_field(metadata, "tied", path, dict, {}).items():
         if source in model_state:
             model_state[name] = model_state[source]
+    check_config_fits(model_config, model_state, str(path))
     optimizer_state = None
-    if "optimizer" in metadata:
+    optim_meta = _json_field(metadata, "optimizer", path, dict)
+    if optim_meta is not None:
         optim_tensors = {k: v for k, v in tensors.items() if k.startswith("optim.")}
-        optimizer_state = _unflatten_optimizer(optim_tensors, json.loads(metadata["optimizer"]))
+        try:
+            optimizer_state = _unflatten_optimizer(optim_tensors, optim_meta)
+            if not isinstance(optimizer_state["param_groups"], list):
+                raise TypeError("param_groups is not a list")
+        except (KeyError, ValueError, TypeError, AttributeError) as exc:
+            raise CheckpointError(f"{path} has an invalid optimizer state: {exc!r}") from exc
     return Checkpoint(
         model_config=model_config,
         model_state=model_state,
-        tokenizer=json.loads(metadata["tokenizer"]) if "tokenizer" in metadata else None,
-        train_config=json.loads(metadata["train_config"]) if "train_config" in metadata else None,
-        trainer_state=json.loads(metadata.get("trainer_state", "{}")),
+        tokenizer=_json_field(metadata, "tokenizer", path, dict),
+        train_config=_json_field(metadata, "train_config", path, dict),
+        trainer_state=_json_field(metadata, "trainer_state", path, dict, {}),
         optimizer_state=optimizer_state,
         rng_state={k.removeprefix("rng."): v for k, v in tensors.items() if k.startswith("rng.")},
     )
 
 
-def load_state_strict(model: GPT, state: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
-    """Load weights, naming every missing, unexpected, mis-shaped or mis-typed tensor instead of guessing."""
-    expected = model.state_dict()
+def _fit_problems(expected: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -> list[str]:
     missing = sorted(set(expected) - set(state))
     extra = sorted(set(state) - set(expected))
     wrong_shape = [
@@ -231,9 +354,35 @@ def load_state_strict(model: GPT, state: dict[str, torch.Tensor], source: str = 
         problems.append(f"shape mismatch {wrong_shape[:5]}")
     if wrong_dtype:
         problems.append(f"dtype mismatch {wrong_dtype[:5]}")
+    return problems
+
+
+def load_state_strict(model: GPT, state: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
+    """Load weights, naming every missing, unexpected, mis-shaped or mis-typed tensor instead of guessing."""
+    problems = _fit_problems(model.state_dict(), state)
     if problems:
         raise CheckpointError(f"{source} does not fit this architecture: " + "; ".join(problems))
+    not_finite = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if not_finite:
+        raise CheckpointError(f"{source} holds NaN or inf weights in {not_finite[:5]}: refusing to load them")
     model.load_state_dict(state)
+
+
+def check_config_fits(config: GPTConfig, state: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
+    """Refuse a model config that asks for far more parameters than the file holds, before allocating it.
+
+    A config in a file someone sent you could name an absurd width to exhaust RAM. Any GPT of this
+    config has at least ``(vocab + context) * n_embd + n_layer * n_embd**2`` parameters (the real count
+    is ~12x the last term), so this lower bound must not exceed what is stored. The exact per-tensor
+    comparison follows in :func:`load_state_strict`.
+    """
+    at_least = (config.vocab_size + config.block_size) * config.n_embd + config.n_layer * config.n_embd**2
+    stored = sum(t.numel() for t in state.values())
+    if at_least > stored:
+        raise CheckpointError(
+            f"{source}: its model config asks for at least {at_least:,} parameters but the file holds only "
+            f"{stored:,}: the config and the weights do not belong together"
+        )
 
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", **config_overrides: Any):
@@ -244,11 +393,17 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", **co
     from .tokenizers import tokenizer_from_dict
 
     ckpt = load_checkpoint(path)
+    source = str(checkpoint_path(path))
     config = ckpt.model_config
     if config_overrides:
         config = GPTConfig.from_dict({**config.to_dict(), **config_overrides})
+    check_config_fits(config, ckpt.model_state, source)
     model = GPT(config)
-    load_state_strict(model, ckpt.model_state, source=str(checkpoint_path(path)))
+    load_state_strict(model, ckpt.model_state, source=source)
     model.to(device).eval()
     tokenizer = tokenizer_from_dict(ckpt.tokenizer) if ckpt.tokenizer else None
+    if tokenizer is not None and tokenizer.vocab_size > config.vocab_size:
+        raise CheckpointError(
+            f"{source}: its tokenizer has {tokenizer.vocab_size} tokens but the model only {config.vocab_size}"
+        )
     return model, tokenizer

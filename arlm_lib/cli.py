@@ -10,31 +10,40 @@ import argparse
 import math
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from .errors import ArlmError
 
 EXIT_USAGE = 2  # bad flags or input (argparse uses 2 as well)
 EXIT_DIVERGED = 3  # training stopped on a NaN/inf loss
+EXIT_OUT_OF_MEMORY = 4  # the model or batch does not fit in memory
 
 
 # ----------------------------------------------------------------------------- flag value types
+INT64_MAX = 2**63 - 1  # counts and sizes end up in int64 tensors: anything larger cannot be represented
+
+
 def _number(kind, minimum=None, exclusive=False, maximum=None, max_exclusive=False):
     """An argparse type that names the allowed range when a value falls outside it."""
+    if kind is int and maximum is None:
+        maximum = INT64_MAX
 
     def parse(text: str):
         try:
             value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a valid {kind.__name__}") from None
+        except ValueError:  # also int() of a number with thousands of digits
+            shown = text if len(text) <= 40 else text[:40] + "..."
+            raise argparse.ArgumentTypeError(f"{shown!r} is not a valid {kind.__name__}") from None
+        shown = text.strip() if len(text) <= 40 else text.strip()[:40] + "..."
         if kind is float and not math.isfinite(value):
-            raise argparse.ArgumentTypeError(f"{text!r} is not allowed: it must be a finite number")
+            raise argparse.ArgumentTypeError(f"{shown!r} is not allowed: it must be a finite number")
         if minimum is not None and (value <= minimum if exclusive else value < minimum):
             raise argparse.ArgumentTypeError(
-                f"{text} is not allowed: it must be {'>' if exclusive else '>='} {minimum}"
+                f"{shown} is not allowed: it must be {'>' if exclusive else '>='} {minimum}"
             )
         if maximum is not None and (value >= maximum if max_exclusive else value > maximum):
             raise argparse.ArgumentTypeError(
-                f"{text} is not allowed: it must be {'<' if max_exclusive else '<='} {maximum}"
+                f"{shown} is not allowed: it must be {'<' if max_exclusive else '<='} {maximum}"
             )
         return value
 
@@ -46,6 +55,13 @@ positive_int = _number(int, 1)
 non_negative_int = _number(int, 0)
 positive_float = _number(float, 0, exclusive=True)
 non_negative_float = _number(float, 0)
+# torch.manual_seed accepts exactly this range; beyond it, it raises a bare ValueError.
+seed_int = _number(int, -(2**63), maximum=2**64 - 1)
+
+
+def _peak_flops(text: str) -> float | str:
+    """``--peak-flops``: a positive number of FLOP/s, or ``auto`` to measure one."""
+    return "auto" if text == "auto" else positive_float(text)
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -127,7 +143,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--eval-interval", type=positive_int, default=100, help="evaluate and checkpoint every N steps"
     )
     opt.add_argument("--eval-iters", type=positive_int, default=20, help="batches per evaluation")
-    opt.add_argument("--seed", type=int, default=1337, help="seed for init, batches and dropout")
+    opt.add_argument("--seed", type=seed_int, default=1337, help="seed for init, batches and dropout")
+    opt.add_argument(
+        "--on-nonfinite",
+        choices=("stop", "rollback"),
+        default="stop",
+        help="on a NaN/inf loss: stop (exit 3), or roll back to the last checkpoint, halve lr and continue (at most 3 times)",
+    )
     sysg = train.add_argument_group("system")
     sysg.add_argument(
         "--device", default="auto", help=f"one of {DEVICE_CHOICES}; auto = cuda, then mps, then cpu"
@@ -138,7 +160,17 @@ def build_parser() -> argparse.ArgumentParser:
     sysg.add_argument(
         "--compile", action="store_true", help="torch.compile the model (falls back to eager if unavailable)"
     )
-    sysg.add_argument("--peak-flops", type=positive_float, help="device peak FLOP/s, to report MFU")
+    sysg.add_argument(
+        "--peak-flops",
+        type=_peak_flops,
+        help="one device's peak FLOP/s (e.g. 989e12 for an H100 in bf16), or 'auto' to measure a matmul; adds MFU",
+    )
+    sysg.add_argument(
+        "--ddp-timeout",
+        type=positive_float,
+        default=120.0,
+        help="under torchrun: seconds a rank waits for the others before giving up with an error",
+    )
     sysg.add_argument(
         "--no-progress", action="store_true", help="no progress bar; print a line per evaluation"
     )
@@ -175,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--beam", type=positive_int, help="beam search with this width (deterministic)")
     sample.add_argument("--num-samples", type=positive_int, default=1, help="independent samples")
     sample.add_argument(
-        "--seed", type=int, default=1337, help="sampling seed; the same seed reproduces the text"
+        "--seed", type=seed_int, default=1337, help="sampling seed; the same seed reproduces the text"
     )
     sample.add_argument("--stream", action="store_true", help="print tokens as they are generated")
     sample.add_argument("--device", default="auto", help=f"one of {DEVICE_CHOICES}")
@@ -247,7 +279,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         seed=args.seed,
         peak_flops=args.peak_flops,
         progress=not args.no_progress,
+        on_nonfinite=args.on_nonfinite,
+        ddp_timeout_s=args.ddp_timeout,
     )
+    from .distributed import dist_env
+
+    # Under torchrun every rank runs this command; only rank 0 creates, locks and writes --out, and prints.
+    main_rank = dist_env().is_main
     from .device import resolve_device
 
     resolve_device(args.device)  # fail on a bad device before reading any data
@@ -289,28 +327,34 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if args.resume:
         trainer_kwargs = {k: v for k, v in train_config.to_dict().items() if k in _explicit_flags(args)}
-        lock = RunLock(out).acquire()
+        lock = RunLock(out).acquire() if main_rank else None
         try:
             trainer = Trainer.resume(out, train_tokens, val_tokens, **trainer_kwargs)
-            print(f"resuming {out} at step {trainer.step} of {trainer.config.max_iters}")
+            if main_rank:
+                print(f"resuming {out} at step {trainer.step} of {trainer.config.max_iters}")
             return _run(trainer, lock)
         finally:
-            lock.release()
-    out = prepare_run_dir(args.out, resume=False)
-    lock = RunLock(out).acquire()
+            if lock:
+                lock.release()
+    existed = Path(args.out).exists()
+    out = prepare_run_dir(args.out, resume=False) if main_rank else Path(args.out)
+    lock = RunLock(out).acquire() if main_rank else None
     try:
+        torch.manual_seed(args.seed)  # the same --seed gives the same initial weights
         model = GPT(model_config)
-        print(
-            f"model: {model.num_params() / 1e6:.2f}M parameters | {model_config.n_layer} layers, "
-            f"{model_config.n_head} heads, {model_config.n_embd} wide, context {model_config.block_size} | "
-            f"{tokenizer.kind} tokenizer, vocab {tokenizer.vocab_size} | {len(train_tokens):,} training tokens"
-        )
+        if main_rank:
+            print(
+                f"model: {model.num_params() / 1e6:.2f}M parameters | {model_config.n_layer} layers, "
+                f"{model_config.n_head} heads, {model_config.n_embd} wide, context {model_config.block_size} | "
+                f"{tokenizer.kind} tokenizer, vocab {tokenizer.vocab_size} | {len(train_tokens):,} training tokens"
+            )
         trainer = Trainer(model, train_tokens, val_tokens, train_config, tokenizer, out_dir=out)
         return _run(trainer, lock)
     finally:
-        lock.release()
+        if lock:
+            lock.release()
         # A run that failed before its first checkpoint leaves nothing behind but an empty directory.
-        if out.is_dir() and not any(out.iterdir()):
+        if main_rank and not existed and out.is_dir() and not any(out.iterdir()):
             out.rmdir()
 
 
@@ -339,6 +383,8 @@ def _run(trainer, lock) -> int:
     except TrainingDivergedError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_DIVERGED
+    finally:
+        trainer.close()  # leave the torchrun process group (a no-op in one process)
     steps, vals = history.evaluated()
     if trainer.is_main:
         first = history.column("train_loss")[:1]
@@ -409,6 +455,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Remember which flags were typed, so --resume overrides only those, not every default.
     args._explicit = {a[2:].split("=", 1)[0].replace("-", "_") for a in argv if a.startswith("--")}
     try:
+        _check_device_flag(args)
         return COMMANDS[args.command](args)
     except ArlmError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -421,6 +468,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:  # full disk, permissions: still one line, not a traceback
         print(f"error: {exc.strerror or exc} ({getattr(exc, 'filename', '') or ''})", file=sys.stderr)
         return 1
+    except (MemoryError, RuntimeError) as exc:
+        if not _is_out_of_memory(exc):
+            raise  # a bug: keep its traceback
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(
+            f"error: out of memory ({first_line}); lower --batch-size, --block-size or the model size",
+            file=sys.stderr,
+        )
+        return EXIT_OUT_OF_MEMORY
+
+
+def _check_device_flag(args: argparse.Namespace) -> None:
+    """Check --device before any work, so its error names the flag (the commands resolve it again)."""
+    if getattr(args, "device", None) is None:
+        return
+    from .device import resolve_device
+    from .errors import DeviceError
+
+    try:
+        resolve_device(args.device)
+    except DeviceError as exc:
+        raise DeviceError(f"--device: {exc}") from None
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    """CPU allocation failures are plain RuntimeErrors; CUDA ones are torch.OutOfMemoryError."""
+    return (
+        isinstance(exc, MemoryError)
+        or type(exc).__name__ == "OutOfMemoryError"
+        or "can't allocate memory" in str(exc)
+        or "out of memory" in str(exc).lower()
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,8 +1,22 @@
-"""Choosing a device and the numeric precision to train in."""
+"""Choosing a device and the numeric precision to train in, and what the device can do at best.
+
+* ``resolve_device("auto")`` picks CUDA, then Apple MPS, then the CPU.
+* ``resolve_dtype("auto")`` picks bf16 on GPUs that have it, fp16 (with a loss scaler in the trainer)
+  on older GPUs, and float32 elsewhere.
+* :func:`measure_peak_flops` times a large matmul: the "peak" an MFU figure is measured against when
+  no datasheet number is given. :func:`spec_peak_flops` knows the datasheet numbers of a few GPUs.
+
+Apple MPS: PyTorch does not implement every op on MPS. By default a missing op raises
+``NotImplementedError``; the trainer runs one tiny forward/backward first
+(:func:`fall_back_if_ops_missing`) and, if that raises, warns and trains on the CPU instead. Setting the
+environment variable ``PYTORCH_ENABLE_MPS_FALLBACK=1`` *before Python starts* makes PyTorch run just the
+missing ops on the CPU (with its own warning) and keep the rest on the GPU; the probe then passes.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import time
 import warnings
 
 import torch
@@ -12,12 +26,28 @@ from .errors import ConfigError, DeviceError
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 DTYPE_CHOICES = ("auto", "float32", "bfloat16", "float16")
 
+# Dense (no sparsity) bf16/fp16 tensor-core peaks from NVIDIA's datasheets, in FLOP/s, by a substring of
+# torch.cuda.get_device_name(). The first match wins, so more specific names come first. These are the
+# numbers nanoGPT and llm.c divide by when they report MFU.
+SPEC_PEAK_FLOPS_BF16: tuple[tuple[str, float], ...] = (
+    ("H100 PCIe", 756e12),
+    ("H100 NVL", 835e12),
+    ("H200", 989e12),
+    ("H100", 989e12),  # SXM
+    ("A100", 312e12),
+    ("L40S", 362e12),
+    ("L4", 121e12),
+    ("A10", 125e12),
+)
+
 
 def resolve_device(name: str = "auto") -> torch.device:
     """``"auto"`` picks cuda, then mps, then cpu; an explicit device must exist on this machine."""
-    base = name.split(":", 1)[0]
-    if base not in DEVICE_CHOICES:
-        raise DeviceError(f"unknown device {name!r}: choose one of {DEVICE_CHOICES} (cuda may take an index, cuda:1)")
+    base, _, index = str(name).partition(":")
+    if base not in DEVICE_CHOICES or (index and (base != "cuda" or not index.isdigit())):
+        raise DeviceError(
+            f"unknown device {name!r}: choose one of {DEVICE_CHOICES} (cuda may take an index, cuda:1)"
+        )
     if base == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -25,13 +55,15 @@ def resolve_device(name: str = "auto") -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     if base == "cuda" and not torch.cuda.is_available():
-        raise DeviceError(f"device {name!r} was requested but CUDA is not available on this machine: use --device cpu")
+        raise DeviceError(
+            f"device {name!r} was requested but CUDA is not available on this machine: use --device cpu"
+        )
     if base == "mps" and not torch.backends.mps.is_available():
         raise DeviceError(f"device {name!r} was requested but Apple MPS is not available: use --device cpu")
-    if base == "cuda" and ":" in name:
-        index = int(name.split(":", 1)[1])
-        if index >= torch.cuda.device_count():
-            raise DeviceError(f"device {name!r} does not exist: this machine has {torch.cuda.device_count()} GPU(s)")
+    if base == "cuda" and index and int(index) >= torch.cuda.device_count():
+        raise DeviceError(
+            f"device {name!r} does not exist: this machine has {torch.cuda.device_count()} GPU(s)"
+        )
     return torch.device(name)
 
 
@@ -57,18 +89,124 @@ def autocast_context(device: torch.device, dtype: torch.dtype):
 
 
 def enable_fast_matmul(device: torch.device) -> None:
-    """Allow TF32 tensor cores on Ampere+ GPUs: float32 matmuls at ~8x the speed, 10-bit mantissa."""
+    """Allow TF32 tensor cores on Ampere+ GPUs: float32 matmuls at ~8x the speed, 10-bit mantissa.
+
+    These are process-wide PyTorch switches; they only touch CUDA, so CPU runs stay bit-reproducible.
+    """
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
 
 
-def maybe_compile(model: torch.nn.Module, enabled: bool) -> torch.nn.Module:
-    """``torch.compile`` the model, falling back to eager mode with a warning if no backend works."""
-    if not enabled:
-        return model
+def compile_or_warn(model: torch.nn.Module, warn: bool = True) -> torch.nn.Module:
+    """``torch.compile(model)``, or ``model`` itself with a warning if compiling is not possible here."""
     try:
         return torch.compile(model)
     except Exception as exc:  # compile is an optimisation: never a reason to lose the run
-        warnings.warn(f"torch.compile is unavailable here ({exc}); training continues in eager mode", stacklevel=2)
+        if warn:
+            warn_compile_fallback(exc)
         return model
+
+
+def warn_compile_fallback(exc: BaseException) -> None:
+    """The one message shown when ``--compile`` cannot be honoured (at wrap time or at the first call)."""
+    warnings.warn(
+        f"--compile: torch.compile failed ({type(exc).__name__}: {str(exc).strip().splitlines()[0][:300]}); "
+        "training continues in eager mode, which gives the same results, only slower",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued GPU work, so wall-clock timings measure the work and not just its launch."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+def default_matmul_dtype(device: torch.device) -> torch.dtype:
+    """The dtype training would compute in on ``device`` (bf16/fp16 on CUDA, float32 elsewhere)."""
+    return resolve_dtype("auto", device)
+
+
+def measure_peak_flops(
+    device: torch.device | str,
+    dtype: torch.dtype | None = None,
+    size: int | None = None,
+    min_time_s: float = 0.25,
+) -> float:
+    """FLOP/s of a large square matmul on ``device``: an achievable peak to divide by for MFU.
+
+    A measured peak is below the datasheet number (clocks, power), so MFU against it reads higher than
+    MFU against :func:`spec_peak_flops`. The global RNG is not touched.
+    """
+    device = torch.device(device)
+    dtype = dtype or default_matmul_dtype(device)
+    n = size or (8192 if device.type == "cuda" else 2048 if device.type == "mps" else 512)
+    generator = torch.Generator().manual_seed(0)
+    a = torch.randn(n, n, generator=generator).to(device=device, dtype=dtype)
+    b = torch.randn(n, n, generator=generator).to(device=device, dtype=dtype)
+    for _ in range(3):  # warm-up: kernel selection, clocks ramping up, caches
+        a @ b
+    synchronize(device)
+    iters, t0 = 0, time.perf_counter()
+    while True:
+        for _ in range(5):
+            a @ b
+        iters += 5
+        synchronize(device)
+        elapsed = time.perf_counter() - t0
+        if elapsed >= min_time_s:
+            return 2 * n**3 * iters / elapsed
+
+
+def spec_peak_flops(device: torch.device | str, dtype: torch.dtype = torch.bfloat16) -> float | None:
+    """Datasheet dense bf16/fp16 tensor-core peak of a known CUDA GPU, or ``None`` if unknown."""
+    device = torch.device(device)
+    if device.type != "cuda" or dtype not in (torch.bfloat16, torch.float16):
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((flops for key, flops in SPEC_PEAK_FLOPS_BF16 if key in name), None)
+
+
+def resolve_peak_flops(value: float | str | None, device: torch.device, dtype: torch.dtype) -> float | None:
+    """The peak FLOP/s behind the MFU column: a given number, ``"auto"`` (measured once), or ``None``."""
+    if value is None:
+        return None
+    if value == "auto":
+        return measure_peak_flops(device, dtype)
+    return float(value)
+
+
+def fall_back_if_ops_missing(
+    model: torch.nn.Module, device: torch.device, dtype: torch.dtype, seq_len: int
+) -> torch.device:
+    """Probe one tiny forward/backward of ``model`` (already on ``device``); if an op is missing there
+    (``NotImplementedError``, as MPS raises), warn, move the model to the CPU and return the CPU.
+
+    The probe runs in eval mode on a batch of zeros, so it draws no random numbers, and its gradients
+    are discarded.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        x = torch.zeros(1, max(1, min(seq_len, 8)), dtype=torch.long, device=device)
+        with autocast_context(device, dtype):
+            loss = model(x, x).loss
+        loss.backward()
+        return device
+    except NotImplementedError as exc:
+        warnings.warn(
+            f"an operation the model needs is not implemented on {device.type} "
+            f"({str(exc).strip().splitlines()[0][:200]}); training on the CPU instead. "
+            "Set PYTORCH_ENABLE_MPS_FALLBACK=1 before starting Python to run only the missing ops on the CPU.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        model.to("cpu")
+        return torch.device("cpu")
+    finally:
+        model.zero_grad(set_to_none=True)
+        model.train(was_training)

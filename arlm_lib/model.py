@@ -198,8 +198,9 @@ class CausalSelfAttention(nn.Module):
             scores = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_dim)
             if mask is None:
                 mask = causal_mask(T, T, device=x.device)
-            max_logit = scores.masked_fill(~mask, float("-inf")).amax().item()
             scores = scores.masked_fill(~mask, float("-inf"))
+            if return_attention:  # .item() syncs with the GPU: only when the caller asked for it
+                max_logit = scores.amax().item()
             weights = F.softmax(scores, dim=-1)
             y = self.attn_dropout(weights) @ v
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-assemble all heads side by side

@@ -7,10 +7,20 @@ import os
 import socket
 from pathlib import Path
 
-from .checkpoint import CHECKPOINT_FILE
+from .checkpoint import CHECKPOINT_FILE, pid_alive, remove_stale_temp_files
 from .errors import CheckpointError
 
+try:  # POSIX: an advisory lock the kernel drops when its process dies, however it dies
+    import fcntl
+except ImportError:  # pragma: no cover - Windows falls back to the pid recorded in the lock file
+    fcntl = None
+
 LOCK_FILE = "train.lock"
+
+
+def _is_run_debris(path: Path) -> bool:
+    """Files a crashed arlm run may leave behind: its lock, and a checkpoint temp file cut off mid-write."""
+    return path.name == LOCK_FILE or path.name.startswith(f".{CHECKPOINT_FILE}.tmp-")
 
 
 def prepare_run_dir(out: str | os.PathLike, resume: bool) -> Path:
@@ -18,7 +28,8 @@ def prepare_run_dir(out: str | os.PathLike, resume: bool) -> Path:
 
     A new run needs a missing or empty directory; ``resume`` needs one holding a checkpoint. Anything
     else (a directory of unrelated files, or a finished run without ``--resume``) is refused, so a typo
-    in ``--out`` can never overwrite another run.
+    in ``--out`` can never overwrite another run. A run that crashed before its first checkpoint leaves
+    only a lock and maybe a temp file; such a directory counts as empty.
     """
     out = Path(out)
     has_checkpoint = (out / CHECKPOINT_FILE).is_file()
@@ -32,61 +43,98 @@ def prepare_run_dir(out: str | os.PathLike, resume: bool) -> Path:
         raise CheckpointError(
             f"--out {out} already holds a checkpoint: pass --resume to continue it, or choose another --out"
         )
-    if out.exists() and any(p.name != LOCK_FILE for p in out.iterdir()):
-        raise CheckpointError(f"--out {out} is a non-empty directory that is not an arlm run: refusing to clobber it")
+    if out.exists() and any(not _is_run_debris(p) for p in out.iterdir()):
+        raise CheckpointError(
+            f"--out {out} is a non-empty directory that is not an arlm run: refusing to clobber it"
+        )
     out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temp_files(out / CHECKPOINT_FILE)
     return out
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
-
-
 class RunLock:
-    """An exclusive lock file in the run directory, naming the process that holds it.
+    """An exclusive lock on ``<run_dir>/train.lock``; the file names the process that holds it.
 
-    A lock left behind by a process that died (SIGKILL, power loss) is detected by its pid and taken
-    over, so a crash never blocks the directory forever.
+    On POSIX the lock is an ``flock`` on the file, which the kernel releases when the holder dies
+    (SIGKILL, OOM killer, power loss), so a crash never blocks the directory and a recycled pid can
+    never fake a live owner. Elsewhere, a lock whose recorded pid is dead (same host) is taken over.
     """
 
     def __init__(self, run_dir: str | os.PathLike) -> None:
         self.path = Path(run_dir) / LOCK_FILE
         self.held = False
+        self._fd: int | None = None
+
+    def _owner(self) -> dict:
+        try:
+            owner = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return {}
+        return owner if isinstance(owner, dict) else {}
+
+    def _refuse(self) -> CheckpointError:
+        owner = self._owner()
+        return CheckpointError(
+            f"{self.path.parent} is in use by another training run (pid {owner.get('pid', '?')} on "
+            f"{owner.get('host', '?')}): only one run may write to a run directory; wait for it to finish or "
+            "choose another --out"
+        )
 
     def acquire(self) -> RunLock:
-        me = {"pid": os.getpid(), "host": socket.gethostname()}
+        """Take the lock, or raise CheckpointError naming the process that holds it."""
+        if self.held:
+            return self
+        me = json.dumps({"pid": os.getpid(), "host": socket.gethostname()})
+        if fcntl is None:  # pragma: no cover
+            return self._acquire_by_pid(me)
+        for _ in range(10):
+            fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                raise self._refuse() from None
+            # The previous holder may have unlinked the file between our open and our flock: then we
+            # locked an orphaned inode, and must retry on the file that is at the path now.
+            try:
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if not same:
+                os.close(fd)
+                continue
+            os.ftruncate(fd, 0)
+            os.write(fd, me.encode())
+            self._fd, self.held = fd, True
+            return self
+        raise CheckpointError(f"could not acquire {self.path}: it keeps being replaced by another process")
+
+    def _acquire_by_pid(self, me: str) -> RunLock:  # pragma: no cover - used where fcntl is missing
         for _ in range(2):
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
             except FileExistsError:
-                try:
-                    owner = json.loads(self.path.read_text())
-                except (OSError, ValueError):
-                    owner = {}
-                same_host = owner.get("host") == me["host"]
-                if same_host and isinstance(owner.get("pid"), int) and not _pid_alive(owner["pid"]):
+                owner = self._owner()
+                same_host = owner.get("host") == socket.gethostname()
+                if same_host and isinstance(owner.get("pid"), int) and not pid_alive(owner["pid"]):
                     self.path.unlink(missing_ok=True)  # stale: its process is gone
                     continue
-                raise CheckpointError(
-                    f"{self.path.parent} is in use by another training run (pid {owner.get('pid')} on "
-                    f"{owner.get('host')}); wait for it to finish, or delete {self.path} if that process is gone"
-                ) from None
+                raise self._refuse() from None
             with os.fdopen(fd, "w") as fh:
-                json.dump(me, fh)
+                fh.write(me)
             self.held = True
             return self
         raise CheckpointError(f"could not acquire {self.path}")
 
     def release(self) -> None:
-        if self.held:
-            self.path.unlink(missing_ok=True)
-            self.held = False
+        """Remove the lock file and drop the lock (unlink first, so no one locks a file about to vanish)."""
+        if not self.held:
+            return
+        self.path.unlink(missing_ok=True)
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor drops the flock
+            self._fd = None
+        self.held = False
 
     def __enter__(self) -> RunLock:
         return self.acquire()

@@ -13,7 +13,6 @@ import threading
 import time
 from array import array
 from dataclasses import asdict, dataclass, fields
-from datetime import timedelta
 from typing import Any
 
 import torch
@@ -22,11 +21,30 @@ from torch.nn.parallel import DistributedDataParallel
 
 from . import checkpoint as ckpt
 from .data import get_batch
-from .device import autocast_context, enable_fast_matmul, resolve_device, resolve_dtype
-from .errors import CheckpointError, ConfigError, TrainingDivergedError
+from .device import (
+    autocast_context,
+    compile_or_warn,
+    enable_fast_matmul,
+    fall_back_if_ops_missing,
+    resolve_device,
+    resolve_dtype,
+    resolve_peak_flops,
+    synchronize,
+    warn_compile_fallback,
+)
+from .distributed import (
+    check_same_on_all_ranks,
+    communication_guard,
+    dist_env,
+    fingerprint,
+    init_process_group,
+    rank_seed,
+)
+from .errors import CheckpointError, ConfigError, DeviceError, TrainingDivergedError
 from .model import GPT
 
 SCHEDULES = ("cosine", "linear", "constant")
+NONFINITE_POLICIES = ("stop", "rollback")
 
 
 @dataclass
@@ -52,11 +70,21 @@ class TrainConfig:
     dtype: str = "auto"
     compile: bool = False
     seed: int = 1337
-    peak_flops: float | None = None  # the device's peak FLOP/s, for the MFU column
+    peak_flops: float | str | None = None  # one device's peak FLOP/s for the MFU column; "auto" measures it
     progress: bool = True
-    ddp_timeout_s: float = 120.0
+    ddp_timeout_s: float = 120.0  # a collective waiting longer than this fails (a dead or hung rank)
+    # On a NaN/inf loss or gradient norm: "stop" raises TrainingDivergedError; "rollback" restores the
+    # state of the last checkpoint step (kept in host memory), halves lr and continues, at most
+    # max_rollbacks times.
+    on_nonfinite: str = "stop"
+    max_rollbacks: int = 3
 
     def __post_init__(self) -> None:
+        if self.on_nonfinite not in NONFINITE_POLICIES:
+            raise ConfigError(f"on_nonfinite={self.on_nonfinite!r} is not allowed: choose from {NONFINITE_POLICIES}")
+        rollbacks = self.max_rollbacks
+        if isinstance(rollbacks, bool) or not isinstance(rollbacks, int) or rollbacks < 0:
+            raise ConfigError(f"max_rollbacks={rollbacks!r} is not allowed: it must be an integer >= 0")
         positive_ints = ("batch_size", "max_iters", "grad_accum_steps", "eval_iters", "eval_interval")
         for name in positive_ints:
             value = getattr(self, name)
@@ -76,6 +104,14 @@ class TrainConfig:
             raise ConfigError(f"weight_decay={self.weight_decay} is not allowed: it must be >= 0")
         if self.checkpoint_interval is not None and self.checkpoint_interval < 0:
             raise ConfigError(f"checkpoint_interval={self.checkpoint_interval} is not allowed: it must be >= 0")
+        peak = self.peak_flops
+        if peak is not None and peak != "auto" and not (
+            isinstance(peak, (int, float)) and not isinstance(peak, bool) and math.isfinite(peak) and peak > 0
+        ):
+            raise ConfigError(f"peak_flops={peak!r} is not allowed: give FLOP/s > 0 (e.g. 989e12), 'auto' or None")
+        timeout = self.ddp_timeout_s
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+            raise ConfigError(f"ddp_timeout_s={timeout!r} is not allowed: it must be a number of seconds > 0")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -192,7 +228,9 @@ class Trainer:
     """Trains a :class:`~arlm_lib.model.GPT` on a token stream; resumable, bit-exactly on CPU.
 
     Under ``torchrun`` (``WORLD_SIZE`` > 1) it joins the process group and wraps the model in DDP.
-    Only rank 0 evaluates, logs and writes checkpoints; the other ranks wait at a barrier.
+    Only rank 0 evaluates, logs and writes checkpoints; the other ranks wait at a barrier. The
+    sampling scheme, resuming with another world size and what happens when a rank dies are described
+    in :mod:`arlm_lib.distributed`. MFU = ``flops_per_token`` x tokens/s / (``peak_flops`` x ranks).
     """
 
     def __init__(
@@ -212,25 +250,33 @@ class Trainer:
         self.train_tokens, self.val_tokens = train_tokens, val_tokens
         self.block_size = model.config.block_size
 
-        self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
-        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        self.dist = dist_env()
+        self.world_size, self.rank, self.local_rank = self.dist.world_size, self.dist.rank, self.dist.local_rank
         if config.batch_size % self.world_size:
             raise ConfigError(
                 f"batch_size={config.batch_size} is not divisible by the world size {self.world_size}: "
                 "the global batch is split evenly across ranks"
             )
         device = resolve_device(config.device)
+        if self.world_size > 1 and device.type == "mps":
+            raise DeviceError("DDP (torchrun with several processes) is not supported on mps: use --device cpu")
         if self.world_size > 1 and device.type == "cuda":
-            device = torch.device("cuda", self.local_rank)
+            device = torch.device("cuda", self.local_rank)  # one GPU per process, chosen by torchrun
             torch.cuda.set_device(device)
         self.device = device
         self.dtype = resolve_dtype(config.dtype, device)
         enable_fast_matmul(device)
+        self._owns_process_group = False
         self._init_distributed()
 
-        torch.manual_seed(config.seed)  # same init on every rank; dropout masks follow from here
+        # Dropout masks follow from here. Rank 0 uses the seed itself (so one process is reproducible);
+        # the other ranks get their own streams. Initial weights come from rank 0 (DDP broadcasts them).
+        torch.manual_seed(config.seed if self.rank == 0 else rank_seed(config.seed, self.rank, 0))
         self.raw_model = model.to(device)
+        if device.type == "mps":  # PyTorch lacks some ops on MPS: probe once, else train on the CPU
+            self.device = device = fall_back_if_ops_missing(self.raw_model, device, self.dtype, self.block_size)
+            if device.type == "cpu" and self.dtype is torch.float16:
+                self.dtype = torch.float32
         self.optimizer = make_optimizer(self.raw_model, config, device)
         # fp16 has a narrow exponent range: scale the loss so small gradients do not flush to zero.
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.dtype is torch.float16)
@@ -240,22 +286,51 @@ class Trainer:
         self.step = 0
         self.history = History()
         self._stop = threading.Event()
+        self.rollbacks: list[dict[str, float]] = []  # one entry per non-finite step rolled back
+        self._good_state: dict[str, Any] | None = None  # rollback target (on_nonfinite="rollback" only)
+        # MFU = achieved FLOP/s / peak. The FLOPs per token are fixed by the architecture and context.
+        self.flops_per_token = self.raw_model.flops_per_token(self.block_size)
+        self.peak_flops = resolve_peak_flops(config.peak_flops, device, self.dtype)
         self._compiled_ok = not config.compile
-        self.model: torch.nn.Module = self.raw_model
-        if config.compile:
-            self.model = torch.compile(self.raw_model)
-        if self.world_size > 1:
-            self.model = DistributedDataParallel(
-                self.model, device_ids=[device.index] if device.type == "cuda" else None
-            )
+        if self.world_size > 1:  # before DDP compares shapes, so a mismatch gets a message that says why
+            with self._communication_guard("the start-up check"):
+                check_same_on_all_ranks(self._run_fingerprint(), "the corpus, tokenizer and config", device)
+        self.model: torch.nn.Module = self._wrap_model(config.compile)
+
+    def _run_fingerprint(self) -> str:
+        """What every rank must share: configs, tokenizer and token streams (a sample of them)."""
+        tokenizer = self.tokenizer.to_dict() if self.tokenizer is not None else None
+        model_config = self.raw_model.config.to_dict()
+        return fingerprint(model_config, self.config.to_dict(), tokenizer, self.train_tokens, self.val_tokens)
 
     # ------------------------------------------------------------------ setup
     def _init_distributed(self) -> None:
-        if self.world_size == 1 or (dist.is_available() and dist.is_initialized()):
+        if self.world_size == 1:
             return
-        backend = "nccl" if self.device.type == "cuda" else "gloo"
-        # A timeout turns a dead peer into an error on the survivors instead of a hang.
-        dist.init_process_group(backend=backend, timeout=timedelta(seconds=self.config.ddp_timeout_s))
+        # A timeout turns a dead or hung peer into an error on the survivors instead of a hang.
+        with communication_guard(self.dist, "start-up (init_process_group)", self.config.ddp_timeout_s):
+            self._owns_process_group = init_process_group(self.device, self.config.ddp_timeout_s)
+
+    def _wrap_model(self, use_compile: bool) -> torch.nn.Module:
+        """The module the training step calls: the raw model, compiled if asked, inside DDP under torchrun.
+
+        Checkpoints always save ``raw_model``, so their keys never carry ``_orig_mod.`` or ``module.``.
+        """
+        model: torch.nn.Module = self.raw_model
+        if use_compile:
+            model = compile_or_warn(model, warn=self.is_main)
+            self._compiled_ok = model is self.raw_model  # nothing left to fall back from
+        if self.world_size > 1:
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            with communication_guard(self.dist, "the DDP set-up", self.config.ddp_timeout_s):
+                model = DistributedDataParallel(model, device_ids=device_ids)  # broadcasts rank 0's weights
+        return model
+
+    def close(self) -> None:
+        """Leave the process group this trainer joined (call once training is over, under torchrun)."""
+        if self._owns_process_group and dist.is_initialized():
+            dist.destroy_process_group()
+            self._owns_process_group = False
 
     @property
     def is_main(self) -> bool:
@@ -264,6 +339,10 @@ class Trainer:
     def request_stop(self) -> None:
         """Ask the loop to stop after the current step; the trainer then saves a checkpoint and returns."""
         self._stop.set()
+
+    def clear_stop(self) -> None:
+        """Forget an earlier stop request, so that ``train()`` can continue the same run."""
+        self._stop.clear()
 
     @property
     def stop_requested(self) -> bool:
@@ -312,6 +391,8 @@ class Trainer:
             self.batch_generator.set_state(rng["batches"])
         if "torch_cuda" in rng and self.device.type == "cuda":
             torch.cuda.set_rng_state(rng["torch_cuda"], self.device)
+        if self.rank > 0:  # the checkpoint holds rank 0's dropout RNG; the other ranks derive their own
+            torch.manual_seed(rank_seed(self.config.seed, self.rank, self.step))
 
     @classmethod
     def resume(
@@ -339,7 +420,12 @@ class Trainer:
     # ------------------------------------------------------------------ loop
     def _barrier(self) -> None:
         if self.world_size > 1:
-            dist.barrier()
+            with self._communication_guard("a barrier"):
+                dist.barrier()
+
+    def _communication_guard(self, what: str):
+        """Report a collective that failed (a rank died or hangs) as a DistributedError naming the step."""
+        return communication_guard(self.dist, what, self.config.ddp_timeout_s, self.step)
 
     def _batch(self, tokens, generator) -> tuple[torch.Tensor, torch.Tensor]:
         return get_batch(
@@ -357,16 +443,15 @@ class Trainer:
         with autocast_context(self.device, self.dtype):
             if self._compiled_ok:
                 return self.model(x, y).loss
-            try:  # torch.compile is lazy: a missing backend only shows at the first call
+            try:  # torch.compile is lazy: a missing backend or compiler only shows at the first call
                 loss = self.model(x, y).loss
                 self._compiled_ok = True
                 return loss
             except Exception as exc:
-                print(f"warning: torch.compile failed ({type(exc).__name__}: {exc}); continuing in eager mode")
-                self.model = self.raw_model
-                if self.world_size > 1:
-                    self.model = DistributedDataParallel(self.raw_model)
+                if self.is_main:
+                    warn_compile_fallback(exc)
                 self._compiled_ok = True
+                self.model = self._wrap_model(use_compile=False)
                 return self.model(x, y).loss
 
     @torch.no_grad()
@@ -395,24 +480,25 @@ class Trainer:
             group["lr"] = lr
         t0 = time.perf_counter()
         total_loss = 0.0
-        for micro in range(config.grad_accum_steps):
-            x, y = self._batch(self.train_tokens, self.batch_generator)
-            last = micro == config.grad_accum_steps - 1
-            # Under DDP, only the last micro-step all-reduces gradients; the others accumulate locally.
-            sync = self.model.no_sync() if (self.world_size > 1 and not last) else _null_context()
-            with sync:
-                loss = self._forward_loss(x, y) / config.grad_accum_steps
-                self.scaler.scale(loss).backward()
-            total_loss += loss.detach()
-        total_loss = total_loss.item()
-        if self.world_size > 1:
-            loss_tensor = torch.tensor([total_loss], device=self.device)
-            dist.all_reduce(loss_tensor)
-            total_loss = loss_tensor.item() / self.world_size
+        with self._communication_guard("the forward/backward pass"):  # DDP all-reduces inside backward
+            for micro in range(config.grad_accum_steps):
+                x, y = self._batch(self.train_tokens, self.batch_generator)
+                last = micro == config.grad_accum_steps - 1
+                # Under DDP, only the last micro-step all-reduces gradients; the others accumulate locally.
+                sync = self.model.no_sync() if (self.world_size > 1 and not last) else _null_context()
+                with sync:
+                    loss = self._forward_loss(x, y) / config.grad_accum_steps
+                    self.scaler.scale(loss).backward()
+                total_loss += loss.detach()
+            total_loss = total_loss.item()
+            if self.world_size > 1:
+                loss_tensor = torch.tensor([total_loss], device=self.device)
+                dist.all_reduce(loss_tensor)
+                total_loss = loss_tensor.item() / self.world_size
         if not math.isfinite(total_loss):
             self.optimizer.zero_grad(set_to_none=True)
             raise TrainingDivergedError(
-                f"the training loss became {total_loss} at step {self.step} (lr={lr:.3g}); the weights were not "
+                f"the training loss became {total_loss} at step {self.step + 1} (lr={lr:.3g}); the weights were not "
                 "updated and the last good checkpoint is kept. Lower --lr or enable --grad-clip."
             )
 
@@ -422,21 +508,21 @@ class Trainer:
         if not math.isfinite(grad_norm) and not self.scaler.is_enabled():
             self.optimizer.zero_grad(set_to_none=True)
             raise TrainingDivergedError(
-                f"the gradient norm became {grad_norm} at step {self.step} (lr={lr:.3g}); the weights were not "
+                f"the gradient norm became {grad_norm} at step {self.step + 1} (lr={lr:.3g}); the weights were not "
                 "updated and the last good checkpoint is kept."
             )
         self.scaler.step(self.optimizer)  # skips the update if fp16 gradients overflowed
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+        synchronize(self.device)  # GPU work is asynchronous: wait for it, or dt measures only the launches
         dt = time.perf_counter() - t0
 
         tokens = config.batch_size * config.grad_accum_steps * self.block_size
         tokens_per_s = tokens / dt if dt > 0 else math.nan
         mfu = None
-        if config.peak_flops:
-            mfu = self.raw_model.flops_per_token() * tokens_per_s / config.peak_flops
+        if self.peak_flops:
+            # tokens_per_s counts every rank's tokens; peak_flops is one device's, so divide by the ranks.
+            mfu = self.flops_per_token * tokens_per_s / (self.peak_flops * self.world_size)
         self.step += 1
         return {
             "step": self.step,
@@ -473,8 +559,14 @@ class Trainer:
         for cb in self.callbacks:
             cb.on_train_begin(self)
         try:
+            self._remember_good_state()
             while self.step < config.max_iters and not self.stop_requested:
-                record = self._train_step()
+                try:
+                    record = self._train_step()
+                except TrainingDivergedError as exc:
+                    self._roll_back(exc)  # re-raises unless a rollback is allowed
+                    bar.n = self.step
+                    continue
                 record["elapsed_s"] = offset + time.perf_counter() - start
                 evaluate_now = self.step % config.eval_interval == 0 or self.step == config.max_iters
                 if evaluate_now and self.is_main:
@@ -489,6 +581,7 @@ class Trainer:
                             cb.on_eval(self, record)
                 if checkpoint_every and self.step % checkpoint_every == 0 and self.step < config.max_iters:
                     self.save_checkpoint()
+                    self._remember_good_state()
                 self._sync_stop()
             self.save_checkpoint()
         finally:
@@ -499,11 +592,65 @@ class Trainer:
                 cb.on_train_end(self)
         return self.history
 
+    # ------------------------------------------------------------------ non-finite loss
+    def _remember_good_state(self) -> None:
+        """Keep a host-memory copy of the state just checkpointed, as the rollback target.
+
+        Costs one copy of the weights and AdamW moments in RAM, so it is only taken in rollback mode.
+        """
+        if self.config.on_nonfinite != "rollback":
+            return
+        self._good_state = {
+            "model": _cpu_copy(self.raw_model.state_dict()),
+            "optimizer": _cpu_copy(self.optimizer.state_dict()),
+            "scaler": self.scaler.state_dict(),
+            "rng": _cpu_copy(self.rng_state()),
+            "step": self.step,
+        }
+
+    def _roll_back(self, exc: TrainingDivergedError) -> None:
+        """Restore the last good state and halve the peak lr; re-raise ``exc`` when that is not allowed."""
+        config = self.config
+        if config.on_nonfinite != "rollback" or self._good_state is None:
+            raise exc
+        if len(self.rollbacks) >= config.max_rollbacks:
+            raise TrainingDivergedError(
+                f"{exc} Gave up after {len(self.rollbacks)} rollback(s) (max_rollbacks={config.max_rollbacks})."
+            ) from exc
+        good = self._good_state
+        failed_step = self.step + 1
+        self.raw_model.load_state_dict(good["model"])
+        columns = self.history.to_dict()
+        keep = [step <= good["step"] for step in columns["step"]]  # forget the steps being redone
+        history = {name: [v for v, k in zip(values, keep) if k] for name, values in columns.items()}
+        self.load_state(
+            ckpt.Checkpoint(
+                model_config=self.raw_model.config,
+                model_state={},
+                optimizer_state=_cpu_copy(good["optimizer"]),
+                trainer_state={"step": good["step"], "history": history},
+                rng_state=good["rng"],
+            )
+        )
+        self.scaler.load_state_dict(good["scaler"])
+        # The schedule scales with config.lr, so halving it halves every later step's lr (and it is saved
+        # with the next checkpoint, so a resumed run keeps the safer value).
+        config.lr /= 2
+        if config.min_lr is not None:
+            config.min_lr /= 2
+        self.rollbacks.append({"step": failed_step, "restored_step": good["step"], "lr": config.lr})
+        if self.is_main:
+            print(
+                f"non-finite value at step {failed_step}: rolled back to step {good['step']} and halved lr to "
+                f"{config.lr:.3g} (rollback {len(self.rollbacks)} of at most {config.max_rollbacks})"
+            )
+
     def _sync_stop(self) -> None:
         """Under DDP, a stop requested on any rank stops all of them at the same step."""
         if self.world_size > 1:
             flag = torch.tensor([1.0 if self.stop_requested else 0.0], device=self.device)
-            dist.all_reduce(flag)
+            with self._communication_guard("the end-of-step check"):
+                dist.all_reduce(flag)
             if flag.item() > 0:
                 self._stop.set()
 
@@ -526,6 +673,17 @@ class Trainer:
                 signal.signal(sig, old)
 
         return restore
+
+
+def _cpu_copy(obj: Any) -> Any:
+    """A deep copy of nested dicts/lists whose tensors are cloned to the CPU (snapshots for rollback)."""
+    if torch.is_tensor(obj):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: _cpu_copy(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_cpu_copy(v) for v in obj)
+    return obj
 
 
 class _null_context:

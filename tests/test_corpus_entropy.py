@@ -1,0 +1,80 @@
+"""The entropy-rate estimate: consistent across seeds, honest confidence intervals, per-token variants."""
+
+from __future__ import annotations
+
+import math
+import statistics
+
+import pytest
+
+from arlm_lib.corpus import SyntheticLanguage, entropy_rate, text_bits_per_char, token_entropy_rate
+from arlm_lib.errors import ConfigError, DataError
+
+
+def test_estimates_agree_across_seeds_within_their_confidence_intervals():
+    estimates = [entropy_rate("synthetic", n_sentences=10_000, seed=s) for s in range(4)]
+    for e in estimates:
+        assert e.ci_low < e.bits_per_char < e.ci_high
+        assert e.ci_high - e.ci_low < 0.03  # 10k sentences pin the rate down to about 2%
+    for a in estimates:
+        for b in estimates:
+            # Six pairwise comparisons: 3.5 combined standard errors keeps false alarms below 0.3%.
+            assert abs(a.bits_per_char - b.bits_per_char) <= 3.5 * math.hypot(a.std_error, b.std_error)
+
+
+def test_confidence_intervals_cover_the_rate_about_95_percent_of_the_time():
+    reference = entropy_rate("synthetic", n_sentences=60_000, seed=12345).bits_per_char
+    small = [entropy_rate("synthetic", n_sentences=600, seed=100 + s) for s in range(40)]
+    misses = sum(not (e.ci_low <= reference <= e.ci_high) for e in small)
+    assert misses <= 8  # Binomial(40, 0.05): P(misses > 8) < 1e-3
+    # ...and the intervals are not merely wide: their half-width matches the spread of the estimates.
+    spread = statistics.stdev(e.bits_per_char for e in small)
+    half_width = statistics.mean((e.ci_high - e.ci_low) / 2 for e in small)
+    assert 0.6 < half_width / (1.96 * spread) < 1.6
+
+
+def test_entropy_is_the_mean_of_the_exact_sentence_log_probabilities():
+    lang = SyntheticLanguage("full")
+    sample = lang.sample(500, seed=7)
+    bits = -math.fsum(lp for _, lp in sample) / math.log(2)
+    chars = sum(len(t) + 1 for t, _ in sample)
+    est = entropy_rate(lang, n_sentences=500, seed=7)
+    assert est.bits_per_char == pytest.approx(bits / chars, rel=1e-12)
+    assert est.n_chars == chars
+    # The same floor, computed by parsing the generated text back.
+    text = "".join(t + "\n" for t, _ in sample)
+    assert text_bits_per_char(text, lang) == pytest.approx(bits / chars, rel=1e-12)
+
+
+def test_variants_have_different_rates():
+    rates = {n: entropy_rate(n, n_sentences=3_000).bits_per_char for n in ("synthetic", "synthetic-copy")}
+    # Half of every copy sentence is a deterministic repeat: its rate per character is much lower.
+    assert rates["synthetic-copy"] < 0.8 * rates["synthetic"]
+
+
+def test_bits_per_token_counts_the_same_bits_over_tokens():
+    from arlm_lib.tokenizers import train_tokenizer
+
+    lang = SyntheticLanguage("full")
+    text = lang.text(200_000, seed=1)
+    per_char = entropy_rate(lang, n_sentences=2_000, seed=3)
+    char = token_entropy_rate(train_tokenizer("char", text), lang, n_sentences=2_000, seed=3)
+    assert char.bits_per_token == pytest.approx(per_char.bits_per_char, rel=1e-12)
+    bpe_tok = train_tokenizer("bpe", text, vocab_size=400)
+    bpe = token_entropy_rate(bpe_tok, lang, n_sentences=2_000, seed=3)
+    assert bpe.chars_per_token > 1.5  # merges make tokens longer than characters...
+    # ...but the total number of bits is the same text's.
+    total_bits = per_char.bits_per_char * per_char.n_chars
+    assert bpe.bits_per_token * bpe.n_tokens == pytest.approx(total_bits, rel=1e-9)
+    sample_text = "".join(t + "\n" for t, _ in lang.sample(2_000, seed=3))
+    assert bpe.n_tokens == len(bpe_tok.encode(sample_text))  # per-sentence counts add up to the whole
+    assert bpe.ci_low < bpe.bits_per_token < bpe.ci_high
+
+
+def test_bad_requests_are_rejected():
+    with pytest.raises(DataError, match="synthetic"):
+        entropy_rate("prose")
+    with pytest.raises(ConfigError, match="n_sentences"):
+        entropy_rate("synthetic", n_sentences=1)
+    with pytest.raises(DataError, match="not in the"):
+        text_bits_per_char("the dog run.\n")

@@ -1,0 +1,120 @@
+"""The n-gram baseline: normalised distributions, the exact chain rule, smoothing formulas, bad input."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from arlm_lib.errors import ConfigError, DataError
+from arlm_lib.ngram import SMOOTHINGS, NGramModel
+
+V = 5
+
+
+def _training_tokens(n: int = 4000, seed: int = 0) -> np.ndarray:
+    """Structured data: a noisy cycle, so that longer contexts matter and some n-grams are unseen."""
+    rng = np.random.default_rng(seed)
+    x = np.arange(n) % V
+    noise = rng.random(n) < 0.2
+    x[noise] = rng.integers(0, V, noise.sum())
+    x[x == 4] = np.where(rng.random((x == 4).sum()) < 0.5, 4, 3)  # token 4 is rare
+    return x
+
+
+@pytest.mark.parametrize("smoothing", SMOOTHINGS)
+@pytest.mark.parametrize("order", [1, 2, 3, 5])
+def test_chain_rule_product_equals_exp_of_summed_logprobs(smoothing, order):
+    model = NGramModel(order, V, smoothing=smoothing, k=0.3).fit(_training_tokens())
+    rng = np.random.default_rng(1)
+    seq = np.concatenate([_training_tokens(30, seed=2), rng.integers(0, V, 30)])  # seen and unseen contexts
+    step_probs = [model.next_token_probs(seq[:t])[seq[t]].item() for t in range(len(seq))]
+    assert model.logprob(seq) == pytest.approx(math.fsum(map(math.log, step_probs)), abs=1e-9)
+    assert math.exp(model.logprob(seq[:20])) == pytest.approx(math.prod(step_probs[:20]), rel=1e-9)
+    assert model.cross_entropy(seq) == pytest.approx(-model.logprob(seq) / len(seq), rel=1e-12)
+
+
+@pytest.mark.parametrize("smoothing", SMOOTHINGS)
+@pytest.mark.parametrize("order", [1, 2, 4])
+def test_every_context_gives_a_distribution(smoothing, order):
+    model = NGramModel(order, V, smoothing=smoothing, k=0.5).fit(_training_tokens())
+    contexts = [()] + [c for n in (1, 2, 3) for c in itertools.product(range(V), repeat=n)]
+    for context in contexts:
+        p = model.next_token_probs(list(context))
+        assert isinstance(p, torch.Tensor) and p.shape == (V,)
+        assert (p > 0).all(), context
+        assert p.sum().item() == pytest.approx(1.0, abs=1e-12), context
+
+
+@pytest.mark.parametrize("smoothing", SMOOTHINGS)
+def test_probabilities_of_all_sequences_of_a_length_sum_to_one(smoothing):
+    model = NGramModel(3, V, smoothing=smoothing, k=0.5).fit(_training_tokens())
+    total = math.fsum(math.exp(model.logprob(s)) for s in itertools.product(range(V), repeat=4))
+    assert total == pytest.approx(1.0, abs=1e-12)
+
+
+def test_add_k_matches_the_formula():
+    tokens = [0, 1, 0, 1, 0, 2]
+    model = NGramModel(2, 3, smoothing="add_k", k=1.0).fit(tokens)
+    # after 0: followed by 1 twice and 2 once; c(0) = 3
+    assert model.next_token_probs([0]).tolist() == pytest.approx([1 / 6, 3 / 6, 2 / 6])
+    # token 2 never has a successor: an unseen context is uniform
+    assert model.next_token_probs([2]).tolist() == pytest.approx([1 / 3] * 3)
+    # the first token has no context: the add-k unigram (c = 3, 2, 1 of N = 6)
+    assert math.exp(model.token_logprobs([0])[0]) == pytest.approx(4 / 9)
+
+
+def test_interpolated_and_backoff_match_the_formulas():
+    tokens = [0, 1, 0, 1, 0, 2]
+    d, k = 0.5, 1.0
+    unigram = np.array([4, 3, 2]) / 9  # (c + k) / (N + k V)
+    # context 0: followers 1 (twice) and 2 (once), c(h) = 3, two distinct followers
+    inter = NGramModel(2, 3, smoothing="interpolated", k=k, discount=d).fit(tokens)
+    lam = d * 2 / 3
+    expected = lam * unigram + np.array([0, (2 - d) / 3, (1 - d) / 3])
+    assert inter.next_token_probs([0]).numpy() == pytest.approx(expected)
+    back = NGramModel(2, 3, smoothing="backoff", k=k, discount=d).fit(tokens)
+    alpha = (d * 2 / 3) / (1 - unigram[1] - unigram[2])
+    expected = np.array([alpha * unigram[0], (2 - d) / 3, (1 - d) / 3])
+    assert back.next_token_probs([0]).numpy() == pytest.approx(expected)
+
+
+def test_longer_context_helps_on_structured_text():
+    train, test = _training_tokens(20_000, seed=3), _training_tokens(2_000, seed=4)
+    ce = [NGramModel(n, V).fit(train).cross_entropy(test) for n in (1, 2, 3)]
+    assert ce[0] > ce[1] + 0.3  # the cycle is visible from one token of context
+    assert ce[1] >= ce[2] - 0.01  # and a longer context does not hurt
+
+
+def test_works_on_tensors_and_large_vocabularies():
+    rng = np.random.default_rng(5)
+    big_v = 50_000  # keys stay dense: no int64 overflow even at order 6 with a large vocabulary
+    x = torch.from_numpy(rng.integers(0, big_v, 5_000))
+    model = NGramModel(6, big_v).fit(x)
+    assert model.next_token_probs(x[:10]).sum().item() == pytest.approx(1.0, abs=1e-9)
+    assert math.isfinite(model.logprob(x[:100]))
+
+
+@pytest.mark.parametrize("order", [0, -1, 1.5, True])
+def test_order_below_one_is_rejected(order):
+    with pytest.raises(ConfigError, match="order"):
+        NGramModel(order, V)
+
+
+def test_other_bad_input_is_rejected():
+    with pytest.raises(ConfigError, match="smoothing"):
+        NGramModel(2, V, smoothing="kneser")
+    with pytest.raises(ConfigError, match="k"):
+        NGramModel(2, V, smoothing="add_k", k=0)
+    with pytest.raises(ConfigError, match="discount"):
+        NGramModel(2, V, discount=1.0)
+    with pytest.raises(ConfigError, match="fitted"):
+        NGramModel(2, V).logprob([0, 1])
+    model = NGramModel(2, V)
+    with pytest.raises(DataError, match="outside the vocabulary"):
+        model.fit([0, 1, V])
+    with pytest.raises(DataError, match="empty"):
+        model.fit([])

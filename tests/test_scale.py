@@ -1,0 +1,229 @@
+"""The GPU-path code exercised on the CPU: MFU accounting, peak-FLOP measurement, bf16 autocast,
+``torch.compile`` and its fallback, the MPS fallback probe, and bad devices."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import pytest
+import torch
+
+from arlm_lib import checkpoint as ckpt
+from arlm_lib.cli import main as cli_main
+from arlm_lib.data import encode_text, split_train_val
+from arlm_lib.device import (
+    fall_back_if_ops_missing,
+    measure_peak_flops,
+    resolve_device,
+    resolve_peak_flops,
+    spec_peak_flops,
+)
+from arlm_lib.errors import ConfigError, DeviceError
+from arlm_lib.model import GPT, GPTConfig
+from arlm_lib.tokenizers import CharTokenizer
+from arlm_lib.train import TrainConfig, Trainer
+
+TEXT = "the quick brown fox jumps over the lazy dog. a lazy cat naps in the sun.\n" * 200
+
+
+@pytest.fixture(scope="module")
+def data():
+    tokenizer = CharTokenizer.train(TEXT)
+    train, val = split_train_val(encode_text(TEXT, tokenizer))
+    return tokenizer, train, val
+
+
+def small_model(vocab_size: int) -> GPT:
+    torch.manual_seed(0)
+    return GPT(GPTConfig(vocab_size=vocab_size, block_size=32, n_layer=2, n_head=2, n_embd=32))
+
+
+def config(**kw) -> TrainConfig:
+    base = dict(
+        batch_size=4, max_iters=3, eval_interval=3, eval_iters=1, warmup_iters=1, progress=False, device="cpu"
+    )
+    return TrainConfig(**{**base, **kw})
+
+
+def losses(trainer: Trainer) -> list[float]:
+    return trainer.train().column("train_loss")
+
+
+# ----------------------------------------------------------------------------- MFU
+def test_flops_per_token_matches_a_hand_count():
+    # vocab V=10, context T=8, L=2 layers, H=2 heads of Q=2 dims (C=4 wide), with biases.
+    model = GPT(GPTConfig(vocab_size=10, block_size=8, n_layer=2, n_head=2, n_embd=4))
+    V, T, L, H, Q, C = 10, 8, 2, 2, 2, 4
+    token_embedding = V * C  # 40, shared with the output head (weight tying), so counted once
+    layer_norm = 2 * C  # gain + bias
+    attention = (C * 3 * C + 3 * C) + (C * C + C)  # c_attn 60, c_proj 20
+    mlp = (C * 4 * C + 4 * C) + (4 * C * C + C)  # c_fc 80, c_proj 68
+    per_block = 2 * layer_norm + attention + mlp  # 244
+    n = token_embedding + L * per_block + layer_norm  # 536: positions excluded, final LayerNorm included
+    assert n == 536
+    # 6N for the matmuls with weights (2 forward + 4 backward FLOPs per weight per token), and
+    # 12·L·H·Q·T for the attention scores and the weighted sum of values.
+    assert model.flops_per_token() == 6 * 536 + 12 * L * H * Q * T == 3984
+    assert model.flops_per_token(seq_len=4) == 6 * 536 + 12 * L * H * Q * 4
+
+
+def test_the_trainer_logs_mfu_against_the_given_peak(data):
+    tokenizer, train, val = data
+    model = small_model(tokenizer.vocab_size)
+    flops = model.flops_per_token()
+    history = Trainer(model, train, val, config(peak_flops=1e9)).train()
+    for tps, mfu in zip(history.column("tokens_per_s"), history.column("mfu")):
+        assert tps > 0 and mfu == pytest.approx(flops * tps / 1e9, rel=1e-12)
+    no_peak = Trainer(small_model(tokenizer.vocab_size), train, val, config()).train()
+    assert all(math.isnan(m) for m in no_peak.column("mfu"))
+
+
+def test_peak_flops_can_be_measured_by_a_matmul(data):
+    measured = measure_peak_flops("cpu", size=128, min_time_s=0.02)
+    assert math.isfinite(measured) and 1e6 < measured < 1e14  # a CPU: well above 1 MFLOP/s, below 100 TFLOP/s
+    rng = torch.get_rng_state()
+    assert resolve_peak_flops("auto", torch.device("cpu"), torch.float32) > 0
+    assert torch.equal(torch.get_rng_state(), rng)  # measuring never shifts the training RNG
+    assert resolve_peak_flops(2e9, torch.device("cpu"), torch.float32) == 2e9
+    assert spec_peak_flops("cpu") is None
+    tokenizer, train, val = data
+    trainer = Trainer(small_model(tokenizer.vocab_size), train, val, config(peak_flops="auto", max_iters=1))
+    assert trainer.peak_flops > 0
+    assert 0 < trainer.train().column("mfu")[0] < 10
+
+
+@pytest.mark.parametrize("peak", [-1.0, 0, "fast", math.inf, True])
+def test_a_bad_peak_is_refused(peak):
+    with pytest.raises(ConfigError, match="peak_flops="):
+        TrainConfig(peak_flops=peak)
+
+
+# ----------------------------------------------------------------------------- autocast
+def test_cpu_bf16_autocast_trains_with_finite_loss(data):
+    tokenizer, train, val = data
+    bf16 = Trainer(small_model(tokenizer.vocab_size), train, val, config(dtype="bfloat16"))
+    assert bf16.dtype is torch.bfloat16
+    mixed = losses(bf16)
+    full = losses(Trainer(small_model(tokenizer.vocab_size), train, val, config(dtype="float32")))
+    assert all(math.isfinite(v) for v in mixed)
+    # Same weights, same batches: bf16 rounding moves the loss a little, never a lot.
+    assert mixed != full  # the autocast path really ran
+    assert mixed == pytest.approx(full, rel=0.02)
+    with pytest.raises(ConfigError, match="float16"):
+        Trainer(small_model(tokenizer.vocab_size), train, val, config(dtype="float16"))
+
+
+# ----------------------------------------------------------------------------- compile
+@pytest.mark.slow
+def test_compiled_training_matches_eager_and_its_checkpoint_loads_into_a_plain_model(data, tmp_path):
+    tokenizer, train, val = data
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # a silent fallback to eager would pass otherwise
+        compiled = Trainer(
+            small_model(tokenizer.vocab_size),
+            train,
+            val,
+            config(compile=True),
+            tokenizer,
+            out_dir=tmp_path / "run",
+        )
+        compiled_losses = losses(compiled)
+    assert hasattr(compiled.model, "_orig_mod")  # it really is the compiled module that trained
+    eager_losses = losses(Trainer(small_model(tokenizer.vocab_size), train, val, config()))
+    assert all(math.isfinite(v) for v in compiled_losses)
+    assert compiled_losses == pytest.approx(eager_losses, abs=1e-4)
+
+    saved = ckpt.load_checkpoint(tmp_path / "run")
+    assert not any("_orig_mod" in k or k.startswith("module.") for k in saved.model_state)
+    model, _ = ckpt.load_model(tmp_path / "run")
+    assert type(model) is GPT
+    trained = compiled.raw_model.state_dict()
+    assert all(torch.equal(v, trained[k]) for k, v in model.state_dict().items())
+
+
+def _broken_compile_at_wrap(*args, **kwargs):
+    raise RuntimeError("backend 'inductor' is not available on this machine")
+
+
+class _BrokenAtFirstCall(torch.nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self._orig_mod = model
+
+    def forward(self, *args, **kwargs):
+        raise RuntimeError("InductorError: C++ compiler not found")
+
+
+@pytest.mark.parametrize(
+    "broken, message",
+    [
+        (_broken_compile_at_wrap, "backend 'inductor' is not available"),
+        (lambda model, **kw: _BrokenAtFirstCall(model), "C\\+\\+ compiler not found"),
+    ],
+    ids=["fails-when-wrapping", "fails-at-first-call"],
+)
+def test_a_broken_compile_backend_falls_back_to_eager_with_a_clear_message(
+    data, monkeypatch, broken, message
+):
+    tokenizer, train, val = data
+    eager = losses(Trainer(small_model(tokenizer.vocab_size), train, val, config()))
+    monkeypatch.setattr(torch, "compile", broken)
+    with pytest.warns(
+        RuntimeWarning, match=rf"--compile: torch.compile failed .*{message}.*continues in eager mode"
+    ):
+        fallback = losses(Trainer(small_model(tokenizer.vocab_size), train, val, config(compile=True)))
+    assert fallback == eager  # eager mode after the fallback: bit-identical to never compiling
+
+
+# ----------------------------------------------------------------------------- devices
+def test_cuda_requested_without_cuda_is_a_clear_error(tmp_path, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(DeviceError, match="CUDA is not available"):
+        resolve_device("cuda")
+    for bad in ("cuda:x", "tpu", "cpu:0"):
+        with pytest.raises(DeviceError, match="unknown device"):
+            resolve_device(bad)
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(TEXT)
+    argv = [
+        "train",
+        "--data",
+        str(corpus),
+        "--out",
+        str(tmp_path / "run"),
+        "--device",
+        "cuda",
+        "--max-iters",
+        "1",
+    ]
+    assert cli_main(argv) != 0
+    assert "CUDA is not available" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+class _MissingOp(torch.nn.Module):
+    def forward(self, idx, targets=None):
+        raise NotImplementedError(
+            "The operator 'aten::_fancy_op' is not currently implemented for the MPS device"
+        )
+
+
+def test_a_missing_device_op_falls_back_to_the_cpu_with_a_warning():
+    with pytest.warns(
+        RuntimeWarning, match=r"aten::_fancy_op.*training on the CPU.*PYTORCH_ENABLE_MPS_FALLBACK"
+    ):
+        device = fall_back_if_ops_missing(_MissingOp(), torch.device("meta"), torch.float32, seq_len=8)
+    assert device == torch.device("cpu")
+
+
+def test_the_device_probe_keeps_a_working_device_and_leaves_no_trace():
+    model = small_model(11).train()
+    rng = torch.get_rng_state()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        device = fall_back_if_ops_missing(model, torch.device("cpu"), torch.float32, seq_len=32)
+    assert device == torch.device("cpu")
+    assert model.training and all(p.grad is None for p in model.parameters())
+    assert torch.equal(torch.get_rng_state(), rng)

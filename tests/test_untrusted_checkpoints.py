@@ -1,0 +1,320 @@
+"""Loading a checkpoint someone sent you: nothing is unpickled, and every defect is named.
+
+Each crafted file below is a well-formed safetensors file whose checksum is recomputed with the module's
+own digest helper, so the check that fires is the one under test (shape, dtype, names, config), not the
+checksum.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from arlm_lib import checkpoint as ckpt
+from arlm_lib.cli import main
+from arlm_lib.errors import CheckpointError
+from arlm_lib.model import GPT, GPTConfig
+from arlm_lib.tokenizers import CharTokenizer
+from arlm_lib.train import TrainConfig, make_optimizer
+
+TEXT = "the cat sat on the mat. a dog ran far away. "
+
+
+def _tiny_model(**overrides) -> GPT:
+    torch.manual_seed(0)
+    config = dict(
+        n_layer=1, n_head=2, n_embd=32, block_size=32, vocab_size=CharTokenizer.train(TEXT).vocab_size
+    )
+    return GPT(GPTConfig.from_preset("tiny", **{**config, **overrides}))
+
+
+@pytest.fixture()
+def good_run(tmp_path: Path) -> Path:
+    """A genuine checkpoint with weights, tokenizer and optimizer state."""
+    model = _tiny_model()
+    optimizer = make_optimizer(model, TrainConfig(device="cpu"), torch.device("cpu"))
+    model(torch.zeros(1, 4, dtype=torch.long), torch.zeros(1, 4, dtype=torch.long)).loss.backward()
+    optimizer.step()
+    run = tmp_path / "good"
+    ckpt.save_checkpoint(run, model, tokenizer=CharTokenizer.train(TEXT), optimizer=optimizer)
+    return run
+
+
+def _read(run: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    path = run / ckpt.CHECKPOINT_FILE
+    with safe_open(str(path), framework="pt") as fh:
+        metadata = dict(fh.metadata())
+    return load_file(str(path)), metadata
+
+
+def _craft(tmp_path: Path, run: Path, edit, name: str = "crafted") -> Path:
+    """Copy ``run`` with ``edit(tensors, metadata)`` applied and a freshly computed, valid checksum."""
+    tensors, metadata = _read(run)
+    edit(tensors, metadata)
+    metadata["sha256"] = ckpt.checkpoint_digest(tensors, metadata)
+    out = tmp_path / name
+    out.mkdir()
+    save_file(
+        {k: v.contiguous() for k, v in tensors.items()}, str(out / ckpt.CHECKPOINT_FILE), metadata=metadata
+    )
+    return out
+
+
+def test_genuine_checkpoint_loads(tmp_path: Path) -> None:
+    reference = _tiny_model()
+    ckpt.save_checkpoint(tmp_path / "run", reference, tokenizer=CharTokenizer.train(TEXT))
+    model, tokenizer = ckpt.load_model(tmp_path / "run")
+    assert tokenizer.decode(tokenizer.encode("the cat")) == "the cat"
+    assert model.state_dict().keys() == reference.state_dict().keys()
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in reference.state_dict().items())
+
+
+# ------------------------------------------------------------------ nothing is unpickled
+class _PlantsMarker:
+    """Unpickling this object creates a file: the proof that code ran."""
+
+    marker = ""
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.marker),))
+
+
+def _malicious_pickle(marker: Path) -> bytes:
+    payload = _PlantsMarker()
+    payload.marker = str(marker)
+    data = pickle.dumps({"model": payload})
+    return data
+
+
+def _malicious_torch_save(marker: Path) -> bytes:
+    payload = _PlantsMarker()
+    payload.marker = str(marker)
+    buffer = io.BytesIO()
+    torch.save({"model.transformer.wte.weight": torch.zeros(2, 2), "evil": payload}, buffer)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("make", [_malicious_pickle, _malicious_torch_save], ids=["pickle", "torch.save"])
+def test_pickle_named_safetensors_is_rejected_without_running_code(tmp_path: Path, make) -> None:
+    marker = tmp_path / "code-ran"
+    # The payload really does run code when unpickled: the test would notice a loader that unpickles.
+    pickle.loads(_malicious_pickle(marker))
+    assert marker.exists()
+    marker.unlink()
+
+    run = tmp_path / "sent-by-a-stranger"
+    run.mkdir()
+    (run / ckpt.CHECKPOINT_FILE).write_bytes(make(marker))
+    for load in (ckpt.load_checkpoint, ckpt.load_model):
+        with pytest.raises(CheckpointError, match="not a safetensors file|not an arlm checkpoint"):
+            load(run)
+    # Also as a bare file with another name, the way people share weights.
+    bare = tmp_path / "weights.pt"
+    bare.write_bytes(make(marker))
+    with pytest.raises(CheckpointError):
+        ckpt.load_model(bare)
+    assert not marker.exists(), "loading a checkpoint executed code from a pickle"
+
+
+def test_cli_refuses_a_pickle_checkpoint(tmp_path: Path, capsys) -> None:
+    marker = tmp_path / "code-ran"
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / ckpt.CHECKPOINT_FILE).write_bytes(_malicious_torch_save(marker))
+    code = main(["sample", "--checkpoint", str(run), "--device", "cpu", "--max-new-tokens", "2"])
+    err = capsys.readouterr().err
+    assert code != 0 and "Traceback" not in err
+    assert err.startswith("error:") and len(err.strip().splitlines()) == 1
+    assert not marker.exists()
+
+
+# ------------------------------------------------------------------ architecture mismatches are named
+def _transpose(name):
+    def edit(tensors, metadata):
+        tensors[name] = tensors[name].t().contiguous()
+
+    return edit
+
+
+def _delete(name):
+    def edit(tensors, metadata):
+        del tensors[name]
+
+    return edit
+
+
+def _add(name):
+    def edit(tensors, metadata):
+        tensors[name] = torch.zeros(32)
+
+    return edit
+
+
+def _cast(name, dtype):
+    def edit(tensors, metadata):
+        tensors[name] = tensors[name].to(dtype)
+
+    return edit
+
+
+def _config_field(**fields):
+    def edit(tensors, metadata):
+        metadata["model_config"] = json.dumps({**json.loads(metadata["model_config"]), **fields})
+
+    return edit
+
+
+CASES = {
+    "shape": (
+        _transpose("model.transformer.h.0.mlp.c_fc.weight"),
+        r"shape mismatch.*mlp\.c_fc\.weight.*\(32, 128\)",
+    ),
+    "missing": (_delete("model.transformer.h.0.attn.c_attn.bias"), r"missing tensors.*attn\.c_attn\.bias"),
+    "extra": (_add("model.transformer.h.0.attn.rotary.weight"), r"unexpected tensors.*attn\.rotary\.weight"),
+    "dtype": (
+        _cast("model.transformer.ln_f.weight", torch.float64),
+        r"dtype mismatch.*ln_f\.weight.*float64",
+    ),
+    "dtype-int": (_cast("model.transformer.wpe.weight", torch.int32), r"dtype mismatch.*wpe\.weight.*int32"),
+    "unknown-config-field": (_config_field(n_experts=8), r"unknown GPTConfig field.*n_experts"),
+    "bad-config-value": (_config_field(n_head=3), r"n_embd=32 is not divisible by n_head=3"),
+    "other-architecture": (_config_field(n_layer=2), r"missing tensors.*h\.1\."),
+    "absurd-config": (_config_field(n_embd=2**30, n_head=1), r"asks for at least .* parameters"),
+    "unknown-tensor-prefix": (_add("payload.exe"), r"tensors this format does not define.*payload\.exe"),
+    "nan-weights": (
+        lambda t, m: t["model.transformer.wpe.weight"].__setitem__((0, 0), float("nan")),
+        r"NaN or inf weights.*wpe\.weight",
+    ),
+    "bad-rng": (lambda t, m: t.__setitem__("rng.torch_cpu", torch.zeros(3)), r"random-generator states"),
+    "bad-json": (
+        lambda t, m: m.__setitem__("trainer_state", "{not json"),
+        r"'trainer_state' entry is not valid JSON",
+    ),
+    "bad-optimizer": (lambda t, m: m.__setitem__("optimizer", "[]"), r"'optimizer' entry is a list"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_crafted_checkpoint_is_rejected_naming_the_problem(tmp_path: Path, good_run: Path, case: str) -> None:
+    edit, pattern = CASES[case]
+    crafted = _craft(tmp_path, good_run, edit)
+    with pytest.raises(CheckpointError, match=pattern):
+        ckpt.load_model(crafted)
+
+
+def test_load_state_strict_names_every_problem_at_once() -> None:
+    model = _tiny_model()
+    state = dict(model.state_dict())
+    del state["transformer.wpe.weight"]
+    state["extra.bias"] = torch.zeros(1)
+    state["transformer.ln_f.bias"] = torch.zeros(7)
+    state["lm_head.weight"] = state["lm_head.weight"].half()
+    with pytest.raises(CheckpointError) as info:
+        ckpt.load_state_strict(_tiny_model(), state, source="theirs.safetensors")
+    message = str(info.value)
+    for expected in (
+        "theirs.safetensors",
+        "missing tensors",
+        "wpe.weight",
+        "unexpected tensors",
+        "extra.bias",
+    ):
+        assert expected in message
+    assert "ln_f.bias: (7,) vs model (32,)" in message
+    assert "lm_head.weight: torch.float16 vs model torch.float32" in message
+
+
+def test_cli_resume_with_other_architecture_is_refused(tmp_path: Path, good_run: Path, capsys) -> None:
+    data = tmp_path / "corpus.txt"
+    data.write_text(TEXT * 40)
+    before = (good_run / ckpt.CHECKPOINT_FILE).read_bytes()
+    code = main(
+        [
+            "train",
+            "--data",
+            str(data),
+            "--out",
+            str(good_run),
+            "--resume",
+            "--n-layer",
+            "3",
+            "--device",
+            "cpu",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert "--n-layer 3 (checkpoint has 1)" in err
+    assert (good_run / ckpt.CHECKPOINT_FILE).read_bytes() == before
+
+
+# ------------------------------------------------------------------ truncated and flipped bytes
+def test_truncated_checkpoint_is_corrupt(tmp_path: Path, good_run: Path) -> None:
+    data = (good_run / ckpt.CHECKPOINT_FILE).read_bytes()
+    header_len = int.from_bytes(data[:8], "little")
+    for cut in (0, 4, 8, 8 + header_len // 2, 8 + header_len + 10, len(data) - 1):
+        path = tmp_path / f"cut{cut}.safetensors"
+        path.write_bytes(data[:cut])
+        with pytest.raises(CheckpointError, match="truncated or corrupted"):
+            ckpt.load_checkpoint(path)
+
+
+def test_flipped_byte_in_weights_is_caught_by_the_checksum(tmp_path: Path, good_run: Path) -> None:
+    data = bytearray((good_run / ckpt.CHECKPOINT_FILE).read_bytes())
+    data[-100] ^= 0x01  # one bit of one float: still a well-formed file, only the checksum can tell
+    path = tmp_path / "flipped.safetensors"
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="corrupted: its checksum does not match"):
+        ckpt.load_checkpoint(path)
+
+
+def test_flipped_byte_in_config_is_caught_by_the_checksum(tmp_path: Path, good_run: Path) -> None:
+    data = (good_run / ckpt.CHECKPOINT_FILE).read_bytes()
+    # '"dropout": 0.0' -> '"dropout": 0.1': valid JSON, a plausible config; only the checksum can tell.
+    edited = data.replace(b'\\"dropout\\": 0.0', b'\\"dropout\\": 0.1', 1)
+    assert edited != data and len(edited) == len(data)
+    path = tmp_path / "edited.safetensors"
+    path.write_bytes(edited)
+    with pytest.raises(CheckpointError, match="corrupted"):
+        ckpt.load_checkpoint(path)
+
+
+@pytest.fixture(scope="module")
+def checkpoint_bytes(tmp_path_factory) -> bytes:
+    run = tmp_path_factory.mktemp("fuzz") / "run"
+    model = _tiny_model(n_layer=1, n_embd=8, n_head=2, block_size=8)
+    ckpt.save_checkpoint(run, model, tokenizer=CharTokenizer.train(TEXT))
+    return (run / ckpt.CHECKPOINT_FILE).read_bytes()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_any_flipped_byte_is_refused_or_harmless(tmp_path: Path, checkpoint_bytes: bytes, data) -> None:
+    """Flip one byte anywhere: the loader raises CheckpointError, or (a JSON whitespace change) loads the
+    very same content. It never loads different weights or configs, and never raises anything else."""
+    original = checkpoint_bytes
+    position = data.draw(st.integers(0, len(original) - 1), label="position")
+    mask = data.draw(st.integers(1, 255), label="xor")
+    corrupted = bytearray(original)
+    corrupted[position] ^= mask
+    path = tmp_path / "fuzzed.safetensors"
+    path.write_bytes(bytes(corrupted))
+    try:
+        loaded = ckpt.load_checkpoint(path)
+    except CheckpointError:
+        return
+    path.write_bytes(original)
+    reference = ckpt.load_checkpoint(path)
+    assert loaded.model_config == reference.model_config
+    assert loaded.tokenizer == reference.tokenizer
+    assert loaded.model_state.keys() == reference.model_state.keys()
+    assert all(torch.equal(loaded.model_state[k], reference.model_state[k]) for k in reference.model_state)
