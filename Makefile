@@ -18,8 +18,9 @@ $(STAMP): requirements.txt pyproject.toml
 	touch $(STAMP)
 
 # -W: warnings are errors; -n: nitpicky (broken references); --keep-going: report them all.
+# The book's shared models are cached in _build too, so `make book-clean` really starts from scratch.
 book: venv
-	ARLM_BOOK_BUILD=1 $(BIN)/jupyter-book build . --builder html --warningiserror --nitpick --keep-going
+	ARLM_BOOK_BUILD=1 ARLM_CACHE_DIR=$(CURDIR)/_build/arlm_cache $(BIN)/jupyter-book build . --builder html --warningiserror --nitpick --keep-going
 
 book-clean:
 	rm -rf _build

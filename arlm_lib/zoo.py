@@ -24,6 +24,7 @@ import torch
 from . import checkpoint as ckpt
 from .corpus import load_corpus
 from .corpus.loading import resolve_cache_dir
+from .corpus.synthetic import GRAMMAR_VERSION
 from .data import encode_text, split_train_val
 from .errors import ConfigError
 from .model import GPT, GPTConfig
@@ -45,8 +46,16 @@ class Recipe:
     corpus_size: int | None = None
 
     def key(self) -> str:
-        blob = json.dumps(self.__dict__, sort_keys=True, default=str).encode()
-        return hashlib.sha256(blob).hexdigest()[:12]
+        """A hash of the recipe and of the corpus it trains on, so a changed grammar retrains too."""
+        blob = json.dumps({**self.__dict__, "corpus_version": corpus_version(self.corpus)}, sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def corpus_version(name: str) -> str:
+    """The grammar version of a synthetic corpus; a content hash of any other corpus."""
+    if name.startswith("synthetic"):
+        return f"grammar-{GRAMMAR_VERSION}"
+    return hashlib.sha256(load_corpus(name).encode()).hexdigest()[:12]
 
 
 _CPU_TRAIN = dict(batch_size=32, lr=2e-3, warmup_iters=50, eval_interval=100, eval_iters=10, seed=1337)
