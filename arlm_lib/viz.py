@@ -163,7 +163,7 @@ def _visible(token: str, max_chars: int) -> str:
 
 def token_label(token: str, max_chars: int | None = None) -> str:
     """A token as a short figure label: whitespace made visible (␣ ↵ ⇥), cut to ``max_chars``, escaped."""
-    return html.escape(_visible(token, THEME.label_chars if max_chars is None else max_chars), quote=True)
+    return html.escape(_visible(token, THEME.label_chars if max_chars is None else max_chars), quote=False)
 
 
 def _unique_categories(labels: Sequence[str]) -> list[str]:
@@ -1112,7 +1112,7 @@ def _explorer_label(text: str, max_chars: int = 28) -> str:
     text = "".join(_VISIBLE_WHITESPACE.get(ch, ch) if ch != " " else " " for ch in text)
     if len(text) > max_chars:
         text = "…" + text[-(max_chars - 1) :]
-    return html.escape(text or "∅", quote=True)
+    return html.escape(text or "∅", quote=False)
 
 
 def _option_label(value: Any, off: Any) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from .corpus import load_corpus
 from .corpus.loading import resolve_cache_dir
 from .corpus.synthetic import GRAMMAR_VERSION
 from .data import encode_text, split_train_val
-from .errors import ConfigError
+from .errors import CheckpointError, ConfigError
 from .model import GPT, GPTConfig
 from .rundir import RunLock
 from .tokenizers import Tokenizer, tokenizer_from_dict, train_tokenizer
@@ -105,6 +106,22 @@ def get_recipe(name: str) -> Recipe:
     return recipe
 
 
+def _wait_for_lock(run_dir: Path, checkpoint_file: Path, poll_s: float = 2.0) -> RunLock:
+    """Take the run's lock; if another process is training this model, wait for it to finish instead."""
+    while True:
+        try:
+            return RunLock(run_dir).acquire()
+        except CheckpointError:
+            if checkpoint_file.is_file():
+                return _NoLock()
+            time.sleep(poll_s)
+
+
+class _NoLock:
+    def release(self) -> None:
+        pass
+
+
 @dataclass
 class TrainedModel:
     """A model from the zoo, with what the chapters need to measure it."""
@@ -151,13 +168,17 @@ def trained(name: str, progress: bool = False, cache_dir: str | os.PathLike | No
     checkpoint_file = run_dir / ckpt.CHECKPOINT_FILE
     if not checkpoint_file.is_file():
         run_dir.mkdir(parents=True, exist_ok=True)
-        with RunLock(run_dir):
-            trainer = train_recipe(recipe, out_dir=run_dir, progress=progress)
-        trainer.raw_model.eval()
-        return TrainedModel(
-            name, recipe, trainer.raw_model, trainer.tokenizer, trainer.history,
-            trainer.train_tokens, trainer.val_tokens, run_dir,
-        )  # fmt: skip
+        lock = _wait_for_lock(run_dir, checkpoint_file)
+        try:
+            if not checkpoint_file.is_file():  # nobody else trained it meanwhile: our turn
+                trainer = train_recipe(recipe, out_dir=run_dir, progress=progress)
+                trainer.raw_model.eval()
+                return TrainedModel(
+                    name, recipe, trainer.raw_model, trainer.tokenizer, trainer.history,
+                    trainer.train_tokens, trainer.val_tokens, run_dir,
+                )  # fmt: skip
+        finally:
+            lock.release()
     saved = ckpt.load_checkpoint(run_dir)
     model = GPT(saved.model_config)
     ckpt.load_state_strict(model, saved.model_state, source=str(run_dir))
