@@ -6,6 +6,11 @@ the cache directory (``$ARLM_CACHE_DIR``, default ``~/.cache/arlm``); later call
 process, load it in a second. The cache key is a hash of the whole recipe, so changing a hyperparameter
 retrains instead of silently reusing a stale model.
 
+So that a clean book build fits its time budget, the CPU-scale models also ship with the package
+(``arlm_lib/pretrained/NAME-KEY.safetensors``, weights and tokenizer only). They are exactly what
+``python -m arlm_lib.zoo export NAME`` produces, and a test retrains each recipe to check that the command
+still reaches the shipped model's quality. A shipped file is used only when its key matches the recipe.
+
 ``ARLM_SCALE=gpu`` switches every recipe to its bigger variant (the ``small`` preset, more steps) for
 readers with a GPU; the notebooks do not change.
 """
@@ -48,7 +53,9 @@ class Recipe:
 
     def key(self) -> str:
         """A hash of the recipe and of the corpus it trains on, so a changed grammar retrains too."""
-        blob = json.dumps({**self.__dict__, "corpus_version": corpus_version(self.corpus)}, sort_keys=True, default=str)
+        blob = json.dumps(
+            {**self.__dict__, "corpus_version": corpus_version(self.corpus)}, sort_keys=True, default=str
+        )
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
@@ -161,11 +168,46 @@ def train_recipe(recipe: Recipe, out_dir=None, callbacks=(), progress: bool = Fa
     return trainer
 
 
-def trained(name: str, progress: bool = False, cache_dir: str | os.PathLike | None = None) -> TrainedModel:
-    """The named model, trained once per cache directory and loaded from its checkpoint afterwards."""
+PRETRAINED_DIR = Path(__file__).parent / "pretrained"
+
+
+def shipped_checkpoint(name: str, recipe: Recipe | None = None) -> Path:
+    """Where the package keeps the exported checkpoint of ``name`` for the current recipe."""
+    recipe = recipe or get_recipe(name)
+    return PRETRAINED_DIR / f"{name}-{recipe.key()}.safetensors"
+
+
+def export(name: str, progress: bool = True) -> Path:
+    """Train ``name`` from scratch and ship it: weights, tokenizer and history, no optimizer state."""
+    recipe = get_recipe(name)
+    trainer = train_recipe(recipe, progress=progress)
+    PRETRAINED_DIR.mkdir(exist_ok=True)
+    for stale in PRETRAINED_DIR.glob(f"{name}-*.safetensors"):
+        stale.unlink()
+    path = shipped_checkpoint(name, recipe)
+    ckpt.save_checkpoint(
+        path,
+        trainer.raw_model,
+        tokenizer=trainer.tokenizer,
+        train_config=trainer.config.to_dict(),
+        trainer_state={"step": trainer.step, "history": trainer.history.to_dict()},
+    )
+    return path
+
+
+def trained(
+    name: str,
+    progress: bool = False,
+    cache_dir: str | os.PathLike | None = None,
+    use_shipped: bool = True,
+) -> TrainedModel:
+    """The named model: shipped with the package, or trained once per cache directory and then loaded."""
     recipe = get_recipe(name)
     run_dir = resolve_cache_dir(cache_dir) / "models" / f"{name}-{recipe.key()}"
     checkpoint_file = run_dir / ckpt.CHECKPOINT_FILE
+    shipped = shipped_checkpoint(name, recipe)
+    if use_shipped and not checkpoint_file.is_file() and shipped.is_file():
+        return _load(name, recipe, shipped, run_dir)
     if not checkpoint_file.is_file():
         run_dir.mkdir(parents=True, exist_ok=True)
         lock = _wait_for_lock(run_dir, checkpoint_file)
@@ -179,11 +221,39 @@ def trained(name: str, progress: bool = False, cache_dir: str | os.PathLike | No
                 )  # fmt: skip
         finally:
             lock.release()
-    saved = ckpt.load_checkpoint(run_dir)
+    return _load(name, recipe, checkpoint_file, run_dir)
+
+
+def _load(name: str, recipe: Recipe, path: Path, run_dir: Path) -> TrainedModel:
+    saved = ckpt.load_checkpoint(path)
     model = GPT(saved.model_config)
-    ckpt.load_state_strict(model, saved.model_state, source=str(run_dir))
+    ckpt.load_state_strict(model, saved.model_state, source=str(path))
     model.eval()
     tokenizer = tokenizer_from_dict(saved.tokenizer)
     _, train_tokens, val_tokens = prepare_data(recipe, tokenizer)
     history = History.from_dict(saved.trainer_state.get("history", {}))
     return TrainedModel(name, recipe, model, tokenizer, history, train_tokens, val_tokens, run_dir)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m arlm_lib.zoo export [NAME ...]``: retrain recipes and write the shipped checkpoints."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m arlm_lib.zoo", description=main.__doc__)
+    parser.add_argument("action", choices=["export", "list"])
+    parser.add_argument("names", nargs="*", help=f"recipes (default: all of {sorted(RECIPES)})")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    for name in args.names or sorted(RECIPES):
+        if args.action == "list":
+            shipped = shipped_checkpoint(name)
+            print(f"{name:16} key {get_recipe(name).key()}  shipped: {'yes' if shipped.is_file() else 'no'}")
+        else:
+            start = time.perf_counter()
+            path = export(name)
+            print(f"{name}: {path} ({path.stat().st_size / 1e6:.1f} MB, {time.perf_counter() - start:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

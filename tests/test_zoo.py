@@ -4,7 +4,9 @@ import pytest
 import torch
 
 from arlm_lib import zoo
+from arlm_lib.checkpoint import load_checkpoint
 from arlm_lib.errors import ConfigError
+from arlm_lib.train import History
 
 
 @pytest.fixture
@@ -50,3 +52,38 @@ def test_gpu_scale_uses_the_bigger_preset(monkeypatch):
     recipe = zoo.get_recipe("tiny-synthetic")
     assert recipe.preset == "small"
     assert recipe.train["max_iters"] == 10 * zoo.RECIPES["tiny-synthetic"].train["max_iters"]
+
+
+def test_shipped_checkpoint_is_used_instead_of_training(tiny_recipe, tmp_path, monkeypatch):
+    monkeypatch.setattr(zoo, "PRETRAINED_DIR", tmp_path / "shipped")
+    path = zoo.export("test-tiny", progress=False)
+    assert path.name == f"test-tiny-{tiny_recipe.key()}.safetensors"
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a shipped model must not be retrained")
+
+    monkeypatch.setattr(zoo, "train_recipe", no_training)
+    loaded = zoo.trained("test-tiny", cache_dir=tmp_path / "empty-cache")
+    assert len(loaded.history) == 8
+
+
+def test_every_shipped_checkpoint_matches_a_current_recipe():
+    for path in zoo.PRETRAINED_DIR.glob("*.safetensors"):
+        name = path.name.rsplit("-", 1)[0]
+        assert name in zoo.RECIPES, f"{path.name}: no recipe named {name!r}"
+        assert path == zoo.shipped_checkpoint(name), (
+            f"{path.name} is stale: re-export with `python -m arlm_lib.zoo export {name}`"
+        )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(zoo.RECIPES))
+def test_the_export_command_still_reaches_the_shipped_quality(name):
+    shipped = zoo.shipped_checkpoint(name)
+    if not shipped.is_file():
+        pytest.skip(f"{name} is not shipped; the book trains it at build time")
+    saved = load_checkpoint(shipped)
+    shipped_val = History.from_dict(saved.trainer_state["history"]).evaluated()[1][-1]
+    retrained = zoo.train_recipe(zoo.get_recipe(name))
+    retrained_val = retrained.history.evaluated()[1][-1]
+    assert retrained_val == pytest.approx(shipped_val, rel=0.02)
