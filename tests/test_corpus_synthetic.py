@@ -126,7 +126,7 @@ def test_constructions_have_the_specified_shape():
     lang = SyntheticLanguage("full")
     texts = [t for t, _ in lang.sample(5000, seed=2)]
     copies = [t for t in texts if ' says "' in t]
-    assert 0.05 < len(copies) / len(texts) < 0.2
+    assert 0.02 < len(copies) / len(texts) < 0.1
     for t in copies:
         first, second = t.split('"')[1], t.split('"')[3]
         assert first == second

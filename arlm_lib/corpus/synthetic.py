@@ -26,7 +26,7 @@ from dataclasses import dataclass, field, replace
 from arlm_lib.errors import ConfigError
 
 # Bump when the grammar or the lexicon changes: cached corpora are keyed by it.
-GRAMMAR_VERSION = 3
+GRAMMAR_VERSION = 4
 
 # ---------------------------------------------------------------------------------------------------
 # Lexicon. Lists are in Zipf rank order (first = most frequent). Every word is lowercase a-z, and no
@@ -133,7 +133,7 @@ class GrammarConfig:
     Use the presets (:meth:`full`, :meth:`copy`, :meth:`agreement`, :meth:`small`) or ``dataclasses.replace``.
     """
 
-    kind_weights: tuple[float, float] = (0.9, 0.1)  # (declarative, copy)
+    kind_weights: tuple[float, float] = (0.95, 0.05)  # (declarative, copy)
     p_plural: float = 0.5  # subject / object number
     p_name: float = 0.3  # a singular noun phrase is a proper name
     p_adjective: float = 0.25
@@ -141,12 +141,12 @@ class GrammarConfig:
     p_object_relative: float = 0.5  # "that the cats chase" (a distractor noun) vs "that chases the cat"
     p_transitive: float = 0.5
     p_pp: float = 0.25  # sentence-final "in paris"
-    p_remark: float = 0.15  # a bracketed remark before the full stop
+    p_remark: float = 0.1  # a bracketed remark before the full stop
     p_nest: float = 0.3  # an item inside a bracket is itself a bracket
     p_more: float = 0.35  # another item follows inside a bracket
     remark_max_depth: int = 2
     remark_max_items: int = 3
-    copy_length_weights: tuple[float, ...] = (0.4, 0.35, 0.25)  # P(length = 1, 2, ...)
+    copy_length_weights: tuple[float, ...] = (0.5, 0.3, 0.2)  # P(length = 1, 2, ...)
     zipf_exponent: float = 1.1
     n_nouns: int = len(NOUNS)
     n_adjectives: int = len(ADJECTIVES)
