@@ -285,7 +285,8 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     """Read and verify a checkpoint (file or run directory) on the CPU.
 
     Only the safetensors header (JSON) and raw tensor bytes are parsed: nothing is unpickled, so a file
-    someone sent you cannot run code. Every defect raises :class:`CheckpointError` naming what is wrong.
+    someone sent you cannot run code. Every defect raises :class:`~arlm_lib.errors.CheckpointError`
+    naming what is wrong.
     """
     path = checkpoint_path(path)
     if not path.is_file():

@@ -47,7 +47,7 @@ __all__ = [
     "memmap_dtype_for",
 ]
 
-#: A 1-D stream of token ids: a torch integer tensor, or a numpy array / memmap.
+#: A 1-D stream of token ids, as a torch integer tensor or a numpy array / memmap.
 TokenStream: TypeAlias = torch.Tensor | np.ndarray
 
 DEFAULT_CHUNK_CHARS = 1 << 20

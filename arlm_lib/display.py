@@ -21,8 +21,8 @@ from typing import Any
 #: Environment variable the book build sets (Makefile ``book`` target and ``book/_ext/arlm_book.py``).
 BOOK_BUILD_ENV = "ARLM_BOOK_BUILD"
 
-#: plotly.js config for every figure: resize with the page, no plotly logo, and no "Share chart"
-#: button (plotly.js 3 shows one by default; it uploads the figure to Plotly's cloud).
+#: The plotly.js config of every figure. It resizes with the page, shows no plotly logo, and has no
+#: "Share chart" button (plotly.js 3 shows one by default; it uploads the figure to Plotly's cloud).
 PLOTLY_CONFIG: dict[str, Any] = {"displaylogo": False, "responsive": True, "showSendToCloud": False}
 
 #: Height of a figure whose layout sets none. plotly's HTML default of "100%" of an auto-height

@@ -185,7 +185,7 @@ def fingerprint(*parts: Any) -> str:
 
 
 def check_same_on_all_ranks(value: str, what: str, device: torch.device) -> None:
-    """Raise :class:`ConfigError` on every rank if ``value`` (a fingerprint) differs between ranks.
+    """Raise :class:`~arlm_lib.errors.ConfigError` on every rank if ``value`` (a fingerprint) differs.
 
     Ranks that silently trained on different corpora or tokenizers (another ``--data`` file on another
     machine) would average gradients of unrelated problems; this makes it an error before step 1.

@@ -27,7 +27,7 @@ class EvalResult:
 
     @property
     def bits_per_char(self) -> float:
-        """Tokenizer-independent: total bits divided by the characters they encode."""
+        """Total bits divided by the characters they encode (independent of the tokenizer)."""
         return self.loss * self.n_tokens / max(1, self.n_chars) / math.log(2)
 
 

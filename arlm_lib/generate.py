@@ -1,6 +1,6 @@
 """Text generation: logits processors, streaming sampling with a KV cache, beam search, scoring, metrics.
 
-The code lives in :mod:`arlm_lib.generation` (one module per job); this module is the public face::
+The code lives in ``arlm_lib.generation`` (one module per job); this module is the public face::
 
     from arlm_lib.generate import GenerationConfig, generate, generate_text
 
@@ -9,7 +9,7 @@ The code lives in :mod:`arlm_lib.generation` (one module per job); this module i
 
 Decisions, in one place:
 
-* **Processor order** (:mod:`arlm_lib.generation.processors`): repetition penalty -> no-repeat n-gram
+* **Processor order** (``arlm_lib.generation.processors``): repetition penalty -> no-repeat n-gram
   -> temperature -> top-k -> top-p -> min-p, as Hugging Face does. Greedy (temperature 0 or
   ``do_sample=False``) uses only the two penalties, then takes the argmax.
 * **Ties**: top-k keeps exactly k tokens; among tokens tied at the k-th score the lower ids win. The

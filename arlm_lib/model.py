@@ -77,6 +77,7 @@ class GPTConfig:
         return replace(PRESETS[name], **{k: v for k, v in overrides.items() if v is not None})
 
     def to_dict(self) -> dict[str, Any]:
+        """The fields as a JSON-able dict (what a checkpoint stores)."""
         return asdict(self)
 
     @classmethod

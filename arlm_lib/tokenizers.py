@@ -237,7 +237,7 @@ class CharTokenizer(Tokenizer):
 
     @property
     def unknown(self) -> str:
-        """The policy for characters not in the vocabulary: "error" or "replace"."""
+        """The policy for characters not in the vocabulary, "error" or "replace"."""
         return self._unknown
 
     @property

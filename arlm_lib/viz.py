@@ -9,7 +9,7 @@ book with no kernel. Show a figure with :func:`arlm_lib.display.show`; the kerne
 Two plotly.js facts shape the code:
 
 * plotly's controls are independent: a button cannot read another control's value. Two dropdowns (layer
-  and head) compose by rewriting each other's buttons (:func:`_linked_menus`). The decoding explorer
+  and head) compose by rewriting each other's buttons (``_linked_menus``). The decoding explorer
   has four controls, so each one owns a different attribute that can hide a trace (``visible``, trace
   ``opacity``, ``marker.opacity``, the alpha of ``marker.color``) and a bar shows only where all four
   agree: a logical AND computed by the renderer (:func:`decoding_explorer_figure`).

@@ -339,7 +339,7 @@ class AgreementItem:
 
     @property
     def decision_prefix(self) -> str:
-        """Text up to and including the verb stem: the next character carries the number."""
+        """Text up to and including the verb stem; the next character carries the number."""
         return self.prefix + self.plural_form
 
     @property

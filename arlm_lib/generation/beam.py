@@ -51,7 +51,8 @@ def beam_search(
     stops after ``max_new_tokens``, or once ``num_beams`` hypotheses are finished and the best running
     beam, scored at its current length, cannot beat the worst of them (Hugging Face's default
     heuristic). ``length_penalty`` > 0 favours longer sequences, < 0 shorter ones. The optional
-    penalties are the logits processors of :mod:`.processors`; the score then uses penalized log-probs.
+    penalties are the logits processors of ``arlm_lib.generation.processors``; the score then uses
+    penalized log-probs.
     Ties between equal scores go to the lower beam, then the lower token id, so width 1 is greedy.
     """
     check_int("num_beams", num_beams, 1)

@@ -113,7 +113,7 @@ class GenerationConfig:
         return not self.do_sample or self.temperature == 0
 
     def processors(self) -> list[LogitsProcessor]:
-        """The active processors, in the one documented order (see :mod:`.processors`).
+        """The active processors, in the one documented order (see ``arlm_lib.generation.processors``).
 
         Greedy decoding uses only the two penalties: temperature and the truncation filters all keep the
         most likely token, so they cannot change the argmax.

@@ -38,7 +38,7 @@ class SequenceScore:
 
     @property
     def total_bits(self) -> float:
-        """-log2 of the sequence probability: the bits an ideal coder using the model would need."""
+        """The bits an ideal coder using the model would need, -log2 of the sequence probability."""
         return -self.total_logprob / LN2
 
     @property
