@@ -70,6 +70,7 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescrip
 
 # ----------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for every command, with a help line for each flag."""
     from .device import DEVICE_CHOICES, DTYPE_CHOICES
     from .model import PRESETS
     from .train import SCHEDULES
@@ -250,6 +251,7 @@ def _load_text(data: str) -> str:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    """``train``: validate every input, then train (or resume) into ``--out``."""
     import torch
 
     from . import checkpoint as ckpt
@@ -400,6 +402,7 @@ def _run(trainer, lock) -> int:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
+    """``sample``: continue ``--prompt`` with a trained model."""
     from .checkpoint import load_model
     from .device import resolve_device
     from .generate import sample_cli
@@ -410,6 +413,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    """``eval``: held-out loss, perplexity and bits per character of a checkpoint."""
     import torch
 
     from .checkpoint import load_model
@@ -439,6 +443,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_corpus(args: argparse.Namespace) -> int:
+    """``corpus list`` / ``corpus info NAME``."""
     from .corpus import format_corpus_info, format_corpus_list
 
     print(format_corpus_list() if args.corpus_command == "list" else format_corpus_info(args.name))
@@ -449,6 +454,7 @@ COMMANDS = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "corpus"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (0 ok, 2 bad input, 3 diverged, 4 out of memory)."""
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)

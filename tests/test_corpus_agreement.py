@@ -3,6 +3,7 @@ verb, often across a relative clause, which a 3-gram model cannot see."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from arlm_lib.corpus import SyntheticLanguage
@@ -10,6 +11,16 @@ from arlm_lib.model import GPT, GPTConfig
 from arlm_lib.ngram import NGramModel
 from arlm_lib.tokenizers import train_tokenizer
 from arlm_lib.train import TrainConfig, Trainer
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread: a model this small gains nothing from more, and on a busy machine extra
+    OpenMP threads spin and slow everything down. Restored afterwards for the other tests."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 def _says_singular(p: torch.Tensor, tok) -> bool:
@@ -29,7 +40,7 @@ def _transformer_next_probs(model: GPT, tok, prefixes: list[str]) -> list[torch.
     return [probs[r, len(ids) - 1] for r, ids in enumerate(encoded)]
 
 
-def test_small_transformer_predicts_verb_number_better_than_a_trigram():
+def test_small_transformer_predicts_verb_number_better_than_a_trigram(one_thread):
     lang = SyntheticLanguage("agreement")
     text = lang.text(300_000, seed=1)
     tok = train_tokenizer("char", text)
