@@ -177,20 +177,24 @@ def shipped_checkpoint(name: str, recipe: Recipe | None = None) -> Path:
     return PRETRAINED_DIR / f"{name}-{recipe.key()}.safetensors"
 
 
-def export(name: str, progress: bool = True) -> Path:
-    """Train ``name`` from scratch and ship it: weights, tokenizer and history, no optimizer state."""
+def export(name: str, progress: bool = True, cache_dir: str | os.PathLike | None = None) -> Path:
+    """Ship ``name``: weights, tokenizer and history, no optimizer state.
+
+    The model comes from the cache directory when this recipe was trained there already (the same
+    ``train_recipe`` code path), otherwise it is trained now.
+    """
     recipe = get_recipe(name)
-    trainer = train_recipe(recipe, progress=progress)
+    model = trained(name, progress=progress, cache_dir=cache_dir, use_shipped=False)
     PRETRAINED_DIR.mkdir(exist_ok=True)
     for stale in PRETRAINED_DIR.glob(f"{name}-*.safetensors"):
         stale.unlink()
     path = shipped_checkpoint(name, recipe)
     ckpt.save_checkpoint(
         path,
-        trainer.raw_model,
-        tokenizer=trainer.tokenizer,
-        train_config=trainer.config.to_dict(),
-        trainer_state={"step": trainer.step, "history": trainer.history.to_dict()},
+        model.model,
+        tokenizer=model.tokenizer,
+        train_config={"device": "cpu", "progress": progress, "checkpoint_interval": 0, **recipe.train},
+        trainer_state={"step": len(model.history), "history": model.history.to_dict()},
     )
     return path
 

@@ -56,7 +56,7 @@ def test_gpu_scale_uses_the_bigger_preset(monkeypatch):
 
 def test_shipped_checkpoint_is_used_instead_of_training(tiny_recipe, tmp_path, monkeypatch):
     monkeypatch.setattr(zoo, "PRETRAINED_DIR", tmp_path / "shipped")
-    path = zoo.export("test-tiny", progress=False)
+    path = zoo.export("test-tiny", progress=False, cache_dir=tmp_path / "export-cache")
     assert path.name == f"test-tiny-{tiny_recipe.key()}.safetensors"
 
     def no_training(*args, **kwargs):
