@@ -62,7 +62,9 @@ class TokenEntropyEstimate:
         return f"{self.bits_per_token:.4f} bits/token ({pct}% CI {self.ci_low:.4f}-{self.ci_high:.4f})"
 
 
-def ratio_estimate(numerators: Sequence[float], denominators: Sequence[float], confidence: float = 0.95):
+def ratio_estimate(
+    numerators: Sequence[float], denominators: Sequence[float], confidence: float = 0.95
+) -> tuple[float, float, float, float]:
     """Sum(num)/sum(den) with its delta-method standard error and a normal CI: (ratio, se, low, high)."""
     n = len(numerators)
     if n < 2 or n != len(denominators):

@@ -20,7 +20,7 @@ from __future__ import annotations
 import bisect
 import math
 import random
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
 from arlm_lib.errors import ConfigError
@@ -604,6 +604,5 @@ class SyntheticLanguage:
 def sentence_logprobs(lang: SyntheticLanguage, n: int, seed: int) -> Iterator[tuple[str, float]]:
     """Stream ``n`` sampled sentences with log-probabilities without holding them all in memory."""
     rng = random.Random(seed)
-    sample: Callable[[random.Random], tuple[str, float]] = lang.sample_sentence
     for _ in range(n):
-        yield sample(rng)
+        yield lang.sample_sentence(rng)
