@@ -73,7 +73,7 @@ RECIPES: dict[str, Recipe] = {
     "tiny-synthetic": Recipe(corpus="synthetic", train=dict(_CPU_TRAIN, max_iters=1200)),
     # Attention chapter: copy-only and agreement-only variants, where the relevant heads are easy to find.
     "tiny-copy": Recipe(
-        corpus="synthetic-copy", model=dict(n_layer=2), train=dict(_CPU_TRAIN, max_iters=600)
+        corpus="synthetic-copy", model=dict(n_layer=2), train=dict(_CPU_TRAIN, max_iters=900, lr=4e-3)
     ),
     "tiny-agreement": Recipe(
         corpus="synthetic-agreement", model=dict(n_layer=2), train=dict(_CPU_TRAIN, max_iters=600)
