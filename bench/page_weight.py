@@ -17,30 +17,18 @@ idle machine the cold time is about that CPU time.
 from __future__ import annotations
 
 import argparse
-import functools
 import os
 import statistics
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+import sys
 from dataclasses import dataclass
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-quic",
-]
-LOCAL_HOSTS = {"127.0.0.1", "localhost"}
+# The browser tests' helpers, so that the bench and the tests block the network the same way.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from offline_web import CHROMIUM, chromium_browser, offline_context, serve_directory  # noqa: E402
+
 SHARED_PREFIXES = ("/_static/", "/searchindex.js")
 SKIP_DIRS = {"_static", "_sources", "_images", "_modules"}
 TARGET_BYTES = 1.5e6
@@ -68,24 +56,6 @@ class PageResult:
     warm_paint_ms: float | None
     cpu_ms: float | None
     blocked: int
-
-
-class _QuietHandler(SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-        pass
-
-
-@contextmanager
-def serve(root: Path) -> Iterator[str]:
-    """Serve ``root`` on 127.0.0.1 at a free port; yields the base URL."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(root)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def html_pages(root: Path) -> list[Path]:
@@ -121,16 +91,9 @@ def measure(
 
     Returns (own bytes, figures, cold ms, warm ms, cold main-thread CPU ms, blocked requests).
     """
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
     blocked: list[str] = []
     own: dict[str, int] = {}
-
-    def route(route: Any) -> None:
-        if urlsplit(route.request.url).hostname in LOCAL_HOSTS:
-            route.continue_()
-        else:
-            blocked.append(route.request.url)
-            route.abort()
+    context = offline_context(browser, blocked)
 
     def on_response(response: Any) -> None:
         path = unquote(urlsplit(response.url).path)
@@ -138,7 +101,6 @@ def measure(
             local = root / path.lstrip("/")
             own[path] = local.stat().st_size if local.is_file() else 0
 
-    context.route("**/*", route)
     page = context.new_page()
     page.on("response", on_response)
     cdp = context.new_cdp_session(page)
@@ -157,31 +119,25 @@ def measure(
 
 def run(root: Path, runs: int) -> list[PageResult]:
     """Measure every page ``runs`` times (fresh browser cache each time); times are medians."""
-    from playwright.sync_api import sync_playwright
-
     results = []
-    with serve(root) as base, sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            for page_path in html_pages(root):
-                samples = [measure(browser, base, root, page_path) for _ in range(runs)]
-                paints = [s[2] for s in samples if s[2] is not None]
-                warm = [s[3] for s in samples if s[3] is not None]
-                cpu = [s[4] for s in samples if s[4] is not None]
-                results.append(
-                    PageResult(
-                        page=page_path.relative_to(root).as_posix(),
-                        html_bytes=page_path.stat().st_size,
-                        own_bytes=max(s[0] for s in samples),
-                        figures=samples[0][1],
-                        paint_ms=statistics.median(paints) if paints else None,
-                        warm_paint_ms=statistics.median(warm) if warm else None,
-                        cpu_ms=statistics.median(cpu) if cpu else None,
-                        blocked=max(s[5] for s in samples),
-                    )
+    with serve_directory(root) as base, chromium_browser() as browser:
+        for page_path in html_pages(root):
+            samples = [measure(browser, base, root, page_path) for _ in range(runs)]
+            paints = [s[2] for s in samples if s[2] is not None]
+            warm = [s[3] for s in samples if s[3] is not None]
+            cpu = [s[4] for s in samples if s[4] is not None]
+            results.append(
+                PageResult(
+                    page=page_path.relative_to(root).as_posix(),
+                    html_bytes=page_path.stat().st_size,
+                    own_bytes=max(s[0] for s in samples),
+                    figures=samples[0][1],
+                    paint_ms=statistics.median(paints) if paints else None,
+                    warm_paint_ms=statistics.median(warm) if warm else None,
+                    cpu_ms=statistics.median(cpu) if cpu else None,
+                    blocked=max(s[5] for s in samples),
                 )
-        finally:
-            browser.close()
+            )
     return results
 
 
@@ -223,7 +179,7 @@ def main() -> None:
     args = parser.parse_args()
     if not (args.html / "index.html").is_file():
         raise SystemExit(f"no built book at {args.html}: run `make book` first")
-    if not Path(CHROMIUM).exists():
+    if not CHROMIUM.exists():
         raise SystemExit(f"{CHROMIUM} is missing: install Debian's `chromium`")
     print_table(run(args.html, max(1, args.runs)))
 

@@ -13,32 +13,19 @@ from __future__ import annotations
 
 import functools
 import re
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urljoin, urlsplit
 
 import pytest
 from conftest import skip_or_fail, toc_docnames
+from offline_web import CHROMIUM, chromium_browser, offline_context, serve_directory
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-quic",
-]
-LOCAL_HOSTS = {"127.0.0.1", "localhost"}
 VIEWTEST = "book/viewtest"
 XSS_PROMPT = "<img src=x onerror=alert(1)>"
 FIGURE_TIMEOUT_MS = 60_000  # generous: a loaded 2-core machine parses plotly.js slowly
@@ -89,24 +76,11 @@ BROKEN_IMAGES_JS = """() => Array.from(document.images)
 # ----------------------------------------------------------------------------------------- fixtures
 
 
-class _QuietHandler(SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-        pass  # keep pytest output readable
-
-
 @pytest.fixture(scope="module")
 def base_url(built_html: Path) -> Iterator[str]:
     """The built book served over HTTP on 127.0.0.1 at a random free port."""
-    handler = functools.partial(_QuietHandler, directory=str(built_html))
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    with serve_directory(built_html) as url:
+        yield f"{url}/"
 
 
 @pytest.fixture(scope="module")
@@ -114,14 +88,8 @@ def browser() -> Iterator[Any]:
     """Debian's headless Chromium driven by Playwright."""
     if not CHROMIUM.exists():
         skip_or_fail(f"{CHROMIUM} is missing: install Debian's `chromium` to run the browser checks")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    with chromium_browser() as chromium:
+        yield chromium
 
 
 @dataclass
@@ -139,22 +107,14 @@ class PageVisit:
 
 def visit(browser: Any, url: str) -> PageVisit:
     """Open ``url`` offline (non-local requests aborted and recorded) and wait for figures and math."""
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    page = context.new_page()
-    record = PageVisit(page=page, url=url)
-
-    def route(route: Any) -> None:
-        if urlsplit(route.request.url).hostname in LOCAL_HOSTS:
-            route.continue_()
-        else:
-            record.blocked.append(route.request.url)
-            route.abort()
+    blocked: list[str] = []
+    page = offline_context(browser, blocked).new_page()
+    record = PageVisit(page=page, url=url, blocked=blocked)
 
     def on_dialog(dialog: Any) -> None:
         record.dialogs.append(dialog.message)
         dialog.dismiss()
 
-    context.route("**/*", route)
     page.on("pageerror", lambda exc: record.js_errors.append(str(exc)))
     page.on("console", lambda msg: record.console_errors.append(msg.text) if msg.type == "error" else None)
     page.on("dialog", on_dialog)

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import http.server
 import socket
-import threading
 from pathlib import Path
 
 import pytest
+from offline_web import serve_directory
 
 from arlm_lib.corpus import (
     corpus_names,
@@ -38,18 +36,8 @@ def server(tmp_path):
     """A static file server on 127.0.0.1 in a thread; yields (directory, base URL)."""
     root = tmp_path / "served"
     root.mkdir()
-    handler = functools.partial(_QuietHandler, directory=str(root))
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield root, f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
-
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args) -> None:  # keep pytest output clean
-        pass
+    with serve_directory(root) as url:
+        yield root, url
 
 
 def _closed_port() -> int:
