@@ -1,0 +1,510 @@
+"""Attention weights and their views: a heatmap, a figure with layer / head selectors, a grid, bars.
+
+plotly's controls are independent (a button cannot read another control's value), so the layer and head
+dropdowns compose by rewriting each other's buttons (``_linked_menus``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import plotly.graph_objects as go
+import torch
+from plotly.subplots import make_subplots
+
+from ..errors import ConfigError
+from ..generation.context import eval_no_grad, model_device
+from .theme import (
+    THEME,
+    Theme,
+    _as_tokens,
+    _numpy,
+    _plain,
+    _round,
+    _unique_categories,
+    style_figure,
+    token_label,
+)
+
+# ----------------------------------------------------------------------------------- attention data
+
+
+def _attention_5d(attentions: Any) -> np.ndarray:
+    """Attention as (n_layer, batch, n_head, T_query, T_key).
+
+    Accepts the model's list per layer of (B, H, T, T) or (H, T, T), or one array of shape
+    (L, H, T, T) or (L, B, H, T, T).
+    """
+    if isinstance(attentions, (list, tuple)):
+        if not attentions:
+            raise ConfigError("attentions is empty: pass one (H, T, T) or (B, H, T, T) array per layer")
+        layers = [_numpy(a) for a in attentions]
+        if layers[0].ndim == 3:
+            layers = [a[None] for a in layers]
+        arr = np.stack(layers)
+    else:
+        arr = _numpy(attentions)
+        if arr.ndim == 4:
+            arr = arr[:, None]
+    if arr.ndim != 5:
+        raise ConfigError(
+            f"attention weights of shape {arr.shape} are not allowed: use a list per layer of (H, T, T) or "
+            "(B, H, T, T), or an array of shape (L, H, T, T)"
+        )
+    return arr
+
+
+def attention_array(attentions: Any, batch_index: int = 0) -> np.ndarray:
+    """One sequence's attention as a (n_layer, n_head, T_query, T_key) float array."""
+    arr = _attention_5d(attentions)
+    if not 0 <= batch_index < arr.shape[1]:
+        raise ConfigError(
+            f"batch_index={batch_index} is out of range: the batch has {arr.shape[1]} sequences"
+        )
+    return arr[:, batch_index]
+
+
+def model_attention(model: torch.nn.Module, ids: Sequence[int] | torch.Tensor) -> np.ndarray:
+    """Run ``model`` on one sequence of token ids; return its attention weights as (L, H, T, T).
+
+    The model runs in eval mode without autograd (its previous mode is restored).
+    """
+    idx = torch.as_tensor(list(ids) if not isinstance(ids, torch.Tensor) else ids, dtype=torch.long)
+    idx = idx.reshape(1, -1).to(model_device(model))
+    if idx.shape[1] == 0:
+        raise ConfigError("ids is empty: attention needs at least one token")
+    with eval_no_grad(model):
+        out = model(idx, return_attention=True)
+    return attention_array(out.attentions)
+
+
+def _select_map(weights: Any, layer: int | None, head: int | None) -> tuple[np.ndarray, str]:
+    """Reduce weights to one (T_query, T_key) map; ``None`` averages over that axis. Returns a caption."""
+    arr = _numpy(weights) if not isinstance(weights, (list, tuple)) else attention_array(weights)
+    caption = []
+    if arr.ndim == 4:
+        arr, caption = _pick(arr, layer, "layer", caption)
+    if arr.ndim == 3:
+        arr, caption = _pick(arr, head, "head", caption)
+    if arr.ndim != 2:
+        raise ConfigError(
+            f"attention weights of shape {arr.shape} are not allowed: use (T, T), (H, T, T) or (L, H, T, T)"
+        )
+    return arr, ", ".join(caption)
+
+
+def _pick(arr: np.ndarray, index: int | None, name: str, caption: list[str]) -> tuple[np.ndarray, list[str]]:
+    if index is None:
+        return arr.mean(axis=0), [*caption, f"mean over {name}s"]
+    if not -arr.shape[0] <= index < arr.shape[0]:
+        raise ConfigError(f"{name}={index} is out of range: there are {arr.shape[0]} {name}s")
+    return arr[index], [*caption, f"{name} {index % arr.shape[0]}"]
+
+
+def _check_index(name: str, value: int, size: int) -> None:
+    if not isinstance(value, int) or not 0 <= value < size:
+        raise ConfigError(f"{name}={value!r} is out of range: it must be an integer in 0..{size - 1}")
+
+
+def _check_tokens(tokens: list[str], n_keys: int) -> None:
+    if len(tokens) != n_keys:
+        raise ConfigError(f"got {len(tokens)} tokens for attention over {n_keys} positions: they must match")
+
+
+# ------------------------------------------------------------------------------------ attention views
+
+
+def _attention_trace(
+    weights: np.ndarray,
+    keys: list[str],
+    queries: list[str],
+    *,
+    decimals: int | None,
+    mask_future: bool,
+    theme: Theme,
+    **trace: Any,
+) -> go.Heatmap:
+    """One heatmap of a (T_query, T_key) map; future keys (never attended) are left blank."""
+    n_q, n_k = weights.shape
+    z = _round(weights.astype(float), decimals)
+    if mask_future:
+        # Query i is position n_k - n_q + i; the causal mask hides every key after it.
+        future = np.arange(n_k)[None, :] > (n_k - n_q + np.arange(n_q))[:, None]
+        z = np.where(future, np.nan, z)
+    return go.Heatmap(
+        z=_plain(z),
+        x=keys,
+        y=queries,
+        coloraxis="coloraxis",
+        hoverongaps=False,
+        xgap=1 if n_k <= 40 else 0,
+        ygap=1 if n_q <= 40 else 0,
+        hovertemplate="query %{y}<br>key %{x}<br>weight %{z:.3f}<extra></extra>",
+        **trace,
+    )
+
+
+def _axes_for_tokens(labels: list[str], n_q: int, show_ticks: bool = True) -> tuple[dict, dict]:
+    keys = _unique_categories(labels)
+    queries = keys[len(keys) - n_q :]
+    xaxis = {
+        "title": {"text": "key (attended to)"},
+        "tickmode": "array",
+        "tickvals": keys,
+        "ticktext": labels,
+        "showticklabels": show_ticks,
+        "tickfont": {"family": THEME.mono_family},
+        "showgrid": False,
+    }
+    yaxis = {
+        "title": {"text": "query (attending)"},
+        "tickmode": "array",
+        "tickvals": queries,
+        "ticktext": labels[len(labels) - n_q :],
+        "showticklabels": show_ticks,
+        "autorange": "reversed",  # the first token on top, as in a matrix
+        "tickfont": {"family": THEME.mono_family},
+        "showgrid": False,
+    }
+    return xaxis, yaxis
+
+
+def _auto_height(n: int, theme: Theme, extra: int = 170) -> int:
+    return int(min(900, max(320, n * theme.cell_px + extra)))
+
+
+def attention_heatmap(
+    weights: Any,
+    tokens: Sequence[str],
+    layer: int | None = None,
+    head: int | None = None,
+    *,
+    title: str | None = None,
+    zmax: float | None = None,
+    decimals: int | None = 4,
+    mask_future: bool = True,
+    theme: Theme = THEME,
+) -> go.Figure:
+    """A heatmap of one head's attention (queries down, keys across) labelled with the tokens.
+
+    ``weights``: (T, T), (H, T, T), (L, H, T, T) or the model's list per layer; ``layer`` / ``head``
+    pick the map (``None`` averages over that axis). Hover shows the query token, the key token and the
+    weight; keys after the query (hidden by the causal mask) are blank.
+    """
+    w, caption = _select_map(weights, layer, head)
+    labels = [token_label(t) for t in _as_tokens(tokens)]
+    _check_tokens(labels, w.shape[1])
+    xaxis, yaxis = _axes_for_tokens(labels, w.shape[0])
+    keys, queries = xaxis["tickvals"], yaxis["tickvals"]
+    fig = go.Figure(
+        _attention_trace(w, keys, queries, decimals=decimals, mask_future=mask_future, theme=theme)
+    )
+    style_figure(
+        fig,
+        title=title if title is not None else f"Attention weights{f' ({caption})' if caption else ''}",
+        height=_auto_height(w.shape[0], theme),
+        theme=theme,
+        xaxis=xaxis,
+        yaxis=yaxis,
+        coloraxis={
+            "colorscale": theme.attention_colorscale,
+            "cmin": 0.0,
+            "cmax": zmax or float(w.max() or 1.0),
+        },
+    )
+    return fig
+
+
+def _menu_visibility(n_traces: int, index: int) -> list[bool]:
+    return [i == index for i in range(n_traces)]
+
+
+def _linked_menus(
+    n_a: int, n_b: int, trace_index, labels_a: list[str], labels_b: list[str], active: tuple[int, int]
+) -> list[dict]:
+    """Two dropdowns (A, B) that select trace ``trace_index(a, b)`` together.
+
+    A plotly button cannot read the other menu's value, so each button, besides showing its trace, also
+    rewrites the other menu's buttons for its own value: after "A = a", button "B = b" shows (a, b).
+    """
+    n_traces = n_a * n_b
+    a0, b0 = active
+    buttons_a = []
+    for a in range(n_a):
+        rewrite = {
+            f"updatemenus[1].buttons[{b}].args[0].visible": _menu_visibility(n_traces, trace_index(a, b))
+            for b in range(n_b)
+        }
+        buttons_a.append(
+            {
+                "label": labels_a[a],
+                "method": "update",
+                "args": [{"visible": _menu_visibility(n_traces, trace_index(a, b0))}, rewrite],
+            }
+        )
+    buttons_b = []
+    for b in range(n_b):
+        rewrite = {
+            f"updatemenus[0].buttons[{a}].args[0].visible": _menu_visibility(n_traces, trace_index(a, b))
+            for a in range(n_a)
+        }
+        buttons_b.append(
+            {
+                "label": labels_b[b],
+                "method": "update",
+                "args": [{"visible": _menu_visibility(n_traces, trace_index(a0, b))}, rewrite],
+            }
+        )
+    common = {"type": "dropdown", "direction": "down", "showactive": True, "y": 1.0, "yanchor": "bottom"}
+    return [
+        {**common, "buttons": buttons_a, "active": a0, "x": 0.0, "xanchor": "left", "pad": {"b": 10}},
+        {**common, "buttons": buttons_b, "active": b0, "x": 0.22, "xanchor": "left", "pad": {"b": 10}},
+    ]
+
+
+def attention_figure(
+    attentions: Any,
+    tokens: Sequence[str],
+    layer: int = 0,
+    head: int = 0,
+    *,
+    title: str | None = None,
+    decimals: int | None = 3,
+    batch_index: int = 0,
+    theme: Theme = THEME,
+) -> go.Figure:
+    """Every head of every layer in one heatmap figure, with layer and head dropdowns that work offline.
+
+    ``attentions``: the model's list per layer of (B, H, T, T) or (H, T, T), or an (L, H, T, T) array.
+    The head menu ends with "mean over heads". Trace ``l * (H + 1) + h`` holds layer l, head h.
+    """
+    arr = attention_array(attentions, batch_index)
+    n_layer, n_head, n_q, n_k = arr.shape
+    _check_index("layer", layer, n_layer)
+    _check_index("head", head, n_head + 1)
+    labels = [token_label(t) for t in _as_tokens(tokens)]
+    _check_tokens(labels, n_k)
+    xaxis, yaxis = _axes_for_tokens(labels, n_q)
+    keys, queries = xaxis["tickvals"], yaxis["tickvals"]
+    n_choices = n_head + 1  # the heads, then their mean
+
+    def index(layer_: int, head_: int) -> int:
+        return layer_ * n_choices + head_
+
+    fig = go.Figure()
+    for li in range(n_layer):
+        for hi in range(n_choices):
+            w = arr[li, hi] if hi < n_head else arr[li].mean(axis=0)
+            name = f"layer {li}, " + (f"head {hi}" if hi < n_head else "mean over heads")
+            fig.add_trace(
+                _attention_trace(
+                    w,
+                    keys,
+                    queries,
+                    decimals=decimals,
+                    mask_future=True,
+                    theme=theme,
+                    name=name,
+                    visible=(li, hi) == (layer, head),
+                )
+            )
+    menus = _linked_menus(
+        n_layer,
+        n_choices,
+        index,
+        [f"layer {i}" for i in range(n_layer)],
+        [f"head {i}" for i in range(n_head)] + ["mean over heads"],
+        (layer, head),
+    )
+    style_figure(
+        fig,
+        title=title if title is not None else "Attention weights: pick a layer and a head",
+        height=_auto_height(n_q, theme, extra=220),
+        theme=theme,
+        xaxis=xaxis,
+        yaxis=yaxis,
+        updatemenus=menus,
+        coloraxis={"colorscale": theme.attention_colorscale, "cmin": 0.0, "cmax": float(arr.max() or 1.0)},
+    )
+    fig.update_layout(margin={"t": theme.margin[2] + 50})
+    return fig
+
+
+def attention_grid(
+    attentions: Any,
+    tokens: Sequence[str],
+    layer: int = 0,
+    *,
+    title: str | None = None,
+    cols: int = 4,
+    decimals: int | None = 3,
+    batch_index: int = 0,
+    controls: bool = True,
+    theme: Theme = THEME,
+) -> go.Figure:
+    """All heads of a layer side by side (one shared colour scale), with a layer dropdown.
+
+    ``controls=False`` leaves out the dropdown and holds only ``layer`` (the kernel app's own
+    selector replaces it). Trace ``l * H + h`` holds layer l, head h.
+    """
+    arr = attention_array(attentions, batch_index)
+    n_layer, n_head, n_q, n_k = arr.shape
+    _check_index("layer", layer, n_layer)
+    labels = [token_label(t) for t in _as_tokens(tokens)]
+    _check_tokens(labels, n_k)
+    layers = range(n_layer) if controls else [layer]
+    cols = max(1, min(cols, n_head))
+    rows = math.ceil(n_head / cols)
+    fig = make_subplots(
+        rows=rows,
+        cols=cols,
+        subplot_titles=[f"head {h}" for h in range(n_head)],
+        horizontal_spacing=0.04,
+        vertical_spacing=0.1 if rows > 1 else 0.0,
+        shared_xaxes=False,
+        shared_yaxes=False,
+    )
+    show_ticks = n_k <= 24  # small multiples of a long text: hover carries the tokens
+    xaxis, yaxis = _axes_for_tokens(labels, n_q, show_ticks)
+    keys, queries = xaxis["tickvals"], yaxis["tickvals"]
+    for li in layers:
+        for h in range(n_head):
+            fig.add_trace(
+                _attention_trace(
+                    arr[li, h],
+                    keys,
+                    queries,
+                    decimals=decimals,
+                    mask_future=True,
+                    theme=theme,
+                    name=f"layer {li}, head {h}",
+                    visible=li == layer,
+                ),
+                row=h // cols + 1,
+                col=h % cols + 1,
+            )
+    xaxis.pop("title")
+    yaxis.pop("title")
+    fig.update_xaxes(**xaxis)
+    fig.update_yaxes(**yaxis)
+    updatemenus = []
+    if controls:
+        n_traces = n_layer * n_head
+        updatemenus = [
+            {
+                "type": "dropdown",
+                "active": layer,
+                "x": 0.0,
+                "xanchor": "left",
+                "y": 1.0,
+                "yanchor": "bottom",
+                "pad": {"b": 30},
+                "buttons": [
+                    {
+                        "label": f"layer {li}",
+                        "method": "update",
+                        "args": [{"visible": [i // n_head == li for i in range(n_traces)]}],
+                    }
+                    for li in range(n_layer)
+                ],
+            }
+        ]
+    panel_px = 150 if show_ticks else 120
+    style_figure(
+        fig,
+        title=title
+        if title is not None
+        else (f"All heads of layer {layer}" if not controls else "All heads"),
+        height=int(rows * panel_px * max(1.0, n_q / 12) ** 0.5 + 200),
+        theme=theme,
+        updatemenus=updatemenus,
+        coloraxis={"colorscale": theme.attention_colorscale, "cmin": 0.0, "cmax": float(arr.max() or 1.0)},
+    )
+    fig.update_layout(margin={"t": theme.margin[2] + (60 if controls else 20)})
+    return fig
+
+
+def token_attention_bars(
+    weights: Any,
+    tokens: Sequence[str],
+    query_index: int | None = None,
+    layer: int | None = None,
+    head: int | None = None,
+    *,
+    title: str | None = None,
+    controls: bool = True,
+    decimals: int | None = 4,
+    theme: Theme = THEME,
+) -> go.Figure:
+    """One query token's attention as bars over the text, with a slider over query tokens.
+
+    ``weights`` and ``layer`` / ``head`` as in :func:`attention_heatmap`; ``query_index`` defaults to
+    the last token. ``controls=False`` leaves out the slider (the kernel app uses its own).
+    """
+    w, caption = _select_map(weights, layer, head)
+    labels = [token_label(t) for t in _as_tokens(tokens)]
+    n_q, n_k = w.shape
+    _check_tokens(labels, n_k)
+    offset = n_k - n_q
+    query_index = n_q - 1 if query_index is None else query_index
+    if not 0 <= query_index < n_q:
+        raise ConfigError(f"query_index={query_index} is out of range: there are {n_q} query tokens")
+    keys = _unique_categories(labels)
+
+    def row(q: int) -> tuple[list, list[str], str]:
+        y = _round(w[q].astype(float), decimals).tolist()
+        colors = [theme.highlight_color if k == offset + q else theme.colorway[0] for k in range(n_k)]
+        head_text = f"Attention from query {keys[offset + q]}"
+        return y, colors, head_text + (f" ({caption})" if caption else "")
+
+    y0, colors0, title0 = row(query_index)
+    fig = go.Figure(
+        go.Bar(
+            x=keys,
+            y=y0,
+            marker={"color": colors0},
+            hovertemplate="key %{x}<br>weight %{y:.3f}<extra></extra>",
+            name="attention",
+        )
+    )
+    sliders = []
+    if controls:
+        steps = []
+        for q in range(n_q):
+            y, colors, text = row(q)
+            steps.append(
+                {
+                    "label": labels[offset + q],
+                    "method": "update",
+                    "args": [{"y": [y], "marker.color": [colors]}, {"title.text": text}],
+                }
+            )
+        sliders = [
+            {
+                "active": query_index,
+                "steps": steps,
+                "currentvalue": {"prefix": "query token: "},
+                "pad": {"t": 70},
+                "len": 1.0,
+            }
+        ]
+    style_figure(
+        fig,
+        title=title if title is not None else title0,
+        height=theme.height + (90 if controls else 0),
+        theme=theme,
+        sliders=sliders,
+        xaxis={
+            "tickmode": "array",
+            "tickvals": keys,
+            "ticktext": labels,
+            "tickfont": {"family": theme.mono_family},
+            "title": {"text": "key (attended to)"},
+        },
+        yaxis={"title": {"text": "attention weight"}, "range": [0.0, 1.0]},
+        showlegend=False,
+    )
+    return fig

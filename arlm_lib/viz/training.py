@@ -1,0 +1,200 @@
+"""Training curves (loss, gradient norm, learning rate, throughput) of one run or several, updated live."""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from ..errors import ConfigError
+from ..train import History
+from .theme import THEME, Theme, _plain, style_figure
+
+# --------------------------------------------------------------------------------- training curves
+
+# (panel row, panel col, column, series label, line style): the order of the traces in the figure.
+_CURVES = (
+    (1, 1, "train_loss", "train loss", {"dash": "solid"}),
+    (1, 1, "val_loss", "val loss", {"dash": "dot"}),
+    (1, 2, "grad_norm", "grad norm", {"dash": "solid"}),
+    (1, 2, "grad_norm_clipped", "grad norm (clipped)", {"dash": "dash"}),
+    (2, 1, "lr", "learning rate", {"dash": "solid"}),
+    (2, 2, "tokens_per_s", "tokens/s", {"dash": "solid"}),
+)
+_PANEL_TITLES = ("loss", "gradient norm (before / after clipping)", "learning rate", "throughput (tokens/s)")
+
+
+def _history_columns(run: Any) -> dict[str, np.ndarray]:
+    if isinstance(run, History):
+        data = {name: np.asarray(run.columns[name], dtype=float) for name in History.COLUMNS}
+    elif isinstance(run, Mapping):
+        data = {
+            name: np.asarray([math.nan if v is None else v for v in run.get(name, [])], dtype=float)
+            for name in History.COLUMNS
+        }
+    else:
+        raise ConfigError(
+            f"a training history must be a History or History.to_dict(), got {type(run).__name__}"
+        )
+    n = len(data["step"])
+    for name, col in data.items():
+        if len(col) == 0:
+            data[name] = np.full(n, math.nan)  # a column an older history did not record
+        elif len(col) != n:
+            raise ConfigError(f"history column {name!r} has {len(col)} values but 'step' has {n}")
+    return data
+
+
+def _runs(history_or_histories: Any) -> dict[str, dict[str, np.ndarray]]:
+    """``{run name: columns}`` from a History, a to_dict() dict, or a mapping of names to either."""
+    obj = history_or_histories
+    if isinstance(obj, History) or (isinstance(obj, Mapping) and "step" in obj):
+        return {"run": _history_columns(obj)}
+    if isinstance(obj, Mapping):
+        if not obj:
+            raise ConfigError("no runs given: pass a History or a dict {name: History}")
+        return {str(name): _history_columns(run) for name, run in obj.items()}
+    raise ConfigError(
+        f"training_curves takes a History, History.to_dict(), or a dict of them; got {type(obj).__name__}"
+    )
+
+
+def _decimate(x: np.ndarray, y: np.ndarray, max_points: int) -> tuple[np.ndarray, np.ndarray]:
+    """At most about ``max_points`` points, keeping each bucket's min and max so spikes stay visible."""
+    if len(x) <= max_points:
+        return x, y
+    n_buckets = max(1, max_points // 2)
+    keep = {0, len(x) - 1}
+    for bucket in np.array_split(np.arange(len(x)), n_buckets):
+        values = y[bucket]
+        if np.all(np.isnan(values)):
+            continue
+        keep.add(int(bucket[np.nanargmax(values)]))
+        keep.add(int(bucket[np.nanargmin(values)]))
+    idx = np.array(sorted(keep))
+    return x[idx], y[idx]
+
+
+def _curve_data(columns: dict[str, np.ndarray], max_points: int) -> list[tuple[list, list]]:
+    """(x, y) for each entry of ``_CURVES``; validation loss only where it was measured."""
+    steps = columns["step"]
+    out = []
+    for _, _, name, _, _ in _CURVES:
+        y = columns[name]
+        measured = ~np.isnan(y)
+        x_m, y_m = (steps[measured], y[measured]) if name == "val_loss" else (steps, y)
+        x_m, y_m = _decimate(x_m, y_m, max_points)
+        out.append((x_m.astype(int).tolist(), _plain(y_m)))
+    return out
+
+
+def training_curves(
+    history_or_histories: Any,
+    log_y: bool = False,
+    *,
+    title: str | None = None,
+    max_points: int = 2000,
+    theme: Theme = THEME,
+) -> go.Figure:
+    """Loss, gradient norm (before and after clipping), learning rate and tokens/s against the step.
+
+    Takes a :class:`~arlm_lib.train.History`, its ``to_dict()``, or ``{run name: either}`` to overlay
+    runs (one colour and legend group per run: a legend click hides a whole run). A "linear / log"
+    toggle switches the loss and gradient-norm axes; ``log_y`` sets its start.
+    """
+    runs = _runs(history_or_histories)
+    several = len(runs) > 1
+    fig = make_subplots(
+        rows=2, cols=2, subplot_titles=_PANEL_TITLES, horizontal_spacing=0.1, vertical_spacing=0.16
+    )
+    for r, (run, columns) in enumerate(runs.items()):
+        run_label = html.escape(run)
+        color = theme.colorway[r % len(theme.colorway)]
+        for i, ((row, col, name, label, line), (x, y)) in enumerate(
+            zip(_CURVES, _curve_data(columns, max_points))
+        ):
+            if several:
+                series_color, legend = (
+                    color,
+                    {"legendgroup": run_label, "showlegend": i == 0, "name": run_label},
+                )
+            else:
+                series_color = theme.colorway[1 if line["dash"] != "solid" else 0]
+                legend = {"name": label, "showlegend": True}
+            fig.add_trace(
+                go.Scatter(
+                    x=x,
+                    y=y,
+                    mode="lines+markers" if name == "val_loss" else "lines",
+                    line={**line, "color": series_color, "width": 1.6},
+                    marker={"size": 5},
+                    hovertemplate=f"{run_label + ': ' if several else ''}{label}<br>step %{{x}}<br>%{{y:.4g}}"
+                    "<extra></extra>",
+                    **legend,
+                ),
+                row=row,
+                col=col,
+            )
+    log_axes = {"yaxis.type": "log", "yaxis2.type": "log"}
+    linear_axes = {"yaxis.type": "linear", "yaxis2.type": "linear"}
+    toggle = {
+        "type": "buttons",
+        "direction": "right",
+        "active": 1 if log_y else 0,
+        "x": 1.0,
+        "xanchor": "right",
+        "y": 1.0,
+        "yanchor": "bottom",
+        "pad": {"b": 28},
+        "buttons": [
+            {"label": "linear", "method": "relayout", "args": [linear_axes]},
+            {"label": "log", "method": "relayout", "args": [log_axes]},
+        ],
+    }
+    style_figure(
+        fig,
+        title=title if title is not None else "Training curves",
+        height=620,
+        theme=theme,
+        updatemenus=[toggle],
+        hovermode="closest",
+        legend={"orientation": "h", "y": -0.2, "yanchor": "top", "x": 0.0},
+    )
+    fig.update_layout(yaxis_type="log" if log_y else "linear", yaxis2_type="log" if log_y else "linear")
+    fig.update_layout(margin={"t": theme.margin[2] + 50, "b": theme.margin[3] + 60})
+    if several:
+        fig.add_annotation(
+            text="solid: train loss / grad norm; dotted: val loss; dashed: clipped grad norm",
+            xref="paper",
+            yref="paper",
+            x=0.0,
+            y=-0.3,
+            showarrow=False,
+            font={"size": 11},
+            xanchor="left",
+        )
+    for c in (1, 2):
+        fig.update_xaxes(title_text="step", row=2, col=c)
+    return fig
+
+
+def update_training_curves(fig: go.Figure, history_or_histories: Any, *, max_points: int = 2000) -> None:
+    """Refresh the curves of a :func:`training_curves` figure in place (a FigureWidget too) with new data.
+
+    The runs must be the ones the figure was built from (same names, same order).
+    """
+    runs = _runs(history_or_histories)
+    data = [xy for columns in runs.values() for xy in _curve_data(columns, max_points)]
+    if len(data) != len(fig.data):
+        raise ConfigError(
+            f"the figure has {len(fig.data)} traces but {len(runs)} run(s) need {len(data)}: rebuild it "
+            "with training_curves()"
+        )
+    with fig.batch_update():
+        for trace, (x, y) in zip(fig.data, data):
+            trace.x, trace.y = x, y
