@@ -81,7 +81,9 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.on_nonfinite not in NONFINITE_POLICIES:
-            raise ConfigError(f"on_nonfinite={self.on_nonfinite!r} is not allowed: choose from {NONFINITE_POLICIES}")
+            raise ConfigError(
+                f"on_nonfinite={self.on_nonfinite!r} is not allowed: choose from {NONFINITE_POLICIES}"
+            )
         rollbacks = self.max_rollbacks
         if isinstance(rollbacks, bool) or not isinstance(rollbacks, int) or rollbacks < 0:
             raise ConfigError(f"max_rollbacks={rollbacks!r} is not allowed: it must be an integer >= 0")
@@ -99,16 +101,29 @@ class TrainConfig:
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"schedule={self.schedule!r} is not allowed: choose one of {SCHEDULES}")
         if self.grad_clip is not None and not self.grad_clip >= 0:
-            raise ConfigError(f"grad_clip={self.grad_clip} is not allowed: use a positive threshold, or 0 to disable")
+            raise ConfigError(
+                f"grad_clip={self.grad_clip} is not allowed: use a positive threshold, or 0 to disable"
+            )
         if self.weight_decay < 0:
             raise ConfigError(f"weight_decay={self.weight_decay} is not allowed: it must be >= 0")
         if self.checkpoint_interval is not None and self.checkpoint_interval < 0:
-            raise ConfigError(f"checkpoint_interval={self.checkpoint_interval} is not allowed: it must be >= 0")
+            raise ConfigError(
+                f"checkpoint_interval={self.checkpoint_interval} is not allowed: it must be >= 0"
+            )
         peak = self.peak_flops
-        if peak is not None and peak != "auto" and not (
-            isinstance(peak, (int, float)) and not isinstance(peak, bool) and math.isfinite(peak) and peak > 0
+        if (
+            peak is not None
+            and peak != "auto"
+            and not (
+                isinstance(peak, (int, float))
+                and not isinstance(peak, bool)
+                and math.isfinite(peak)
+                and peak > 0
+            )
         ):
-            raise ConfigError(f"peak_flops={peak!r} is not allowed: give FLOP/s > 0 (e.g. 989e12), 'auto' or None")
+            raise ConfigError(
+                f"peak_flops={peak!r} is not allowed: give FLOP/s > 0 (e.g. 989e12), 'auto' or None"
+            )
         timeout = self.ddp_timeout_s
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
             raise ConfigError(f"ddp_timeout_s={timeout!r} is not allowed: it must be a number of seconds > 0")
@@ -194,7 +209,9 @@ class History:
 
     def evaluated(self) -> tuple[list[int], list[float]]:
         """Steps at which validation loss was measured, and its values."""
-        pairs = [(int(s), v) for s, v in zip(self.columns["step"], self.columns["val_loss"]) if not math.isnan(v)]
+        pairs = [
+            (int(s), v) for s, v in zip(self.columns["step"], self.columns["val_loss"]) if not math.isnan(v)
+        ]
         return [s for s, _ in pairs], [v for _, v in pairs]
 
     def to_dict(self) -> dict[str, list[float | None]]:
@@ -251,7 +268,11 @@ class Trainer:
         self.block_size = model.config.block_size
 
         self.dist = dist_env()
-        self.world_size, self.rank, self.local_rank = self.dist.world_size, self.dist.rank, self.dist.local_rank
+        self.world_size, self.rank, self.local_rank = (
+            self.dist.world_size,
+            self.dist.rank,
+            self.dist.local_rank,
+        )
         if config.batch_size % self.world_size:
             raise ConfigError(
                 f"batch_size={config.batch_size} is not divisible by the world size {self.world_size}: "
@@ -259,7 +280,9 @@ class Trainer:
             )
         device = resolve_device(config.device)
         if self.world_size > 1 and device.type == "mps":
-            raise DeviceError("DDP (torchrun with several processes) is not supported on mps: use --device cpu")
+            raise DeviceError(
+                "DDP (torchrun with several processes) is not supported on mps: use --device cpu"
+            )
         if self.world_size > 1 and device.type == "cuda":
             device = torch.device("cuda", self.local_rank)  # one GPU per process, chosen by torchrun
             torch.cuda.set_device(device)
@@ -274,7 +297,9 @@ class Trainer:
         torch.manual_seed(config.seed if self.rank == 0 else rank_seed(config.seed, self.rank, 0))
         self.raw_model = model.to(device)
         if device.type == "mps":  # PyTorch lacks some ops on MPS: probe once, else train on the CPU
-            self.device = device = fall_back_if_ops_missing(self.raw_model, device, self.dtype, self.block_size)
+            self.device = device = fall_back_if_ops_missing(
+                self.raw_model, device, self.dtype, self.block_size
+            )
             if device.type == "cpu" and self.dtype is torch.float16:
                 self.dtype = torch.float32
         self.optimizer = make_optimizer(self.raw_model, config, device)
@@ -375,7 +400,9 @@ class Trainer:
     def load_state(self, checkpoint: ckpt.Checkpoint) -> None:
         """Restore optimizer, step, history and RNG states from a checkpoint (weights are loaded apart)."""
         if checkpoint.optimizer_state is None:
-            raise CheckpointError("the checkpoint holds no optimizer state, so training cannot resume exactly")
+            raise CheckpointError(
+                "the checkpoint holds no optimizer state, so training cannot resume exactly"
+            )
         state = checkpoint.optimizer_state
         for param_state in state["state"].values():
             for key, value in param_state.items():
@@ -408,7 +435,9 @@ class Trainer:
 
         checkpoint = ckpt.load_checkpoint(run_dir)
         if checkpoint.train_config is None:
-            raise CheckpointError(f"{run_dir} holds weights only (no training config), so it cannot be resumed")
+            raise CheckpointError(
+                f"{run_dir} holds weights only (no training config), so it cannot be resumed"
+            )
         config = TrainConfig.from_dict({**checkpoint.train_config, **config_overrides})
         model = GPT(checkpoint.model_config)
         ckpt.load_state_strict(model, checkpoint.model_state, source=str(run_dir))
@@ -543,7 +572,9 @@ class Trainer:
         from tqdm.auto import tqdm
 
         config = self.config
-        checkpoint_every = config.eval_interval if config.checkpoint_interval is None else config.checkpoint_interval
+        checkpoint_every = (
+            config.eval_interval if config.checkpoint_interval is None else config.checkpoint_interval
+        )
         restore = self._install_signal_handlers() if handle_signals else None
         self.raw_model.train()
         bar = tqdm(
