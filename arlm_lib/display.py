@@ -7,8 +7,8 @@ the plotly.js the book serves once per page from ``_static``, and a widget must 
 launch link, never a frozen control that does nothing. The book build sets ``ARLM_BOOK_BUILD=1`` in
 the environment of the kernels it starts; this module reads it to choose.
 
-Chapters use only :func:`show` for plotly figures and :func:`show_widget` (or :func:`kernel_only`) for
-kernel apps.
+Chapters use only :func:`show` for plotly figures, :func:`show_widget` (or :func:`kernel_only`) for
+kernel apps, and :func:`glue` to hand numbers to the prose.
 """
 
 from __future__ import annotations
@@ -93,6 +93,24 @@ def show(fig: Any, *, config: dict[str, Any] | None = None) -> None:
         display(HTML(figure_html(fig, config=config)))
     else:
         fig.show(config={**PLOTLY_CONFIG, **(config or {})})
+
+
+def glue(name: str, value: Any, display: bool = True) -> None:
+    """Record ``value`` under ``name`` for the prose's ``{glue:text}`` roles (myst-nb's ``glue``).
+
+    Only the book build needs the recorded values, and only it installs myst-nb. Colab and Binder
+    install arlm_lib's own dependencies, so there this shows the value (``display=True``) or does
+    nothing: a chapter must run top to bottom in either place.
+    """
+    try:
+        from myst_nb import glue as myst_glue
+    except ImportError:
+        if display:
+            from IPython.display import display as ipython_display
+
+            ipython_display(value)
+        return
+    myst_glue(name, value, display=display)
 
 
 def kernel_only(note_text: str, launch: bool = True, *, notebook: str | None = None) -> Any:

@@ -124,6 +124,26 @@ def test_show_outside_the_book_uses_plotly_renderer(monkeypatch, displayed):
     assert shown[0]["showSendToCloud"] is False
 
 
+def test_glue_records_for_the_book_with_myst_nb(monkeypatch):
+    import myst_nb
+
+    recorded: list[tuple] = []
+    monkeypatch.setattr(
+        myst_nb, "glue", lambda name, value, display=True: recorded.append((name, value, display))
+    )
+    display.glue("answer", 42, display=False)
+    assert recorded == [("answer", 42, False)]
+
+
+def test_glue_without_myst_nb_shows_or_skips_the_value(monkeypatch, displayed):
+    # Colab and Binder do not install myst-nb: the chapter must still run.
+    monkeypatch.setitem(sys.modules, "myst_nb", None)  # makes `import myst_nb` raise ImportError
+    display.glue("hidden", 1.5, display=False)
+    assert displayed == []
+    display.glue("shown", 2.5)
+    assert displayed == [2.5]
+
+
 def test_show_widget_puts_a_note_in_the_book_and_the_widget_in_a_kernel(monkeypatch, displayed):
     import ipywidgets
 
@@ -382,3 +402,14 @@ def test_binder_installs_cpu_torch_and_the_same_pins():
     assert not drift, f"binder/requirements.txt pins differ from requirements.txt: {drift}"
     postbuild = (REPO_ROOT / "binder" / "postBuild").read_text(encoding="utf-8")
     assert "pip install --no-deps -e ." in postbuild, "postBuild must install arlm_lib itself"
+    # postBuild installs arlm_lib without its dependencies, so Binder must pin every one of them.
+    unpinned = sorted(set(arlm_lib_dependencies()) - set(binder_pins))
+    assert not unpinned, f"arlm_lib needs {unpinned}, which binder/requirements.txt does not install"
+
+
+def arlm_lib_dependencies() -> list[str]:
+    """The distribution names in pyproject.toml's ``[project] dependencies``, lower-cased."""
+    import tomllib
+
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    return [re.split(r"[<>=!~ \[;]", dep, maxsplit=1)[0].strip().lower() for dep in project["dependencies"]]

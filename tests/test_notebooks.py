@@ -3,16 +3,23 @@
 - committed without outputs and execution counts (the build executes them; outputs in git go stale);
 - valid nbformat with a Python 3 kernelspec;
 - the first code cell installs arlm_lib when it is missing (Colab and Binder);
+- every other import is the standard library, IPython, or arlm_lib and its own dependencies: what Colab and
+  Binder have after that first cell (the book build's myst-nb is reached through ``arlm_lib.display``);
 - every table-of-contents entry exists, and every notebook under book/ is in the table of contents.
 """
 
 from __future__ import annotations
 
+import ast
+import re
+import sys
 from pathlib import Path
 
 import nbformat
 import pytest
+import tomllib
 from conftest import BOOK_DIR, REPO_ROOT, toc_docnames
+from IPython.core.inputtransformer2 import TransformerManager
 
 SETUP_TAG = "arlm-setup"
 NOTEBOOKS = sorted(p for p in BOOK_DIR.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
@@ -71,3 +78,62 @@ def test_every_notebook_is_in_the_toc():
     listed = {_source_file(name) for name in toc_docnames()}
     orphans = [p for p in NOTEBOOKS if p not in listed]
     assert not orphans, f"notebooks not in _toc.yml (they would not be built): {_ids(orphans)}"
+
+
+# Import names of arlm_lib's dependencies where they differ from the distribution name.
+IMPORT_NAMES = {"ipywidgets": "ipywidgets", "pyyaml": "yaml", "scikit-learn": "sklearn"}
+# Present in every Jupyter kernel (JupyterLab, VS Code, Colab, Binder) without being installed.
+KERNEL_MODULES = {"IPython", "ipykernel", "arlm_lib"}
+
+
+def _available_modules() -> set[str]:
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    dists = [re.split(r"[<>=!~ \\[;]", dep, maxsplit=1)[0].strip().lower() for dep in project["dependencies"]]
+    return set(sys.stdlib_module_names) | KERNEL_MODULES | {IMPORT_NAMES.get(d, d) for d in dists}
+
+
+def _required_imports(source: str) -> set[str]:
+    """Top-level modules a cell imports, except inside ``try`` blocks that handle ImportError."""
+    # IPython's own translation turns `%pip ...` and `!cmd` into plain Python calls.
+    tree = ast.parse(TransformerManager().transform_cell(source))
+    optional: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Try) and any(
+            h.type is None
+            or "ImportError" in ast.unparse(h.type)
+            or "ModuleNotFoundError" in ast.unparse(h.type)
+            for h in node.handlers
+        ):
+            optional.update(id(inner) for stmt in node.body for inner in ast.walk(stmt))
+    names = set()
+    for node in ast.walk(tree):
+        if id(node) in optional:
+            continue
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
+def test_notebook_imports_only_what_colab_and_binder_install(path: Path):
+    nb = nbformat.read(path, as_version=4)
+    available = _available_modules()
+    missing = {
+        (index, name)
+        for index, cell in enumerate(nb.cells)
+        if cell.cell_type == "code"
+        for name in _required_imports(cell.source) - available
+    }
+    assert not missing, (
+        f"{path.name} imports modules that arlm_lib's dependencies do not provide (cell, module): "
+        f"{sorted(missing)}; add them to pyproject.toml, or import them inside try/except ImportError"
+    )
+
+
+def test_the_import_check_sees_unavailable_and_optional_imports():
+    assert _required_imports("from myst_nb import glue\nimport torch.nn as nn") == {"myst_nb", "torch"}
+    optional = "try:\n    from markdown_it import MarkdownIt\nexcept ImportError:\n    MarkdownIt = None"
+    assert _required_imports(optional) == set()
+    assert _required_imports("%pip install x\nimport os") == {"os"}
