@@ -8,8 +8,8 @@ book with no kernel. Show a figure with :func:`arlm_lib.display.show`; the kerne
 
 Import the public names from here; the submodules split the work by job:
 
-* ``theme``: :class:`Theme`, ``THEME`` (the default), :func:`style_figure`, :func:`token_label` and the shared
-  text and array helpers.
+* ``theme``: :class:`Theme`, ``THEME`` (the default), :func:`style_figure`, :func:`token_label` and
+  the shared text and array helpers.
 * ``attention``: attention weights (:func:`attention_array`, :func:`model_attention`) and their views
   (:func:`attention_heatmap`, :func:`attention_figure`, :func:`attention_grid`,
   :func:`token_attention_bars`).
