@@ -36,6 +36,15 @@ COLAB_URL = f"https://colab.research.google.com/github/{REPOSITORY}/blob/{BRANCH
 
 _FALSE_WORDS = {"", "0", "false", "no", "off"}
 
+#: The trace types the static book can draw, which are those of the plotly.js cartesian bundle it
+#: serves (book/_vendor/plotly.js-cartesian-dist-min). A live kernel uses plotly's full bundle.
+STATIC_TRACE_TYPES = frozenset(
+    {
+        "bar", "box", "contour", "heatmap", "histogram", "histogram2d", "histogram2dcontour", "image",
+        "pie", "scatter", "scatterternary", "violin",
+    }
+)  # fmt: skip
+
 
 def in_book_build() -> bool:
     """True while the static HTML book is being built (``ARLM_BOOK_BUILD`` set to a true value)."""
@@ -90,6 +99,12 @@ def show(fig: Any, *, config: dict[str, Any] | None = None) -> None:
     from IPython.display import HTML, display
 
     if in_book_build():
+        unsupported = sorted({trace.type for trace in fig.data} - STATIC_TRACE_TYPES)
+        if unsupported:  # the served bundle would leave a blank figure, with no error in the build
+            raise ValueError(
+                f"trace type {', '.join(map(repr, unsupported))} cannot be drawn in the static book, which "
+                f"serves plotly.js's cartesian bundle: use one of {sorted(STATIC_TRACE_TYPES)}"
+            )
         display(HTML(figure_html(fig, config=config)))
     else:
         fig.show(config={**PLOTLY_CONFIG, **(config or {})})

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import nbformat
-import plotly
 import plotly.graph_objects as go
 import pytest
 from conftest import REPO_ROOT, toc_docnames
@@ -122,6 +121,30 @@ def test_show_outside_the_book_uses_plotly_renderer(monkeypatch, displayed):
     display.show(fig)
     assert displayed == [] and len(shown) == 1
     assert shown[0]["showSendToCloud"] is False
+
+
+def test_vendored_plotly_bundle_is_the_version_plotly_draws_for():
+    from plotly.offline import get_plotlyjs_version
+
+    bundle = arlm_book.PLOTLY_BUNDLE / "plotly-cartesian.min.js"
+    assert arlm_book.bundle_version(bundle) == get_plotlyjs_version()
+    assert (arlm_book.PLOTLY_BUNDLE / "LICENSE").is_file(), "plotly.js is MIT: its licence ships with it"
+
+
+def test_a_bundle_of_another_plotly_js_version_stops_the_build(monkeypatch, tmp_path):
+    (tmp_path / "plotly-cartesian.min.js").write_text("/**\n* plotly.js (cartesian - minified) v1.2.3\n*/\n")
+    monkeypatch.setattr(arlm_book, "PLOTLY_BUNDLE", tmp_path)
+    with pytest.raises(arlm_book.ExtensionError, match=r"plotly\.js 1\.2\.3, but .* draws for plotly\.js \d"):
+        arlm_book._plotly_bundle()
+
+
+def test_book_build_refuses_a_trace_the_served_bundle_cannot_draw(monkeypatch, displayed):
+    monkeypatch.setenv(display.BOOK_BUILD_ENV, "1")
+    with pytest.raises(ValueError, match=r"'scatter3d' cannot be drawn.*'heatmap'"):
+        display.show(go.Figure(go.Scatter3d(x=[1], y=[2], z=[3])))
+    assert displayed == []
+    display.show(go.Figure([go.Bar(y=[1]), go.Heatmap(z=[[1]])]))  # the book's own kinds draw
+    assert len(displayed) == 1
 
 
 def test_glue_records_for_the_book_with_myst_nb(monkeypatch):
@@ -331,12 +354,11 @@ def test_built_pages_load_nothing_from_outside_the_book(built_html):
 
 def test_plotly_js_is_served_once_and_never_inlined(built_html):
     served = built_html / "_static" / arlm_book.PLOTLY_JS
-    package_copy = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
-    assert served.read_bytes() == package_copy.read_bytes()
+    assert served.read_bytes() == (arlm_book.PLOTLY_BUNDLE / "plotly-cartesian.min.js").read_bytes()
     for page in _pages(built_html):
         html = page.read_text(encoding="utf-8")
-        assert "plotly.js v" not in html, f"{page.name} inlines plotly.js"
-        loads = len(re.findall(r'<script[^>]+src="[^"]*plotly\.min\.js', html))
+        assert "plotly.js v" not in html and "plotly.js (" not in html, f"{page.name} inlines plotly.js"
+        loads = len(re.findall(r'<script[^>]+src="[^"]*plotly[^"/]*\.min\.js', html))
         assert loads == (1 if "plotly-graph-div" in html else 0), f"{page.name} loads plotly.js {loads} times"
 
 

@@ -1,8 +1,9 @@
 """Local Sphinx extension: make the built book self-contained and keep dead widgets out of it.
 
-- plotly.js is copied out of the installed ``plotly`` package at build time (it is 4.8 MB: never
-  committed) and loaded once, synchronously, on exactly the pages that contain a plotly figure, so the
-  inline ``Plotly.newPlot`` calls that :func:`arlm_lib.display.show` emits find it.
+- plotly.js (the cartesian bundle vendored in ``book/_vendor``, a third of the full bundle's size: see
+  its SOURCE.md) is loaded once, synchronously, on exactly the pages that contain a plotly figure, so
+  the inline ``Plotly.newPlot`` calls that :func:`arlm_lib.display.show` emits find it. The build
+  stops if the bundle's version is not the one the installed ``plotly`` package draws for.
 - ``ARLM_BOOK_BUILD=1`` is put in the build's environment, which the notebook kernels inherit, so a
   plain ``jupyter-book build .`` renders figures the same way ``make book`` does.
 - jupyter-cache keys a notebook's outputs on its code cells only, so a change to ``arlm_lib`` alone
@@ -18,42 +19,60 @@ import filecmp
 import hashlib
 import importlib.util
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any
 
 from docutils import nodes
 from sphinx.application import Sphinx
+from sphinx.errors import ExtensionError
 from sphinx.transforms.post_transforms import SphinxPostTransform
 from sphinx.util import logging
 
 LOGGER = logging.getLogger(__name__)
 
-#: Where plotly.js lands in the built book, under ``_static``.
-PLOTLY_JS = "arlm/plotly.min.js"
+#: The vendored plotly.js bundle, and where it lands in the built book, under ``_static``.
+PLOTLY_BUNDLE = Path(__file__).resolve().parents[1] / "_vendor" / "plotly.js-cartesian-dist-min"
+PLOTLY_JS = "arlm/plotly-cartesian.min.js"
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 WIDGET_STATE_MIME = "application/vnd.jupyter.widget-state+json"
 # plotly's bundle looks for this before it loads; "local" stops it reconfiguring the page's MathJax.
 PLOTLY_CONFIG_JS = "window.PlotlyConfig = {MathJaxConfig: 'local'};"
 
 
-def _plotly_min_js() -> Path:
-    import plotly
+def bundle_version(path: Path) -> str | None:
+    """The plotly.js version in a bundle's licence header (``plotly.js (cartesian - minified) v4.1.1``)."""
+    with path.open(encoding="utf-8") as fh:
+        header = fh.read(300)
+    match = re.search(r"plotly\.js[^\n]*? v(\d+\.\d+\.\d+)", header)
+    return match.group(1) if match else None
 
-    path = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+
+def _plotly_bundle() -> Path:
+    from plotly.offline import get_plotlyjs_version
+
+    path = PLOTLY_BUNDLE / "plotly-cartesian.min.js"
     if not path.is_file():
-        raise FileNotFoundError(f"plotly.min.js not found at {path}; reinstall plotly")
+        raise ExtensionError(f"{path} is missing: restore it from git (see {PLOTLY_BUNDLE / 'SOURCE.md'})")
+    vendored, wanted = bundle_version(path), get_plotlyjs_version()
+    if vendored != wanted:
+        raise ExtensionError(
+            f"{path} is plotly.js {vendored}, but the installed plotly package draws for plotly.js {wanted}: "
+            f"vendor plotly.js-cartesian-dist-min@{wanted} as {PLOTLY_BUNDLE / 'SOURCE.md'} says, "
+            "or install the plotly version pinned in requirements.txt"
+        )
     return path
 
 
 def stage_static_files(app: Sphinx) -> None:
-    """Copy plotly.js into a build-time static folder that Sphinx copies to ``_static``."""
+    """Copy the plotly.js bundle into a build-time static folder that Sphinx copies to ``_static``."""
     if app.builder.format != "html":
         return
     staging = Path(app.doctreedir).parent / "arlm_static"
     target = staging / PLOTLY_JS
     target.parent.mkdir(parents=True, exist_ok=True)
-    source = _plotly_min_js()
+    source = _plotly_bundle()
     # Copy only when changed, so that an unchanged rebuild leaves the file (and its mtime) alone.
     if not target.exists() or not filecmp.cmp(source, target, shallow=False):
         shutil.copyfile(source, target)
