@@ -150,34 +150,29 @@ def training_curves(
         "xanchor": "right",
         "y": 1.0,
         "yanchor": "bottom",
-        "pad": {"b": 28},
+        "pad": {"b": 30},
         "buttons": [
             {"label": "linear", "method": "relayout", "args": [linear_axes]},
             {"label": "log", "method": "relayout", "args": [log_axes]},
         ],
     }
+    legend: dict[str, Any] = {"orientation": "h", "y": -0.2, "yanchor": "top", "x": 0.0}
+    if several:
+        # The line-style key heads the legend, so the legend's rows can wrap without covering it.
+        key = "solid: train loss / grad norm; dotted: val loss; dashed: clipped grad norm"
+        legend["title"] = {"text": key, "side": "top", "font": {"size": 11}}
     style_figure(
         fig,
         title=title if title is not None else "Training curves",
-        height=620,
+        height=640,
         theme=theme,
         updatemenus=[toggle],
         hovermode="closest",
-        legend={"orientation": "h", "y": -0.2, "yanchor": "top", "x": 0.0},
+        legend=legend,
     )
     fig.update_layout(yaxis_type="log" if log_y else "linear", yaxis2_type="log" if log_y else "linear")
-    fig.update_layout(margin={"t": theme.margin[2] + 50, "b": theme.margin[3] + 60})
-    if several:
-        fig.add_annotation(
-            text="solid: train loss / grad norm; dotted: val loss; dashed: clipped grad norm",
-            xref="paper",
-            yref="paper",
-            x=0.0,
-            y=-0.3,
-            showarrow=False,
-            font={"size": 11},
-            xanchor="left",
-        )
+    # Room between the title and the panels for the linear/log toggle, so a long title never runs under it.
+    fig.update_layout(margin={"t": theme.margin[2] + 80, "b": theme.margin[3] + 60})
     for c in (1, 2):
         fig.update_xaxes(title_text="step", row=2, col=c)
     return fig
