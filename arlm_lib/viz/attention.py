@@ -222,6 +222,24 @@ def _menu_visibility(n_traces: int, index: int) -> list[bool]:
     return [i == index for i in range(n_traces)]
 
 
+def _menu_buttons(
+    n_traces: int, labels: list[str], n_other: int, other_menu: int, pick, other_active: int
+) -> list[dict]:
+    """One menu's buttons: button ``own`` shows trace ``pick(own, other_active)`` and rewrites each button
+    ``other`` of menu ``other_menu`` to show ``pick(own, other)``."""
+    buttons = []
+    for own, label in enumerate(labels):
+        rewrite = {
+            f"updatemenus[{other_menu}].buttons[{other}].args[0].visible": _menu_visibility(
+                n_traces, pick(own, other)
+            )
+            for other in range(n_other)
+        }
+        shown = _menu_visibility(n_traces, pick(own, other_active))
+        buttons.append({"label": label, "method": "update", "args": [{"visible": shown}, rewrite]})
+    return buttons
+
+
 def _linked_menus(
     n_a: int, n_b: int, trace_index, labels_a: list[str], labels_b: list[str], active: tuple[int, int]
 ) -> list[dict]:
@@ -232,32 +250,8 @@ def _linked_menus(
     """
     n_traces = n_a * n_b
     a0, b0 = active
-    buttons_a = []
-    for a in range(n_a):
-        rewrite = {
-            f"updatemenus[1].buttons[{b}].args[0].visible": _menu_visibility(n_traces, trace_index(a, b))
-            for b in range(n_b)
-        }
-        buttons_a.append(
-            {
-                "label": labels_a[a],
-                "method": "update",
-                "args": [{"visible": _menu_visibility(n_traces, trace_index(a, b0))}, rewrite],
-            }
-        )
-    buttons_b = []
-    for b in range(n_b):
-        rewrite = {
-            f"updatemenus[0].buttons[{a}].args[0].visible": _menu_visibility(n_traces, trace_index(a, b))
-            for a in range(n_a)
-        }
-        buttons_b.append(
-            {
-                "label": labels_b[b],
-                "method": "update",
-                "args": [{"visible": _menu_visibility(n_traces, trace_index(a0, b))}, rewrite],
-            }
-        )
+    buttons_a = _menu_buttons(n_traces, labels_a, n_b, 1, trace_index, b0)
+    buttons_b = _menu_buttons(n_traces, labels_b, n_a, 0, lambda b, a: trace_index(a, b), a0)
     common = {"type": "dropdown", "direction": "down", "showactive": True, "y": 1.0, "yanchor": "bottom"}
     return [
         {**common, "buttons": buttons_a, "active": a0, "x": 0.0, "xanchor": "left", "pad": {"b": 10}},
