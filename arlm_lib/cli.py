@@ -262,7 +262,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .tokenizers import tokenizer_from_dict, train_tokenizer
     from .train import TrainConfig, Trainer
 
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     train_config = TrainConfig(
         batch_size=args.batch_size,
         max_iters=args.max_iters,

@@ -249,7 +249,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("action", choices=["export", "list"])
     parser.add_argument("names", nargs="*", help=f"recipes (default: all of {sorted(RECIPES)})")
     args = parser.parse_args(argv)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    unknown = sorted(set(args.names) - set(RECIPES))
+    if unknown:
+        parser.error(f"unknown recipe(s) {unknown}: choose from {sorted(RECIPES)}")  # exits with status 2
     for name in args.names or sorted(RECIPES):
         if args.action == "list":
             shipped = shipped_checkpoint(name)

@@ -10,11 +10,22 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BOOK_DIR = REPO_ROOT / "book"
 BUILD_HTML = REPO_ROOT / "_build" / "html"
 TOC_PATH = REPO_ROOT / "_toc.yml"
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op torch thread for a module's tiny models: they gain nothing from more, and on a busy
+    2-core machine idle OpenMP threads spin. The previous setting is restored for the other modules."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 def under_ci() -> bool:

@@ -28,12 +28,7 @@ FAST = ["--no-progress", "--device", "cpu", "--eval-iters", "2"]
 INT64_MAX = 2**63 - 1
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 @pytest.fixture(scope="module")

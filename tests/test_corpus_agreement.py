@@ -13,16 +13,6 @@ from arlm_lib.tokenizers import train_tokenizer
 from arlm_lib.train import TrainConfig, Trainer
 
 
-@pytest.fixture
-def one_thread():
-    """One intra-op thread: a model this small gains nothing from more, and on a busy machine extra
-    OpenMP threads spin and slow everything down. Restored afterwards for the other tests."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _says_singular(p: torch.Tensor, tok) -> bool:
     """After a verb stem, "s" means singular; a space or the full stop means plural."""
     space, stop, s = tok.encode(" .s")
@@ -40,7 +30,8 @@ def _transformer_next_probs(model: GPT, tok, prefixes: list[str]) -> list[torch.
     return [probs[r, len(ids) - 1] for r, ids in enumerate(encoded)]
 
 
-def test_small_transformer_predicts_verb_number_better_than_a_trigram(one_thread):
+@pytest.mark.usefixtures("one_thread")  # conftest.py
+def test_small_transformer_predicts_verb_number_better_than_a_trigram():
     lang = SyntheticLanguage("agreement")
     text = lang.text(300_000, seed=1)
     tok = train_tokenizer("char", text)

@@ -87,3 +87,11 @@ def test_the_export_command_still_reaches_the_shipped_quality(name):
     retrained = zoo.train_recipe(zoo.get_recipe(name))
     retrained_val = retrained.history.evaluated()[1][-1]
     assert retrained_val == pytest.approx(shipped_val, rel=0.02)
+
+
+def test_export_command_names_an_unknown_recipe_and_exits_2(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        zoo.main(["export", "tiny-synthetic", "huge"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "unknown recipe(s) ['huge']" in err and "tiny-synthetic" in err
