@@ -74,19 +74,44 @@ def _execution_salt() -> str:
 
 
 def figure_html(fig: Any, *, div_id: str | None = None, config: dict[str, Any] | None = None) -> str:
-    """The figure as an HTML fragment that expects plotly.js already on the page (no inline copy, no CDN).
+    """The figure as an HTML fragment for the static book: a sized, empty div and the figure as JSON.
 
-    Text inside the figure is JSON-encoded by plotly with ``<``, ``>`` and ``/`` escaped, so it cannot
-    close the script; pass reader-typed labels through :func:`escape` so plotly shows them literally.
+    The book's figure loader (``book/_static/arlm-figures.js``, which the book loads after plotly.js on
+    every page with a figure) draws it: figures in view first, then the rest while the browser is idle.
+    Drawing every figure while the page was still being parsed held the text and the first figure back
+    by seconds (``bench/page_weight.py``). The fragment loads nothing itself (no inline plotly.js, no CDN).
+
+    The JSON is plotly's own encoding, which writes ``<``, ``>`` and ``/`` as ``\\u`` escapes, so no
+    figure text can close the script element; pass reader-typed labels through :func:`escape` so
+    plotly shows them literally.
     """
-    return fig.to_html(
-        include_plotlyjs=False,
-        include_mathjax=False,
-        full_html=False,
-        config={**PLOTLY_CONFIG, **(config or {})},
-        div_id=div_id or figure_div_id(fig, _execution_salt()),
-        # Used only when the layout sets no height of its own.
-        default_height=f"{DEFAULT_HEIGHT_PX}px",
+    from plotly.io.json import to_json_plotly
+
+    figure = fig.to_dict()
+    if figure.get("frames"):
+        raise ValueError("the static book's figure loader draws no animation frames: use sliders or menus")
+    layout = figure.get("layout", {})
+    template = layout.get("template", {}).get("layout", {})
+
+    def css_size(key: str, default: str) -> str:
+        value = layout.get(key, template.get(key))
+        return f"{value}px" if isinstance(value, (int, float)) else default
+
+    div_id = escape(div_id or figure_div_id(fig, _execution_salt()))
+    spec = to_json_plotly(
+        {
+            "data": figure.get("data", []),
+            "layout": layout,
+            "config": {**PLOTLY_CONFIG, **(config or {})},
+        }
+    )
+    # The outer div keeps the figure's size before it is drawn, so drawing it never shifts the page.
+    return (
+        f'<div class="arlm-figure" style="height:{css_size("height", f"{DEFAULT_HEIGHT_PX}px")}; '
+        f'width:{css_size("width", "100%")};">'
+        f'<div id="{div_id}" class="plotly-graph-div" style="height:100%; width:100%;"></div>'
+        f'<script type="application/json" class="arlm-figure-spec" data-figure="{div_id}">{spec}</script>'
+        "</div>"
     )
 
 

@@ -53,13 +53,43 @@ def test_in_book_build_reads_the_environment(monkeypatch, value, expected):
     assert display.in_book_build() is expected
 
 
-def test_figure_html_needs_plotly_js_on_the_page_and_loads_nothing():
-    html = display.figure_html(small_figure())
-    assert 'class="plotly-graph-div"' in html
-    assert "Plotly.newPlot" in html
+def figure_spec(html: str) -> dict[str, Any]:
+    """The JSON a figure fragment hands the book's figure loader, checked to name the fragment's div."""
+    div_id = re.search(r'<div id="([^"]+)" class="plotly-graph-div"', html).group(1)
+    match = re.search(
+        r'<script type="application/json" class="arlm-figure-spec" data-figure="([^"]+)">(.*?)</script>', html
+    )
+    assert match and match.group(1) == div_id, "the spec does not name its figure's div"
+    return json.loads(match.group(2))
+
+
+def test_figure_html_is_data_for_the_loader_and_loads_nothing():
+    fig = small_figure()
+    html = display.figure_html(fig)
+    spec = figure_spec(html)
+    assert spec["data"] == json.loads(fig.to_json())["data"], (
+        "the figure's data must reach the page unchanged"
+    )
+    assert spec["layout"]["title"]["text"] == "loss"
+    assert spec["config"] == display.PLOTLY_CONFIG, "no logo, no cloud button, responsive"
+    assert "Plotly.newPlot" not in html, "figures are drawn by the loader, not while the page is parsed"
     assert "<script src" not in html and "cdn" not in html.lower()
     assert len(html) < 20_000, "plotly.js must not be inlined into a figure"
-    assert '"showSendToCloud": false' in html and '"displaylogo": false' in html
+
+
+def test_figure_html_reserves_the_figure_size():
+    """The box has its final height before plotly.js draws into it, so drawing never moves the text."""
+    assert 'style="height:450px; width:100%;"' in display.figure_html(small_figure())
+    sized = small_figure()
+    sized.update_layout(height=320, width=600)
+    assert 'style="height:320px; width:600px;"' in display.figure_html(sized)
+
+
+def test_figure_html_refuses_animation_frames():
+    fig = small_figure()
+    fig.frames = [go.Frame(data=[go.Scatter(y=[1, 2, 3])])]
+    with pytest.raises(ValueError, match="animation frames"):
+        display.figure_html(fig)
 
 
 def test_figure_html_is_deterministic_and_ids_follow_content():
@@ -77,6 +107,11 @@ def test_reader_text_is_escaped_for_html_and_figures():
     for title in (display.escape(XSS_PROMPT), XSS_PROMPT):
         html = display.figure_html(small_figure(title=title))
         assert "<img" not in html, f"an <img> tag reached the page for title {title!r}"
+        assert figure_spec(html)["layout"]["title"]["text"] == title, "the title must survive intact"
+    closing = "</script><script>alert(1)</script>"
+    html = display.figure_html(small_figure(title=closing))
+    assert html.count("</script>") == 1, "figure text closed the spec's script element"
+    assert figure_spec(html)["layout"]["title"]["text"] == closing
     fig = small_figure(title=display.escape(XSS_PROMPT))
     assert json.loads(fig.to_json())["layout"]["title"]["text"] == "&lt;img src=x onerror=alert(1)&gt;"
 
@@ -360,6 +395,13 @@ def test_plotly_js_is_served_once_and_never_inlined(built_html):
         assert "plotly.js v" not in html and "plotly.js (" not in html, f"{page.name} inlines plotly.js"
         loads = len(re.findall(r'<script[^>]+src="[^"]*plotly[^"/]*\.min\.js', html))
         assert loads == (1 if "plotly-graph-div" in html else 0), f"{page.name} loads plotly.js {loads} times"
+        # Deferred, plotly.js first: the loader draws the figures with it once the page is parsed.
+        deferred = re.findall(r'<script defer="defer" src="[^"]*_static/([^"?]+)', html)
+        scripts = [name for name in deferred if name in (arlm_book.PLOTLY_JS, arlm_book.FIGURE_LOADER_JS)]
+        expected = [arlm_book.PLOTLY_JS, arlm_book.FIGURE_LOADER_JS] if "plotly-graph-div" in html else []
+        assert scripts == expected, f"{page.name}: deferred figure scripts {scripts}"
+        for div_id in re.findall(r'<div id="([^"]+)" class="plotly-graph-div"', html):
+            assert f'data-figure="{div_id}"' in html, f"{page.name}: figure {div_id} has no spec to draw"
 
 
 def test_mathjax_is_served_by_the_book(built_html):

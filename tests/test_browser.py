@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import re
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
@@ -20,9 +21,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urljoin, urlsplit
 
+import plotly.graph_objects as go
 import pytest
-from conftest import skip_or_fail, toc_docnames
+from conftest import REPO_ROOT, skip_or_fail, toc_docnames
 from offline_web import CHROMIUM, chromium_browser, offline_context, serve_directory
+
+from arlm_lib import display
 
 pytestmark = pytest.mark.browser
 
@@ -356,3 +360,81 @@ def test_plotly_js_loaded_once_per_page(visits: dict[str, PageVisit], built_html
         assert len(plotly) == (1 if has_figure else 0), f"{name}: plotly scripts {plotly}"
         for src in plotly:
             assert "_static/" in src, f"{name}: plotly.js not from the book's _static: {src}"
+
+
+# ------------------------------------------------------------------- the figure loader, on its own page
+
+# Wraps Plotly.newPlot as soon as plotly.js defines it, to record the order in which figures are drawn.
+RECORD_DRAW_ORDER_JS = """(() => {
+    window.__drawOrder = [];
+    let plotly;
+    Object.defineProperty(window, 'Plotly', {configurable: true, get: () => plotly, set(value) {
+        const newPlot = value.newPlot;
+        value.newPlot = function (div, ...rest) {
+            window.__drawOrder.push(typeof div === 'string' ? div : div.id);
+            return newPlot.call(this, div, ...rest);
+        };
+        plotly = value;
+    }});
+})();"""
+
+
+def _loader_page(folder: Path, figure_count: int, with_plotly: bool = True) -> None:
+    """A page laid out like a chapter: figures far apart, scrolled to the last one while parsing."""
+    shutil.copyfile(REPO_ROOT / "book" / "_static" / "arlm-figures.js", folder / "arlm-figures.js")
+    shutil.copyfile(
+        REPO_ROOT / "book" / "_vendor" / "plotly.js-cartesian-dist-min" / "plotly-cartesian.min.js",
+        folder / "plotly.js",
+    )
+    figures = [
+        display.figure_html(go.Figure(go.Scatter(y=[i, i + 1, 0])), div_id=f"fig-{i}")
+        for i in range(figure_count)
+    ]
+    spacer = '<div style="height: 3000px">text</div>'
+    scripts = '<script defer src="plotly.js"></script>' if with_plotly else ""
+    (folder / "index.html").write_text(
+        f'<!DOCTYPE html><html><head><meta charset="utf-8">{scripts}'
+        '<script defer src="arlm-figures.js"></script></head><body>'
+        + spacer.join(figures)
+        # Runs while the page is parsed, before the deferred scripts: the reader is at the last figure.
+        + "<script>window.scrollTo(0, document.body.scrollHeight);</script></body></html>",
+        encoding="utf-8",
+    )
+
+
+def test_figure_loader_draws_the_figure_in_view_first_then_every_other(browser: Any, tmp_path: Path):
+    _loader_page(tmp_path, figure_count=4)
+    errors: list[str] = []
+    with serve_directory(tmp_path) as url:
+        context = offline_context(browser, [])
+        context.add_init_script(RECORD_DRAW_ORDER_JS)
+        page = context.new_page()
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        try:
+            page.goto(f"{url}/index.html", wait_until="load")
+            page.wait_for_function(ALL_FIGURES_DRAWN_JS, timeout=FIGURE_TIMEOUT_MS)
+            order = page.evaluate("() => window.__drawOrder")
+            states = page.evaluate(FIGURE_STATE_JS)
+        finally:
+            context.close()
+    assert errors == []
+    assert order[0] == "fig-3", f"the figure in view was not drawn first: {order}"
+    assert order == ["fig-3", "fig-0", "fig-1", "fig-2"], "each figure once, the rest in page order"
+    assert all(s["traces"] == 1 and s["marks"] > 0 and s["height"] > 0 for s in states), states
+
+
+def test_figure_loader_says_so_when_plotly_js_is_missing(browser: Any, tmp_path: Path):
+    """No plotly.js: each figure box says why it is empty, and the page reports a JS error."""
+    _loader_page(tmp_path, figure_count=2, with_plotly=False)
+    errors: list[str] = []
+    with serve_directory(tmp_path) as url:
+        context = offline_context(browser, [])
+        page = context.new_page()
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        try:
+            page.goto(f"{url}/index.html", wait_until="load")
+            texts = page.eval_on_selector_all(".plotly-graph-div", "els => els.map(e => e.textContent)")
+        finally:
+            context.close()
+    assert texts == ["This figure needs plotly.js, which did not load (see the browser console)."] * 2
+    assert any("plotly.js is not loaded" in e for e in errors), errors

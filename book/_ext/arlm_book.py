@@ -1,9 +1,10 @@
 """Local Sphinx extension: make the built book self-contained and keep dead widgets out of it.
 
 - plotly.js (the cartesian bundle vendored in ``book/_vendor``, a third of the full bundle's size: see
-  its SOURCE.md) is loaded once, synchronously, on exactly the pages that contain a plotly figure, so
-  the inline ``Plotly.newPlot`` calls that :func:`arlm_lib.display.show` emits find it. The build
-  stops if the bundle's version is not the one the installed ``plotly`` package draws for.
+  its SOURCE.md) and the book's figure loader (``book/_static/arlm-figures.js``) are loaded once,
+  deferred, on exactly the pages that contain a plotly figure. The loader draws the figures that
+  :func:`arlm_lib.display.show` wrote as JSON: those in view first, the rest when near or idle. The
+  build stops if the bundle's version is not the one the installed ``plotly`` package draws for.
 - ``ARLM_BOOK_BUILD=1`` is put in the build's environment, which the notebook kernels inherit, so a
   plain ``jupyter-book build .`` renders figures the same way ``make book`` does.
 - jupyter-cache keys a notebook's outputs on its code cells only, so a change to ``arlm_lib`` alone
@@ -35,6 +36,8 @@ LOGGER = logging.getLogger(__name__)
 #: The vendored plotly.js bundle, and where it lands in the built book, under ``_static``.
 PLOTLY_BUNDLE = Path(__file__).resolve().parents[1] / "_vendor" / "plotly.js-cartesian-dist-min"
 PLOTLY_JS = "arlm/plotly-cartesian.min.js"
+#: Draws the figures of a page (served from book/_static, which is in html_static_path).
+FIGURE_LOADER_JS = "arlm-figures.js"
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 WIDGET_STATE_MIME = "application/vnd.jupyter.widget-state+json"
 # plotly's bundle looks for this before it loads; "local" stops it reconfiguring the page's MathJax.
@@ -87,11 +90,13 @@ def page_has_plotly(body: str) -> bool:
 def add_plotly_to_page(
     app: Sphinx, pagename: str, templatename: str, context: dict[str, Any], doctree: Any
 ) -> None:
-    """Load plotly.js on this page only, and only if it shows a figure."""
+    """Load plotly.js and the figure loader on this page only, and only if it shows a figure."""
     if page_has_plotly(context.get("body", "")):
-        # No defer/async: the inline figure scripts in the body run as soon as they are parsed.
+        # Deferred: the text is parsed and shown while plotly.js loads; deferred scripts run in order,
+        # so the loader finds plotly.js, and both run before MathJax typesets (on DOMContentLoaded).
         app.add_js_file(None, body=PLOTLY_CONFIG_JS, priority=400)
-        app.add_js_file(PLOTLY_JS, priority=401)
+        app.add_js_file(PLOTLY_JS, priority=401, loading_method="defer")
+        app.add_js_file(FIGURE_LOADER_JS, priority=402, loading_method="defer")
     tidy_page_scripts(context)
 
 
