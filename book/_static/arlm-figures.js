@@ -1,5 +1,4 @@
-/* Draws the book's plotly figures: those in view at once, the rest as they come near or when the
- * browser is idle.
+/* Draws the book's plotly figures: those in view at once, then the rest, one task each.
  *
  * arlm_lib.display.figure_html writes each figure as an empty, sized <div class="plotly-graph-div">
  * followed by <script type="application/json" class="arlm-figure-spec" data-figure="DIV ID">, the
@@ -9,8 +8,9 @@
  * which is deferred too) and draws:
  *   1. the figures in the viewport, at once, before MathJax typesets the page;
  *   2. any other figure as soon as it comes within a screen of the viewport;
- *   3. the rest one at a time when the browser is idle, so that every figure is there for
- *      find-in-page and a fast scroll; and all remaining ones before printing.
+ *   3. the rest in page order, one per task, so that the browser can paint, typeset and answer the
+ *      reader between two figures (waiting for idle periods instead left the last figure of a chapter
+ *      about 0.5 s later, bench/page_weight.py); and all remaining ones before printing.
  * A figure's box has its final size before it is drawn, so drawing never moves the text.
  */
 (function () {
@@ -65,16 +65,13 @@
     pending.forEach((spec, div) => observer.observe(div));
   }
 
-  // 3. The rest, in page order, one per idle period (Safari has no requestIdleCallback).
-  const whenIdle = window.requestIdleCallback
-    ? (callback) => window.requestIdleCallback(callback, { timeout: 1000 })
-    : (callback) => window.setTimeout(callback, 50);
+  // 3. The rest, in page order, one per task.
   function drawNext() {
     const next = pending.keys().next();
     if (next.done) return;
     draw(next.value);
-    whenIdle(drawNext);
+    window.setTimeout(drawNext, 0);
   }
-  whenIdle(drawNext);
+  window.setTimeout(drawNext, 0);
   window.addEventListener("beforeprint", drawAll);
 })();
