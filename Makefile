@@ -33,8 +33,8 @@ test-fast: venv
 	$(BIN)/python -m pytest -q -m "not browser and not slow"
 
 lint: venv
-	$(BIN)/ruff check arlm_lib tests bench
-	$(BIN)/ruff format --check arlm_lib tests bench
+	$(BIN)/ruff check arlm_lib tests bench book/_ext
+	$(BIN)/ruff format --check arlm_lib tests bench book/_ext
 
 lab: venv
 	$(BIN)/jupyter lab book/
