@@ -28,6 +28,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .errors import CheckpointError, ConfigError
+from .files import publish
 from .model import GPT, GPTConfig
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
@@ -197,7 +198,7 @@ def save_checkpoint(
         save_file(tensors, str(tmp), metadata=metadata)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
-        os.replace(tmp, path)  # atomic on POSIX and Windows: readers see the old file or the new one
+        publish(tmp, path)  # atomic on POSIX and Windows: readers see the old file or the new one
         _fsync_dir(path.parent)  # make the rename itself durable
     except (OSError, SafetensorError) as exc:
         # A full disk, a quota or a read-only directory: one clear error; the old file was never touched.

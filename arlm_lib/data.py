@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from arlm_lib.errors import ConfigError, DataError, DeviceError
+from arlm_lib.files import publish
 from arlm_lib.tokenizers import Tokenizer, last_safe_boundary
 
 __all__ = [
@@ -192,7 +193,7 @@ def encode_file_to_memmap(
             np.lib.format.write_array_header_1_0(out_f, header)
             while block := raw_f.read(1 << 22):
                 out_f.write(block)
-        os.replace(tmp_npy, out_path)
+        publish(tmp_npy, out_path)
         tmp_npy = None
     finally:
         for tmp in (tmp_raw, tmp_npy):

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
+from .errors import DataError
+
 
 @dataclass
 class EvalResult:
@@ -39,23 +41,38 @@ def evaluate_tokens(
 
     Each window starts with an empty context, so early positions in a window see less history than a
     sliding window would give them; with block_size equal to the training context this matches how the
-    model was trained.
+    model was trained. The tokens after the last full window are scored in one shorter window, so a
+    text shorter than the context is scored too.
     """
     block_size = block_size or model.config.block_size
     device = next(model.parameters()).device
     tokens = torch.as_tensor(tokens, dtype=torch.long)
+    if tokens.dim() != 1:
+        raise DataError(f"evaluation needs a 1-D stream of token ids; got shape {tuple(tokens.shape)}")
+    if len(tokens) < 2:
+        raise DataError(
+            f"evaluation needs at least 2 tokens (one to predict and one before it); got {len(tokens)}: "
+            "use a longer text (or, in the CLI, --split all)"
+        )
     n_windows = (len(tokens) - 1) // block_size
     starts = torch.arange(n_windows) * block_size
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
+
+    def score(windows: torch.Tensor) -> None:
+        nonlocal total, count
+        windows = windows.to(device)
+        logits = model(windows[:, :-1]).logits.float()
+        total += F.cross_entropy(logits.flatten(0, 1), windows[:, 1:].flatten(), reduction="sum").item()
+        count += windows[:, 1:].numel()
+
     for i in range(0, n_windows, batch_size):
-        idx = starts[i : i + batch_size, None] + torch.arange(block_size + 1)
-        window = tokens[idx].to(device)
-        logits = model(window[:, :-1]).logits.float()
-        total += F.cross_entropy(logits.flatten(0, 1), window[:, 1:].flatten(), reduction="sum").item()
-        count += window[:, 1:].numel()
+        score(tokens[starts[i : i + batch_size, None] + torch.arange(block_size + 1)])
+    tail = tokens[n_windows * block_size :]
+    if len(tail) >= 2:
+        score(tail[None])
     model.train(was_training)
     scored = tokens[1 : 1 + count]
     n_chars = len(tokenizer.decode(scored)) if tokenizer is not None else count
-    return EvalResult(loss=total / max(1, count), n_tokens=count, n_chars=n_chars)
+    return EvalResult(loss=total / count, n_tokens=count, n_chars=n_chars)

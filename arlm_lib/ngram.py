@@ -37,10 +37,20 @@ def _as_array(tokens: Sequence[int] | torch.Tensor | np.ndarray) -> np.ndarray:
 
 def _lookup(table: np.ndarray, keys: np.ndarray) -> np.ndarray:
     """Index of each key in the sorted ``table``, or -1 where it is absent (or where the key is < 0)."""
+    if len(table) == 0:  # fitted on fewer tokens than this level's n: nothing to find
+        return np.full(np.shape(keys), -1, dtype=np.int64)
     idx = np.searchsorted(table, keys)
     idx = np.minimum(idx, len(table) - 1)
-    found = (keys >= 0) & (len(table) > 0) & (table[idx] == keys)
+    found = (keys >= 0) & (table[idx] == keys)
     return np.where(found, idx, -1)
+
+
+def _gather(values: np.ndarray, ids: np.ndarray, fill: float) -> np.ndarray:
+    """``values[ids]`` where an id is >= 0, ``fill`` elsewhere (``values`` may be empty: a level with no n-grams)."""
+    out = np.full(ids.shape, fill, dtype=np.float64)
+    known = ids >= 0
+    out[known] = values[ids[known]]
+    return out
 
 
 class NGramModel:
@@ -209,7 +219,7 @@ class NGramModel:
             keys = np.where(ctx >= 0, ctx * V + x, -1)
             ids = _lookup(self.keys[n], keys)
             has_ctx = ctx >= 0
-            total = np.where(has_ctx, self.ctx_total[n][np.maximum(ctx, 0)], 0.0)
+            total = _gather(self.ctx_total[n], ctx, 0.0)
             if self.smoothing == "add_k":
                 # Only the longest available context counts: overwrite the lower level's answer.
                 seen = ids >= 0
@@ -219,7 +229,7 @@ class NGramModel:
                 p = np.where(applicable, level_p, p)
             else:
                 seen = ids >= 0
-                alpha = np.where(total > 0, self.alpha[n][np.maximum(ctx, 0)], 1.0)
+                alpha = np.where(total > 0, _gather(self.alpha[n], ctx, 1.0), 1.0)
                 new = alpha * p
                 new[seen] = self.prob[n][ids[seen]]
                 p = np.where(has_ctx, new, p)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -31,6 +30,7 @@ import numpy as np
 import torch
 
 from arlm_lib.errors import ConfigError, TokenizerError
+from arlm_lib.files import atomic_write_bytes
 
 __all__ = [
     "BPETokenizer",
@@ -164,14 +164,7 @@ class Tokenizer(ABC):
         """Write the tokenizer as JSON to ``path`` atomically (temp file, then rename)."""
         path = Path(path)
         payload = json.dumps(self.to_dict(), indent=1)  # ensure_ascii: lone surrogates stay writable
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(payload)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write_bytes(path, payload.encode("utf-8"))
 
     def _check_ids(self, ids: list[int]) -> None:
         """Raise TokenizerError naming the first id outside ``0 .. vocab_size - 1``."""

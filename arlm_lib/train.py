@@ -408,7 +408,14 @@ class Trainer:
             for key, value in param_state.items():
                 if torch.is_tensor(value) and key != "step":
                     param_state[key] = value.to(self.device)
+        # load_state_dict also restores the saved run's hyperparameters (weight decay, betas, the fused
+        # flag of the device it ran on). This run's settings win: a resume may change them on purpose.
+        configured = [
+            {k: v for k, v in group.items() if k != "params"} for group in self.optimizer.param_groups
+        ]
         self.optimizer.load_state_dict(state)
+        for group, settings in zip(self.optimizer.param_groups, configured):
+            group.update(settings)
         self.step = int(checkpoint.trainer_state.get("step", 0))
         self.history = History.from_dict(checkpoint.trainer_state.get("history", {}))
         rng = checkpoint.rng_state

@@ -384,6 +384,15 @@ def test_empty_prompt_starts_from_bos(model, tok, text_model):
         generate(model, [])
 
 
+@pytest.mark.parametrize("bos_id", [-1, "vocab", True, 2.0, "7"])
+def test_a_bos_id_outside_the_vocabulary_is_refused_up_front(model, bos_id):
+    bad = model.config.vocab_size if bos_id == "vocab" else bos_id
+    with pytest.raises(GenerationError, match=f"bos_id {bad!r} is not a token id"):
+        generate_ids(model, [], temperature=0, max_new_tokens=3, bos_id=bad)
+    with pytest.raises(GenerationError, match="bos_id"):
+        beam_search(model, [], num_beams=2, max_new_tokens=3, bos_id=bad)
+
+
 def test_long_prompt_is_cropped_from_the_left_with_a_warning(model):
     long_prompt = [(i * 7) % VOCAB for i in range(BLOCK + 9)]
     with pytest.warns(UserWarning, match="cropped"):

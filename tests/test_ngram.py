@@ -118,3 +118,16 @@ def test_other_bad_input_is_rejected():
         model.fit([0, 1, V])
     with pytest.raises(DataError, match="empty"):
         model.fit([])
+
+
+@pytest.mark.parametrize("smoothing", SMOOTHINGS)
+@pytest.mark.parametrize("train", [[1], [1, 2]])
+def test_fitted_on_fewer_tokens_than_the_order_falls_back_to_shorter_contexts(smoothing, train):
+    """The order-3 levels hold no n-grams at all: the model answers from the levels it has."""
+    model = NGramModel(3, 5, smoothing=smoothing).fit(train)
+    sequence = [1, 2, 3, 1]
+    logprobs = model.token_logprobs(sequence)
+    for t in range(len(sequence)):
+        dist = model.next_token_probs(sequence[:t]).numpy()
+        assert dist.sum() == pytest.approx(1.0) and (dist > 0).all()
+        assert logprobs[t] == pytest.approx(math.log(dist[sequence[t]]))

@@ -130,6 +130,21 @@ def test_resume_50_plus_50_is_bit_identical_to_100_straight(data, tmp_path):
     assert second.history.column("train_loss") == straight.history.column("train_loss")
 
 
+def test_resume_applies_changed_optimizer_settings(data, tmp_path):
+    """A resume that changes weight decay or betas trains with them (the saved groups held the old ones)."""
+    tokenizer, train, val = data
+    Trainer(
+        tiny_model(tokenizer), train, val, config(max_iters=2, weight_decay=0.1), tokenizer, out_dir=tmp_path
+    ).train()
+    resumed = Trainer.resume(tmp_path, train, val, weight_decay=0.0, beta1=0.5, beta2=0.9)
+    decay_group, no_decay_group = resumed.optimizer.param_groups
+    assert decay_group["weight_decay"] == 0.0 and no_decay_group["weight_decay"] == 0.0
+    assert all(group["betas"] == (0.5, 0.9) for group in resumed.optimizer.param_groups)
+    assert resumed.optimizer.state, "the moment estimates must still come from the checkpoint"
+    unchanged = Trainer.resume(tmp_path, train, val)
+    assert unchanged.optimizer.param_groups[0]["weight_decay"] == 0.1
+
+
 def test_nonfinite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(data, tmp_path):
     tokenizer, train, val = data
 

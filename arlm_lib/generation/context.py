@@ -64,6 +64,12 @@ def normalize_prompts(
     """
     if isinstance(prompt_ids, str):
         raise GenerationError("prompt_ids must be token ids, not a str: use generate_text() for text")
+    if bos_id is not None and (
+        isinstance(bos_id, bool) or not isinstance(bos_id, numbers.Integral) or not 0 <= bos_id < vocab_size
+    ):
+        raise GenerationError(
+            f"bos_id {bos_id!r} is not a token id: ids must be integers in 0..{vocab_size - 1}"
+        )
     if isinstance(prompt_ids, torch.Tensor):
         if prompt_ids.dim() not in (1, 2):
             raise GenerationError(f"prompt tensor must be 1-D or 2-D, got shape {tuple(prompt_ids.shape)}")

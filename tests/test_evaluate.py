@@ -1,0 +1,65 @@
+"""Held-out evaluation: every token but the first is scored exactly once, and too little data is an error."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from arlm_lib.errors import DataError
+from arlm_lib.evaluate import evaluate_tokens
+from arlm_lib.model import GPT, GPTConfig
+from arlm_lib.tokenizers import CharTokenizer
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+BLOCK = 8
+
+
+@pytest.fixture(scope="module")
+def model() -> GPT:
+    torch.manual_seed(0)
+    return GPT(GPTConfig(vocab_size=12, block_size=BLOCK, n_layer=1, n_head=2, n_embd=16)).eval()
+
+
+def reference_nll(model: GPT, tokens: torch.Tensor, block_size: int) -> tuple[float, int]:
+    """Summed cross-entropy over consecutive windows of at most ``block_size`` predictions, one at a time."""
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for start in range(0, len(tokens) - 1, block_size):
+            window = tokens[start : start + block_size + 1]
+            logits = model(window[None, :-1]).logits[0]
+            total += F.cross_entropy(logits, window[1:], reduction="sum").item()
+            count += len(window) - 1
+    return total, count
+
+
+@pytest.mark.parametrize("length", [2, 5, BLOCK + 1, BLOCK + 2, 3 * BLOCK + 1, 3 * BLOCK + 6])
+def test_every_token_after_the_first_is_scored_once(model: GPT, length: int):
+    tokens = torch.randint(0, 12, (length,), generator=torch.Generator().manual_seed(length))
+    result = evaluate_tokens(model, None, tokens, batch_size=2)
+    total, count = reference_nll(model, tokens, BLOCK)
+    assert result.n_tokens == count == length - 1
+    assert result.loss == pytest.approx(total / count, rel=1e-5)
+    assert result.perplexity == pytest.approx(math.exp(total / count), rel=1e-5)
+
+
+def test_bits_per_char_counts_the_characters_scored(model: GPT):
+    tokenizer = CharTokenizer.train("abcdefghijkl")
+    tokens = torch.as_tensor(tokenizer.encode("abcabcabcabcabcab"))
+    result = evaluate_tokens(model, tokenizer, tokens)
+    assert result.n_chars == len(tokens) - 1
+    assert result.bits_per_char == pytest.approx(result.loss / math.log(2))
+
+
+@pytest.mark.parametrize("tokens", [[], [3]])
+def test_too_few_tokens_is_an_error_naming_the_count(model: GPT, tokens: list[int]):
+    with pytest.raises(DataError, match=f"at least 2 tokens.*got {len(tokens)}"):
+        evaluate_tokens(model, None, torch.as_tensor(tokens, dtype=torch.long))
+
+
+def test_a_batch_instead_of_a_stream_is_an_error(model: GPT):
+    with pytest.raises(DataError, match=r"1-D stream.*\(2, 5\)"):
+        evaluate_tokens(model, None, torch.zeros(2, 5, dtype=torch.long))

@@ -1,0 +1,42 @@
+"""Files arlm_lib writes get the permissions the user's umask asks for (temporary files start as 0600)."""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from arlm_lib.checkpoint import save_checkpoint
+from arlm_lib.data import encode_file_to_memmap
+from arlm_lib.files import atomic_write_bytes
+from arlm_lib.model import GPT, GPTConfig
+from arlm_lib.tokenizers import CharTokenizer
+
+
+@pytest.fixture(params=[0o022, 0o077, 0o002])
+def umask(request) -> Iterator[int]:
+    previous = os.umask(request.param)
+    yield request.param
+    os.umask(previous)
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_every_written_file_follows_the_umask(tmp_path: Path, umask: int):
+    expected = 0o666 & ~umask
+    text = tmp_path / "text.txt"
+    atomic_write_bytes(text, b"abcabc\n")
+    tokenizer = CharTokenizer.train("abc\n")
+    tokenizer.save(tmp_path / "tokenizer.json")
+    encode_file_to_memmap(text, tokenizer, tmp_path / "tokens.npy")
+    model = GPT(GPTConfig(vocab_size=4, block_size=4, n_layer=1, n_head=1, n_embd=8))
+    checkpoint = save_checkpoint(tmp_path / "run", model, tokenizer=tokenizer)
+    for path in (text, tmp_path / "tokenizer.json", tmp_path / "tokens.npy", checkpoint):
+        assert mode(path) == expected, f"{path.name}: {oct(mode(path))}, umask {oct(umask)}"
+    leftovers = [p.name for p in tmp_path.rglob(".*")]
+    assert leftovers == [], f"temporary files left behind: {leftovers}"
