@@ -360,8 +360,9 @@ class BPETokenizer(Tokenizer):
     ) -> BPETokenizer:
         """Train byte-level BPE on a text (or an iterable of texts) up to ``vocab_size`` ids; deterministic.
 
-        The vocabulary starts from all 256 bytes, then ``special_tokens``, then learned merges (a small
-        corpus may stop short of ``vocab_size``). Merges must occur at least ``min_frequency`` times.
+        The vocabulary holds ``special_tokens`` (ids 0, 1, ... in the order given), all 256 bytes, then
+        learned merges (a small corpus may stop short of ``vocab_size``). Merges must occur at least
+        ``min_frequency`` times.
         """
         from tokenizers import Tokenizer as HFTokenizer
         from tokenizers import decoders, models, pre_tokenizers, trainers
@@ -425,7 +426,20 @@ class BPETokenizer(Tokenizer):
         ids = _ids_to_list(ids)
         # Hugging Face silently skips unknown ids; we refuse them instead.
         self._check_ids(ids)
-        return self._tok.decode(ids, skip_special_tokens=False)
+        specials = self._special_contents_by_id()
+        if not specials or specials.keys().isdisjoint(ids):
+            return self._tok.decode(ids, skip_special_tokens=False)
+        # A special token is stored as its text, not as byte-level symbols, and the byte-level decoder
+        # would map a character such as "é" in it to a single byte: decode the runs between them.
+        parts, run = [], []
+        for i in ids:
+            if i in specials:
+                parts += [self._tok.decode(run), specials[i]]
+                run = []
+            else:
+                run.append(i)
+        parts.append(self._tok.decode(run))
+        return "".join(parts)
 
     def token_bytes(self, i: int) -> bytes:
         """The raw bytes of token ``i`` (a token may hold part of a multi-byte character)."""
@@ -446,6 +460,9 @@ class BPETokenizer(Tokenizer):
 
     def _special_tokens(self) -> set[str]:
         return {t.content for t in self._tok.get_added_tokens_decoder().values()}
+
+    def _special_contents_by_id(self) -> dict[int, str]:
+        return {i: t.content for i, t in self._tok.get_added_tokens_decoder().items()}
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "version": FORMAT_VERSION, "hf_tokenizer": self._tok.to_str()}

@@ -164,6 +164,17 @@ def test_bpe_vocab_size_counts_special_tokens() -> None:
     assert tok.decode(tok.encode(text)) == text
 
 
+@pytest.mark.parametrize("special", ["<|endoftext|>", "<sép>", "‹sép>", "<日本>", "<tab\there>"])
+def test_bpe_special_tokens_round_trip_whatever_their_characters(special: str) -> None:
+    """Special tokens are stored as text; the byte-level decoder must not turn "é" into one raw byte."""
+    # The training text has none of the special tokens' characters (the case that went wrong).
+    tok = BPETokenizer.train("the cat sat on the mat\n" * 20, vocab_size=300, special_tokens=[special])
+    special_id = tok.encode(special)
+    assert len(special_id) == 1 and tok.token_bytes(special_id[0]) == special.encode("utf-8")
+    for text in (special, f"café {special} the mat{special}x", f"{special}{special}"):
+        assert tok.decode(tok.encode(text)) == text
+
+
 def test_bpe_empty_training_text() -> None:
     with pytest.raises(TokenizerError, match="empty"):
         BPETokenizer.train("", vocab_size=300)
