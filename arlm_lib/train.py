@@ -94,6 +94,15 @@ class TrainConfig:
                 raise ConfigError(f"{name}={value!r} is not allowed: it must be an integer >= 1")
         if self.warmup_iters < 0:
             raise ConfigError(f"warmup_iters={self.warmup_iters} is not allowed: it must be >= 0")
+        decay = self.lr_decay_iters
+        if decay is not None and (
+            isinstance(decay, bool) or not isinstance(decay, int) or decay < max(1, self.warmup_iters)
+        ):
+            # A decay that ended before the warmup would drop the lr from its peak straight to min_lr.
+            raise ConfigError(
+                f"lr_decay_iters={decay!r} is not allowed: it must be an integer >= warmup_iters "
+                f"({self.warmup_iters}) and >= 1, or None for max_iters"
+            )
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
             raise ConfigError(f"lr={self.lr!r} is not allowed: the learning rate must be a finite number > 0")
         if self.min_lr is not None and not 0 <= self.min_lr <= self.lr:
@@ -381,7 +390,12 @@ class Trainer:
         return state
 
     def state_dict(self) -> dict[str, Any]:
-        return {"step": self.step, "history": self.history.to_dict(), "world_size": self.world_size}
+        state = {"step": self.step, "history": self.history.to_dict(), "world_size": self.world_size}
+        if (
+            self.scaler.is_enabled()
+        ):  # fp16: the loss scale it has settled on, so a resume does not redo the search
+            state["grad_scaler"] = self.scaler.state_dict()
+        return state
 
     def save_checkpoint(self) -> None:
         """Write the run's checkpoint (rank 0 only) and make every rank wait until it exists."""
@@ -418,6 +432,9 @@ class Trainer:
             group.update(settings)
         self.step = int(checkpoint.trainer_state.get("step", 0))
         self.history = History.from_dict(checkpoint.trainer_state.get("history", {}))
+        scaler_state = checkpoint.trainer_state.get("grad_scaler")
+        if scaler_state and self.scaler.is_enabled():
+            self.scaler.load_state_dict(scaler_state)
         rng = checkpoint.rng_state
         if "torch_cpu" in rng:
             torch.set_rng_state(rng["torch_cpu"])

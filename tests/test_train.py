@@ -145,6 +145,21 @@ def test_resume_applies_changed_optimizer_settings(data, tmp_path):
     assert unchanged.optimizer.param_groups[0]["weight_decay"] == 0.1
 
 
+def test_fp16_loss_scale_survives_a_resume(data, tmp_path):
+    """fp16 runs (GPUs without bf16) keep their loss scale across a resume. Simulated on the CPU, where
+    PyTorch's GradScaler runs but fp16 autocast is not offered."""
+    tokenizer, train, val = data
+    first = Trainer(tiny_model(tokenizer), train, val, config(max_iters=2), tokenizer, out_dir=tmp_path)
+    first.scaler = torch.amp.GradScaler("cpu", init_scale=4096.0, growth_interval=1)
+    first.train()
+    scale = first.scaler.get_scale()
+    assert scale != 4096.0, "the scale should have grown after clean steps"
+    resumed = Trainer.resume(tmp_path, train, val)
+    resumed.scaler = torch.amp.GradScaler("cpu")
+    resumed.load_state(ckpt.load_checkpoint(tmp_path))
+    assert resumed.scaler.get_scale() == scale
+
+
 def test_nonfinite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(data, tmp_path):
     tokenizer, train, val = data
 
@@ -183,6 +198,9 @@ def test_history_is_compact_floats_and_round_trips():
         (dict(batch_size=0), "batch_size=0"),
         (dict(schedule="step"), "schedule"),
         (dict(grad_clip=-1.0), "grad_clip"),
+        (dict(warmup_iters=100, lr_decay_iters=50), "lr_decay_iters=50 .* >= warmup_iters \\(100\\)"),
+        (dict(lr_decay_iters=0), "lr_decay_iters=0"),
+        (dict(lr_decay_iters=2.5), "lr_decay_iters=2.5"),
     ],
 )
 def test_bad_hyperparameters_are_named(kw, match):
