@@ -63,19 +63,24 @@ _SHOWN_UNKNOWN = 10
 def last_safe_boundary(text: str, end: int | None = None) -> int:
     """Return the last index ``i <= end`` where ``text`` can be cut without changing BPE tokens (0 if none).
 
-    A safe cut sits right after a newline whose neighbours are both non-whitespace ("...x\\n|y...").
-    The byte-level pre-tokenizer (GPT-2's regex) always ends a pre-token there, and it pre-tokenizes the
-    two halves exactly as it does the whole, so encoding the pieces gives the same ids as encoding the
-    text in one go. Cutting inside a run of whitespace would not: "a\\n\\n\\nb" pre-tokenizes as
-    "\\n\\n" + "\\n", but its halves as "\\n" and "\\n" + "\\n".
+    A safe cut sits right after a newline whose neighbours are both non-whitespace ("...x\\n|y..."), or,
+    for Windows line ends, right before a "\\r\\n" between two non-whitespace characters
+    ("...x|\\r\\ny..."). The byte-level pre-tokenizer (GPT-2's regex) always ends a pre-token there, and
+    it pre-tokenizes the two halves exactly as it does the whole, so encoding the pieces gives the same
+    ids as encoding the text in one go. Cutting inside a run of whitespace would not: "a\\n\\n\\nb"
+    pre-tokenizes as "\\n\\n" + "\\n", but its halves as "\\n" and "\\n" + "\\n"; and "x\\r\\ny"
+    gives "\\r" + "\\n", but its halves after the newline "\\r\\n" and "y".
     """
     end = len(text) if end is None else min(end, len(text))
     i = text.rfind("\n", 0, end)
     while i > 0:
         cut = i + 1
-        # str.isspace() is a superset of the regex's \\s, so this test only errs on the safe side.
-        if cut < len(text) and not text[i - 1].isspace() and not text[cut].isspace():
-            return cut
+        # str.isspace() is a superset of the regex's \\s, so these tests only err on the safe side.
+        if cut < len(text) and not text[cut].isspace():
+            if not text[i - 1].isspace():
+                return cut
+            if text[i - 1] == "\r" and i >= 2 and not text[i - 2].isspace():
+                return i - 1
         i = text.rfind("\n", 0, i)
     return 0
 

@@ -295,3 +295,18 @@ def test_load_token_memmap_rejects_bad_files(tmp_path) -> None:
                           ("junk", "not a valid"), ("missing", "does not exist")]:  # fmt: skip
         with pytest.raises(DataError, match=pattern):
             load_token_memmap(tmp_path / f"{name}.npy")
+
+
+def test_memmap_of_a_windows_text_encodes_like_the_whole_text(tmp_path) -> None:
+    """CRLF line ends: pieces are cut before "\\r\\n" (after it, BPE would merge "\\r\\n" into one token at
+    the end of a piece, where the whole text has "\\r" and "\\n"). Longer than the 64K-character patience,
+    so a file with no clean cut would show it."""
+    # Paragraphs: the blank lines put "\r\n" inside whitespace pre-tokens, so BPE learns it as one token.
+    text = "".join(f"line {i} of a Windows text, with words\r\n" + "\r\n" * (i % 3 == 2) for i in range(2500))
+    bpe = BPETokenizer.train(text, vocab_size=400)
+    path = tmp_path / "crlf.txt"
+    path.write_bytes(text.encode("utf-8"))
+    mm = encode_file_to_memmap(path, bpe, tmp_path / "t.npy", chunk_chars=4096)
+    np.testing.assert_array_equal(
+        np.asarray(mm, dtype=np.int64), np.asarray(bpe.encode(text), dtype=np.int64)
+    )

@@ -309,12 +309,20 @@ def test_load_tokenizer_errors(tmp_path) -> None:
 # Safe pieces for long texts
 # --------------------------------------------------------------------------------------------------
 
-_PIECE_TEXT = st.text(alphabet="ab \n\t中😀.", max_size=200)
+_PIECE_TEXT = st.text(alphabet="ab \n\r\t中😀.", max_size=200)
 
 
 def _is_safe(text: str, p: int) -> bool:
-    """Independent oracle: a cut at p is safe when it sits right after "x\n" and before a non-space."""
-    return 2 <= p < len(text) and text[p - 1] == "\n" and not text[p - 2].isspace() and not text[p].isspace()
+    """Independent oracle: a cut at p is safe right after "x\n" before a non-space, or (Windows line ends)
+    right before "\r\n" with a non-space on each side."""
+    after_newline = (
+        2 <= p < len(text) and text[p - 1] == "\n" and not text[p - 2].isspace() and not text[p].isspace()
+    )
+    before_crlf = (
+        1 <= p and p + 2 < len(text) and text[p : p + 2] == "\r\n" and not text[p - 1].isspace()
+        and not text[p + 2].isspace()
+    )  # fmt: skip
+    return after_newline or before_crlf
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
