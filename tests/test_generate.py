@@ -374,6 +374,14 @@ def test_finished_sequences_stop_and_report_none(model):
     assert all(t is None for t in row1[end + 1 :])
 
 
+def test_a_list_of_scalar_tensors_is_one_prompt(model):
+    """``list(torch.tensor([1, 2, 3]))`` holds 0-d tensors: one prompt of three tokens, not a batch."""
+    prompt = torch.tensor([1, 2, 3])
+    expected = generate_ids(model, [1, 2, 3], temperature=0, max_new_tokens=4)
+    assert generate_ids(model, list(prompt), temperature=0, max_new_tokens=4) == expected
+    assert score_sequence(model, list(prompt)) == pytest.approx(score_sequence(model, [1, 2, 3]))
+
+
 def test_empty_prompt_starts_from_bos(model, tok, text_model):
     assert generate_ids(model, [], temperature=0, max_new_tokens=10, bos_id=7) == generate_ids(
         model, [7], temperature=0, max_new_tokens=10

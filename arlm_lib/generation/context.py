@@ -49,7 +49,13 @@ def is_single_prompt(prompt_ids: Sequence[int] | Sequence[Sequence[int]] | torch
     if isinstance(prompt_ids, torch.Tensor):
         return prompt_ids.dim() == 1
     items = list(prompt_ids)
-    return not items or not isinstance(items[0], (Sequence, torch.Tensor))
+    if not items:
+        return True
+    first = items[0]
+    # A 0-d tensor is one token id (what iterating over a 1-D tensor gives), not a prompt.
+    return not isinstance(first, (Sequence, torch.Tensor)) or (
+        isinstance(first, torch.Tensor) and first.dim() == 0
+    )
 
 
 def normalize_prompts(
@@ -79,6 +85,10 @@ def normalize_prompts(
     else:
         raw = [list(prompt_ids)] if single else list(prompt_ids)
         prompts = [p.tolist() if isinstance(p, torch.Tensor) else list(p) for p in raw]
+        # 0-d tensors (iterating over a 1-D tensor gives them) are plain ids once unwrapped.
+        prompts = [
+            [t.item() if isinstance(t, torch.Tensor) and t.dim() == 0 else t for t in p] for p in prompts
+        ]
     if not prompts:
         raise GenerationError("no prompts given: pass at least one (an empty prompt [] is allowed)")
     out = []
