@@ -9,8 +9,10 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from .errors import ArlmError
 
@@ -68,6 +70,18 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescrip
     pass
 
 
+class _Parser(argparse.ArgumentParser):
+    """Bad flags give one line that names the value and what is allowed, not the whole usage text."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> str:
+    """Warnings (a cropped prompt, a compile fallback) as one line, without the library's source line."""
+    return f"warning: {message}\n"
+
+
 # ----------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every command, with a help line for each flag."""
@@ -75,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .model import PRESETS
     from .train import SCHEDULES
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="python -m arlm_lib",
         description="Train, sample from and evaluate small GPT-style language models.",
         formatter_class=_HelpFormatter,
@@ -131,6 +145,11 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--min-lr", type=non_negative_float, help="final learning rate (default lr/10)")
     opt.add_argument("--max-iters", type=positive_int, default=1000, help="optimizer steps in total")
     opt.add_argument("--warmup-iters", type=non_negative_int, default=100, help="linear warmup steps")
+    opt.add_argument(
+        "--lr-decay-iters",
+        type=positive_int,
+        help="step at which the decay reaches --min-lr (default --max-iters; steps after it train at min-lr)",
+    )
     opt.add_argument(
         "--schedule", choices=SCHEDULES, default="cosine", help="learning-rate decay after warmup"
     )
@@ -262,12 +281,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .tokenizers import tokenizer_from_dict, train_tokenizer
     from .train import TrainConfig, Trainer
 
-    train_config = TrainConfig(
+    config_values = dict(
         batch_size=args.batch_size,
         max_iters=args.max_iters,
         lr=args.lr,
         min_lr=args.min_lr,
         warmup_iters=args.warmup_iters,
+        lr_decay_iters=args.lr_decay_iters,
         schedule=args.schedule,
         weight_decay=args.weight_decay,
         grad_clip=args.grad_clip or None,
@@ -283,6 +303,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         on_nonfinite=args.on_nonfinite,
         ddp_timeout_s=args.ddp_timeout,
     )
+    # A new run is validated before any data is read. A resume is validated once the flags typed are
+    # merged into the saved settings (checking defaults against each other would refuse, say,
+    # --lr-decay-iters 20 for a run saved with --warmup-iters 5, against the default warmup of 100).
+    train_config = None if args.resume else TrainConfig(**config_values)
     from .distributed import dist_env
 
     # Under torchrun every rank runs this command; only rank 0 creates, locks and writes --out, and prints.
@@ -327,7 +351,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     check_long_enough(val_tokens, block_size, "validation split")
 
     if args.resume:
-        trainer_kwargs = {k: v for k, v in train_config.to_dict().items() if k in _explicit_flags(args)}
+        trainer_kwargs = {k: v for k, v in config_values.items() if k in _explicit_flags(args)}
         lock = RunLock(out).acquire() if main_rank else None
         try:
             trainer = Trainer.resume(out, train_tokens, val_tokens, **trainer_kwargs)
@@ -362,7 +386,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _explicit_flags(args: argparse.Namespace) -> set[str]:
     """TrainConfig fields the user set on the command line (to override a resumed run's values)."""
     given = set(getattr(args, "_explicit", ()))
-    mapping = {"grad_accum": "grad_accum_steps", "no_progress": "progress"}
+    mapping = {"grad_accum": "grad_accum_steps", "no_progress": "progress", "ddp_timeout": "ddp_timeout_s"}
     return {mapping.get(name, name) for name in given}
 
 
@@ -454,6 +478,14 @@ COMMANDS = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "corpus"
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (0 ok, 2 bad input, 3 diverged, 4 out of memory)."""
+    previous_format, warnings.formatwarning = warnings.formatwarning, _one_line_warning
+    try:
+        return _main(argv)
+    finally:
+        warnings.formatwarning = previous_format
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)

@@ -11,6 +11,7 @@ import os
 import signal
 import threading
 import time
+import warnings
 from array import array
 from dataclasses import asdict, dataclass, fields
 from typing import Any
@@ -163,6 +164,26 @@ def lr_at(step: int, config: TrainConfig) -> float:
     if config.schedule == "linear":
         return config.lr - progress * (config.lr - min_lr)
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (config.lr - min_lr)
+
+
+def warn_if_schedule_jumps(saved: TrainConfig, resumed: TrainConfig, step: int) -> None:
+    """Warn when a resume's settings move the learning rate at the step it resumes from.
+
+    The schedule is a function of ``max_iters`` (and ``lr_decay_iters``, ``warmup_iters``, ``lr``):
+    continuing a finished 1,500-step run to 3,000 steps stretches the cosine, and the rate jumps from
+    its final value back up mid-curve, a warm restart. That may be wanted; it must not be a surprise.
+    """
+    before, after = lr_at(step, saved), lr_at(step, resumed)
+    if math.isclose(before, after, rel_tol=1e-9, abs_tol=0.0):
+        return
+    keep = saved.lr_decay_iters or saved.max_iters
+    warnings.warn(
+        f"resuming at step {step} with these settings moves the learning rate there from {before:.3g} to "
+        f"{after:.3g} (the schedule is recomputed for max_iters={resumed.max_iters}); to carry on the saved "
+        f"decay instead, set lr_decay_iters={keep} (--lr-decay-iters {keep}): steps past it train at min_lr",
+        RuntimeWarning,
+        stacklevel=3,
+    )
 
 
 def make_optimizer(model: torch.nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.AdamW:
@@ -468,6 +489,8 @@ class Trainer:
         tokenizer = tokenizer_from_dict(checkpoint.tokenizer) if checkpoint.tokenizer else None
         trainer = cls(model, train_tokens, val_tokens, config, tokenizer, callbacks, out_dir=run_dir)
         trainer.load_state(checkpoint)
+        if trainer.is_main:
+            warn_if_schedule_jumps(TrainConfig.from_dict(checkpoint.train_config), config, trainer.step)
         return trainer
 
     # ------------------------------------------------------------------ loop

@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+import warnings
 
 import pytest
 
@@ -185,7 +186,41 @@ def test_bad_flags_exit_non_zero_with_one_line(corpus, tmp_path, argv, needle):
     )
     assert result.returncode != 0
     assert needle in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, f"not one line:\n{result.stderr}"
     assert not out.exists()  # nothing half-written
+
+
+def test_resume_that_moves_the_learning_rate_says_so(corpus, tmp_path):
+    """Continuing a finished run to more steps recomputes the cosine: a warning names the jump and the fix."""
+    out = tmp_path / "run"
+    base = [
+        "train",
+        "--data",
+        str(corpus),
+        "--out",
+        str(out),
+        "--no-progress",
+        "--eval-interval",
+        "10",
+        *TINY,
+    ]
+    assert main([*base, "--max-iters", "20", "--warmup-iters", "5"]) == 0
+    with pytest.warns(RuntimeWarning, match=r"step 20 .* from 0\.0001 to .*--lr-decay-iters 20"):
+        assert main([*base, "--resume", "--max-iters", "30"]) == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # keeping the old decay moves nothing: no warning
+        assert main([*base, "--resume", "--max-iters", "40", "--lr-decay-iters", "20"]) == 0
+
+
+def test_warnings_are_one_line_on_the_command_line(trained_run):
+    result = subprocess.run(
+        [sys.executable, "-m", "arlm_lib", "sample", "--checkpoint", str(trained_run), "--prompt", "the cat " * 10,
+         "--max-new-tokens", "3"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.startswith("warning: prompt 0 has 80 tokens"), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and ".py:" not in result.stderr
 
 
 def test_missing_and_short_corpora_are_refused(tmp_path, capsys):
@@ -226,3 +261,34 @@ def test_eval_block_size_larger_than_context_is_refused(trained_run, corpus, cap
         != 0
     )
     assert "--block-size 64" in capsys.readouterr().err
+
+
+def readme_commands() -> list[list[str]]:
+    """Every ``python -m arlm_lib ...`` command in the README's shell blocks (torchrun ones included),
+    continuation lines joined and comments dropped, as argv lists after ``arlm_lib``."""
+    import re
+    import shlex
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", readme, flags=re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            words = shlex.split(line, comments=True)
+            if "arlm_lib" in words and "-m" in words:
+                commands.append(words[words.index("arlm_lib") + 1 :])
+    return commands
+
+
+def test_every_readme_command_parses():
+    """The README's commands use flags and values the CLI accepts (a renamed flag fails here)."""
+    from arlm_lib.cli import build_parser
+
+    commands = readme_commands()
+    assert len(commands) >= 8, commands
+    parser = build_parser()
+    for argv in commands:
+        try:
+            parser.parse_args(argv)
+        except SystemExit as exc:
+            pytest.fail(f"README command does not parse (exit {exc.code}): {' '.join(argv)}")
