@@ -549,6 +549,12 @@ class Trainer:
         self.raw_model.train(was_training)
         return sum(losses) / len(losses)
 
+    def _checkpoint_note(self) -> str:
+        """What a reader of a divergence error can fall back on."""
+        if self.out_dir is not None and ckpt.checkpoint_path(self.out_dir).is_file():
+            return "the last good checkpoint is kept"
+        return "no checkpoint had been written yet, so there is nothing to resume from"
+
     def _train_step(self) -> dict[str, Any]:
         config = self.config
         lr = lr_at(self.step, config)
@@ -575,7 +581,7 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             raise TrainingDivergedError(
                 f"the training loss became {total_loss} at step {self.step + 1} (lr={lr:.3g}); the weights were not "
-                "updated and the last good checkpoint is kept. Lower --lr or enable --grad-clip."
+                f"updated and {self._checkpoint_note()}. Lower --lr or enable --grad-clip."
             )
 
         self.scaler.unscale_(self.optimizer)
@@ -585,7 +591,7 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             raise TrainingDivergedError(
                 f"the gradient norm became {grad_norm} at step {self.step + 1} (lr={lr:.3g}); the weights were not "
-                "updated and the last good checkpoint is kept."
+                f"updated and {self._checkpoint_note()}."
             )
         self.scaler.step(self.optimizer)  # skips the update if fp16 gradients overflowed
         self.scaler.update()

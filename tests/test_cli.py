@@ -232,6 +232,10 @@ def test_missing_and_short_corpora_are_refused(tmp_path, capsys):
         assert not out.exists()
     err = capsys.readouterr().err
     assert "missing.txt" in err and "short" in err
+    folder = tmp_path / "texts"
+    folder.mkdir()
+    assert main(["train", "--data", str(folder), "--out", str(tmp_path / "out"), *TINY]) == 2
+    assert "is a directory: give a UTF-8 text file" in capsys.readouterr().err
 
 
 def test_refuses_to_clobber_a_directory_that_is_not_a_run(corpus, tmp_path, capsys):

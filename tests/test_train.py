@@ -172,11 +172,26 @@ def test_nonfinite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(d
     trainer = Trainer(
         tiny_model(tokenizer), train, val, config(max_iters=30), tokenizer, [Poison()], out_dir=tmp_path
     )
-    with pytest.raises(TrainingDivergedError, match="step 13"):
+    with pytest.raises(TrainingDivergedError, match="step 13.*last good checkpoint is kept"):
         trainer.train()
     saved = ckpt.load_checkpoint(tmp_path)
     assert saved.trainer_state["step"] == 10
     assert all(torch.isfinite(t).all() for t in saved.model_state.values())
+
+
+def test_divergence_before_the_first_checkpoint_does_not_promise_one(data, tmp_path):
+    tokenizer, train, val = data
+
+    class Poison(Callback):
+        def on_step_end(self, trainer, record):
+            with torch.no_grad():
+                trainer.raw_model.transformer.wte.weight[0, 0] = math.inf
+
+    trainer = Trainer(
+        tiny_model(tokenizer), train, val, config(max_iters=30), tokenizer, [Poison()], out_dir=tmp_path
+    )
+    with pytest.raises(TrainingDivergedError, match="step 2 .*nothing to resume from"):
+        trainer.train()
 
 
 def test_history_is_compact_floats_and_round_trips():

@@ -110,6 +110,11 @@ def load_corpus(name_or_path: str | os.PathLike, size: int | None = None, *, cac
         text = load_text(source, cache_dir=cache_dir)
     elif Path(source).is_file():
         text = read_text_file(source)
+    elif Path(source).is_dir():
+        raise DataError(
+            f"{source!r} is a directory: give a UTF-8 text file, a URL or a built-in corpus "
+            f"({', '.join(corpus_names())})"
+        )
     else:
         raise DataError(
             f"unknown corpus {source!r}: not a built-in corpus ({', '.join(corpus_names())}) and no such file"
