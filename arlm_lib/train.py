@@ -412,9 +412,8 @@ class Trainer:
 
     def state_dict(self) -> dict[str, Any]:
         state = {"step": self.step, "history": self.history.to_dict(), "world_size": self.world_size}
-        if (
-            self.scaler.is_enabled()
-        ):  # fp16: the loss scale it has settled on, so a resume does not redo the search
+        if self.scaler.is_enabled():
+            # fp16: keep the loss scale it has settled on, so a resume does not redo the search.
             state["grad_scaler"] = self.scaler.state_dict()
         return state
 
