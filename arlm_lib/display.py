@@ -58,7 +58,11 @@ def escape(text: object) -> str:
 
 def figure_div_id(fig: Any, salt: str = "") -> str:
     """A div id that depends only on the figure's content, so cached book outputs are byte-stable."""
-    digest = hashlib.sha1((salt + fig.to_json()).encode("utf-8")).hexdigest()[:16]
+    return _content_id(fig.to_json(), salt)
+
+
+def _content_id(serialized: str, salt: str) -> str:
+    digest = hashlib.sha1((salt + serialized).encode("utf-8")).hexdigest()[:16]
     return f"arlm-fig-{digest}"
 
 
@@ -97,7 +101,6 @@ def figure_html(fig: Any, *, div_id: str | None = None, config: dict[str, Any] |
         value = layout.get(key, template.get(key))
         return f"{value}px" if isinstance(value, (int, float)) else default
 
-    div_id = escape(div_id or figure_div_id(fig, _execution_salt()))
     spec = to_json_plotly(
         {
             "data": figure.get("data", []),
@@ -105,6 +108,8 @@ def figure_html(fig: Any, *, div_id: str | None = None, config: dict[str, Any] |
             "config": {**PLOTLY_CONFIG, **(config or {})},
         }
     )
+    # The id hashes the JSON just made, rather than serialising the figure a second time.
+    div_id = escape(div_id or _content_id(spec, _execution_salt()))
     # The outer div keeps the figure's size before it is drawn, so drawing it never shifts the page.
     return (
         f'<div class="arlm-figure" style="height:{css_size("height", f"{DEFAULT_HEIGHT_PX}px")}; '

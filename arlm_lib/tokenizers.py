@@ -348,6 +348,8 @@ class BPETokenizer(Tokenizer):
         self._tok = hf_tokenizer
         self._bos = self._single_id("\n")
         self._bytes_of = _byte_decoder()
+        # Special tokens are stored as text, not byte-level symbols (see decode and token_bytes).
+        self._specials = {i: t.content for i, t in hf_tokenizer.get_added_tokens_decoder().items()}
 
     def _single_id(self, text: str) -> int:
         ids = self._tok.encode(text, add_special_tokens=False).ids
@@ -431,8 +433,8 @@ class BPETokenizer(Tokenizer):
         ids = _ids_to_list(ids)
         # Hugging Face silently skips unknown ids; we refuse them instead.
         self._check_ids(ids)
-        specials = self._special_contents_by_id()
-        if not specials or specials.keys().isdisjoint(ids):
+        specials = self._specials
+        if specials.keys().isdisjoint(ids):
             return self._tok.decode(ids, skip_special_tokens=False)
         # A special token is stored as its text, not as byte-level symbols, and the byte-level decoder
         # would map a character such as "é" in it to a single byte: decode the runs between them.
@@ -450,10 +452,9 @@ class BPETokenizer(Tokenizer):
         """The raw bytes of token ``i`` (a token may hold part of a multi-byte character)."""
         i = int(i)
         self._check_ids([i])
-        token = self._tok.id_to_token(i)
-        if token in self._special_tokens():
-            return token.encode("utf-8")
-        return bytes(self._bytes_of[ch] for ch in token)
+        if i in self._specials:
+            return self._specials[i].encode("utf-8")
+        return bytes(self._bytes_of[ch] for ch in self._tok.id_to_token(i))
 
     def id_to_token(self, i: int) -> str:
         raw = self.token_bytes(i)
@@ -462,12 +463,6 @@ class BPETokenizer(Tokenizer):
         except UnicodeDecodeError:
             # Part of a multi-byte character: show the bytes, e.g. "\\xe4\\xb8".
             return "".join(f"\\x{b:02x}" for b in raw)
-
-    def _special_tokens(self) -> set[str]:
-        return {t.content for t in self._tok.get_added_tokens_decoder().values()}
-
-    def _special_contents_by_id(self) -> dict[int, str]:
-        return {i: t.content for i, t in self._tok.get_added_tokens_decoder().items()}
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "version": FORMAT_VERSION, "hf_tokenizer": self._tok.to_str()}

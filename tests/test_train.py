@@ -160,18 +160,33 @@ def test_fp16_loss_scale_survives_a_resume(data, tmp_path):
     assert resumed.scaler.get_scale() == scale
 
 
-def test_nonfinite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(data, tmp_path):
+class PoisonFrom(Callback):
+    """Makes a weight infinite at the end of step ``step`` and every step after it."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_end(self, trainer, record):
+        if record["step"] >= self.step:
+            with torch.no_grad():
+                trainer.raw_model.transformer.wte.weight[0, 0] = math.inf
+
+
+def poisoned_trainer(data, tmp_path, step: int) -> Trainer:
     tokenizer, train, val = data
-
-    class Poison(Callback):
-        def on_step_end(self, trainer, record):
-            if record["step"] == 12:
-                with torch.no_grad():
-                    trainer.raw_model.transformer.wte.weight[0, 0] = math.inf
-
-    trainer = Trainer(
-        tiny_model(tokenizer), train, val, config(max_iters=30), tokenizer, [Poison()], out_dir=tmp_path
+    return Trainer(
+        tiny_model(tokenizer),
+        train,
+        val,
+        config(max_iters=30),
+        tokenizer,
+        [PoisonFrom(step)],
+        out_dir=tmp_path,
     )
+
+
+def test_nonfinite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(data, tmp_path):
+    trainer = poisoned_trainer(data, tmp_path, step=12)
     with pytest.raises(TrainingDivergedError, match="step 13.*last good checkpoint is kept"):
         trainer.train()
     saved = ckpt.load_checkpoint(tmp_path)
@@ -180,16 +195,7 @@ def test_nonfinite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(d
 
 
 def test_divergence_before_the_first_checkpoint_does_not_promise_one(data, tmp_path):
-    tokenizer, train, val = data
-
-    class Poison(Callback):
-        def on_step_end(self, trainer, record):
-            with torch.no_grad():
-                trainer.raw_model.transformer.wte.weight[0, 0] = math.inf
-
-    trainer = Trainer(
-        tiny_model(tokenizer), train, val, config(max_iters=30), tokenizer, [Poison()], out_dir=tmp_path
-    )
+    trainer = poisoned_trainer(data, tmp_path, step=1)
     with pytest.raises(TrainingDivergedError, match="step 2 .*nothing to resume from"):
         trainer.train()
 
