@@ -61,6 +61,16 @@ non_negative_float = _number(float, 0)
 seed_int = _number(int, -(2**63), maximum=2**64 - 1)
 
 
+def _checkpoint_arg(text: str) -> str:
+    """``--checkpoint``: a path. An empty one would quietly mean the current directory (Path("") is "."),
+    and the error would then name a file the user never typed: refuse it here, naming the value."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not allowed: give a run directory or a .safetensors file"
+        )
+    return text
+
+
 def _peak_flops(text: str) -> float | str:
     """``--peak-flops``: a positive number of FLOP/s, or ``auto`` to measure one."""
     return "auto" if text == "auto" else positive_float(text)
@@ -200,13 +210,21 @@ def build_parser() -> argparse.ArgumentParser:
         "sample", help="continue a prompt with a trained model", formatter_class=_HelpFormatter
     )
     sample.add_argument(
-        "--checkpoint", required=True, help="run directory (or .safetensors file) of a trained model"
+        "--checkpoint",
+        required=True,
+        type=_checkpoint_arg,
+        help="run directory (or .safetensors file) of a trained model",
     )
     sample.add_argument(
         "--prompt", default="", help="text to continue; empty starts from the start-of-document token"
     )
     sample.add_argument("--max-new-tokens", type=non_negative_int, default=200, help="tokens to generate")
-    sample.add_argument("--temperature", type=non_negative_float, default=1.0, help="0 = greedy decoding")
+    sample.add_argument(
+        "--temperature",
+        type=non_negative_float,
+        default=1.0,
+        help="0 = greedy decoding (then no --top-k, --top-p, --min-p)",
+    )
     sample.add_argument("--top-k", type=positive_int, help="keep the k most likely tokens")
     sample.add_argument(
         "--top-p",
@@ -224,8 +242,17 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument(
         "--no-repeat-ngram", type=positive_int, help="forbid repeating any n-gram of this size"
     )
-    sample.add_argument("--beam", type=positive_int, help="beam search with this width (deterministic)")
-    sample.add_argument("--num-samples", type=positive_int, default=1, help="independent samples")
+    sample.add_argument(
+        "--beam",
+        type=positive_int,
+        help="beam search with this width (deterministic: no --temperature, --top-k, --top-p, --min-p)",
+    )
+    sample.add_argument(
+        "--num-samples",
+        type=positive_int,
+        default=1,
+        help="independent samples; with --beam, the N best beams (N <= the width)",
+    )
     sample.add_argument(
         "--seed", type=seed_int, default=1337, help="sampling seed; the same seed reproduces the text"
     )
@@ -236,7 +263,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser(
         "eval", help="validation loss, perplexity and bits per character", formatter_class=_HelpFormatter
     )
-    evaluate.add_argument("--checkpoint", required=True, help="run directory (or .safetensors file)")
+    evaluate.add_argument(
+        "--checkpoint", required=True, type=_checkpoint_arg, help="run directory (or .safetensors file)"
+    )
     evaluate.add_argument(
         "--data", required=True, help="text file or built-in corpus name; its last 10%% is held out"
     )
@@ -428,11 +457,24 @@ def cmd_sample(args: argparse.Namespace) -> int:
     """``sample``: continue ``--prompt`` with a trained model."""
     from .checkpoint import load_model
     from .device import resolve_device
-    from .generate import sample_cli
+    from .generation.cli import check_sample_options, sample_cli
 
+    check_sample_options(args)  # clashing flags: refuse before the (slower) checkpoint load
     device = resolve_device(args.device)
     model, tokenizer = load_model(args.checkpoint, device=device)
+    _require_tokenizer(tokenizer, args.checkpoint, "sample needs it to encode --prompt and decode the output")
     return sample_cli(model, tokenizer, args) or 0
+
+
+def _require_tokenizer(tokenizer, checkpoint: str, why: str) -> None:
+    """A checkpoint saved without a tokenizer cannot turn text into ids: say so instead of crashing."""
+    if tokenizer is None:
+        from .errors import CheckpointError
+
+        raise CheckpointError(
+            f"--checkpoint {checkpoint}: this checkpoint holds no tokenizer, and {why}; "
+            "use a checkpoint written by 'train' (it saves its tokenizer)"
+        )
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -447,6 +489,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     device = resolve_device(args.device)
     model, tokenizer = load_model(args.checkpoint, device=device)
+    _require_tokenizer(tokenizer, args.checkpoint, "eval needs it to encode --data")
     context = model.config.block_size
     block_size = args.block_size or context
     if block_size > context:

@@ -16,7 +16,8 @@ Decisions, in one place:
   same rule orders top-p's nucleus, greedy's argmax and beam candidates.
 * **Reported probabilities**: each token carries ``prob`` (under the processed distribution it was
   drawn from) and ``raw_prob`` / ``logprob`` (the model's plain softmax); ``score_sequence`` sums the
-  latter.
+  latter. ``return_top=N`` alternatives: ``top`` lists only tokens the filters left a probability > 0
+  (so possibly fewer than N), ``top_raw`` the model's N most likely.
 * **Empty prompt**: starts from the document-start token ``tokenizer.bos_id`` (or ``bos_id=``).
 * **Long prompts** are cropped from the left to ``block_size`` tokens, with a warning.
 * **Past the context**: the window of tokens the model sees grows to ``block_size`` and is then cut

@@ -128,6 +128,33 @@ def test_resume_continues_from_the_saved_step(trained_run, corpus, capsys):
     assert "resuming" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("command", [["sample"], ["eval", "--data", "synthetic"]])
+def test_an_empty_checkpoint_flag_is_refused_naming_the_empty_value(command, capsys):
+    # Path("") is the current directory: the old error named "checkpoint.safetensors", not what was typed.
+    with pytest.raises(SystemExit) as info:
+        main([command[0], "--checkpoint", "", *command[1:]])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --checkpoint: '' is not allowed" in err and "checkpoint.safetensors" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("command", [["sample"], ["eval", "--data", "synthetic"]])
+def test_a_checkpoint_without_tokenizer_is_one_line_error_not_a_traceback(command, tmp_path, capsys):
+    import torch
+
+    from arlm_lib.checkpoint import save_checkpoint
+    from arlm_lib.model import GPT, GPTConfig
+
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=30, block_size=16, n_layer=1, n_head=2, n_embd=16))
+    save_checkpoint(tmp_path / "run", model)  # weights only, no tokenizer
+    code = main([command[0], "--checkpoint", str(tmp_path / "run"), "--device", "cpu", *command[1:]])
+    err = capsys.readouterr().err
+    assert code == 2 and "holds no tokenizer" in err and str(tmp_path / "run") in err
+    assert len(err.strip().splitlines()) == 1
+
+
 def test_help_explains_every_flag():
     result = subprocess.run(
         [sys.executable, "-m", "arlm_lib", "train", "--help"], capture_output=True, text=True

@@ -284,6 +284,34 @@ BAD_INPUT = {
         lambda c, f, o: [*_train(c, f["flipped"]), "--resume"],
         "corrupted: its checksum does not match",
     ),
+    "empty checkpoint path, sample": (
+        lambda c, f, o: ["sample", "--checkpoint", "", "--device", "cpu"],
+        "argument --checkpoint: '' is not allowed",
+    ),
+    "top-k with greedy decoding": (
+        lambda c, f, o: ["sample", "--checkpoint", str(f["copy"]), "--temperature", "0", "--top-k", "5"],
+        "--top-k 5 is not allowed with --temperature 0",
+    ),
+    "sampling option with beam search": (
+        lambda c, f, o: ["sample", "--checkpoint", str(f["copy"]), "--beam", "3", "--top-p", "0.9"],
+        "--top-p 0.9 is not allowed with --beam",
+    ),
+    "more samples than beams": (
+        lambda c, f, o: ["sample", "--checkpoint", str(f["copy"]), "--beam", "2", "--num-samples", "4"],
+        "--num-samples 4 is not allowed with --beam 2",
+    ),
+    "prompt character unknown to the model": (
+        lambda c, f, o: [
+            "sample",
+            "--checkpoint",
+            str(f["copy"]),
+            "--device",
+            "cpu",
+            "--prompt",
+            "caf\u00e9",
+        ],
+        "--prompt has 1 character(s) this model never saw in training: '\u00e9'; use only",
+    ),
     "out is a directory of other files": (lambda c, f, o: _train(c, f["notarun"]), "refusing to clobber"),
     "out is a file": (lambda c, f, o: _train(c, f["afile"]), "is a file, not a directory"),
     "resume without a checkpoint": (

@@ -149,6 +149,18 @@ def test_unencodable_prompt_is_a_clear_tokenizer_error(text_model, tok):
         sample_cli(text_model, tok, prompt="Zebra", max_new_tokens=3, out=io.StringIO())
 
 
+def test_unencodable_prompt_on_the_command_line_gives_advice_a_cli_user_can_follow(text_model, tok):
+    # The tokenizer's own advice (unknown='replace') is a Python option: no flag can act on it, and a
+    # trained checkpoint's vocabulary is fixed anyway. The CLI names the characters it does know.
+    with pytest.raises(TokenizerError) as info:
+        sample_cli(text_model, tok, prompt="the Zebra \u00e9", max_new_tokens=3, out=io.StringIO())
+    message = str(info.value)
+    assert "--prompt" in message and "'Z'" in message and "'\u00e9'" in message
+    assert "replace" not in message
+    known = "".join(tok.decode([i]) for i in range(tok.vocab_size))
+    assert repr(known) in message
+
+
 # ----------------------------------------------------------------------------- processors
 def test_top_k_keeps_exactly_k_with_ties_going_to_lower_ids():
     logits = torch.tensor([[1.0, 3.0, 2.0, 3.0, 2.0, 2.0, 0.5]])
@@ -364,6 +376,18 @@ def test_steps_report_processed_and_raw_probabilities(model):
     assert steps[-1].tokens[0].finish_reason == "length" and steps[-1].finished
 
 
+@pytest.mark.parametrize("filters", [{"top_k": 3}, {"top_p": 1e-9}, {"min_p": 0.5}])
+def test_return_top_lists_only_tokens_that_could_have_been_drawn(model, filters):
+    # A token a filter removed has probability 0: listing it among the "top alternatives" would
+    # claim the sampler might have picked it.
+    for step in generate(model, PROMPTS, max_new_tokens=6, seed=2, return_top=10, **filters):
+        for tok in step.tokens:
+            assert all(p > 0 for _, p in tok.top), tok.top
+            assert sum(p for _, p in tok.top) == pytest.approx(1.0)  # all the survivors fit in 10
+            assert tok.token_id in [t for t, _ in tok.top]
+            assert len(tok.top_raw) == 10  # the model's own distribution has no zeros to drop
+
+
 def test_finished_sequences_stop_and_report_none(model):
     first = generate_ids(model, PROMPTS, temperature=0, max_new_tokens=20)
     stop = first[1][2]
@@ -546,6 +570,17 @@ def test_distinct_n():
         distinct_n([[1, 2]], 0)
 
 
+def test_metrics_treat_a_list_of_scalar_tensors_as_one_generation():
+    # list(tensor) gives 0-d tensors; generate() already reads such a list as one prompt. The metrics
+    # used to count each id as a one-token generation (and hash tensors by identity).
+    ids = torch.tensor([5, 6, 5, 6, 5, 6, 7])
+    assert distinct_n(list(ids), 2) == distinct_n(ids.tolist(), 2) == pytest.approx(3 / 6)
+    assert distinct_n([list(ids), list(ids)], 2) == distinct_n([ids.tolist()] * 2, 2)
+    looping = torch.tensor([1, 2, 3, 4, 3, 4, 3, 4])
+    assert repetition_rate(list(looping)) == repetition_rate(looping.tolist()) == 1.0
+    assert has_repetition(list(looping))
+
+
 def test_repetition_rate_holtzman_loop_at_the_end():
     loop_at_end = [9, 8, 7, 1, 2, 1, 2, 1, 2]
     loop_in_middle = [1, 2, 1, 2, 1, 2, 9, 8, 7]
@@ -575,8 +610,42 @@ def test_sample_cli_prints_and_stream_matches(text_model, tok):
     assert plain.getvalue() == streamed.getvalue()
     assert plain.getvalue().count("--- sample") == 2 and plain.getvalue().count("the ") >= 2
     beams = io.StringIO()
-    sample_cli(text_model, tok, args, out=beams, beam=3)
+    sample_cli(text_model, tok, args, out=beams, beam=3, temperature=1.0, top_p=None)
     assert beams.getvalue().count("--- beam") == 2
+
+
+@pytest.mark.parametrize(
+    "options, flag",
+    [
+        ({"beam": 2, "top_k": 5}, "--top-k 5"),
+        ({"beam": 2, "top_p": 0.9}, "--top-p 0.9"),
+        ({"beam": 2, "min_p": 0.1}, "--min-p 0.1"),
+        ({"beam": 2, "temperature": 0.7}, "--temperature 0.7"),
+        ({"beam": 2, "num_samples": 3}, "--num-samples 3"),
+        ({"temperature": 0, "top_k": 5}, "--top-k 5"),
+        ({"temperature": 0.0, "top_p": 0.5}, "--top-p 0.5"),
+        ({"temperature": 0, "num_samples": 2}, "--num-samples 2"),
+    ],
+)
+def test_sample_cli_refuses_flags_that_would_be_silently_ignored(text_model, tok, options, flag):
+    out = io.StringIO()
+    with pytest.raises(GenerationError) as info:
+        sample_cli(text_model, tok, prompt="the ", max_new_tokens=3, out=out, **options)
+    assert flag in str(info.value) and "\n" not in str(info.value)
+    assert out.getvalue() == ""  # refused before anything is printed
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"beam": 2, "num_samples": 2, "temperature": 1.0, "repetition_penalty": 1.2},
+        {"temperature": 0, "repetition_penalty": 1.3, "no_repeat_ngram": 2},
+    ],
+)
+def test_sample_cli_accepts_the_options_that_do_combine(text_model, tok, options):
+    out = io.StringIO()
+    assert sample_cli(text_model, tok, prompt="the ", max_new_tokens=3, out=out, **options) == 0
+    assert out.getvalue().count("the ") == options.get("num_samples", 1)
 
 
 @pytest.mark.parametrize(

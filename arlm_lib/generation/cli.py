@@ -12,7 +12,7 @@ from .beam import beam_search
 from .config import GenerationConfig, check_int
 from .sampling import generate_text, make_generator, stream_text
 
-__all__ = ["FLAG_OF_FIELD", "sample_cli"]
+__all__ = ["FLAG_OF_FIELD", "check_sample_options", "sample_cli"]
 
 # The CLI flag behind each option, so errors name what the user typed.
 FLAG_OF_FIELD = {
@@ -52,6 +52,88 @@ def _flagged(err: GenerationError) -> GenerationError:
     return GenerationError(f"{FLAG_OF_FIELD[field]} {err.value!r} is not allowed: {err.allowed}")
 
 
+# Flags that only shape a *random* draw: beam search and greedy decoding have no draw to shape.
+SAMPLING_ONLY = ("top_k", "top_p", "min_p")
+
+
+def _options(args: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """DEFAULTS, overridden by the attributes of ``args`` (an argparse namespace), then by ``kwargs``."""
+    opts = dict(DEFAULTS)
+    if args is not None:
+        opts.update({k: getattr(args, k) for k in DEFAULTS if hasattr(args, k)})
+    opts.update(kwargs)
+    return opts
+
+
+def _conflict(field: str, value: Any, why: str) -> GenerationError:
+    return GenerationError(f"{FLAG_OF_FIELD[field]} {value!r} is not allowed {why}")
+
+
+def check_sample_options(args: Any = None, **kwargs: Any) -> None:
+    """Refuse flag combinations where one flag would be silently ignored (cheap: call it before loading).
+
+    Each error names the flag, its value, and what to do instead, in one line.
+    """
+    opts = _options(args, kwargs)
+    beam, temperature, num_samples = opts["beam"], opts["temperature"], opts["num_samples"]
+    filters = [f for f in SAMPLING_ONLY if opts[f] is not None]
+    if beam is not None:
+        # Beam search is deterministic: it keeps the most probable sequences, it never draws a token.
+        why = "with --beam: beam search does not sample (drop one of the two)"
+        if filters:
+            raise _conflict(filters[0], opts[filters[0]], why)
+        if temperature is not None and temperature != 1.0:
+            raise _conflict("temperature", temperature, why)
+        if _is_count(num_samples) and _is_count(beam) and num_samples > beam:
+            raise _conflict("num_samples", num_samples, f"with --beam {beam}: it must be <= the beam width")
+    elif temperature == 0:
+        # Greedy decoding takes the most likely token; every filter keeps it, so none changes anything.
+        if filters:
+            raise _conflict(
+                filters[0],
+                opts[filters[0]],
+                "with --temperature 0 (greedy): it only affects sampling; drop it, or use a temperature > 0",
+            )
+        if _is_count(num_samples) and num_samples > 1:
+            raise _conflict(
+                "num_samples",
+                num_samples,
+                "with --temperature 0 (greedy): every sample would be the same text; "
+                "use 1, or a temperature > 0",
+            )
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _prompt_error(tokenizer: Any, prompt: str, err: TokenizerError) -> TokenizerError:
+    """An unencodable ``--prompt``, explained in terms a command-line user can act on.
+
+    The tokenizer's own message suggests ``unknown='replace'``, a Python option that cannot help here:
+    the checkpoint's vocabulary is fixed, so the only fix is to use the characters it knows.
+    """
+    unknown = [c for c in dict.fromkeys(prompt) if not _encodes(tokenizer, c)]
+    if not unknown:
+        return TokenizerError(f"--prompt: {err}")
+    known = "".join(tokenizer.decode([i]) for i in range(tokenizer.vocab_size))
+    if len(known) > 200:
+        known = known[:200] + "..."
+    shown = ", ".join(repr(c) for c in unknown[:10]) + (" ..." if len(unknown) > 10 else "")
+    return TokenizerError(
+        f"--prompt has {len(unknown)} character(s) this model never saw in training: {shown}; "
+        f"use only the characters of its vocabulary: {known!r}"
+    )
+
+
+def _encodes(tokenizer: Any, text: str) -> bool:
+    try:
+        tokenizer.encode(text)
+    except TokenizerError:
+        return False
+    return True
+
+
 def sample_cli(
     model: nn.Module, tokenizer: Any, args: Any = None, out: TextIO | None = None, **kwargs: Any
 ) -> int:
@@ -61,21 +143,20 @@ def sample_cli(
     (which win): ``prompt`` (str, "" starts from the document-start token), ``max_new_tokens`` (200),
     ``temperature`` (1.0; 0 = greedy), ``top_k``, ``top_p``, ``min_p`` (None = off),
     ``repetition_penalty`` (None = 1.0), ``no_repeat_ngram`` (None/0 = off), ``beam`` (None = sample;
-    N >= 1 = beam search of width N, deterministic, sampling flags ignored, penalties applied),
-    ``num_samples`` (1: independent samples, or the number of best beams to print), ``seed`` (None =
+    N >= 1 = beam search of width N, deterministic, penalties applied), ``num_samples`` (1:
+    independent samples, or the number of best beams to print, at most ``beam``), ``seed`` (None =
     unseeded; one generator serves all samples, which run one after another, so the same seed prints
     the same text with or without ``stream``), ``stream`` (print tokens as they arrive; beam search
     prints when done).
 
     Each sample is printed as prompt + continuation, under a ``--- sample i ---`` header when there are
-    several. Bad values raise GenerationError naming the flag; an unencodable prompt raises
-    TokenizerError naming ``--prompt`` and the characters.
+    several. Bad values raise GenerationError naming the flag, and so do flags that would be ignored
+    (see :func:`check_sample_options`: top-k/top-p/min-p/temperature with ``beam``, filters or several
+    samples with temperature 0); an unencodable prompt raises TokenizerError naming ``--prompt``, the
+    characters, and the ones the model knows.
     """
     out = out or sys.stdout
-    opts = dict(DEFAULTS)
-    if args is not None:
-        opts.update({k: getattr(args, k) for k in DEFAULTS if hasattr(args, k)})
-    opts.update(kwargs)
+    opts = _options(args, kwargs)
     prompt = opts["prompt"] or ""
     try:
         check_int("num_samples", opts["num_samples"], 1)
@@ -91,12 +172,13 @@ def sample_cli(
             no_repeat_ngram_size=opts["no_repeat_ngram"] or 0,
         )
         generator = make_generator(opts["seed"])
+        check_sample_options(**opts)  # after the values: a bad value is reported as such, not as a clash
     except GenerationError as err:
         raise _flagged(err) from err
     try:
         prompt_ids = tokenizer.encode(prompt)
     except TokenizerError as err:
-        raise TokenizerError(f"--prompt: {err}") from err
+        raise _prompt_error(tokenizer, prompt, err) from err
 
     num_samples = opts["num_samples"]
     if opts["beam"] is not None:

@@ -17,12 +17,18 @@ from .config import check_int
 __all__ = ["distinct_n", "has_repetition", "repetition_rate"]
 
 
+def _as_unit(unit: Any) -> Any:
+    """A 0-d tensor (what iterating over a 1-D tensor gives) is one token id: compare and hash it by
+    value (tensors hash by identity, so n-grams of them would all look distinct)."""
+    return unit.item() if isinstance(unit, torch.Tensor) and unit.dim() == 0 else unit
+
+
 def _units(generation: Any) -> list:
     if isinstance(generation, str):
         return generation.split()
     if isinstance(generation, torch.Tensor):
         return generation.reshape(-1).tolist()
-    return list(generation)
+    return [_as_unit(u) for u in generation]
 
 
 def _as_generations(generations: Any) -> list[list]:
@@ -32,8 +38,10 @@ def _as_generations(generations: Any) -> list[list]:
     if isinstance(generations, torch.Tensor):
         return [generations.tolist()] if generations.dim() == 1 else generations.tolist()
     items = list(generations)
-    if items and isinstance(items[0], numbers.Integral):
-        return [[int(t) for t in items]]
+    # A flat sequence of ids is ONE generation, whether the ids are ints or 0-d tensors (list(tensor)),
+    # as for generate()'s prompts; otherwise each id would count as a one-token generation.
+    if items and isinstance(_as_unit(items[0]), numbers.Integral):
+        return [[int(_as_unit(t)) for t in items]]
     return [_units(g) for g in items]
 
 

@@ -43,7 +43,9 @@ class GeneratedToken:
     make it a one-hot). ``raw_prob`` / ``logprob``: the model's own probability (plain softmax of the
     logits, temperature 1, no processing) and its natural log, the term :func:`score_sequence` sums.
     ``top`` / ``top_raw``: the N most likely (token id, probability) of each distribution, best first
-    (only with ``return_top=N``).
+    (only with ``return_top=N``). ``top`` lists only tokens that could have been drawn (probability
+    > 0), so after top-k / top-p / min-p or an n-gram ban it can hold fewer than N; ``top_raw`` always
+    holds N (the model's own softmax gives every token some probability).
     """
 
     token_id: int
@@ -144,7 +146,8 @@ def generate(
     ``seed``: an int or a CPU ``torch.Generator`` makes sampling reproducible; None uses torch's global RNG.
     A sequence stops on a token in ``stop_ids`` (the token is emitted), when its generated text contains
     one of ``stop_strings`` (needs ``tokenizer``), or after ``max_new_tokens``; the others go on.
-    ``return_top=N`` fills each token's ``top`` / ``top_raw`` with the N most likely tokens.
+    ``return_top=N`` fills each token's ``top`` / ``top_raw`` with the N most likely tokens (``top``:
+    only those the filters left a probability > 0).
     Bad values raise :class:`~arlm_lib.errors.GenerationError` here, before the first step.
     """
     config = (config or GenerationConfig()).with_overrides(**overrides)
@@ -184,11 +187,17 @@ class _Draw:
     top_raw: list[tuple[tuple[int, float], ...]]
 
 
-def _top_n(probs: torch.Tensor, n: int) -> list[tuple[tuple[int, float], ...]]:
+def _top_n(probs: torch.Tensor, n: int, possible_only: bool = False) -> list[tuple[tuple[int, float], ...]]:
+    """Each row's ``n`` most likely (id, prob), best first; ``possible_only`` drops probability-0 ones.
+
+    A token a filter removed cannot be drawn: listing it as an "alternative" (with 0.0) would suggest
+    the sampler could have picked it.
+    """
     if n == 0:
         return [()] * probs.size(0)
     order = descending_order(probs)[:, :n]
-    return [tuple(zip(ids, ps)) for ids, ps in zip(order.tolist(), probs.gather(-1, order).tolist())]
+    rows = zip(order.tolist(), probs.gather(-1, order).tolist())
+    return [tuple((i, p) for i, p in zip(ids, ps) if p > 0 or not possible_only) for ids, ps in rows]
 
 
 def _draw(
@@ -211,7 +220,7 @@ def _draw(
         chosen=chosen.tolist(),
         probs=probs,
         raw_logp=raw_logp,
-        top=_top_n(probs, return_top),
+        top=_top_n(probs, return_top, possible_only=True),
         top_raw=_top_n(raw_logp.exp(), return_top),
     )
 
