@@ -20,10 +20,12 @@ classic Notebook and VS Code. In the static book, show these apps with
 
 from __future__ import annotations
 
+import functools
 import html
 import math
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -59,6 +61,32 @@ def _in_kernel() -> bool:
 def _status_html(message: str, error: bool = False) -> str:
     color = "#b00020" if error else "#555555"
     return f'<span style="color: {color};">{html.escape(message)}</span>'
+
+
+def _error_text(err: BaseException) -> str:
+    """An error as one line for a status label: arlm_lib's own messages as they are, others with their type."""
+    return str(err) if isinstance(err, ArlmError) else f"{type(err).__name__}: {err}"
+
+
+def _reports_errors(handler: Callable[..., None]) -> Callable[..., None]:
+    """Show an error a control's handler raises in the app's ``status`` label.
+
+    ipywidgets sends an exception raised in an ``observe`` handler to the front end's log, not to the
+    notebook: the reader would see a control that silently does nothing.
+    """
+
+    @functools.wraps(handler)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> None:
+        try:
+            handler(self, *args, **kwargs)
+        except Exception as err:  # noqa: BLE001 - shown to the reader instead of lost in the log
+            self.status.value = _status_html(_error_text(err), error=True)
+
+    return wrapper
+
+
+def _tokens_text(n: int) -> str:
+    return f"{n} token" if n == 1 else f"{n} tokens"
 
 
 class FigureView:
@@ -170,18 +198,29 @@ class AttentionExplorer:
         )
 
     def _compute(self) -> None:
-        """Encode the text and recompute the attention; a text the tokenizer rejects keeps the last one."""
+        """Encode the text and recompute the attention; a text the tokenizer rejects keeps the last one
+        (or, when there is none yet, shows the document-start token)."""
+        error = ""
         try:
-            ids = self.tokenizer.encode(self.text.value) or [self.tokenizer.bos_id]
+            ids = self.tokenizer.encode(self.text.value)
         except ArlmError as err:
-            self.status.value = _status_html(str(err), error=True)
-            return
+            if self.attentions is not None:
+                self.status.value = _status_html(str(err), error=True)
+                return
+            error, ids = str(err), []
         block = self.model.config.block_size
-        note = f"showing the last {block} of {len(ids)} tokens" if len(ids) > block else ""
-        ids = ids[-block:]
+        if error:
+            note = ""
+        elif not ids:
+            note = "the text is empty: showing the document-start token"
+        elif len(ids) > block:
+            note = f"the text has {len(ids)} tokens: showing its last {block}, the model's context"
+        else:
+            note = _tokens_text(len(ids))
+        ids = ids[-block:] or [self.tokenizer.bos_id]
         self.attentions = viz.model_attention(self.model, ids)
         self.tokens = [self.tokenizer.id_to_token(i) for i in ids]
-        self.status.value = _status_html(note or f"{len(ids)} tokens")
+        self.status.value = _status_html(error, error=True) if error else _status_html(note)
         # The query slider spans the new text, pointing at its last token (no redraw per change).
         self._moving_query = True
         try:
@@ -213,13 +252,18 @@ class AttentionExplorer:
         self.heatmap.replace(self._heatmap_figure())
         self.bars.replace(self._bars_figure())
 
+    @_reports_errors
     def _on_text(self, change: dict) -> None:
+        before = self.attentions
         self._compute()
-        self.redraw()
+        if self.attentions is not before:  # a rejected text changes nothing: nothing to redraw
+            self.redraw()
 
+    @_reports_errors
     def _on_selection(self, change: dict) -> None:
         self.redraw()
 
+    @_reports_errors
     def _on_query(self, change: dict) -> None:
         if not self._moving_query:
             self.bars.replace(self._bars_figure())
@@ -235,18 +279,33 @@ class AttentionExplorer:
 # ------------------------------------------------------------------------------- training dashboard
 
 
+#: The thread training each trainer that a dashboard started. One run per trainer, whichever of its
+#: dashboards started it: a cell run twice makes a second dashboard, and it must not start a second
+#: ``trainer.train()`` beside the first (two threads stepping one model and one optimizer).
+_TRAINING_THREADS: weakref.WeakKeyDictionary[Trainer, threading.Thread] = weakref.WeakKeyDictionary()
+_TRAINING_LOCK = threading.Lock()
+
+
+def _training_thread(trainer: Trainer) -> threading.Thread | None:
+    """The live thread a dashboard started to train ``trainer``, if any."""
+    thread = _TRAINING_THREADS.get(trainer)
+    return thread if thread is not None and thread.is_alive() else None
+
+
 class TrainingDashboard(Callback):
     """Live training curves with Start and Stop buttons; a :class:`~arlm_lib.train.Callback`.
 
-    Creating it adds it to ``trainer.callbacks``; :meth:`close` removes it. The figure is
+    Creating it adds it to ``trainer.callbacks``; :meth:`close` removes it. A trainer has one dashboard:
+    a new one (the same cell run again) replaces the trainer's earlier dashboards, and takes over a run
+    one of them started, so its Stop button works and its curves stream. The figure is
     :func:`arlm_lib.viz.training_curves` of ``trainer.history``, redrawn at most every
     ``redraw_interval_s`` seconds (and every ``redraw_every_steps`` steps, if given) and at the end.
 
     Start runs ``trainer.train()`` in a background thread, so the notebook stays responsive and Stop
     works (JupyterLab, classic Notebook, VS Code). Stop calls ``trainer.request_stop()``: training ends
-    after the current step and the trainer writes its checkpoint. Calling ``trainer.train()`` in a cell
-    yourself also streams into the dashboard, but then the busy kernel cannot receive the Stop click;
-    interrupt the kernel instead.
+    after the current step and the trainer writes its checkpoint; Start (now "Continue") then resumes the
+    same run. Calling ``trainer.train()`` in a cell yourself also streams into the dashboard, but then the
+    busy kernel cannot receive the Stop click; interrupt the kernel instead.
     """
 
     def __init__(
@@ -278,7 +337,11 @@ class TrainingDashboard(Callback):
         self.widget = widgets.VBox(
             [widgets.HBox([self.start_button, self.stop_button, self.status]), self.view.widget]
         )
+        for earlier in [cb for cb in trainer.callbacks if isinstance(cb, TrainingDashboard)]:
+            earlier._close(stop=False)  # replaced by this one: no duplicate callbacks, no dead controls
         trainer.callbacks.append(self)
+        self._thread = _training_thread(trainer)  # a run an earlier dashboard started
+        self._show_state("training" if self.running else None)
 
     # -- state
     @property
@@ -292,17 +355,45 @@ class TrainingDashboard(Callback):
             return state
         return f"{state}: step {trainer.step} / {trainer.config.max_iters}"
 
+    def _show_state(self, state: str | None = None) -> None:
+        """Set the buttons (and, given ``state``, the status) for a running or an idle trainer."""
+        trainer = self.trainer
+        if trainer is None:
+            return
+        running = self.running
+        self.stop_button.disabled = not running
+        self.start_button.disabled = running or trainer.step >= trainer.config.max_iters
+        self.start_button.description = "Continue" if trainer.step > 0 else "Start"
+        if state is not None:
+            self.status.value = _status_html(self._progress_text(state))
+
     # -- buttons
     def start(self) -> None:
-        """Start training in a background thread (what the Start button does)."""
+        """Start (or continue) training in a background thread (what the Start button does)."""
         if self.trainer is None:
             raise ArlmError("this dashboard is closed: create a new one for the trainer")
-        if self.running:
-            return
-        self.error = None
-        self.start_button.disabled, self.stop_button.disabled = True, False
-        self.status.value = _status_html(self._progress_text("training"))
-        self._thread = _run_in_thread(self._train, "arlm-training")
+        trainer = self.trainer
+        with _TRAINING_LOCK:
+            if self.running:
+                return
+            running = _training_thread(trainer)
+            if running is not None:  # started by another dashboard of this trainer: follow that run
+                self._thread = running
+                self._show_state("training")
+                return
+            if trainer.step >= trainer.config.max_iters:
+                self._show_state("done, nothing left to train (max_iters reached)")
+                return
+            trainer.clear_stop()  # a Stop clicked earlier ended that run, not this one
+            self.error = None
+            self._thread = threading.Thread(
+                target=self._train, args=(trainer,), name="arlm-training", daemon=True
+            )
+            _TRAINING_THREADS[trainer] = self._thread
+            # The buttons before the thread starts: a short run may be over before this line returns.
+            self.start_button.disabled, self.stop_button.disabled = True, False
+            self.status.value = _status_html(self._progress_text("training"))
+            self._thread.start()
 
     def wait(self, timeout: float | None = None) -> None:
         """Block until the background training run ends (for scripts and tests)."""
@@ -311,24 +402,34 @@ class TrainingDashboard(Callback):
 
     def stop(self) -> None:
         """Ask the trainer to stop after the current step; it then saves its checkpoint."""
-        if self.trainer is not None:
+        if self.trainer is not None and self.running:
             self.trainer.request_stop()
             self.status.value = _status_html(self._progress_text("stopping after this step"))
 
-    def _train(self) -> None:
-        trainer = self.trainer
+    def _train(self, trainer: Trainer) -> None:
         try:
             trainer.train()
         except Exception as err:  # shown in the dashboard: a thread's exception would otherwise vanish
-            self.error = err
-            self.status.value = _status_html(f"training failed: {err}", error=True)
+            for dashboard in self._dashboards(trainer):
+                dashboard.error = err
+                dashboard.status.value = _status_html(f"training failed: {_error_text(err)}", error=True)
         finally:
-            self.stop_button.disabled = True
-            done = trainer.step >= trainer.config.max_iters or trainer.stop_requested
-            self.start_button.disabled = done
+            # This thread still counts as alive here: set the idle buttons by hand.
+            done = trainer.step >= trainer.config.max_iters
+            for dashboard in self._dashboards(trainer):
+                dashboard.stop_button.disabled = True
+                dashboard.start_button.disabled = done
+                dashboard.start_button.description = "Continue" if trainer.step > 0 else "Start"
+
+    def _dashboards(self, trainer: Trainer) -> list[TrainingDashboard]:
+        """The dashboards showing ``trainer`` now (this one, or the one that replaced it)."""
+        return [cb for cb in trainer.callbacks if isinstance(cb, TrainingDashboard)]
 
     def _on_start(self, button: widgets.Button | None = None) -> None:
-        self.start()
+        try:
+            self.start()
+        except Exception as err:  # noqa: BLE001 - a click handler's exception goes to the front end's log
+            self.status.value = _status_html(_error_text(err), error=True)
 
     def _on_stop(self, button: widgets.Button | None = None) -> None:
         self.stop()
@@ -371,9 +472,12 @@ class TrainingDashboard(Callback):
         A run still going is asked to stop (after its current step, with its checkpoint): with the
         dashboard gone, nothing else could stop it.
         """
+        self._close(stop=True)
+
+    def _close(self, stop: bool) -> None:
         trainer, self.trainer = self.trainer, None
         if trainer is not None:
-            if self.running:
+            if stop and self.running:
                 trainer.request_stop()
             if self in trainer.callbacks:
                 trainer.callbacks.remove(self)
@@ -437,7 +541,13 @@ class SamplingPlayground:
         self.generated: list[Any] = []  # the GeneratedToken s of the last run
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.view = FigureView(self._chart_figure())
+        try:
+            chart = self._chart_figure()
+            self.status.value = _status_html(self._settings_note())
+        except Exception as err:  # noqa: BLE001 - e.g. a prompt the tokenizer cannot encode
+            self.status.value = _status_html(_error_text(err), error=True)
+            chart = self._chart_figure([self.tokenizer.bos_id], "Next token at the document start")
+        self.view = FigureView(chart)
         self.figure = self.view.figure
         self.generate_button.on_click(self._on_generate)
         self.stop_button.on_click(self._on_stop)
@@ -468,21 +578,35 @@ class SamplingPlayground:
     def _prompt_ids(self) -> list[int]:
         return self.tokenizer.encode(self.prompt.value) or [self.tokenizer.bos_id]
 
-    def _chart_figure(self) -> go.Figure:
-        try:
-            raw, processed = viz.next_token_probs(self.model, self._prompt_ids(), self.config())
-        except ArlmError as err:
-            self.status.value = _status_html(str(err), error=True)
-            raw = processed = torch.full(
-                (self.tokenizer.vocab_size,), 1.0 / self.tokenizer.vocab_size
-            ).numpy()
+    def _settings_note(self) -> str:
+        """What the reader should know about the prompt and the settings (shown in the status)."""
+        notes = []
+        if not self.prompt.value:
+            notes.append("empty prompt: the model starts at the document-start token")
+        else:
+            n, block = len(self.tokenizer.encode(self.prompt.value)), self.model.config.block_size
+            if n > block:
+                notes.append(f"the prompt has {n} tokens: the model sees only its last {block}")
+        if self.temperature.value == 0:
+            notes.append("temperature 0 is greedy: always the most likely token (the seed has no effect)")
+        return "; ".join(notes)
+
+    def _chart_figure(
+        self, ids: list[int] | None = None, title: str = "Next token after the prompt"
+    ) -> go.Figure:
+        """The next-token chart; raises what encoding the prompt raises."""
+        raw, processed = viz.next_token_probs(
+            self.model, self._prompt_ids() if ids is None else ids, self.config()
+        )
         return viz.next_token_distribution(
-            raw, self.tokenizer, top=self.chart_top, processed=processed, title="Next token after the prompt"
+            raw, self.tokenizer, top=self.chart_top, processed=processed, title=title
         )
 
+    @_reports_errors
     def _on_settings(self, change: dict) -> None:
-        self.status.value = ""
+        # A prompt the tokenizer rejects leaves the last chart in place, with the reason in the status.
         self.view.replace(self._chart_figure())
+        self.status.value = _status_html(self._settings_note())
 
     def _show(self) -> None:
         """Render the prompt and the tokens generated so far into the output."""
@@ -492,13 +616,18 @@ class SamplingPlayground:
         """Generate with the current settings, streaming into the output; returns when done or stopped."""
         self._stop.clear()
         self.generated = []
+        self.output.value = ""  # a failed run must not leave the last run's text under its error
         self.generate_button.disabled, self.stop_button.disabled = True, False
         self.status.value = _status_html("generating")
         last_shown = -math.inf
         try:
+            ids = self._prompt_ids()
+            note = self._settings_note()
+            # The playground's settings use no penalty that reads the cut-off history, so cropping here
+            # changes nothing but the warning generate() would print into whichever cell is running.
             steps = generate(
                 self.model,
-                self._prompt_ids(),
+                ids[-self.model.config.block_size :],
                 self.config(),
                 seed=int(self.seed.value),
                 tokenizer=self.tokenizer,
@@ -512,11 +641,10 @@ class SamplingPlayground:
                 if self._stop.is_set():
                     break
             self._show()
-            self.status.value = _status_html(
-                f"{'stopped' if self._stop.is_set() else 'done'}: {len(self.generated)} tokens"
-            )
-        except ArlmError as err:
-            self.status.value = _status_html(str(err), error=True)
+            done = f"{'stopped' if self._stop.is_set() else 'done'}: {_tokens_text(len(self.generated))}"
+            self.status.value = _status_html(f"{done} ({note})" if note else done)
+        except Exception as err:  # noqa: BLE001 - in a thread, an exception would otherwise vanish
+            self.status.value = _status_html(_error_text(err), error=True)
         finally:
             self.generate_button.disabled, self.stop_button.disabled = False, True
 

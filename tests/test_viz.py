@@ -173,6 +173,17 @@ def test_attention_grid_has_one_panel_per_head_and_a_layer_menu(sample):
     assert len(viz.attention_grid(attentions, tokens, layer=1, controls=False).data) == 3
 
 
+def test_token_attention_bars_keep_the_slider_steps_small(sample):
+    """Each slider step restyles every bar's colour: a 0/1 flag through a two-colour scale, not a string."""
+    ids, tokens, attentions = sample
+    fig = as_dict(viz.token_attention_bars(attentions, tokens, query_index=2, layer=0, head=1))
+    marker = fig["data"][0]["marker"]
+    assert marker["colorscale"][-1][1] == viz.THEME.highlight_color and marker["cmax"] == 1
+    for q, step in enumerate(fig["layout"]["sliders"][0]["steps"]):
+        flags = step["args"][0]["marker.color"][0]
+        assert flags == [int(k == q) for k in range(len(ids))]  # the query's own position is highlighted
+
+
 def test_token_attention_bars_slider_steps_hold_each_query_row(sample):
     ids, tokens, attentions = sample
     fig = as_dict(viz.token_attention_bars(attentions, tokens, query_index=2, layer=0, head=1, decimals=None))
@@ -185,6 +196,34 @@ def test_token_attention_bars_slider_steps_hold_each_query_row(sample):
     colors = fig["data"][0]["marker"]["color"]
     assert colors[7] != colors[0]  # the query's own position is highlighted
     assert len({tuple(s["args"][0]["y"][0]) for s in steps}) == len(ids)
+
+
+def rgb_distance(a: str, b: str) -> float:
+    def rgb(color: str) -> np.ndarray:
+        named = {"white": (255, 255, 255)}
+        if color in named:
+            return np.array(named[color], dtype=float)
+        if color.startswith("#"):
+            return np.array([int(color[i : i + 2], 16) for i in (1, 3, 5)], dtype=float)
+        return np.array([float(v) for v in color[color.index("(") + 1 : -1].split(",")[:3]])
+
+    return float(np.linalg.norm(rgb(a) - rgb(b)))
+
+
+def test_attention_heatmaps_draw_masked_cells_unlike_a_zero_weight(sample):
+    """The causal mask's cells are gaps, drawn in the plot background: it must not be the colour of 0."""
+    ids, tokens, attentions = sample
+    figures = [
+        viz.attention_heatmap(attentions, tokens, layer=0, head=0),
+        viz.attention_figure(attentions, tokens),
+        viz.attention_grid(attentions, tokens),
+    ]
+    for fig in figures:
+        layout = fig.layout
+        background = layout.plot_bgcolor or layout.template.layout.plot_bgcolor
+        zero = layout.coloraxis.colorscale[0][1]
+        assert rgb_distance(background, zero) > 40, (background, zero)
+        assert "masked" in layout.coloraxis.colorbar.title.text
 
 
 def test_labels_from_a_reader_are_escaped_everywhere():
@@ -296,12 +335,14 @@ def test_training_curves_plot_every_series_against_steps():
     assert len(fig.data) == 6
     by_name = {t.name: t for t in fig.data}
     assert list(by_name["train loss"].x) == list(range(1, 41))
-    np.testing.assert_allclose(by_name["train loss"].y, history.column("train_loss"))
+    # The figure holds 4 significant digits, what hover shows (%{y:.4g}): relative error <= 5e-4.
+    close = {"rtol": 5e-4, "atol": 0}
+    np.testing.assert_allclose(by_name["train loss"].y, history.column("train_loss"), **close)
     assert list(by_name["val loss"].x) == [10, 20, 30, 40]  # only where validation ran
-    np.testing.assert_allclose(by_name["grad norm"].y, history.column("grad_norm"))
-    np.testing.assert_allclose(by_name["grad norm (clipped)"].y, history.column("grad_norm_clipped"))
-    np.testing.assert_allclose(by_name["learning rate"].y, history.column("lr"))
-    np.testing.assert_allclose(by_name["tokens/s"].y, history.column("tokens_per_s"))
+    np.testing.assert_allclose(by_name["grad norm"].y, history.column("grad_norm"), **close)
+    np.testing.assert_allclose(by_name["grad norm (clipped)"].y, history.column("grad_norm_clipped"), **close)
+    np.testing.assert_allclose(by_name["learning rate"].y, history.column("lr"), **close)
+    np.testing.assert_allclose(by_name["tokens/s"].y, history.column("tokens_per_s"), **close)
     same = viz.training_curves(history.to_dict())
     assert [list(t.y) for t in same.data] == [list(t.y) for t in fig.data]
 
@@ -324,6 +365,29 @@ def test_training_curves_overlay_runs_with_legend_groups_and_a_log_toggle():
     linear = [b for b in as_json["layout"]["updatemenus"][0]["buttons"] if b["label"] == "linear"][0]
     apply_control(as_json, linear)
     assert as_json["layout"]["yaxis"]["type"] == "linear" and as_json["layout"]["yaxis2"]["type"] == "linear"
+
+
+def test_training_curves_hold_only_the_digits_hover_shows():
+    """A float64 written with 17 digits made a long run's figure about twice the size for nothing."""
+    rng = np.random.default_rng(0)
+    history = History()
+    for step in range(1, 1001):
+        history.append(
+            {
+                "step": step,
+                "lr": 3e-4 * rng.random(),
+                "train_loss": 3.0 / np.sqrt(step) + 0.1 * rng.random(),
+                "val_loss": 3.1 / np.sqrt(step) if step % 50 == 0 else None,
+                "grad_norm": 2.0 * rng.random(),
+                "grad_norm_clipped": min(1.0, 2.0 * rng.random()),
+                "tokens_per_s": 20_000 + 1_000 * rng.random(),
+            }
+        )
+    fig = as_dict(viz.training_curves(history))
+    for trace in fig["data"]:
+        assert all(v == float(f"{v:.4g}") for v in trace["y"] if v is not None), trace["name"]
+        assert "%{y:.4g}" in trace["hovertemplate"]  # hover shows exactly the digits the page holds
+    assert len(viz.training_curves(history).to_json()) < 70_000  # 1000 steps x 6 series
 
 
 def test_update_training_curves_refreshes_in_place_and_long_runs_keep_spikes():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import math
+import threading
 import weakref
 
 import numpy as np
@@ -91,6 +92,30 @@ def test_attention_explorer_recomputes_on_new_text_and_selections(model, tokeniz
     app.close()
 
 
+def test_attention_explorer_starts_on_text_it_cannot_encode_and_explains_edge_cases(model, tokenizer):
+    app = widgets.AttentionExplorer(model, tokenizer, "zebra")  # the reader's first text has unknown chars
+    assert "cannot encode" in app.status.value
+    assert app.tokens == [tokenizer.id_to_token(tokenizer.bos_id)] and len(app.figure.data[0].x) == 1
+    app.text.value = ""
+    assert "empty" in app.status.value and len(app.figure.data[0].x) == 1
+    app.text.value = "the cat sat on the mat. " * 3  # 72 tokens, more than block_size=32
+    assert "72 tokens" in app.status.value and "last 32" in app.status.value
+    assert len(app.figure.data[0].x) == 32 and app.query.max == 31
+    app.close()
+
+
+def test_attention_explorer_shows_an_unexpected_error_in_its_status(model, tokenizer, monkeypatch):
+    app = widgets.AttentionExplorer(model, tokenizer, "the cat")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("CUDA error: device-side assert")
+
+    monkeypatch.setattr(viz, "attention_heatmap", broken)
+    app.layer.value = 1  # the handler fails: the reader sees why, instead of a control that does nothing
+    assert "RuntimeError: CUDA error" in app.status.value
+    app.close()
+
+
 def test_attention_explorer_shows_untypable_text_as_an_escaped_error(model, tokenizer):
     app = widgets.AttentionExplorer(model, tokenizer, "the cat")
     before = app.attentions.copy()
@@ -146,11 +171,20 @@ def test_dashboard_streams_history_and_stop_ends_training_with_a_checkpoint(toke
     assert trainer.step == 7  # stopped right after the step in which Stop was clicked
     assert dashboard.redraws >= 7  # the curves were redrawn while training ran, not only at the end
     assert list(dashboard.figure.data[0].x) == list(range(1, 8))
-    np.testing.assert_allclose(dashboard.figure.data[0].y, trainer.history.column("train_loss"))
+    # The figure holds 4 significant digits (what hover shows).
+    np.testing.assert_allclose(dashboard.figure.data[0].y, trainer.history.column("train_loss"), rtol=5e-4)
     assert list(dashboard.figure.data[1].x) == [4]  # validation ran at step 4 only
-    assert "stopped" in dashboard.status.value and dashboard.start_button.disabled
+    assert "stopped" in dashboard.status.value
     checkpoint = load_checkpoint(tmp_path)
     assert checkpoint.trainer_state["step"] == 7
+    # Stop ends this run, not the training: the Start button now continues it to max_iters.
+    assert not dashboard.start_button.disabled and dashboard.start_button.description == "Continue"
+    trainer.callbacks = [cb for cb in trainer.callbacks if not isinstance(cb, StopAt)]
+    dashboard._on_start(dashboard.start_button)
+    dashboard.wait(timeout=120)
+    assert dashboard.error is None and trainer.step == 30
+    assert trainer.history.column("step") == list(range(1, 31))
+    assert "done" in dashboard.status.value and dashboard.start_button.disabled
 
 
 def test_dashboard_throttles_redraws(tokenizer, tmp_path):
@@ -175,6 +209,71 @@ def test_closing_a_dashboard_removes_its_callback_and_frees_it(tokenizer, tmp_pa
     del dashboard
     gc.collect()
     assert ref() is None  # no widget, handler or trainer keeps the closed dashboard alive
+
+
+class Gate(Callback):
+    """Holds training at ``step`` until the test opens the gate, so the test can act while it runs."""
+
+    def __init__(self, step: int) -> None:
+        self.step, self.reached, self.open = step, threading.Event(), threading.Event()
+
+    def on_step_end(self, trainer, record) -> None:
+        if trainer.step == self.step:
+            self.reached.set()
+            self.open.wait(timeout=120)
+
+
+def training_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "arlm-training"]
+
+
+def test_a_cell_run_twice_replaces_its_dashboard_and_never_trains_twice_at_once(tokenizer, tmp_path):
+    trainer = make_trainer(tokenizer, tmp_path, max_iters=40)
+    gate = Gate(step=2)
+    trainer.callbacks.append(gate)
+    first = widgets.TrainingDashboard(trainer, redraw_interval_s=0.0)
+    first._on_start(first.start_button)
+    assert gate.reached.wait(timeout=120)
+    second = widgets.TrainingDashboard(trainer, redraw_interval_s=0.0)  # the reader runs the cell again
+    # One dashboard per trainer: the first one's callback and widgets are gone.
+    assert [cb for cb in trainer.callbacks if isinstance(cb, widgets.TrainingDashboard)] == [second]
+    assert first.trainer is None
+    # The new dashboard follows the run already going: Start is off, Stop is on and works.
+    assert second.running and second.start_button.disabled and not second.stop_button.disabled
+    second._on_start(second.start_button)
+    assert len(training_threads()) == 1
+    second._on_stop(second.stop_button)
+    gate.open.set()
+    second.wait(timeout=120)
+    assert not training_threads() and second.error is None
+    steps = trainer.history.column("step")
+    assert steps == [1, 2]  # one run, its steps in order, stopped where Stop was clicked
+    assert "stopped" in second.status.value and list(second.figure.data[0].x) == steps
+    second.close()
+
+
+def test_dashboard_shows_a_training_error_and_clicking_start_after_the_end_does_nothing(tokenizer, tmp_path):
+    class Boom(Callback):
+        def on_step_end(self, trainer, record) -> None:
+            if trainer.step == 2:
+                raise RuntimeError("out of memory")
+
+    trainer = make_trainer(tokenizer, tmp_path, max_iters=3)
+    boom = Boom()
+    trainer.callbacks.append(boom)
+    dashboard = widgets.TrainingDashboard(trainer)
+    dashboard._on_start(dashboard.start_button)
+    dashboard.wait(timeout=120)
+    assert isinstance(dashboard.error, RuntimeError)
+    assert "training failed: RuntimeError: out of memory" in dashboard.status.value
+    assert not dashboard.start_button.disabled and dashboard.stop_button.disabled
+    trainer.callbacks.remove(boom)
+    dashboard._on_start(dashboard.start_button)
+    dashboard.wait(timeout=120)
+    assert trainer.step == 3 and dashboard.error is None and dashboard.start_button.disabled
+    dashboard._on_start(dashboard.start_button)  # nothing left to train: no thread, a message
+    assert not dashboard.running and "nothing left to train" in dashboard.status.value
+    dashboard.close()
 
 
 # ------------------------------------------------------------------------------ sampling playground
@@ -240,6 +339,43 @@ def test_playground_reports_a_prompt_it_cannot_encode(model, tokenizer):
     assert "cannot encode" in app.status.value
     app._generate()
     assert app.generated == [] and "cannot encode" in app.status.value
+    app.close()
+
+
+def test_playground_explains_edge_settings_and_clears_a_failed_run(model, tokenizer, recwarn):
+    app = widgets.SamplingPlayground(model, tokenizer, "the ", max_new_tokens=4)
+    app._generate()
+    assert app.output.value.count('class="arlm-token"') == 4
+    chart = [list(t.y) for t in app.figure.data]
+    app.prompt.value = "zebra"  # a prompt the tokenizer cannot encode
+    assert "cannot encode" in app.status.value
+    assert [list(t.y) for t in app.figure.data] == chart  # the last real chart stays, no made-up one
+    app._generate()
+    assert "cannot encode" in app.status.value and app.output.value == ""  # not the last run's text
+    app.prompt.value = ""
+    assert "empty prompt" in app.status.value
+    app.temperature.value = 0.0
+    assert "greedy" in app.status.value
+    app.prompt.value = "the cat sat on the mat. " * 2  # 48 tokens, more than block_size=32
+    assert "48 tokens" in app.status.value and "last 32" in app.status.value
+    app._generate()
+    assert "done: 4 tokens" in app.status.value and "last 32" in app.status.value
+    # Said in the status, not as a warning printed into whichever cell the kernel is running.
+    assert not [w for w in recwarn if "context window" in str(w.message)]
+    app.close()
+
+
+def test_playground_shows_any_generation_error_in_its_status(model, tokenizer, monkeypatch):
+    app = widgets.SamplingPlayground(model, tokenizer, "the ", max_new_tokens=4)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("MPS backend out of memory")
+
+    monkeypatch.setattr(widgets, "generate", broken)
+    app._on_generate(app.generate_button)  # in a thread: its exception must not vanish
+    app.wait(timeout=60)
+    assert "RuntimeError: MPS backend out of memory" in app.status.value
+    assert not app.generate_button.disabled and app.stop_button.disabled
     app.close()
 
 

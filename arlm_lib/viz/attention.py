@@ -172,6 +172,24 @@ def _axes_for_tokens(labels: list[str], n_q: int, show_ticks: bool = True) -> tu
     return xaxis, yaxis
 
 
+def _attention_colors(cmax: float, masked: bool, theme: Theme) -> dict[str, Any]:
+    """The layout of an attention heatmap's colours: one scale from 0 to ``cmax`` for every trace, and
+    the cells the causal mask hides (gaps, drawn in the plot background) in grey, not in the white of
+    the scale's 0: a masked key is not a key attended with weight 0."""
+    title = "weight<br>grey: masked" if masked else "weight"
+    layout: dict[str, Any] = {
+        "coloraxis": {
+            "colorscale": theme.attention_colorscale,
+            "cmin": 0.0,
+            "cmax": cmax,
+            "colorbar": {"title": {"text": title}},
+        }
+    }
+    if masked:
+        layout["plot_bgcolor"] = theme.masked_color
+    return layout
+
+
 def _auto_height(n: int, theme: Theme, extra: int = 170) -> int:
     return int(min(900, max(320, n * theme.cell_px + extra)))
 
@@ -209,11 +227,7 @@ def attention_heatmap(
         theme=theme,
         xaxis=xaxis,
         yaxis=yaxis,
-        coloraxis={
-            "colorscale": theme.attention_colorscale,
-            "cmin": 0.0,
-            "cmax": zmax or float(w.max() or 1.0),
-        },
+        **_attention_colors(zmax or float(w.max() or 1.0), mask_future, theme),
     )
     return fig
 
@@ -321,7 +335,7 @@ def attention_figure(
         xaxis=xaxis,
         yaxis=yaxis,
         updatemenus=menus,
-        coloraxis={"colorscale": theme.attention_colorscale, "cmin": 0.0, "cmax": float(arr.max() or 1.0)},
+        **_attention_colors(float(arr.max() or 1.0), True, theme),
     )
     fig.update_layout(margin={"t": theme.margin[2] + 50})
     return fig
@@ -415,7 +429,7 @@ def attention_grid(
         height=int(rows * panel_px * max(1.0, n_q / 12) ** 0.5 + 200),
         theme=theme,
         updatemenus=updatemenus,
-        coloraxis={"colorscale": theme.attention_colorscale, "cmin": 0.0, "cmax": float(arr.max() or 1.0)},
+        **_attention_colors(float(arr.max() or 1.0), True, theme),
     )
     fig.update_layout(margin={"t": theme.margin[2] + (60 if controls else 20)})
     return fig
@@ -448,9 +462,9 @@ def token_attention_bars(
         raise ConfigError(f"query_index={query_index} is out of range: there are {n_q} query tokens")
     keys = _unique_categories(labels)
 
-    def row(q: int) -> tuple[list, list[str], str]:
+    def row(q: int) -> tuple[list, list[int], str]:
         y = _round(w[q].astype(float), decimals).tolist()
-        colors = [theme.highlight_color if k == offset + q else theme.colorway[0] for k in range(n_k)]
+        colors = [int(k == offset + q) for k in range(n_k)]  # 1: the query's own position
         head_text = f"Attention from query {keys[offset + q]}"
         return y, colors, head_text + (f" ({caption})" if caption else "")
 
@@ -459,7 +473,14 @@ def token_attention_bars(
         go.Bar(
             x=keys,
             y=y0,
-            marker={"color": colors0},
+            # A flag per bar through a two-colour scale: every slider step carries the colours of its
+            # bars, and a flag is 1 character in the page where a colour string is 9.
+            marker={
+                "color": colors0,
+                "colorscale": [[0.0, theme.colorway[0]], [1.0, theme.highlight_color]],
+                "cmin": 0,
+                "cmax": 1,
+            },
             hovertemplate="key %{x}<br>weight %{y:.3f}<extra></extra>",
             name="attention",
         )

@@ -45,6 +45,9 @@ class Theme:
     raw_color: str = "#9e9e9e"
     processed_rgb: tuple[int, int, int] = (31, 119, 180)
     highlight_color: str = "#d62728"
+    # Attention cells hidden by the causal mask. Not white: the attention scale's 0 is near-white, and a
+    # masked cell must not read as "attended with weight 0".
+    masked_color: str = "#cfcfcf"
     # Token colours by probability, low -> high (ColorBrewer RdYlBu, light end: dark text stays legible).
     probability_stops: tuple[str, ...] = ("#f46d43", "#fee090", "#abd9e9")
     margin: tuple[int, int, int, int] = (70, 30, 70, 60)  # left, right, top, bottom (px)
@@ -137,6 +140,15 @@ def _plain(values: np.ndarray) -> list:
     """A JSON-friendly nested list with ``None`` for NaN (plotly's gaps)."""
     arr = np.asarray(values, dtype=float)
     return np.where(np.isnan(arr), None, arr).tolist()
+
+
+def _significant(values: np.ndarray, digits: int = 4) -> list:
+    """:func:`_plain` with each value rounded to ``digits`` significant digits (``%{y:.4g}`` in hover).
+
+    A float64 prints with up to 17 digits in the figure's JSON; a long training curve is then mostly
+    digits that no reader can see (about 3x the size of the rounded data).
+    """
+    return [None if v is None else float(f"{v:.{digits}g}") for v in _plain(values)]
 
 
 def _numpy(x: Any) -> np.ndarray:

@@ -13,7 +13,7 @@ from plotly.subplots import make_subplots
 
 from ..errors import ConfigError
 from ..train import History
-from .theme import THEME, Theme, _plain, style_figure
+from .theme import THEME, Theme, _significant, style_figure
 
 # --------------------------------------------------------------------------------- training curves
 
@@ -26,6 +26,8 @@ _CURVES = (
     (2, 1, "lr", "learning rate", {"dash": "solid"}),
     (2, 2, "tokens_per_s", "tokens/s", {"dash": "solid"}),
 )
+#: Significant digits of every plotted value: what hover shows (``%{y:.4g}``), no more.
+_DIGITS = 4
 _PANEL_TITLES = ("loss", "gradient norm (before / after clipping)", "learning rate", "throughput (tokens/s)")
 
 
@@ -89,7 +91,7 @@ def _curve_data(columns: dict[str, np.ndarray], max_points: int) -> list[tuple[l
         measured = ~np.isnan(y)
         x_m, y_m = (steps[measured], y[measured]) if name == "val_loss" else (steps, y)
         x_m, y_m = _decimate(x_m, y_m, max_points)
-        out.append((x_m.astype(int).tolist(), _plain(y_m)))
+        out.append((x_m.astype(int).tolist(), _significant(y_m, _DIGITS)))
     return out
 
 
