@@ -32,10 +32,12 @@ DTYPE_CHOICES = ("auto", "float32", "bfloat16", "float16")
 SPEC_PEAK_FLOPS_BF16: tuple[tuple[str, float], ...] = (
     ("H100 PCIe", 756e12),
     ("H100 NVL", 835e12),
-    ("H200", 989e12),
+    ("H200 NVL", 835e12),
+    ("H200", 989e12),  # SXM, and GH200
     ("H100", 989e12),  # SXM
     ("A100", 312e12),
     ("L40S", 362e12),
+    ("L40", 181e12),  # before "L4", which it contains
     ("L4", 121e12),
     ("A10", 125e12),
 )

@@ -324,16 +324,14 @@ class GPT(nn.Module):
                 f"max_length={max_length} exceeds the model's context (block_size={self.config.block_size})"
             )
         weight = self.lm_head.weight
+        device = torch.device(device or weight.device)
+        if dtype is None:
+            # Under autocast (float32 weights, bf16 matmuls) keys and values come out in bf16: store them
+            # so, not as float32 copies that take twice the memory and are cast back at every step.
+            autocast = torch.is_autocast_enabled(device.type)
+            dtype = torch.get_autocast_dtype(device.type) if autocast else weight.dtype
         c = self.config
-        return KVCache(
-            c.n_layer,
-            batch_size,
-            c.n_head,
-            max_length,
-            c.head_dim,
-            device or weight.device,
-            dtype or weight.dtype,
-        )
+        return KVCache(c.n_layer, batch_size, c.n_head, max_length, c.head_dim, device, dtype)
 
     def forward(
         self,

@@ -204,6 +204,24 @@ def make_optimizer(model: torch.nn.Module, config: TrainConfig, device: torch.de
     return torch.optim.AdamW(groups, lr=config.lr, betas=(config.beta1, config.beta2), **extra)
 
 
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    """Load a saved optimizer state into ``optimizer``, keeping ``optimizer``'s own settings.
+
+    A saved state also holds the saved run's hyperparameters (weight decay, betas, and ``fused``, which
+    depends on the device it ran on). This run's settings win, since a resume may change them on purpose,
+    and they are put in place *before* loading: ``load_state_dict`` moves the moments to the parameters'
+    device, and puts AdamW's step counters where the ``fused`` flag says (fused: next to the parameters,
+    as the fused CUDA kernel requires; otherwise on the CPU). With the saved flag instead, a CPU
+    checkpoint resumed on a GPU would leave the fused kernel step counters on the CPU.
+    """
+    configured = [{k: v for k, v in group.items() if k != "params"} for group in optimizer.param_groups]
+    saved = state["param_groups"]
+    if len(saved) == len(configured):  # otherwise load_state_dict raises, naming the mismatch
+        merged = [{**group, **settings} for group, settings in zip(saved, configured)]
+        state = {**state, "param_groups": merged}
+    optimizer.load_state_dict(state)
+
+
 class History:
     """Per-step training numbers, stored column-wise in compact float arrays (NaN = not measured)."""
 
@@ -437,19 +455,7 @@ class Trainer:
             raise CheckpointError(
                 "the checkpoint holds no optimizer state, so training cannot resume exactly"
             )
-        state = checkpoint.optimizer_state
-        for param_state in state["state"].values():
-            for key, value in param_state.items():
-                if torch.is_tensor(value) and key != "step":
-                    param_state[key] = value.to(self.device)
-        # load_state_dict also restores the saved run's hyperparameters (weight decay, betas, the fused
-        # flag of the device it ran on). This run's settings win: a resume may change them on purpose.
-        configured = [
-            {k: v for k, v in group.items() if k != "params"} for group in self.optimizer.param_groups
-        ]
-        self.optimizer.load_state_dict(state)
-        for group, settings in zip(self.optimizer.param_groups, configured):
-            group.update(settings)
+        load_optimizer_state(self.optimizer, checkpoint.optimizer_state)
         self.step = int(checkpoint.trainer_state.get("step", 0))
         self.history = History.from_dict(checkpoint.trainer_state.get("history", {}))
         scaler_state = checkpoint.trainer_state.get("grad_scaler")
@@ -522,6 +528,8 @@ class Trainer:
                 loss = self.model(x, y).loss
                 self._compiled_ok = True
                 return loss
+            except torch.OutOfMemoryError:
+                raise  # the batch does not fit: a memory problem, not a compiler one (eager needs more)
             except Exception as exc:
                 if self.is_main:
                     warn_compile_fallback(exc)
@@ -540,13 +548,27 @@ class Trainer:
         generator = torch.Generator().manual_seed(self.config.seed + 1)
         was_training = self.raw_model.training
         self.raw_model.eval()
+        # Under DDP rank 0 evaluates alone, but on the whole global batch: fed at once, its logits alone
+        # (batch x context x vocab) can exceed one GPU. So it goes through in the per-rank micro-batches
+        # that training already fits in memory; equal-sized pieces, so the mean of their means is the mean.
+        micro = self.config.batch_size // self.world_size
         losses = []
         for _ in range(iters or self.config.eval_iters):
-            x, y = get_batch(tokens, self.config.batch_size, self.block_size, generator, device=self.device)
-            with autocast_context(self.device, self.dtype):
-                losses.append(self.raw_model(x, y).loss.item())
+            x, y = get_batch(tokens, self.config.batch_size, self.block_size, generator)
+            pieces = []
+            for xs, ys in zip(x.split(micro), y.split(micro)):
+                xs, ys = self._to_device(xs), self._to_device(ys)
+                with autocast_context(self.device, self.dtype):
+                    pieces.append(self.raw_model(xs, ys).loss)
+            losses.append(torch.stack(pieces).mean().item())
         self.raw_model.train(was_training)
         return sum(losses) / len(losses)
+
+    def _to_device(self, batch: torch.Tensor) -> torch.Tensor:
+        """A CPU batch on the training device; through pinned memory on CUDA, as :func:`get_batch` does."""
+        if self.device.type == "cuda":
+            return batch.pin_memory().to(self.device, non_blocking=True)
+        return batch.to(self.device)
 
     def _checkpoint_note(self) -> str:
         """What a reader of a divergence error can fall back on."""
@@ -554,13 +576,20 @@ class Trainer:
             return "the last good checkpoint is kept"
         return "no checkpoint had been written yet, so there is nothing to resume from"
 
+    def _abandon_step(self) -> None:
+        """Drop this step's gradients. With fp16, also close the loss scaler's step: its ``unscale_`` has
+        run, and the scaler refuses a second ``unscale_`` (the next step's) before an ``update``."""
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler.is_enabled():
+            self.scaler.update()
+
     def _train_step(self) -> dict[str, Any]:
         config = self.config
         lr = lr_at(self.step, config)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         t0 = time.perf_counter()
-        total_loss = 0.0
+        loss_sum = torch.zeros((), device=self.device)  # summed on the device: no host read per micro-step
         with self._communication_guard("the forward/backward pass"):  # DDP all-reduces inside backward
             for micro in range(config.grad_accum_steps):
                 x, y = self._batch(self.train_tokens, self.batch_generator)
@@ -570,24 +599,26 @@ class Trainer:
                 with sync:
                     loss = self._forward_loss(x, y) / config.grad_accum_steps
                     self.scaler.scale(loss).backward()
-                total_loss += loss.detach()
-            total_loss = total_loss.item()
+                loss_sum += loss.detach()
             if self.world_size > 1:
-                loss_tensor = torch.tensor([total_loss], device=self.device)
-                dist.all_reduce(loss_tensor)
-                total_loss = loss_tensor.item() / self.world_size
+                dist.all_reduce(loss_sum)
+
+        self.scaler.unscale_(self.optimizer)
+        max_norm = config.grad_clip if config.grad_clip else math.inf
+        norm = torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), max_norm)
+        # The step's one host read: every read waits for the GPU to finish all queued work and leaves it
+        # idle until the next kernels are launched, so the loss and the norm are fetched together. Both
+        # are checked before the optimizer step, so a non-finite value never reaches the weights.
+        total_loss, grad_norm = torch.stack([loss_sum, norm.to(loss_sum.dtype)]).tolist()
+        total_loss /= self.world_size
         if not math.isfinite(total_loss):
-            self.optimizer.zero_grad(set_to_none=True)
+            self._abandon_step()
             raise TrainingDivergedError(
                 f"the training loss became {total_loss} at step {self.step + 1} (lr={lr:.3g}); the weights were not "
                 f"updated and {self._checkpoint_note()}. Lower --lr or enable --grad-clip."
             )
-
-        self.scaler.unscale_(self.optimizer)
-        max_norm = config.grad_clip if config.grad_clip else math.inf
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), max_norm).item()
         if not math.isfinite(grad_norm) and not self.scaler.is_enabled():
-            self.optimizer.zero_grad(set_to_none=True)
+            self._abandon_step()
             raise TrainingDivergedError(
                 f"the gradient norm became {grad_norm} at step {self.step + 1} (lr={lr:.3g}); the weights were not "
                 f"updated and {self._checkpoint_note()}."

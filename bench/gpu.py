@@ -10,10 +10,17 @@ It measures, in bf16 (fp16 on GPUs without bf16), with TF32 allowed and fused Ad
 * training (forward, backward, clipping, AdamW step, through the real Trainer) of the ``small`` and
   ``gpt2`` presets, ``torch.compile`` off and on: median tokens/s, MFU and peak memory. MFU uses the
   trainer's FLOPs per token, 6N + 12·L·H·Q·T, divided by the datasheet peak of the GPU (when known, as
-  nanoGPT and llm.c report it) and by a measured bf16 matmul peak;
+  nanoGPT and llm.c report it) and by a measured bf16 matmul peak. A batch that runs out of memory is
+  halved and retried (the row says so) instead of losing the item;
 * greedy generation from a one-token prompt to the end of the context with and without the KV cache
-  (``arlm_lib.generate.generate_ids``), batch 1: tokens/s, peak memory, and whether both give the
-  same tokens.
+  (``arlm_lib.generate.generate_ids``), batch 1: tokens/s, peak memory, and whether both give the same
+  tokens. That check is made in float32 (TF32 off), on the first 64 tokens: in bf16 the two paths
+  round differently (one query against the cache vs. the whole causal square), and on random weights,
+  whose logits are nearly tied, that alone can flip a greedy pick; the bf16 runs report how many
+  tokens agree.
+
+Order: the quick eager items first, then the compiled ``gpt2`` (the number the GPU run is for), then
+generation, then the compiled ``small``: a run cut short by the budget or the session loses the least.
 
 Without CUDA (or with ``--reduced``) it runs the same code on the CPU with scaled-down models (2 layers,
 64 wide, context 64) and 2 timed steps, so the script is known to work before a GPU is at hand; those
@@ -26,6 +33,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import signal
 import statistics
 import sys
 import time
@@ -42,10 +50,14 @@ from arlm_lib.device import measure_peak_flops, resolve_dtype, spec_peak_flops, 
 from arlm_lib.generate import GenerationConfig, generate_ids  # noqa: E402
 from arlm_lib.model import GPT, GPTConfig  # noqa: E402
 
-# Micro-batches on a GPU: nanoGPT's Shakespeare-char batch for small; 32 x 1024 tokens for gpt2 (well
-# within an 80 GB card in eager mode, and enough work per step to keep the GPU busy).
-GPU_BATCH = {"small": 64, "gpt2": 32}
+# Micro-batches on a GPU: nanoGPT's Shakespeare-char batch for small; 64 x 1024 tokens for gpt2 (as
+# llm.c on an H100). Eager bf16 keeps ~0.5 GiB of activations per gpt2 sequence (measured on the CPU
+# with saved-tensor hooks), plus the float32 logits of the loss: ~60 GiB at 64, within an 80 GB card and
+# far within an H200; compiled, less. The larger the step, the smaller the share of the per-step
+# overhead (host read, batch copy, launches) in it. Smaller cards: halved on out-of-memory.
+GPU_BATCH = {"small": 64, "gpt2": 64}
 REDUCED = dict(n_layer=2, n_head=2, n_embd=64, block_size=64)
+CHECK_TOKENS = 64  # float32 cache-vs-no-cache check: tokens generated
 
 
 def bench_config(preset: str, reduced: bool) -> GPTConfig:
@@ -68,11 +80,23 @@ def release_memory(device: torch.device) -> None:
 def train_item(preset: str, compile: bool, args, device: torch.device, peaks: dict) -> dict:
     config = bench_config(preset, args.reduced)
     batch = 2 if args.reduced else GPU_BATCH[preset]
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", RuntimeWarning)
-        result = measure_training(
-            config, batch, args.steps, args.warmup, str(device), args.dtype, compile, peak_flops=None
-        )
+    halved_from = []
+    while True:
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", RuntimeWarning)
+                result = measure_training(
+                    config, batch, args.steps, args.warmup, str(device), args.dtype, compile, peak_flops=None
+                )
+            break
+        except torch.OutOfMemoryError:
+            if batch == 1:
+                raise
+        # Outside the except block, so the failed attempt's model and optimizer can be freed first.
+        release_memory(device)
+        halved_from.append(batch)
+        batch //= 2
+        print(f"    out of memory at batch {halved_from[-1]}: retrying with {batch}", flush=True)
     fallback = [str(w.message) for w in caught if "torch.compile failed" in str(w.message)]
     achieved = result["flops_per_token"] * result["tokens_per_s"]
     return {
@@ -81,6 +105,7 @@ def train_item(preset: str, compile: bool, args, device: torch.device, peaks: di
         "compile": compile,
         "compiled": result["compiled"],
         "compile_fallback": fallback[0] if fallback else None,
+        "oom_halved_from": halved_from,
         **{
             k: result[k]
             for k in ("params_M", "batch_size", "block_size", "dtype", "tokens_per_s", "ms_per_step")
@@ -94,9 +119,32 @@ def train_item(preset: str, compile: bool, args, device: torch.device, peaks: di
     }
 
 
+def agreeing_prefix(a: list[int], b: list[int]) -> int:
+    """How many tokens two generations share before they first differ."""
+    return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+
+
+def cache_check_float32(model: GPT) -> bool:
+    """Whether the KV cache and the cache-free path pick the same greedy tokens; ``model`` in float32,
+    and TF32 off (so that only a real difference, not rounding, can make them disagree)."""
+    tf32 = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        config = GenerationConfig(
+            max_new_tokens=min(CHECK_TOKENS, model.config.block_size - 1), temperature=0
+        )
+        return generate_ids(model, [0], config, use_cache=True) == generate_ids(
+            model, [0], config, use_cache=False
+        )
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+
+
 def generation_item(preset: str, args, device: torch.device, dtype: torch.dtype) -> dict:
     torch.manual_seed(0)
-    model = GPT(bench_config(preset, args.reduced)).to(device=device, dtype=dtype).eval()
+    model = GPT(bench_config(preset, args.reduced)).to(device=device).eval()
+    same_float32 = cache_check_float32(model)
+    model.to(dtype=dtype)
     new_tokens = model.config.block_size - 1  # one-token prompt up to the full context: no window cut
     config = GenerationConfig(max_new_tokens=new_tokens, temperature=0)
     generate_ids(model, [0], config, max_new_tokens=4)  # warm-up: kernels, allocator
@@ -123,7 +171,8 @@ def generation_item(preset: str, args, device: torch.device, dtype: torch.dtype)
             torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
         )
     row["speedup"] = row["cache_tokens_per_s"] / row["no_cache_tokens_per_s"]
-    row["same_tokens"] = outputs[True] == outputs[False]
+    row["same_tokens"] = same_float32
+    row["tokens_agreeing"] = agreeing_prefix(outputs[True], outputs[False])  # in dtype, of new_tokens
     return row
 
 
@@ -142,28 +191,34 @@ def print_tables(results: dict) -> None:
         print("|" + "---|" * 10)
         for r in train:
             compiled = "on" if r["compiled"] else ("off" if not r["compile"] else "failed: eager")
+            batch = f"{r['batch_size']}x{r['block_size']}"
+            if r["oom_halved_from"]:
+                batch += f" (out of memory at {r['oom_halved_from'][0]})"
             print(
-                f"| {r['preset']} | {r['params_M']:.1f}M | {r['batch_size']}x{r['block_size']} | {compiled} | "
+                f"| {r['preset']} | {r['params_M']:.1f}M | {batch} | {compiled} | "
                 f"{fmt(r['tokens_per_s'])} | {fmt(r['ms_per_step'], '.1f')} | {fmt(r['achieved_TFLOPs'], '.3g')} | "
                 f"{fmt(r['mfu_spec'], '.1f', 100, '%')} | {fmt(r['mfu_measured'], '.1f', 100, '%')} | "
                 f"{fmt(r['peak_memory_GiB'], '.1f', suffix=' GiB')} |"
             )
     if gen:
         print(
-            "\n| preset | new tokens | KV cache tokens/s | no cache tokens/s | speed-up | same tokens | peak memory "
-            "(cache / no cache) |"
+            f"\n| preset | new tokens | KV cache tokens/s | no cache tokens/s | speed-up | same tokens (float32, "
+            f"{CHECK_TOKENS}) | tokens agreeing ({results['dtype']}) | peak memory (cache / no cache) |"
         )
-        print("|" + "---|" * 7)
+        print("|" + "---|" * 8)
         for r in gen:
             print(
                 f"| {r['preset']} | {r['new_tokens']} | {fmt(r['cache_tokens_per_s'])} | "
                 f"{fmt(r['no_cache_tokens_per_s'])} | {r['speedup']:.1f}x | {'yes' if r['same_tokens'] else 'NO'} | "
+                f"{r['tokens_agreeing']} of {r['new_tokens']} | "
                 f"{fmt(r['cache_peak_memory_GiB'], '.2f')} / {fmt(r['no_cache_peak_memory_GiB'], '.2f', suffix=' GiB')} |"
             )
     for name in results["skipped"]:
         print(f"skipped (time budget): {name}")
     for failure in results["failed"]:
         print(f"FAILED: {failure}")
+    if results.get("interrupted"):
+        print(f"INTERRUPTED during: {results['interrupted']}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -221,36 +276,58 @@ def main(argv: list[str] | None = None) -> int:
         "skipped": [],
         "failed": [],
     }
-    # Cheap items first, the compiled ones last: if the budget runs out, what is lost is the slowest.
-    plan = [
-        (f"train {p} compile off", lambda p=p: train_item(p, False, args, device, peaks))
-        for p in args.presets
-    ]
-    plan += [(f"generate {p}", lambda p=p: generation_item(p, args, device, dtype)) for p in args.presets]
-    if not args.no_compile:
-        plan += [
-            (f"train {p} compile on", lambda p=p: train_item(p, True, args, device, peaks))
-            for p in args.presets
-        ]
+    plan = build_plan(args, device, dtype, peaks)
 
-    for name, run in plan:
-        if time.perf_counter() - start > args.budget_s:
-            results["skipped"].append(name)
-            continue
-        t0 = time.perf_counter()
-        try:
-            results["items"].append(run())
-            print(f"  {name}: {time.perf_counter() - t0:.0f} s", flush=True)
-        except Exception as exc:  # one failing item must not cost the others' numbers
-            results["failed"].append(f"{name}: {type(exc).__name__}: {exc}")
-            print(f"  {name}: FAILED {type(exc).__name__}: {exc}", flush=True)
-        release_memory(device)
+    def save() -> None:
         results["total_s"] = time.perf_counter() - start
         if args.json:
             Path(args.json).write_text(json.dumps(results, indent=2))
-    print_tables(results)
-    print(f"\ntotal {results['total_s']:.0f} s")
+
+    # A `timeout` or a session that ends sends SIGTERM: end like Ctrl-C, with the table printed.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    save()  # the machine and peaks, even if the first item takes the process down
+    try:
+        for name, run in plan:
+            if time.perf_counter() - start > args.budget_s:
+                results["skipped"].append(name)
+                continue
+            t0 = time.perf_counter()
+            results["interrupted"] = name  # until it ends: a run killed meanwhile says where
+            print(f"  {name} ...", flush=True)
+            try:
+                results["items"].append(run())
+                print(f"  {name}: {time.perf_counter() - t0:.0f} s", flush=True)
+            except Exception as exc:  # one failing item must not cost the others' numbers
+                first_line = (str(exc).strip().splitlines() or [""])[0][:500]
+                results["failed"].append(f"{name}: {type(exc).__name__}: {first_line}")
+                print(f"  {name}: FAILED {type(exc).__name__}: {first_line}", flush=True)
+            del results["interrupted"]
+            release_memory(device)
+            save()
+    finally:  # also on SIGTERM / Ctrl-C: what was measured is kept and shown
+        save()
+        print_tables(results)
+        print(f"\ntotal {results['total_s']:.0f} s")
     return 1 if results["failed"] else 0
+
+
+def build_plan(args, device: torch.device, dtype: torch.dtype, peaks: dict) -> list[tuple[str, object]]:
+    """The items in the order they run: the quick eager ones, the compiled gpt2 (the number the GPU run
+    is for), generation, and the compiled small last, so a run cut short loses the least."""
+    presets = args.presets
+    plan = [
+        (f"train {p} compile off", lambda p=p: train_item(p, False, args, device, peaks)) for p in presets
+    ]
+    compiled = [
+        (f"train {p} compile on", lambda p=p: train_item(p, True, args, device, peaks))
+        for p in sorted(presets, key=lambda p: p != "gpt2")
+    ]
+    if args.no_compile:
+        compiled = []
+    plan += compiled[:1]
+    plan += [(f"generate {p}", lambda p=p: generation_item(p, args, device, dtype)) for p in presets]
+    plan += compiled[1:]
+    return plan
 
 
 if __name__ == "__main__":

@@ -9,13 +9,17 @@ person to run it, which for ``bench/gpu.py`` is a session with a GPU and 15 minu
 
 from __future__ import annotations
 
+import argparse
+import importlib.util
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import REPO_ROOT, skip_or_fail
 from offline_web import CHROMIUM
 
@@ -65,8 +69,96 @@ def test_gpu_bench_runs_reduced_on_the_cpu_and_writes_json(tmp_path: Path):
         assert row["tokens_per_s"] > 0 and 0 < row["mfu_measured"] and row["compiled"] is False
     for row in generate.values():
         assert row["same_tokens"] is True, "the KV cache changed the greedy tokens"
+        assert 0 <= row["tokens_agreeing"] <= row["new_tokens"]
         assert row["cache_tokens_per_s"] > 0 and row["no_cache_tokens_per_s"] > 0
     assert len(table_rows(stdout, "small")) == 2 and len(table_rows(stdout, "gpt2")) == 2
+
+
+def load_gpu_bench():
+    """bench/gpu.py as a module, to call its pieces in this process."""
+    spec = importlib.util.spec_from_file_location("bench_gpu", BENCH / "gpu.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def reduced_args() -> argparse.Namespace:
+    """What ``bench/gpu.py --reduced --steps 1 --warmup 1 --gen-repeats 1`` resolves its flags to."""
+    return argparse.Namespace(
+        reduced=True,
+        steps=1,
+        warmup=1,
+        dtype="float32",
+        gen_repeats=1,
+        presets=["small", "gpt2"],
+        no_compile=False,
+    )
+
+
+def test_gpu_bench_halves_a_batch_that_runs_out_of_memory(monkeypatch, one_thread):
+    gpu = load_gpu_bench()
+    real, tried = gpu.measure_training, []
+
+    def out_of_memory_above_one(config, batch_size, *args, **kwargs):
+        tried.append(batch_size)
+        if batch_size > 1:
+            raise torch.OutOfMemoryError(f"CUDA out of memory (batch {batch_size})")
+        return real(config, batch_size, *args, **kwargs)
+
+    monkeypatch.setattr(gpu, "measure_training", out_of_memory_above_one)
+    device = torch.device("cpu")
+    peaks = {"spec": None, "measured": 1e9}
+    row = gpu.train_item("small", False, reduced_args(), device, peaks)
+    assert tried == [2, 1] and row["batch_size"] == 1 and row["oom_halved_from"] == [2]
+    assert row["tokens_per_s"] > 0
+
+
+def test_gpu_bench_runs_the_compiled_gpt2_right_after_the_quick_items():
+    gpu = load_gpu_bench()
+    args = reduced_args()
+    names = [name for name, _ in gpu.build_plan(args, torch.device("cpu"), torch.float32, {})]
+    assert names == [
+        "train small compile off",
+        "train gpt2 compile off",
+        "train gpt2 compile on",
+        "generate small",
+        "generate gpt2",
+        "train small compile on",
+    ]
+    args.no_compile = True
+    assert [n for n, _ in gpu.build_plan(args, torch.device("cpu"), torch.float32, {})] == names[:2] + names[
+        3:5
+    ]
+
+
+def test_gpu_bench_keeps_its_results_and_prints_them_when_terminated(tmp_path: Path):
+    """A session that runs out of time ends the run with SIGTERM: the JSON keeps every finished item and
+    names the one cut short, and the table is still printed."""
+    out = tmp_path / "gpu.json"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", "PYTHONUNBUFFERED": "1"}
+    args = ["--reduced", "--no-compile", "--steps", "1", "--warmup", "1", "--gen-repeats", "50"]
+    proc = subprocess.Popen(
+        [sys.executable, str(BENCH / "gpu.py"), *args, "--json", str(out)],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if line.strip() == "generate small ...":
+                proc.send_signal(signal.SIGTERM)
+                break
+        rest, _ = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM, "".join(lines) + rest
+    results = json.loads(out.read_text())
+    assert [r["item"] for r in results["items"]] == ["train", "train"]
+    assert results["interrupted"] == "generate small"
+    assert "INTERRUPTED during: generate small" in rest and len(table_rows(rest, "gpt2")) == 1
 
 
 def test_train_throughput_bench_prints_both_attention_paths(tmp_path: Path):

@@ -82,6 +82,21 @@ def test_kv_cache_matches_recomputing_the_prefix():
     torch.testing.assert_close(torch.cat(pieces, dim=1), full, rtol=0, atol=1e-5)
 
 
+def test_kv_cache_under_autocast_stores_the_autocast_dtype_and_matches_recomputing():
+    # Generating inside autocast (float32 weights, bf16 compute; CUDA's usual setting, simulated with
+    # CPU autocast): the cache must hold bf16 like the keys it stores, not float32 copies of twice the size.
+    fast, _ = make_pair()
+    idx = torch.randint(0, SMALL.vocab_size, (2, 12))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        cache = fast.new_kv_cache(batch_size=2)
+        assert cache.keys.dtype == cache.values.dtype == torch.bfloat16
+        full = fast(idx).logits
+        pieces = [fast(idx[:, :5], kv_cache=cache).logits]
+        pieces += [fast(idx[:, t : t + 1], kv_cache=cache).logits for t in range(5, 12)]
+    torch.testing.assert_close(torch.cat(pieces, dim=1), full, rtol=0, atol=0.05)  # bf16 rounding
+    assert fast.new_kv_cache(batch_size=1).keys.dtype == torch.float32  # outside autocast: the weights'
+
+
 def test_left_padding_with_mask_and_positions_matches_the_unpadded_sequence():
     fast, explicit = make_pair()
     idx = torch.randint(0, SMALL.vocab_size, (1, 12))

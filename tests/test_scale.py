@@ -176,6 +176,27 @@ def test_a_broken_compile_backend_falls_back_to_eager_with_a_clear_message(
     assert fallback == eager  # eager mode after the fallback: bit-identical to never compiling
 
 
+class _OutOfMemoryAtFirstCall(torch.nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self._orig_mod = model
+
+    def forward(self, *args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 12.00 GiB")
+
+
+def test_running_out_of_memory_in_the_compiled_model_is_not_taken_for_a_compile_failure(data, monkeypatch):
+    # Eager mode needs more memory than the compiled graph: falling back would only fail again, later,
+    # after a misleading "torch.compile failed" warning. The batch is too big; say so.
+    tokenizer, train, val = data
+    monkeypatch.setattr(torch, "compile", lambda model, **kw: _OutOfMemoryAtFirstCall(model))
+    trainer = Trainer(small_model(tokenizer.vocab_size), train, val, config(compile=True))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        with pytest.raises(torch.OutOfMemoryError, match="Tried to allocate"):
+            trainer.train()
+
+
 # ----------------------------------------------------------------------------- devices
 def test_cuda_requested_without_cuda_is_a_clear_error(tmp_path, capsys):
     if torch.cuda.is_available():
@@ -227,3 +248,25 @@ def test_the_device_probe_keeps_a_working_device_and_leaves_no_trace():
     assert device == torch.device("cpu")
     assert model.training and all(p.grad is None for p in model.parameters())
     assert torch.equal(torch.get_rng_state(), rng)
+
+
+@pytest.mark.parametrize(
+    "name, peak",
+    [
+        ("NVIDIA H200", 989e12),
+        ("NVIDIA GH200 480GB", 989e12),
+        ("NVIDIA H200 NVL", 835e12),
+        ("NVIDIA H100 80GB HBM3", 989e12),
+        ("NVIDIA H100 PCIe", 756e12),
+        ("NVIDIA A100-SXM4-80GB", 312e12),
+        ("NVIDIA L40", 181e12),
+        ("NVIDIA L40S", 362e12),
+        ("NVIDIA L4", 121e12),
+        ("NVIDIA GeForce RTX 4090", None),
+    ],
+)
+def test_datasheet_peaks_are_found_by_the_gpu_name(monkeypatch, name, peak):
+    # torch.cuda.get_device_name's strings; a name containing another's key (L40 holds "L4") gets its own.
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
+    assert spec_peak_flops(torch.device("cuda"), torch.bfloat16) == peak
+    assert spec_peak_flops(torch.device("cuda"), torch.float32) is None  # no tensor-core float32 figure

@@ -10,7 +10,15 @@ from arlm_lib.data import encode_text, split_train_val
 from arlm_lib.errors import ConfigError, TrainingDivergedError
 from arlm_lib.model import GPT, GPTConfig
 from arlm_lib.tokenizers import CharTokenizer
-from arlm_lib.train import Callback, History, TrainConfig, Trainer, lr_at, make_optimizer
+from arlm_lib.train import (
+    Callback,
+    History,
+    TrainConfig,
+    Trainer,
+    load_optimizer_state,
+    lr_at,
+    make_optimizer,
+)
 
 TEXT = "the quick brown fox jumps over the lazy dog. a lazy cat naps in the sun.\n" * 300
 
@@ -227,3 +235,84 @@ def test_history_is_compact_floats_and_round_trips():
 def test_bad_hyperparameters_are_named(kw, match):
     with pytest.raises(ConfigError, match=match):
         TrainConfig(**kw)
+
+
+# ----------------------------------------------------------------------------- the GPU path, on the CPU
+def test_a_training_step_reads_the_device_once_however_many_micro_steps(data, monkeypatch):
+    """Each host read (``.item()``, ``.tolist()``) waits for the GPU to drain its queue and leaves it idle
+    until the next launch; the loss and gradient norm of a step are fetched together, once."""
+    tokenizer, train, val = data
+    trainer = Trainer(tiny_model(tokenizer), train, val, config(grad_accum_steps=3))
+    # Fused AdamW, as on CUDA (the CPU's default AdamW reads each step counter; the fused one reads none).
+    trainer.optimizer = torch.optim.AdamW(trainer.raw_model.parameters(), fused=True)
+    reads = []
+    for name in ("item", "tolist"):
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *args, _original=original, _name=name, **kwargs):
+            reads.append(_name)
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    records = [trainer._train_step() for _ in range(3)]
+    assert len(reads) == 3, reads
+    assert all(math.isfinite(r["train_loss"]) and r["grad_norm"] > 0 for r in records)
+
+
+def test_an_fp16_rollback_leaves_the_loss_scaler_ready_for_the_next_step(data, tmp_path):
+    """fp16's GradScaler (simulated on the CPU) unscales before the non-finite check; an abandoned step
+    must close that unscale, or the next step's is refused ("unscale_() has already been called")."""
+    tokenizer, train, val = data
+    cfg = config(max_iters=8, eval_interval=3, on_nonfinite="rollback")
+    trainer = Trainer(tiny_model(tokenizer), train, val, cfg, tokenizer, out_dir=tmp_path)
+    trainer.scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    poisoned = {5}
+
+    def poison(module, args, output):
+        if module.training and trainer.step + 1 in poisoned:
+            poisoned.discard(trainer.step + 1)
+            output.loss = output.loss * math.nan
+        return output
+
+    trainer.raw_model.register_forward_hook(poison)
+    history = trainer.train()
+    assert trainer.rollbacks == [{"step": 5, "restored_step": 3, "lr": cfg.lr}]
+    assert trainer.step == 8 and all(math.isfinite(v) for v in history.column("train_loss"))
+
+
+def test_a_cpu_checkpoint_resumed_with_fused_adamw_puts_the_step_counters_by_the_weights(data, tmp_path):
+    """On CUDA the trainer's AdamW is fused, and the fused kernel needs its step counters on the GPU. A
+    checkpoint saved on the CPU (not fused: counters on the CPU) must be loaded by this run's ``fused``
+    flag, not the saved one. Simulated with the weights on the meta device standing in for the GPU."""
+    tokenizer, train, val = data
+    Trainer(tiny_model(tokenizer), train, val, config(max_iters=2), tokenizer, out_dir=tmp_path).train()
+    saved = ckpt.load_checkpoint(tmp_path).optimizer_state
+    assert not any(group.get("fused") for group in saved["param_groups"])
+
+    with torch.device("meta"):  # built there: moving it would untie the tied embedding and head
+        model = tiny_model(tokenizer)
+    optimizer = make_optimizer(model, TrainConfig(weight_decay=0.05), torch.device("cpu"))
+    for group in optimizer.param_groups:
+        group["fused"] = True  # what make_optimizer sets on CUDA (the meta device has no fused kernel)
+    load_optimizer_state(optimizer, saved)
+    states = list(optimizer.state.values())
+    assert len(states) == len(list(model.parameters()))
+    for state in states:
+        assert state["step"].device.type == "meta" and state["step"].dtype == torch.float32
+        assert state["exp_avg"].device.type == "meta"
+    assert all(group["fused"] for group in optimizer.param_groups)  # this run's settings, not the saved
+    assert optimizer.param_groups[0]["weight_decay"] == 0.05
+
+
+def test_rank_zero_evaluates_the_global_batch_in_per_rank_pieces(data):
+    """Under DDP rank 0 evaluates alone, on the global batch: in one piece, its logits alone could exceed
+    the GPU that trains 1/world_size of it. It goes through in per-rank pieces; the mean is unchanged."""
+    tokenizer, train, val = data
+    trainer = Trainer(tiny_model(tokenizer), train, val, config(batch_size=8))
+    whole = trainer.evaluate(iters=2)
+    rows = []
+    trainer.raw_model.register_forward_pre_hook(lambda module, args: rows.append(args[0].size(0)))
+    trainer.world_size = 4  # what evaluate sees on rank 0 of a 4-rank job
+    pieces = trainer.evaluate(iters=2)
+    assert rows == [2] * 8
+    assert pieces == pytest.approx(whole, rel=1e-6)
