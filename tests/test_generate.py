@@ -27,6 +27,7 @@ from arlm_lib.generate import (
     Temperature,
     TopK,
     TopP,
+    apply_processors,
     beam_search,
     distinct_n,
     generate,
@@ -655,3 +656,26 @@ def test_sample_cli_errors_name_the_flag(text_model, tok, flag, value):
     with pytest.raises(ArlmError) as info:
         sample_cli(text_model, tok, out=io.StringIO(), **{flag: value})
     assert f"--{flag.replace('_', '-')}" in str(info.value)
+
+
+def _accelerator() -> str | None:
+    if torch.cuda.is_available():
+        return "cuda"
+    if torch.backends.mps.is_available():
+        return "mps"
+    return None
+
+
+@pytest.mark.skipif(_accelerator() is None, reason="needs a CUDA or MPS device")
+def test_processing_runs_in_float64_on_the_cpu_whatever_the_logits_device():
+    # Apple's MPS has no float64: processing where the logits live would crash every sampled token there.
+    device = _accelerator()
+    logits = torch.randn(2, 50, device=device)
+    processors = GenerationConfig(temperature=0.7, top_k=10, top_p=0.9, min_p=0.05).processors()
+    out = apply_processors(logits, [[1, 2], [3]], processors)
+    assert out.device.type == "cpu" and out.dtype == torch.float64
+    expected = apply_processors(logits.cpu(), [[1, 2], [3]], processors)
+    assert torch.equal(out, expected)
+    model = GPT(GPTConfig(vocab_size=50, block_size=16, n_layer=1, n_head=2, n_embd=16)).to(device)
+    on_device = generate_ids(model, [1, 2], GenerationConfig(max_new_tokens=5, top_p=0.9), seed=0)
+    assert len(on_device) == 5 and all(0 <= t < 50 for t in on_device)

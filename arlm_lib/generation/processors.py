@@ -15,7 +15,8 @@ A removed token gets the score ``-inf`` (probability exactly 0).
 
 Every filter keeps the most likely token, and every processor keeps at least one finite score, so the
 softmax of the result is always a valid distribution (non-negative, sums to 1, >= 1 token), for any
-finite logits and any valid parameters (this is fuzzed with hypothesis). Processing is in float64.
+finite logits and any valid parameters (this is fuzzed with hypothesis). Processing is in float64, on
+the CPU (see :func:`apply_processors`).
 """
 
 from __future__ import annotations
@@ -199,12 +200,14 @@ class MinP:
 def apply_processors(
     logits: torch.Tensor, histories: Sequence[Sequence[int]], processors: Sequence[LogitsProcessor]
 ) -> torch.Tensor:
-    """Run ``processors`` in order on a float64 copy of ``logits`` (B, V).
+    """Run ``processors`` in order on a float64 copy of ``logits`` (B, V), on the CPU.
 
     float64 because parameters are Python floats: a penalty of 1e39 or a temperature of 1e-40 does not
-    even exist in float32 (it becomes inf or 0, and 0 * inf is nan).
+    even exist in float32 (it becomes inf or 0, and 0 * inf is nan). On the CPU because Apple's MPS has
+    no float64 at all, and because the token is drawn on the CPU anyway (so that a seed gives the same
+    text on every device): one (B, V) row per step crosses over either way.
     """
-    logits = logits.double()
+    logits = logits.detach().to(device="cpu", dtype=torch.float64)
     for processor in processors:
         logits = processor(logits, histories)
     return logits

@@ -210,7 +210,7 @@ def _draw(
 ) -> _Draw:
     """Process the logits and pick one token per row: argmax if greedy, else a sample."""
     logits = logits.float()
-    probs = processed_probs(logits, histories, processors).cpu()
+    probs = processed_probs(logits, histories, processors)  # on the CPU, float64
     if config.greedy:
         chosen = probs.argmax(dim=-1)  # ties: the lowest id, like the top-k rule
     else:
