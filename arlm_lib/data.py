@@ -52,6 +52,7 @@ __all__ = [
 TokenStream: TypeAlias = torch.Tensor | np.ndarray
 
 DEFAULT_CHUNK_CHARS = 1 << 20
+_BOM = "\ufeff"  # a UTF-8 byte-order mark, dropped at the start of a file (not elsewhere)
 # How much text to accumulate while waiting for a safe cut before cutting anyway (only files with
 # no "x\n" + non-space line start for this long, e.g. one giant line, ever reach it).
 _PATIENCE_CHARS = 1 << 16
@@ -81,12 +82,16 @@ def _not_utf8(path: Path, offset: int, bad: bytes) -> DataError:
 
 
 def read_text_file(path: str | os.PathLike[str]) -> str:
-    """Read a whole UTF-8 text file; DataError for a missing, empty or non-UTF-8 file (names the offset)."""
+    """Read a whole UTF-8 text file; DataError for a missing, empty or non-UTF-8 file (names the offset).
+
+    A leading byte-order mark (Windows editors write one) is dropped, as ``load_corpus`` drops it, so a
+    tokenizer trained on ``load_corpus(path)`` can encode ``encode_file(path)``.
+    """
     path = Path(path)
     _check_file(path)
     raw = path.read_bytes()
     try:
-        return raw.decode("utf-8")
+        return raw.decode("utf-8").removeprefix(_BOM)
     except UnicodeDecodeError as err:
         raise _not_utf8(path, err.start, raw[err.start : err.end]) from err
 
@@ -131,6 +136,7 @@ def _iter_file_text(path: Path, chunk_chars: int) -> Iterator[str]:
     decoder = codecs.getincrementaldecoder("utf-8")()
     fed = 0  # bytes given to the decoder so far
     buf = ""
+    at_start = True  # no character decoded yet: a byte-order mark there is dropped (see read_text_file)
     with open(path, "rb") as f:
         while True:
             raw = f.read(chunk_chars)
@@ -142,6 +148,8 @@ def _iter_file_text(path: Path, chunk_chars: int) -> Iterator[str]:
                 bad = (pending + raw)[err.start : err.end]
                 raise _not_utf8(path, fed - len(pending) + err.start, bad) from err
             fed += len(raw)
+            if at_start and buf:
+                buf, at_start = buf.removeprefix(_BOM), False
             if not raw:
                 break
             if len(buf) < chunk_chars:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
-from .errors import DataError
+from .errors import ConfigError, DataError
 
 
 @dataclass
@@ -44,11 +44,25 @@ def evaluate_tokens(
     model was trained. The tokens after the last full window are scored in one shorter window, so a
     text shorter than the context is scored too.
     """
-    block_size = block_size or model.config.block_size
+    context = model.config.block_size
+    block_size = context if block_size is None else block_size
+    if isinstance(block_size, bool) or not isinstance(block_size, int) or not 1 <= block_size <= context:
+        raise ConfigError(
+            f"block_size must be an integer in 1..{context} (the model's context), got {block_size!r}"
+        )
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     device = next(model.parameters()).device
     tokens = torch.as_tensor(tokens, dtype=torch.long)
     if tokens.dim() != 1:
         raise DataError(f"evaluation needs a 1-D stream of token ids; got shape {tuple(tokens.shape)}")
+    vocab_size = model.config.vocab_size
+    bad = tokens[(tokens < 0) | (tokens >= vocab_size)]
+    if len(bad):
+        raise DataError(
+            f"token id {int(bad[0])} is outside the model's vocabulary 0..{vocab_size - 1}: were these "
+            "tokens encoded with this model's tokenizer?"
+        )
     if len(tokens) < 2:
         raise DataError(
             f"evaluation needs at least 2 tokens (one to predict and one before it); got {len(tokens)}: "

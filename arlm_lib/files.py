@@ -14,10 +14,27 @@ import tempfile
 from pathlib import Path
 
 
+def _read_umask() -> int | None:
+    """The process's umask from ``/proc/self/status`` (Linux 4.7+), without changing it; else None."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def default_file_mode() -> int:
     """The mode ``open(path, "w")`` gives a new file: 0o666 less the process's umask."""
-    umask = os.umask(0)  # the only portable way to read the umask is to set it...
-    os.umask(umask)  # ...and put it back at once
+    umask = _read_umask()
+    if umask is None:
+        # Elsewhere the only portable way to read the umask is to set it and put it back at once. Between
+        # the two calls the umask is 0 for the whole process, so a file another thread creates then is
+        # world-writable: that is why Linux reads /proc above instead.
+        umask = os.umask(0)
+        os.umask(umask)
     return 0o666 & ~umask
 
 

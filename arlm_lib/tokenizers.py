@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 from abc import ABC, abstractmethod
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -60,8 +61,12 @@ _SHOWN_UNKNOWN = 10
 # --------------------------------------------------------------------------------------------------
 
 
-def last_safe_boundary(text: str, end: int | None = None) -> int:
-    """Return the last index ``i <= end`` where ``text`` can be cut without changing BPE tokens (0 if none).
+def last_safe_boundary(text: str, end: int | None = None, start: int = 0) -> int:
+    """Return the last index ``start < i <= end`` where ``text`` can be cut without changing BPE tokens
+    (0 if none).
+
+    ``start`` bounds the backward search, so that cutting a long text piece by piece stays linear
+    even where safe cuts are rare (every line indented, or ending in a space).
 
     A safe cut sits right after a newline whose neighbours are both non-whitespace ("...x\\n|y..."), or,
     for Windows line ends, right before a "\\r\\n" between two non-whitespace characters
@@ -72,16 +77,17 @@ def last_safe_boundary(text: str, end: int | None = None) -> int:
     gives "\\r" + "\\n", but its halves after the newline "\\r\\n" and "y".
     """
     end = len(text) if end is None else min(end, len(text))
-    i = text.rfind("\n", 0, end)
+    start = max(start, 0)
+    i = text.rfind("\n", start, end)
     while i > 0:
         cut = i + 1
         # str.isspace() is a superset of the regex's \\s, so these tests only err on the safe side.
         if cut < len(text) and not text[cut].isspace():
             if not text[i - 1].isspace():
                 return cut
-            if text[i - 1] == "\r" and i >= 2 and not text[i - 2].isspace():
+            if text[i - 1] == "\r" and i - 1 > start and not text[i - 2].isspace():
                 return i - 1
-        i = text.rfind("\n", 0, i)
+        i = text.rfind("\n", start, i)
     return 0
 
 
@@ -96,10 +102,10 @@ def split_at_safe_boundaries(text: str, max_chars: int = ENCODE_PIECE_CHARS) -> 
         raise ConfigError(f"max_chars must be >= 1, got {max_chars!r}")
     start = 0
     while len(text) - start > max_chars:
-        cut = last_safe_boundary(text, start + max_chars)
+        cut = last_safe_boundary(text, start + max_chars, start)
         if cut <= start:
             # Look further ahead before giving up on a clean cut (lines longer than max_chars).
-            cut = last_safe_boundary(text, start + 8 * max_chars)
+            cut = last_safe_boundary(text, start + 8 * max_chars, start)
         if cut <= start:
             nl = text.rfind("\n", start, start + 8 * max_chars)
             cut = nl + 1 if nl >= start else start + max_chars
@@ -484,7 +490,11 @@ class BPETokenizer(Tokenizer):
             raise TokenizerError("bpe tokenizer dict: 'hf_tokenizer' must be a JSON object")
         for part, want in (("model", "BPE"), ("pre_tokenizer", "ByteLevel"), ("decoder", "ByteLevel")):
             section = spec.get(part)
-            got = section.get("type") if isinstance(section, dict) else section
+            if section is not None and not isinstance(section, dict):
+                raise TokenizerError(
+                    f"bpe tokenizer dict: {part} must be an object with type {want!r}, got {section!r:.80}"
+                )
+            got = section.get("type") if section is not None else None
             if got != want:
                 raise TokenizerError(f"bpe tokenizer dict: {part} type is {got!r}, expected {want!r}")
         if (spec.get("pre_tokenizer") or {}).get("add_prefix_space"):
@@ -494,6 +504,7 @@ class BPETokenizer(Tokenizer):
             )
         if spec.get("normalizer") is not None:
             raise TokenizerError("bpe tokenizer dict: a normalizer is not allowed (it would change the text)")
+        _check_hf_settings(spec)
         try:
             tok = HFTokenizer.from_str(s)
         except Exception as err:  # the Rust side raises a plain Exception for a malformed file
@@ -505,7 +516,50 @@ class BPETokenizer(Tokenizer):
                 f"bpe tokenizer dict: {len(missing)} of the 256 byte tokens are missing "
                 f"from the vocabulary, so some text could not be encoded"
             )
+        # A model has exactly vocab_size embedding rows: every id must be in 0..vocab_size-1, once.
+        ids = sorted(tok.get_vocab(with_added_tokens=True).values())
+        n = tok.get_vocab_size(with_added_tokens=True)
+        if ids != list(range(n)):
+            dup = sorted(i for i, c in Counter(ids).items() if c > 1)
+            stray = [i for i in sorted(set(ids)) if not 0 <= i < n]
+            raise TokenizerError(
+                f"bpe tokenizer dict: token ids must be 0..{n - 1} (vocab_size {n}), each used once; "
+                f"got {f'duplicate ids {dup[:5]}' if dup else f'ids {stray[:5]} out of range'}"
+            )
         return cls(tok)
+
+
+def _check_hf_settings(spec: dict[str, Any]) -> None:
+    """Refuse Hugging Face settings that would drop, add, randomise or strip tokens, or break chunking.
+
+    ``encode`` must give every id of the text, deterministically, such that ``decode`` gives the text
+    back and encoding in pieces (see :func:`last_safe_boundary`) equals encoding the whole.
+    """
+    for part, why in (("truncation", "would silently drop tokens"), ("padding", "would add pad tokens")):
+        if spec.get(part) is not None:
+            raise TokenizerError(f"bpe tokenizer dict: {part} must be null ({why}); got {spec[part]!r:.80}")
+    model = spec.get("model") or {}
+    if model.get("dropout") not in (None, 0, 0.0):
+        raise TokenizerError(
+            f"bpe tokenizer dict: model dropout={model['dropout']!r} makes encoding random; allowed: null"
+        )
+    for name in ("continuing_subword_prefix", "end_of_word_suffix"):
+        if model.get(name):
+            raise TokenizerError(
+                f"bpe tokenizer dict: model {name}={model[name]!r} is not byte-level BPE; allowed: null or ''"
+            )
+    if (spec.get("pre_tokenizer") or {}).get("use_regex") is False:
+        raise TokenizerError(
+            "bpe tokenizer dict: pre_tokenizer has use_regex=false; it must be true (GPT-2's split into "
+            "words, spaces and newlines), so that long texts can be encoded in pieces"
+        )
+    for added in spec.get("added_tokens") or []:
+        flags = [f for f in ("lstrip", "rstrip", "single_word") if isinstance(added, dict) and added.get(f)]
+        if flags:
+            raise TokenizerError(
+                f"bpe tokenizer dict: added token {added.get('content')!r} has {'/'.join(flags)}=true, "
+                "which changes the text around it; allowed: false"
+            )
 
 
 def _counting_pieces(text_or_iter: str | Iterable[str], seen: list[int]) -> Iterator[str]:

@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import time
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ import torch
 
 from . import checkpoint as ckpt
 from .corpus import load_corpus
+from .corpus.entropy import SYNTHETIC_CORPORA
 from .corpus.loading import resolve_cache_dir
 from .corpus.synthetic import GRAMMAR_VERSION
 from .data import encode_text, split_train_val
@@ -60,8 +62,8 @@ class Recipe:
 
 
 def corpus_version(name: str) -> str:
-    """The grammar version of a synthetic corpus; a content hash of any other corpus."""
-    if name.startswith("synthetic"):
+    """The grammar version of a built-in synthetic corpus; a content hash of any other corpus (or file)."""
+    if name in SYNTHETIC_CORPORA:  # not startswith: a file "synthetic_notes.txt" is hashed like any file
         return f"grammar-{GRAMMAR_VERSION}"
     return hashlib.sha256(load_corpus(name).encode()).hexdigest()[:12]
 
@@ -114,13 +116,16 @@ def get_recipe(name: str) -> Recipe:
     return recipe
 
 
-def _wait_for_lock(run_dir: Path, checkpoint_file: Path, poll_s: float = 2.0) -> RunLock:
-    """Take the run's lock; if another process is training this model, wait for it to finish instead."""
+def _wait_for_lock(run_dir: Path, checkpoint_file: Path | None, poll_s: float = 2.0) -> RunLock:
+    """Take the run's lock; if another process is training this model, wait for it to finish instead.
+
+    With ``checkpoint_file`` given, stop waiting (and hold no lock) as soon as that file exists.
+    """
     while True:
         try:
             return RunLock(run_dir).acquire()
         except CheckpointError:
-            if checkpoint_file.is_file():
+            if checkpoint_file is not None and checkpoint_file.is_file():
                 return _NoLock()
             time.sleep(poll_s)
 
@@ -214,20 +219,55 @@ def trained(
     shipped = shipped_checkpoint(name, recipe)
     if use_shipped and not checkpoint_file.is_file() and shipped.is_file():
         return _load(name, recipe, shipped, run_dir)
-    if not checkpoint_file.is_file():
-        run_dir.mkdir(parents=True, exist_ok=True)
-        lock = _wait_for_lock(run_dir, checkpoint_file)
+    if checkpoint_file.is_file():
         try:
-            if not checkpoint_file.is_file():  # nobody else trained it meanwhile: our turn
-                trainer = train_recipe(recipe, out_dir=run_dir, progress=progress)
-                trainer.raw_model.eval()
-                return TrainedModel(
-                    name, recipe, trainer.raw_model, trainer.tokenizer, trainer.history,
-                    trainer.train_tokens, trainer.val_tokens, run_dir,
-                )  # fmt: skip
-        finally:
-            lock.release()
+            return _load(name, recipe, checkpoint_file, run_dir)
+        except CheckpointError:
+            # A corrupted cache entry (a flipped byte, a copy cut short, an old format): rebuild it, under
+            # the lock, so that two notebooks do not both retrain or delete each other's fresh file.
+            return _rebuild(
+                name, recipe, checkpoint_file, run_dir, shipped if use_shipped else None, progress
+            )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = _wait_for_lock(run_dir, checkpoint_file)
+    try:
+        if not checkpoint_file.is_file():  # nobody else trained it meanwhile: our turn
+            return _train_into(name, recipe, run_dir, progress)
+    finally:
+        lock.release()
     return _load(name, recipe, checkpoint_file, run_dir)
+
+
+def _train_into(name: str, recipe: Recipe, run_dir: Path, progress: bool) -> TrainedModel:
+    trainer = train_recipe(recipe, out_dir=run_dir, progress=progress)
+    trainer.raw_model.eval()
+    return TrainedModel(
+        name, recipe, trainer.raw_model, trainer.tokenizer, trainer.history,
+        trainer.train_tokens, trainer.val_tokens, run_dir,
+    )  # fmt: skip
+
+
+def _rebuild(
+    name: str, recipe: Recipe, checkpoint_file: Path, run_dir: Path, shipped: Path | None, progress: bool
+) -> TrainedModel:
+    """Replace a cached checkpoint that cannot be loaded: by the shipped model if any, else by training."""
+    lock = _wait_for_lock(run_dir, None)
+    try:
+        try:  # another process may have rebuilt it while we waited for the lock
+            return _load(name, recipe, checkpoint_file, run_dir)
+        except CheckpointError as err:
+            use_shipped = shipped is not None and shipped.is_file()
+            warnings.warn(
+                f"the cached model {name!r} at {checkpoint_file} cannot be loaded ({err}); "
+                f"removing it and {'loading the shipped one' if use_shipped else 'training it again'}",
+                stacklevel=3,
+            )
+            checkpoint_file.unlink(missing_ok=True)
+        if use_shipped:
+            return _load(name, recipe, shipped, run_dir)
+        return _train_into(name, recipe, run_dir, progress)
+    finally:
+        lock.release()
 
 
 def _load(name: str, recipe: Recipe, path: Path, run_dir: Path) -> TrainedModel:

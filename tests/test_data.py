@@ -265,6 +265,25 @@ def test_memmap_path_equals_tensor_path(tmp_path, kind: str, chunk_chars: int, c
     assert [p.name for p in (tmp_path / "sub").iterdir()] == ["tokens.npy"]  # no temp files left
 
 
+@pytest.mark.parametrize("chunk_chars", [1, 2, 64])
+def test_a_leading_byte_order_mark_is_dropped_as_load_corpus_drops_it(
+    tmp_path, chunk_chars: int, char
+) -> None:
+    from arlm_lib.corpus import load_corpus
+
+    path = tmp_path / "notepad.txt"
+    path.write_text(TEXT, encoding="utf-8-sig")  # what Windows editors write: EF BB BF, then the text
+    assert load_corpus(str(path)) == TEXT
+    # char was trained on TEXT (no U+FEFF): every path must encode the file as that text.
+    assert read_text_file(path) == TEXT
+    np.testing.assert_array_equal(encode_file(path, char).numpy(), char.encode_array(TEXT))
+    mm = encode_file_to_memmap(path, char, tmp_path / "t.npy", chunk_chars=chunk_chars)
+    assert char.decode(np.asarray(mm)) == TEXT
+    # Only a mark at the very start is a BOM; one inside the text is a character like any other.
+    path.write_text("a\ufeffb\n", encoding="utf-8-sig")
+    assert read_text_file(path) == "a\ufeffb\n"
+
+
 def test_memmap_of_a_file_without_newlines_still_round_trips(tmp_path, bpe: BPETokenizer) -> None:
     text = "one very long line without any line break 中文 " * 1800  # > the 64K-character patience
     path = tmp_path / "oneline.txt"

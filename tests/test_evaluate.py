@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from arlm_lib.errors import DataError
+from arlm_lib.errors import ConfigError, DataError
 from arlm_lib.evaluate import evaluate_tokens
 from arlm_lib.model import GPT, GPTConfig
 from arlm_lib.tokenizers import CharTokenizer
@@ -63,3 +63,22 @@ def test_too_few_tokens_is_an_error_naming_the_count(model: GPT, tokens: list[in
 def test_a_batch_instead_of_a_stream_is_an_error(model: GPT):
     with pytest.raises(DataError, match=r"1-D stream.*\(2, 5\)"):
         evaluate_tokens(model, None, torch.zeros(2, 5, dtype=torch.long))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "pattern"),
+    [
+        (dict(block_size=0), r"block_size must be an integer in 1\.\.8.*got 0"),  # silently meant "default"
+        (dict(block_size=-3), r"block_size .* got -3"),
+        (dict(block_size=BLOCK + 1), r"1\.\.8 \(the model's context\), got 9"),
+        (dict(batch_size=0), "batch_size must be an integer >= 1, got 0"),
+    ],
+)
+def test_bad_window_and_batch_sizes_are_named(model: GPT, kwargs: dict, pattern: str):
+    with pytest.raises(ConfigError, match=pattern):
+        evaluate_tokens(model, None, torch.arange(12), **kwargs)
+
+
+def test_a_token_outside_the_vocabulary_is_named(model: GPT):
+    with pytest.raises(DataError, match="token id 40 is outside the model's vocabulary 0..11"):
+        evaluate_tokens(model, None, torch.tensor([1, 2, 40, 3]))

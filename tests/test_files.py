@@ -40,3 +40,15 @@ def test_every_written_file_follows_the_umask(tmp_path: Path, umask: int):
         assert mode(path) == expected, f"{path.name}: {oct(mode(path))}, umask {oct(umask)}"
     leftovers = [p.name for p in tmp_path.rglob(".*")]
     assert leftovers == [], f"temporary files left behind: {leftovers}"
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="reads the umask from Linux's /proc")
+def test_reading_the_umask_never_changes_it(umask: int, monkeypatch):
+    from arlm_lib.files import default_file_mode
+
+    # os.umask(0) even for an instant makes any file another thread creates meanwhile world-writable.
+    def umask_must_not_change(value: int) -> int:
+        raise AssertionError(f"os.umask({oct(value)}) was called")
+
+    monkeypatch.setattr(os, "umask", umask_must_not_change)
+    assert default_file_mode() == 0o666 & ~umask

@@ -16,6 +16,7 @@ from arlm_lib.tokenizers import (
     BPETokenizer,
     CharTokenizer,
     Tokenizer,
+    last_safe_boundary,
     load_tokenizer,
     split_at_safe_boundaries,
     tokenizer_from_dict,
@@ -296,6 +297,74 @@ def test_invalid_bpe_dicts(bpe: BPETokenizer) -> None:
         tokenizer_from_dict(["kind", "bpe"])  # type: ignore[arg-type]
 
 
+def _bpe_spec_with(bpe: BPETokenizer, change) -> dict:
+    spec = json.loads(bpe.to_dict()["hf_tokenizer"])
+    change(spec)
+    return dict(bpe.to_dict(), hf_tokenizer=json.dumps(spec))
+
+
+def _last_id_moved_to(spec: dict, new_id: int | None) -> None:
+    vocab = spec["model"]["vocab"]
+    last = max(vocab, key=vocab.get)
+    vocab[last] = vocab[last] - 1 if new_id is None else new_id  # None: a duplicate id
+
+
+@pytest.mark.parametrize(
+    ("change", "pattern"),
+    [
+        # Silently cuts every encoding to 3 tokens.
+        (
+            lambda s: s.update(
+                truncation={"direction": "Right", "max_length": 3, "strategy": "LongestFirst", "stride": 0}
+            ),
+            "truncation must be null",
+        ),  # fmt: skip
+        # BPE dropout: the same text gets different ids on every call.
+        (lambda s: s["model"].update(dropout=0.5), "dropout=0.5"),
+        # Without the regex split, merges cross newlines and chunked encoding differs from whole.
+        (lambda s: s["pre_tokenizer"].update(use_regex=False), "use_regex=false"),
+        # rstrip swallows the whitespace after the token: decode(encode(text)) != text.
+        (
+            lambda s: s["added_tokens"].append(
+                {
+                    "id": 400,
+                    "content": "zz",
+                    "single_word": False,
+                    "lstrip": False,
+                    "rstrip": True,
+                    "normalized": False,
+                    "special": True,
+                }
+            ),
+            "'zz' has rstrip=true",
+        ),  # fmt: skip
+        # An id past vocab_size would index past the model's embedding table.
+        (lambda s: _last_id_moved_to(s, 5000), r"ids \[5000\] out of range"),
+        # Two tokens sharing an id cannot both decode correctly.
+        (lambda s: _last_id_moved_to(s, None), "duplicate ids"),
+        # A bare string where an object belongs used to crash with AttributeError.
+        (lambda s: s.update(pre_tokenizer="ByteLevel"), "pre_tokenizer must be an object"),
+        (lambda s: s.update(model="BPE"), "model must be an object"),
+    ],
+)
+def test_bpe_dicts_that_would_not_round_trip_are_refused(bpe: BPETokenizer, change, pattern: str) -> None:
+    with pytest.raises(TokenizerError, match=pattern):
+        tokenizer_from_dict(_bpe_spec_with(bpe, change))
+
+
+def test_bpe_dict_with_harmless_extras_still_loads(bpe: BPETokenizer) -> None:
+    # GPT-2's own tokenizer.json writes "" for these and normalized=true on its special token.
+    def gpt2_style(spec: dict) -> None:
+        spec["model"].update(continuing_subword_prefix="", end_of_word_suffix="")
+        spec["added_tokens"].append({"id": bpe.vocab_size, "content": "<|endoftext|>", "single_word": False,
+                                     "lstrip": False, "rstrip": False, "normalized": True, "special": True})  # fmt: skip
+
+    loaded = tokenizer_from_dict(_bpe_spec_with(bpe, gpt2_style))
+    assert loaded.vocab_size == bpe.vocab_size + 1
+    text = "hello <|endoftext|> 语言\n"
+    assert loaded.decode(loaded.encode(text)) == text
+
+
 def test_load_tokenizer_errors(tmp_path) -> None:
     with pytest.raises(TokenizerError, match="does not exist"):
         load_tokenizer(tmp_path / "nope.json")
@@ -341,6 +410,27 @@ def test_pieces_cut_safely_and_encode_like_the_whole(bpe: BPETokenizer, text: st
     if all(_is_safe(text, p) for p in np.cumsum([len(p) for p in pieces[:-1]])):
         # Every cut is safe, so encoding piece by piece gives the un-chunked Hugging Face ids.
         assert [i for p in pieces for i in bpe._tok.encode(p).ids] == bpe._tok.encode(text).ids
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    text=st.text(alphabet=st.sampled_from(["a", "b", " ", "\n", "\r", "\t"]), max_size=40),
+    start=st.integers(0, 45),
+    end=st.integers(0, 45),
+)
+def test_last_safe_boundary_is_the_last_safe_cut_after_start(text: str, start: int, end: int) -> None:
+    safe = [p for p in range(start + 1, min(end, len(text)) + 1) if _is_safe(text, p)]
+    assert last_safe_boundary(text, end, start) == (safe[-1] if safe else 0)
+
+
+def test_splitting_searches_back_only_to_the_current_piece() -> None:
+    # One safe cut near the start, then none (every line indented): each piece must not rescan the text
+    # back to that cut, which made splitting quadratic (a 128 MB file took half a minute).
+    text = "x\ny" + "\n    indented" * 2000
+    assert last_safe_boundary(text, len(text)) == 2
+    assert last_safe_boundary(text, len(text), start=2) == 0
+    pieces = list(split_at_safe_boundaries(text, 100))
+    assert "".join(pieces) == text and max(map(len, pieces)) <= 800
 
 
 def test_long_text_is_encoded_in_pieces_without_changing_ids(bpe: BPETokenizer) -> None:

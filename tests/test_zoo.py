@@ -33,6 +33,49 @@ def test_trains_once_then_loads_identical_weights(tiny_recipe, tmp_path):
     assert not second.model.training
 
 
+def _flip_a_byte(path, offset: int = -100) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_a_corrupted_cached_model_is_trained_again(tiny_recipe, tmp_path):
+    first = zoo.trained("test-tiny", cache_dir=tmp_path / "cache")
+    cached = first.run_dir / "checkpoint.safetensors"
+    _flip_a_byte(cached)  # a bad disk sector, a copy cut short: the checksum no longer matches
+    with pytest.warns(UserWarning, match="cannot be loaded.*training it again"):
+        again = zoo.trained("test-tiny", cache_dir=tmp_path / "cache")
+    load_checkpoint(cached)  # the cache entry is whole again
+    a, b = first.model.state_dict(), again.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)  # same seed, same recipe: the same model
+    assert not (first.run_dir / "train.lock").exists()
+
+
+def test_a_corrupted_cached_model_falls_back_to_the_shipped_one(tiny_recipe, tmp_path, monkeypatch):
+    monkeypatch.setattr(zoo, "PRETRAINED_DIR", tmp_path / "shipped")
+    zoo.export("test-tiny", progress=False, cache_dir=tmp_path / "cache")
+    cached = zoo.trained("test-tiny", cache_dir=tmp_path / "cache").run_dir / "checkpoint.safetensors"
+    _flip_a_byte(cached)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a shipped model must not be retrained")
+
+    monkeypatch.setattr(zoo, "train_recipe", no_training)
+    with pytest.warns(UserWarning, match="loading the shipped one"):
+        loaded = zoo.trained("test-tiny", cache_dir=tmp_path / "cache")
+    assert len(loaded.history) == 8 and not cached.exists()
+
+
+def test_a_local_file_named_like_a_builtin_is_keyed_by_its_content(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "synthetic-notes.txt"
+    path.write_text("first version\n", encoding="utf-8")
+    before = zoo.Recipe(corpus="synthetic-notes.txt").key()
+    path.write_text("edited version\n", encoding="utf-8")
+    assert zoo.Recipe(corpus="synthetic-notes.txt").key() != before  # the edit retrains, not reuses
+    assert zoo.corpus_version("synthetic") == zoo.corpus_version("synthetic-copy")  # built-ins: grammar
+
+
 def test_changing_the_recipe_changes_the_cache_key(tiny_recipe):
     other = zoo.Recipe(**{**tiny_recipe.__dict__, "train": dict(tiny_recipe.train, lr=5e-4)})
     assert other.key() != tiny_recipe.key()

@@ -151,7 +151,7 @@ def sample_cli(
 
     Each sample is printed as prompt + continuation, under a ``--- sample i ---`` header when there are
     several. Bad values raise GenerationError naming the flag, and so do flags that would be ignored
-    (see :func:`check_sample_options`: top-k/top-p/min-p/temperature with ``beam``, filters or several
+    (see ``check_sample_options``: top-k/top-p/min-p/temperature with ``beam``, filters or several
     samples with temperature 0); an unencodable prompt raises TokenizerError naming ``--prompt``, the
     characters, and the ones the model knows.
     """
