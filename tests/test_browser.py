@@ -438,3 +438,39 @@ def test_figure_loader_says_so_when_plotly_js_is_missing(browser: Any, tmp_path:
             context.close()
     assert texts == ["This figure needs plotly.js, which did not load (see the browser console)."] * 2
     assert any("plotly.js is not loaded" in e for e in errors), errors
+
+
+def test_a_figure_keeps_its_width_on_a_phone_and_scrolls_sideways(browser: Any, tmp_path: Path):
+    """At 390 px a figure squeezed to the screen ran its menus, panel titles and token labels into each
+    other; arlm.css keeps it at the width the builders lay out for (Theme.figure_width) and its output
+    box scrolls."""
+    from arlm_lib.viz import THEME
+
+    _loader_page(tmp_path, figure_count=0)  # the loader and plotly.js; the figure goes in an output box
+    shutil.copyfile(REPO_ROOT / "book" / "_static" / "arlm.css", tmp_path / "arlm.css")
+    page_html = (tmp_path / "index.html").read_text(encoding="utf-8")
+    figure = display.figure_html(go.Figure(go.Scatter(y=[1, 2])), div_id="fig-phone")
+    page_html = page_html.replace(
+        "<body>",
+        '<body><link rel="stylesheet" href="arlm.css">'
+        f'<div class="cell_output"><div class="output text_html">{figure}</div></div>',
+    )
+    (tmp_path / "index.html").write_text(page_html, encoding="utf-8")
+    with serve_directory(tmp_path) as url:
+        context = offline_context(browser, [])
+        page = context.new_page()
+        page.set_viewport_size({"width": 390, "height": 800})
+        try:
+            page.goto(f"{url}/index.html", wait_until="load")
+            page.wait_for_function(ALL_FIGURES_DRAWN_JS, timeout=FIGURE_TIMEOUT_MS)
+            figure_width = page.evaluate("() => document.getElementById('fig-phone')._fullLayout.width")
+            box = page.evaluate(
+                "() => { const b = document.querySelector('div.output.text_html');"
+                " return [b.clientWidth, b.scrollWidth, document.documentElement.scrollWidth]; }"
+            )
+        finally:
+            context.close()
+    assert figure_width >= THEME.figure_width
+    client, scroll, page_width = box
+    assert client <= 390 < scroll, "the output box scrolls the figure sideways"
+    assert page_width <= 390, "the page itself does not scroll sideways"

@@ -173,15 +173,25 @@ def test_attention_grid_has_one_panel_per_head_and_a_layer_menu(sample):
     assert len(viz.attention_grid(attentions, tokens, layer=1, controls=False).data) == 3
 
 
-def test_token_attention_bars_keep_the_slider_steps_small(sample):
-    """Each slider step restyles every bar's colour: a 0/1 flag through a two-colour scale, not a string."""
+def test_token_attention_bars_highlight_the_query_with_a_shape_not_a_colour_array(sample):
+    """One bar colour and a highlight rectangle that each slider step moves with a few numbers.
+
+    0/1 colour flags through a colorscale made plotly.js log "Invalid color specifier" once per bar.
+    """
     ids, tokens, attentions = sample
     fig = as_dict(viz.token_attention_bars(attentions, tokens, query_index=2, layer=0, head=1))
     marker = fig["data"][0]["marker"]
-    assert marker["colorscale"][-1][1] == viz.THEME.highlight_color and marker["cmax"] == 1
-    for q, step in enumerate(fig["layout"]["sliders"][0]["steps"]):
-        flags = step["args"][0]["marker.color"][0]
-        assert flags == [int(k == q) for k in range(len(ids))]  # the query's own position is highlighted
+    assert isinstance(marker["color"], str) and "colorscale" not in marker
+    (shape,) = fig["layout"]["shapes"]
+    assert shape["fillcolor"] == viz.THEME.highlight_color and shape["xref"] == "x"
+    assert shape["x0"] < 2 < shape["x1"] and shape["y1"] == fig["data"][0]["y"][2]
+    for step in fig["layout"]["sliders"][0]["steps"]:
+        assert set(step["args"][0]) == {"y"}  # the bars' data, no colours
+        assert {k for k in step["args"][1] if k.startswith("shapes")} == {
+            "shapes[0].x0",
+            "shapes[0].x1",
+            "shapes[0].y1",
+        }
 
 
 def test_token_attention_bars_slider_steps_hold_each_query_row(sample):
@@ -193,9 +203,84 @@ def test_token_attention_bars_slider_steps_hold_each_query_row(sample):
     assert len(steps) == len(ids)
     move_slider(fig, 0, 7)
     np.testing.assert_allclose(fig["data"][0]["y"], weights[7], atol=1e-6)
-    colors = fig["data"][0]["marker"]["color"]
-    assert colors[7] != colors[0]  # the query's own position is highlighted
+    shape = fig["layout"]["shapes"][0]
+    assert shape["x0"] < 7 < shape["x1"]  # the query's own position is highlighted ...
+    assert shape["y1"] == pytest.approx(weights[7, 7], abs=1e-6)  # ... up to its own weight
     assert len({tuple(s["args"][0]["y"][0]) for s in steps}) == len(ids)
+
+
+def _label_overlap(ticktext: list[str], tickfont: dict, cell_px: float, stride: int) -> float:
+    """How far one monospace tick label is wider than the room between two labels (> 0: overlap)."""
+    size = tickfont.get("size", viz.THEME.font_size)
+    return 0.6 * size * max(len(t) for t in ticktext) - stride * cell_px
+
+
+def test_long_sequences_get_tick_labels_that_do_not_overlap():
+    """68 character tokens (the book's copy sentence) in a ~380 px wide heatmap: every label at 13 px
+    overlapped its neighbours. The labels shrink, then thin out; a short text keeps all at full size."""
+    theme = viz.THEME
+    for n in (8, 46, 68, 120):
+        tokens = [chr(ord("a") + i % 26) for i in range(n)]
+        weights = np.tril(np.ones((n, n))) / np.arange(1, n + 1)[:, None]
+        for fig in (
+            viz.attention_heatmap(weights, tokens),
+            viz.attention_figure(weights[None, None], tokens),
+        ):
+            xaxis, yaxis = fig.layout.xaxis, fig.layout.yaxis
+            stride = n // len(xaxis.ticktext) if len(xaxis.ticktext) < n else 1
+            width = theme.figure_width - theme.margin[0] - theme.margin[1] - 120
+            assert (
+                _label_overlap(list(xaxis.ticktext), xaxis.tickfont.to_plotly_json(), width / n, stride) <= 0
+            )
+            plot_h = fig.layout.height - fig.layout.margin.t - fig.layout.margin.b - 2 * theme.font_size
+            y_size = yaxis.tickfont.size or theme.font_size
+            assert 0.85 * y_size <= plot_h / n * (n / len(yaxis.ticktext)), (n, y_size)
+            assert xaxis.tickfont.size >= 9 and y_size >= 9  # legible, if small
+            if n <= 8:
+                assert list(xaxis.ticktext) == tokens and xaxis.tickfont.size == theme.font_size
+            else:
+                assert len(xaxis.ticktext) < n or xaxis.tickfont.size < theme.font_size
+            # Every token still has its own cell: hover names each one.
+            assert len(fig.data[0].x) == n
+
+
+def test_attention_figure_head_menu_starts_past_the_layer_menu_at_any_width(sample):
+    """The head menu sat at 22% of the plot's width: on the layer menu itself in a narrow figure."""
+    ids, tokens, attentions = sample
+    layer_menu, head_menu = viz.attention_figure(attentions, tokens).layout.updatemenus
+    assert layer_menu.x == head_menu.x == 0.0 and layer_menu.xanchor == head_menu.xanchor == "left"
+    widest = max(len(b.label) for b in layer_menu.buttons)
+    # "layer 3" measured 114 px wide in Chromium: the offset must clear it, whatever the figure width.
+    assert head_menu.pad.l >= 114 * widest / len("layer 3")
+
+
+def test_long_titles_wrap_and_push_the_plot_down_instead_of_being_cut_off():
+    """plotly cuts a long title at the figure's edge; a figure at least 600 px wide holds ~64 characters."""
+    import plotly.graph_objects as go
+
+    long = "Which forecast does each score prefer? (dotted: its optimum; dashed: the true distribution)"
+    fig = viz.style_figure(go.Figure(), title=long, height=400)
+    lines = fig.layout.title.text.split("<br>")
+    assert len(lines) == 2 and " ".join(lines) == long
+    assert all(len(line) <= viz.THEME.title_chars for line in lines)
+    assert fig.layout.margin.t == viz.THEME.margin[2] + viz.THEME.title_line_px
+    assert fig.layout.height == 400 + viz.THEME.title_line_px  # the plot keeps its height
+    assert fig.layout.title.yanchor == "top" and fig.layout.title.pad.l > 0  # off the figure's edge
+    assert fig.layout.title.pad.t > viz.style_figure(go.Figure(), title="short").layout.title.pad.t
+    short = viz.style_figure(go.Figure(), title="A short title")
+    assert short.layout.title.text == "A short title" and short.layout.margin.t == viz.THEME.margin[2]
+    # Builders that need more room at the top add to the wrapped title's margin.
+    weights = np.tril(np.ones((3, 3))) / np.arange(1, 4)[:, None]
+    menus = viz.attention_figure(weights[None, None], list("abc"), title=long)
+    assert menus.layout.margin.t == viz.THEME.margin[2] + viz.THEME.title_line_px + 50
+
+
+def test_log_axes_label_their_minor_ticks_with_whole_numbers():
+    """plotly's default labels 0.2 and 20 on a log axis alike, as a bare small "2"."""
+    template = viz.THEME.template().layout
+    assert template.xaxis.minorloglabels == "complete" and template.yaxis.minorloglabels == "complete"
+    fig = viz.training_curves(History(), log_y=True)
+    assert fig.layout.template.layout.yaxis.minorloglabels == "complete"
 
 
 def rgb_distance(a: str, b: str) -> float:
@@ -365,6 +450,21 @@ def test_training_curves_overlay_runs_with_legend_groups_and_a_log_toggle():
     linear = [b for b in as_json["layout"]["updatemenus"][0]["buttons"] if b["label"] == "linear"][0]
     apply_control(as_json, linear)
     assert as_json["layout"]["yaxis"]["type"] == "linear" and as_json["layout"]["yaxis2"]["type"] == "linear"
+
+
+def test_training_curves_legend_names_only_what_the_figure_draws():
+    """One run: six legend entries in two colours (learning rate and tokens/s the same blue as the train
+    loss) read as six different things; overlaid runs: the line-style key named a val loss no run had."""
+    single = viz.training_curves(fake_history(40, 1.0))
+    in_legend = [t.name for t in single.data if t.showlegend]
+    assert in_legend == ["train loss", "val loss", "grad norm", "grad norm (clipped)"]
+    no_eval = fake_history(40, 1.0, eval_every=1000)  # validation never ran
+    assert "val loss" not in [t.name for t in viz.training_curves(no_eval).data if t.showlegend]
+    runs = viz.training_curves({"a": no_eval, "b": fake_history(30, 2.0, eval_every=1000)})
+    key = runs.layout.legend.title.text
+    assert "val loss" not in key and "dashed: clipped grad norm" in key
+    with_eval = viz.training_curves({"a": fake_history(40, 1.0), "b": no_eval}).layout.legend.title.text
+    assert "dotted: val loss" in with_eval
 
 
 def test_training_curves_hold_only_the_digits_hover_shows():

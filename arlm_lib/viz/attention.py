@@ -6,6 +6,7 @@ dropdowns compose by rewriting each other's buttons (``_linked_menus``).
 
 from __future__ import annotations
 
+import html
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -147,29 +148,93 @@ def _attention_trace(
     )
 
 
-def _axes_for_tokens(labels: list[str], n_q: int, show_ticks: bool = True) -> tuple[dict, dict]:
+# Room a heatmap's colour bar and its title take beside the plot (measured: about 120 px).
+_COLORBAR_PX = 120
+# Smallest tick font for token labels: below it labels are thinned out instead (hover shows every token).
+_MIN_TICK_FONT = 9
+
+
+def _label_px(labels: list[str], size: float, across: bool) -> float:
+    """Pixels a token label needs along its axis at font ``size`` (monospace: 0.6 em per character).
+
+    Across (x axis): the widest label, but plotly turns crowded labels upright, so at most a line's
+    height. Down (y axis): a line of lowercase characters, whose glyphs are shorter than the line.
+    """
+    if not across:
+        return 0.85 * size + 1
+    widest = max((len(html.unescape(label)) for label in labels), default=1)
+    return min(widest * 0.6 * size, 1.25 * size) + 2
+
+
+def _token_ticks(
+    categories: list[str], labels: list[str], cell_px: float, across: bool, theme: Theme
+) -> dict[str, Any]:
+    """Tick values, texts and font for a token axis whose cells are ``cell_px`` wide (or tall).
+
+    The largest font, from the theme's down to ``_MIN_TICK_FONT``, at which every label fits its cell;
+    where even that is too large, every k-th token is labelled: labels that overlap cannot be read.
+    """
+    size = theme.font_size
+    while size > _MIN_TICK_FONT and _label_px(labels, size, across) > cell_px:
+        size -= 1
+    stride = max(1, math.ceil(_label_px(labels, size, across) / max(cell_px, 1e-9)))
+    return {
+        "tickmode": "array",
+        "tickvals": categories[::stride],
+        "ticktext": labels[::stride],
+        "tickfont": {"family": theme.mono_family, "size": size},
+    }
+
+
+def _axes_for_tokens(
+    labels: list[str],
+    n_q: int,
+    show_ticks: bool = True,
+    *,
+    plot_px: tuple[float, float] | None = None,
+    theme: Theme = THEME,
+) -> tuple[dict, dict]:
+    """The key (x) and query (y) axes of an attention heatmap over ``labels``.
+
+    ``plot_px``: the plot area's (width, height) in pixels at the book's narrowest figure width, to
+    which the tick labels are fitted (:func:`_token_ticks`); ``None`` labels every token.
+    """
     keys = _unique_categories(labels)
     queries = keys[len(keys) - n_q :]
+    q_labels = labels[len(labels) - n_q :]
+    if plot_px is None:
+        x_ticks = {
+            "tickmode": "array",
+            "tickvals": keys,
+            "ticktext": labels,
+            "tickfont": {"family": theme.mono_family},
+        }
+        y_ticks = {**x_ticks, "tickvals": queries, "ticktext": q_labels}
+    else:
+        width, height = plot_px
+        x_ticks = _token_ticks(keys, labels, width / max(len(keys), 1), True, theme)
+        y_ticks = _token_ticks(queries, q_labels, height / max(n_q, 1), False, theme)
     xaxis = {
         "title": {"text": "key (attended to)"},
-        "tickmode": "array",
-        "tickvals": keys,
-        "ticktext": labels,
+        **x_ticks,
         "showticklabels": show_ticks,
-        "tickfont": {"family": THEME.mono_family},
         "showgrid": False,
     }
     yaxis = {
         "title": {"text": "query (attending)"},
-        "tickmode": "array",
-        "tickvals": queries,
-        "ticktext": labels[len(labels) - n_q :],
+        **y_ticks,
         "showticklabels": show_ticks,
         "autorange": "reversed",  # the first token on top, as in a matrix
-        "tickfont": {"family": THEME.mono_family},
         "showgrid": False,
     }
     return xaxis, yaxis
+
+
+def _heatmap_plot_px(height: int, top: int, theme: Theme, cols: int = 1) -> tuple[float, float]:
+    """A heatmap panel's plot area (width, height) at the book's narrowest figure width."""
+    left, right, _, bottom = theme.margin
+    width = (theme.figure_width - left - right - _COLORBAR_PX) / cols
+    return width, height - top - bottom - 2 * theme.font_size  # the key labels take a line
 
 
 def _attention_colors(cmax: float, masked: bool, theme: Theme) -> dict[str, Any]:
@@ -215,15 +280,19 @@ def attention_heatmap(
     w, caption = _select_map(weights, layer, head)
     labels = [token_label(t) for t in _as_tokens(tokens)]
     _check_tokens(labels, w.shape[1])
-    xaxis, yaxis = _axes_for_tokens(labels, w.shape[0])
-    keys, queries = xaxis["tickvals"], yaxis["tickvals"]
+    height = _auto_height(w.shape[0], theme)
+    xaxis, yaxis = _axes_for_tokens(
+        labels, w.shape[0], plot_px=_heatmap_plot_px(height, theme.margin[2], theme), theme=theme
+    )
+    keys = _unique_categories(labels)
+    queries = keys[len(keys) - w.shape[0] :]
     fig = go.Figure(
         _attention_trace(w, keys, queries, decimals=decimals, mask_future=mask_future, theme=theme)
     )
     style_figure(
         fig,
         title=title if title is not None else f"Attention weights{f' ({caption})' if caption else ''}",
-        height=_auto_height(w.shape[0], theme),
+        height=height,
         theme=theme,
         xaxis=xaxis,
         yaxis=yaxis,
@@ -267,10 +336,30 @@ def _linked_menus(
     buttons_a = _menu_buttons(n_traces, labels_a, n_b, 1, trace_index, b0)
     buttons_b = _menu_buttons(n_traces, labels_b, n_a, 0, lambda b, a: trace_index(a, b), a0)
     common = {"type": "dropdown", "direction": "down", "showactive": True, "y": 1.0, "yanchor": "bottom"}
+    # Menu B starts a fixed number of pixels after menu A's start (pad.l), past A's widest label: a
+    # fraction of the plot's width (x) puts them on top of each other in a narrow figure.
+    a_px = _menu_px(labels_a) + 10
     return [
         {**common, "buttons": buttons_a, "active": a0, "x": 0.0, "xanchor": "left", "pad": {"b": 10}},
-        {**common, "buttons": buttons_b, "active": b0, "x": 0.22, "xanchor": "left", "pad": {"b": 10}},
+        {
+            **common,
+            "buttons": buttons_b,
+            "active": b0,
+            "x": 0.0,
+            "xanchor": "left",
+            "pad": {"b": 10, "l": a_px},
+        },
     ]
+
+
+def _menu_px(labels: list[str], font_size: int = THEME.font_size) -> int:
+    """A generous width in pixels of a plotly dropdown showing ``labels``: the widest label at about
+    0.62 em per character, plus the box's padding and its arrow (measured: 114 px for "layer 3")."""
+    return int(max((len(html.unescape(label)) for label in labels), default=1) * 0.62 * font_size + 70)
+
+
+# Room above the plot for the layer and head menus.
+_MENU_ROOM_PX = 50
 
 
 def attention_figure(
@@ -295,8 +384,12 @@ def attention_figure(
     _check_index("head", head, n_head + 1)
     labels = [token_label(t) for t in _as_tokens(tokens)]
     _check_tokens(labels, n_k)
-    xaxis, yaxis = _axes_for_tokens(labels, n_q)
-    keys, queries = xaxis["tickvals"], yaxis["tickvals"]
+    height = _auto_height(n_q, theme, extra=220)
+    xaxis, yaxis = _axes_for_tokens(
+        labels, n_q, plot_px=_heatmap_plot_px(height, theme.margin[2] + _MENU_ROOM_PX, theme), theme=theme
+    )
+    keys = _unique_categories(labels)
+    queries = keys[len(keys) - n_q :]
     n_choices = n_head + 1  # the heads, then their mean
 
     def index(layer_: int, head_: int) -> int:
@@ -330,14 +423,14 @@ def attention_figure(
     style_figure(
         fig,
         title=title if title is not None else "Attention weights: pick a layer and a head",
-        height=_auto_height(n_q, theme, extra=220),
+        height=height,
         theme=theme,
         xaxis=xaxis,
         yaxis=yaxis,
         updatemenus=menus,
         **_attention_colors(float(arr.max() or 1.0), True, theme),
     )
-    fig.update_layout(margin={"t": theme.margin[2] + 50})
+    fig.update_layout(margin={"t": fig.layout.margin.t + _MENU_ROOM_PX})
     return fig
 
 
@@ -376,8 +469,13 @@ def attention_grid(
         shared_yaxes=False,
     )
     show_ticks = n_k <= 24  # small multiples of a long text: hover carries the tokens
-    xaxis, yaxis = _axes_for_tokens(labels, n_q, show_ticks)
-    keys, queries = xaxis["tickvals"], yaxis["tickvals"]
+    panel_px = 150 if show_ticks else 120
+    height = int(rows * panel_px * max(1.0, n_q / 12) ** 0.5 + 200)
+    top = theme.margin[2] + (60 if controls else 20)
+    plot_w, plot_h = _heatmap_plot_px(height, top, theme, cols)
+    xaxis, yaxis = _axes_for_tokens(labels, n_q, show_ticks, plot_px=(plot_w, plot_h / rows), theme=theme)
+    keys = _unique_categories(labels)
+    queries = keys[len(keys) - n_q :]
     for li in layers:
         for h in range(n_head):
             fig.add_trace(
@@ -420,18 +518,17 @@ def attention_grid(
                 ],
             }
         ]
-    panel_px = 150 if show_ticks else 120
     style_figure(
         fig,
         title=title
         if title is not None
         else (f"All heads of layer {layer}" if not controls else "All heads"),
-        height=int(rows * panel_px * max(1.0, n_q / 12) ** 0.5 + 200),
+        height=height,
         theme=theme,
         updatemenus=updatemenus,
         **_attention_colors(float(arr.max() or 1.0), True, theme),
     )
-    fig.update_layout(margin={"t": theme.margin[2] + (60 if controls else 20)})
+    fig.update_layout(margin={"t": fig.layout.margin.t + (60 if controls else 20)})
     return fig
 
 
@@ -462,39 +559,50 @@ def token_attention_bars(
         raise ConfigError(f"query_index={query_index} is out of range: there are {n_q} query tokens")
     keys = _unique_categories(labels)
 
-    def row(q: int) -> tuple[list, list[int], str]:
+    def row(q: int) -> tuple[list, str]:
         y = _round(w[q].astype(float), decimals).tolist()
-        colors = [int(k == offset + q) for k in range(n_k)]  # 1: the query's own position
         head_text = f"Attention from query {keys[offset + q]}"
-        return y, colors, head_text + (f" ({caption})" if caption else "")
+        return y, head_text + (f" ({caption})" if caption else "")
 
-    y0, colors0, title0 = row(query_index)
+    def highlight(q: int, y: list) -> dict[str, float]:
+        """Where the query's own bar is: a rectangle drawn over it in the highlight colour."""
+        k = offset + q
+        return {"x0": k - 0.4, "x1": k + 0.4, "y1": y[k]}
+
+    # One bar colour, and the query's own bar covered by a highlight rectangle (a layout shape) that
+    # each slider step moves with 3 numbers. Colouring bars by an array of 0/1 flags through a
+    # colorscale made plotly.js 4 log "Invalid color specifier" once per bar on every page load.
+    y0, title0 = row(query_index)
     fig = go.Figure(
         go.Bar(
             x=keys,
             y=y0,
-            # A flag per bar through a two-colour scale: every slider step carries the colours of its
-            # bars, and a flag is 1 character in the page where a colour string is 9.
-            marker={
-                "color": colors0,
-                "colorscale": [[0.0, theme.colorway[0]], [1.0, theme.highlight_color]],
-                "cmin": 0,
-                "cmax": 1,
-            },
+            marker={"color": theme.colorway[0]},
             hovertemplate="key %{x}<br>weight %{y:.3f}<extra></extra>",
             name="attention",
         )
+    )
+    fig.add_shape(
+        type="rect",
+        xref="x",
+        yref="y",
+        y0=0.0,
+        fillcolor=theme.highlight_color,
+        line={"width": 0},
+        layer="above",
+        **highlight(query_index, y0),
     )
     sliders = []
     if controls:
         steps = []
         for q in range(n_q):
-            y, colors, text = row(q)
+            y, text = row(q)
+            layout_update = {"title.text": text, **{f"shapes[0].{k}": v for k, v in highlight(q, y).items()}}
             steps.append(
                 {
                     "label": labels[offset + q],
                     "method": "update",
-                    "args": [{"y": [y], "marker.color": [colors]}, {"title.text": text}],
+                    "args": [{"y": [y]}, layout_update],
                 }
             )
         sliders = [
@@ -513,10 +621,9 @@ def token_attention_bars(
         theme=theme,
         sliders=sliders,
         xaxis={
-            "tickmode": "array",
-            "tickvals": keys,
-            "ticktext": labels,
-            "tickfont": {"family": theme.mono_family},
+            **_token_ticks(
+                keys, labels, (theme.figure_width - theme.margin[0] - theme.margin[1]) / n_k, True, theme
+            ),
             "title": {"text": "key (attended to)"},
         },
         yaxis={"title": {"text": "attention weight"}, "range": [0.0, 1.0]},

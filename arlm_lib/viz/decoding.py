@@ -320,7 +320,7 @@ def decoding_explorer_figure(
         yaxis={"title": {"text": "probability"}, "range": [0.0, 1.1]},
         hovermode="closest",
     )
-    fig.update_layout(margin={"t": theme.margin[2] + 40, "b": 330})
+    fig.update_layout(margin={"t": fig.layout.margin.t + 40, "b": 330})
     fig.add_annotation(
         text="grey outline: the model's own distribution; blue: what sampling draws from",
         xref="paper",

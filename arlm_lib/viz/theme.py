@@ -54,6 +54,11 @@ class Theme:
     height: int = 420
     cell_px: int = 22  # heatmap cell size when a figure sizes itself to the number of tokens
     label_chars: int = 12  # longer token labels are cut with an ellipsis
+    # The narrowest a figure is drawn: the book's text column is about 690 px wide, and arlm.css keeps a
+    # figure at least this wide on a phone (it scrolls sideways). Builders fit their tick labels to it.
+    figure_width: int = 600
+    title_chars: int = 64  # a longer title wraps onto a second line (plotly never wraps a title itself)
+    title_line_px: int = 24  # the height of one more title line, added to the top margin
 
     def template(self) -> go.layout.Template:
         """A small plotly template (a few hundred bytes, unlike plotly's default of about 7 KB per figure)."""
@@ -63,7 +68,15 @@ class Theme:
 @functools.lru_cache(maxsize=8)
 def _template(theme: Theme) -> go.layout.Template:
     # Building a Template validates every property (~0.15 s): build one per theme, not per figure.
-    axis = {"gridcolor": theme.grid_color, "zeroline": False, "automargin": True, "linecolor": "#bbbbbb"}
+    axis = {
+        "gridcolor": theme.grid_color,
+        "zeroline": False,
+        "automargin": True,
+        "linecolor": "#bbbbbb",
+        # A log axis labels 2 and 5 between the powers of ten; plotly's default writes them as bare small
+        # digits ("2" for 0.2 and for 20 alike). Write the whole number.
+        "minorloglabels": "complete",
+    }
     return go.layout.Template(
         layout={
             "font": {"family": theme.font_family, "size": theme.font_size, "color": theme.text_color},
@@ -92,18 +105,58 @@ def style_figure(
     """Apply the theme (template, margins, height, title) to ``fig`` and return it.
 
     ``title`` is trusted text written by the chapter author; text from a reader or a tokenizer must be
-    escaped first (:func:`token_label`).
+    escaped first (:func:`token_label`). A title longer than ``theme.title_chars`` wraps at a space
+    (plotly cuts a long title off at the figure's edge), and the top margin grows by one line for each
+    extra line: a builder that needs more room at the top adds to ``fig.layout.margin.t``.
     """
     left, right, top, bottom = theme.margin
     fig.layout.template = theme.template()
+    extra_lines = 0
+    if title is not None:
+        title = wrap_title(title, theme.title_chars)
+        extra_lines = title.count("<br>")
     fig.update_layout(
-        margin={"l": left, "r": right, "t": top, "b": bottom},
-        height=height or theme.height,
+        margin={"l": left, "r": right, "t": top + extra_lines * theme.title_line_px, "b": bottom},
+        height=(height or theme.height) + extra_lines * theme.title_line_px,
         **layout,
     )
     if title is not None:
-        fig.update_layout(title={"text": title, "x": 0.0, "xanchor": "left"})
+        # At the top left, a few pixels in from the figure's edges (not touching the left edge, and not
+        # centred in the top margin, where a second line would run into the menus above the plot).
+        fig.update_layout(
+            title={
+                "text": title,
+                "x": 0.0,
+                "xanchor": "left",
+                "xref": "container",
+                "y": 1.0,
+                "yanchor": "top",
+                "yref": "container",
+                # plotly.js 4 sets a title of several lines 12 px higher than one line at the same
+                # pad (measured in Chromium: tops at 9 px for one line, -3 px for two or three).
+                "pad": {"l": 8, "t": 24 if extra_lines else 12},
+            }
+        )
     return fig
+
+
+def wrap_title(title: str, max_chars: int) -> str:
+    """``title`` with ``<br>`` at spaces so that no line is longer than ``max_chars`` (where a space allows).
+
+    A title that already holds a ``<br>`` is the author's own layout and stays as it is.
+    """
+    if len(title) <= max_chars or "<br>" in title:
+        return title
+    lines: list[str] = []
+    line = ""
+    for word in title.split(" "):
+        if line and len(line) + 1 + len(word) > max_chars:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}" if line else word
+    lines.append(line)
+    return "<br>".join(lines)
 
 
 # ----------------------------------------------------------------------------- text and array helpers

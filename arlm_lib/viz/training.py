@@ -28,7 +28,26 @@ _CURVES = (
 )
 #: Significant digits of every plotted value: what hover shows (``%{y:.4g}``), no more.
 _DIGITS = 4
+#: The series that share a panel with another one (the rest have a panel of their own).
+_PAIRED = frozenset({"train_loss", "val_loss", "grad_norm", "grad_norm_clipped"})
 _PANEL_TITLES = ("loss", "gradient norm (before / after clipping)", "learning rate", "throughput (tokens/s)")
+
+
+def _line_style_key(recorded: set[str]) -> str:
+    """The legend's key to the line styles of overlaid runs, naming only the series that were recorded."""
+    parts = []
+    solid = [
+        label
+        for name, label in (("train_loss", "train loss"), ("grad_norm", "grad norm"))
+        if name in recorded
+    ]
+    if ("val_loss" in recorded or "grad_norm_clipped" in recorded) and solid:
+        parts.append("solid: " + " / ".join(solid))
+    if "val_loss" in recorded:
+        parts.append("dotted: val loss")
+    if "grad_norm_clipped" in recorded:
+        parts.append("dashed: clipped grad norm")
+    return "; ".join(parts)
 
 
 def _history_columns(run: Any) -> dict[str, np.ndarray]:
@@ -111,6 +130,8 @@ def training_curves(
     """
     runs = _runs(history_or_histories)
     several = len(runs) > 1
+    # The series some run recorded: a legend entry or key for a series with no data names nothing.
+    recorded = {name for columns in runs.values() for name in columns if np.isfinite(columns[name]).any()}
     fig = make_subplots(
         rows=2, cols=2, subplot_titles=_PANEL_TITLES, horizontal_spacing=0.1, vertical_spacing=0.16
     )
@@ -127,7 +148,9 @@ def training_curves(
                 )
             else:
                 series_color = theme.colorway[1 if line["dash"] != "solid" else 0]
-                legend = {"name": label, "showlegend": True}
+                # Only the two panels that hold two series need a legend (their panel titles name the
+                # others): six entries in two colours read as six different things.
+                legend = {"name": label, "showlegend": name in recorded and name in _PAIRED}
             fig.add_trace(
                 go.Scatter(
                     x=x,
@@ -161,8 +184,9 @@ def training_curves(
     legend: dict[str, Any] = {"orientation": "h", "y": -0.2, "yanchor": "top", "x": 0.0}
     if several:
         # The line-style key heads the legend, so the legend's rows can wrap without covering it.
-        key = "solid: train loss / grad norm; dotted: val loss; dashed: clipped grad norm"
-        legend["title"] = {"text": key, "side": "top", "font": {"size": 11}}
+        key = _line_style_key(recorded)
+        if key:
+            legend["title"] = {"text": key, "side": "top", "font": {"size": 11}}
     style_figure(
         fig,
         title=title if title is not None else "Training curves",
@@ -173,8 +197,8 @@ def training_curves(
         legend=legend,
     )
     fig.update_layout(yaxis_type="log" if log_y else "linear", yaxis2_type="log" if log_y else "linear")
-    # Room between the title and the panels for the linear/log toggle, so a long title never runs under it.
-    fig.update_layout(margin={"t": theme.margin[2] + 80, "b": theme.margin[3] + 60})
+    # Room between the title (pinned to the top) and the panels for the linear/log toggle.
+    fig.update_layout(margin={"t": fig.layout.margin.t + 50, "b": theme.margin[3] + 60})
     for c in (1, 2):
         fig.update_xaxes(title_text="step", row=2, col=c)
     return fig
