@@ -48,6 +48,11 @@ SCHEDULES = ("cosine", "linear", "constant")
 NONFINITE_POLICIES = ("stop", "rollback")
 
 
+def _is_real(value: object) -> bool:
+    """A real number (int or float, not bool); NaN is one, so compare it with a range afterwards."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 @dataclass
 class TrainConfig:
     """Optimisation hyperparameters. ``batch_size`` is the global number of sequences per micro-step."""
@@ -93,8 +98,9 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"{name}={value!r} is not allowed: it must be an integer >= 1")
-        if self.warmup_iters < 0:
-            raise ConfigError(f"warmup_iters={self.warmup_iters} is not allowed: it must be >= 0")
+        warmup = self.warmup_iters
+        if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+            raise ConfigError(f"warmup_iters={warmup!r} is not allowed: it must be an integer >= 0")
         decay = self.lr_decay_iters
         if decay is not None and (
             isinstance(decay, bool) or not isinstance(decay, int) or decay < max(1, self.warmup_iters)
@@ -114,8 +120,14 @@ class TrainConfig:
             raise ConfigError(
                 f"grad_clip={self.grad_clip} is not allowed: use a positive threshold, or 0 to disable"
             )
-        if self.weight_decay < 0:
-            raise ConfigError(f"weight_decay={self.weight_decay} is not allowed: it must be >= 0")
+        if not _is_real(self.weight_decay) or not 0 <= self.weight_decay < math.inf:
+            raise ConfigError(
+                f"weight_decay={self.weight_decay!r} is not allowed: it must be a finite number >= 0"
+            )
+        for name in ("beta1", "beta2"):  # AdamW's moment decay rates: a rate of 1 would never forget
+            beta = getattr(self, name)
+            if not _is_real(beta) or not 0 <= beta < 1:
+                raise ConfigError(f"{name}={beta!r} is not allowed: it must be a number in [0, 1)")
         if self.checkpoint_interval is not None and self.checkpoint_interval < 0:
             raise ConfigError(
                 f"checkpoint_interval={self.checkpoint_interval} is not allowed: it must be >= 0"

@@ -5,8 +5,12 @@ import sys
 import warnings
 
 import pytest
+import torch
+from torch.nn import functional as F
 
+from arlm_lib.checkpoint import load_checkpoint, load_model
 from arlm_lib.cli import main
+from arlm_lib.generate import generate_text
 
 TINY = ["--n-layer", "1", "--n-head", "2", "--n-embd", "32", "--block-size", "32", "--batch-size", "8"]
 
@@ -45,6 +49,19 @@ def trained_run(corpus, tmp_path_factory):
 def test_train_writes_a_checkpoint_and_reports_falling_loss(trained_run, capsys):
     assert (trained_run / "checkpoint.safetensors").is_file()
     assert not (trained_run / "train.lock").exists()  # released at the end
+    saved = load_checkpoint(trained_run)
+    assert saved.trainer_state["step"] == 30
+    assert (saved.model_config.n_layer, saved.model_config.n_embd, saved.model_config.block_size) == (
+        1,
+        32,
+        32,
+    )
+    assert saved.train_config["lr"] == 3e-3 and saved.train_config["max_iters"] == 30
+    assert saved.tokenizer is not None and saved.optimizer_state is not None
+    history = saved.trainer_state["history"]
+    evaluated = [(s, v) for s, v in zip(history["step"], history["val_loss"]) if v is not None]
+    assert [s for s, _ in evaluated] == [10, 20, 30]
+    assert evaluated[-1][1] < evaluated[0][1]  # the loss fell
 
 
 def test_train_prints_progress_lines(corpus, tmp_path, capsys):
@@ -83,6 +100,20 @@ def test_eval_prints_loss_perplexity_and_bits_per_char(trained_run, corpus, caps
     bpc = float(line.split("| ")[2].split()[0])
     assert ppl == pytest.approx(2.718281828**loss, rel=1e-3)
     assert bpc == pytest.approx(loss / 0.693147, rel=1e-3)  # char tokenizer: one token per character
+    # The loss itself, recomputed by hand: the checkpoint's model on the last 10% of the corpus, in
+    # consecutive windows of its 32-token context, every token after the first predicted once.
+    model, tokenizer = load_model(trained_run)
+    ids = tokenizer.encode(corpus.read_text(encoding="utf-8"))
+    val = torch.tensor(ids[len(ids) - round(0.1 * len(ids)) :])
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for start in range(0, len(val) - 1, 32):
+            window = val[start : start + 33]
+            logits = model(window[None, :-1]).logits[0]
+            total += F.cross_entropy(logits, window[1:], reduction="sum").item()
+            count += len(window) - 1
+    assert loss == pytest.approx(total / count, abs=1e-4)
+    assert f"{count:,} tokens" in line
 
 
 def test_sample_continues_the_prompt(trained_run, capsys):
@@ -105,7 +136,10 @@ def test_sample_continues_the_prompt(trained_run, capsys):
         == 0
     )
     text = capsys.readouterr().out
-    assert "the cat" in text and len(text.strip()) >= len("the cat")
+    model, tokenizer = load_model(trained_run)
+    continuation = generate_text(model, tokenizer, "the cat", max_new_tokens=20, seed=1)
+    assert len(continuation) == 20  # a char tokenizer and no stop: 20 new characters
+    assert text == "the cat" + continuation + "\n"
 
 
 def test_resume_continues_from_the_saved_step(trained_run, corpus, capsys):

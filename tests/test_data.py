@@ -13,8 +13,10 @@ from arlm_lib.data import (
     encode_text,
     get_batch,
     load_token_memmap,
+    memmap_dtype_for,
     read_text_file,
     split_train_val,
+    tensor_dtype_for,
 )
 from arlm_lib.errors import ConfigError, DataError, TokenizerError
 from arlm_lib.tokenizers import BPETokenizer, CharTokenizer
@@ -210,6 +212,34 @@ def test_encode_text_is_compact_and_exact(char: CharTokenizer, bpe: BPETokenizer
     assert encode_text(TEXT, char, dtype=torch.long).dtype == torch.long
     b = encode_text(TEXT, bpe)
     assert bpe.decode(b) == TEXT
+
+
+def test_compact_dtypes_hold_every_id_of_the_vocabulary(tmp_path) -> None:
+    """The compact dtypes must hold the largest id: a GPT-2 vocabulary (50,257) in int16 would wrap
+    ids >= 32,768 to negative numbers without any error."""
+    for vocab_size in (2, 2**15, 2**15 + 1, 50_257, 2**16, 2**16 + 1, 200_000):
+        top = vocab_size - 1
+        t = torch.tensor([0, top]).to(tensor_dtype_for(vocab_size))
+        assert t.tolist() == [0, top], vocab_size
+        m = np.array([0, top]).astype(memmap_dtype_for(vocab_size))
+        assert m.tolist() == [0, top], vocab_size
+    # The smallest that fits: int16 / uint16 up to their limits, int32 after.
+    assert tensor_dtype_for(2**15) == torch.int16 and tensor_dtype_for(2**15 + 1) == torch.int32
+    assert memmap_dtype_for(2**16) == np.uint16 and memmap_dtype_for(2**16 + 1) == np.int32
+
+    class BigVocab:  # a GPT-2-sized tokenizer: ids past int16's range
+        vocab_size = 50_257
+        ids = [0, 32_767, 32_768, 40_000, 50_256]
+
+        def encode_array(self, text):
+            return np.array(self.ids, dtype=np.int64)
+
+    encoded = encode_text("any text", BigVocab())
+    assert encoded.tolist() == BigVocab.ids
+    x, y = get_batch(encoded, 2, 4, _gen(0))
+    assert torch.equal(x[0], torch.tensor(BigVocab.ids[:4])) and torch.equal(
+        y[0], torch.tensor(BigVocab.ids[1:])
+    )
 
 
 def test_read_text_file_errors(tmp_path) -> None:

@@ -11,7 +11,7 @@ from torch.nn import functional as F
 from arlm_lib.errors import ConfigError, DataError
 from arlm_lib.evaluate import evaluate_tokens
 from arlm_lib.model import GPT, GPTConfig
-from arlm_lib.tokenizers import CharTokenizer
+from arlm_lib.tokenizers import BPETokenizer, CharTokenizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -52,6 +52,32 @@ def test_bits_per_char_counts_the_characters_scored(model: GPT):
     result = evaluate_tokens(model, tokenizer, tokens)
     assert result.n_chars == len(tokens) - 1
     assert result.bits_per_char == pytest.approx(result.loss / math.log(2))
+
+
+@pytest.mark.parametrize("block_size", [1, 3, BLOCK - 1])
+def test_a_shorter_evaluation_window_is_honoured(model: GPT, block_size: int):
+    tokens = torch.randint(0, 12, (3 * BLOCK + 5,), generator=torch.Generator().manual_seed(block_size))
+    result = evaluate_tokens(model, None, tokens, block_size=block_size, batch_size=3)
+    total, count = reference_nll(model, tokens, block_size)
+    assert result.n_tokens == count == len(tokens) - 1
+    assert result.loss == pytest.approx(total / count, rel=1e-5)
+    assert result.loss != pytest.approx(evaluate_tokens(model, None, tokens).loss, rel=1e-3)  # it matters
+
+
+def test_bits_per_char_divides_the_total_bits_by_the_characters_not_the_tokens():
+    """With BPE a token spans several characters: bits/char = total bits / characters scored."""
+    text = "the cat sat on the mat. the dog sat on the log. " * 20
+    bpe = BPETokenizer.train(text, vocab_size=300)
+    torch.manual_seed(0)
+    bpe_model = GPT(GPTConfig(vocab_size=bpe.vocab_size, block_size=BLOCK, n_layer=1, n_head=2, n_embd=16))
+    tokens = torch.as_tensor(bpe.encode(text[:300]))
+    chars = len(bpe.decode(tokens[1:]))  # the first token is context, never scored
+    assert chars > 1.5 * (len(tokens) - 1)  # merges happened: several characters per token
+    result = evaluate_tokens(bpe_model, bpe, tokens)
+    total, count = reference_nll(bpe_model, tokens, BLOCK)
+    assert result.n_chars == chars
+    assert result.bits_per_token == pytest.approx(total / count / math.log(2), rel=1e-5)
+    assert result.bits_per_char == pytest.approx(total / math.log(2) / chars, rel=1e-5)
 
 
 @pytest.mark.parametrize("tokens", [[], [3]])

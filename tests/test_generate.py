@@ -354,6 +354,27 @@ def test_seeded_sampling_reproduces_and_seeds_differ(model):
     assert a == generate_ids(model, PROMPTS, max_new_tokens=30, seed=gen)
 
 
+def test_sampled_tokens_follow_the_processed_distribution(model):
+    """Reproducible is not enough: the draws must come from softmax(logits / T) cut to the top k. 4000
+    rows of the same prompt each draw one token; every frequency lies within 5 standard errors of the
+    distribution computed here from the logits (the test is seeded, so it cannot flake)."""
+    n, temperature, k = 4000, 0.5, 6
+    with torch.no_grad():
+        logits = model(torch.tensor([PROMPTS[0]])).logits[0, -1].double()
+    target = F.softmax(logits / temperature, -1)
+    top = torch.topk(target, k).indices
+    target = torch.zeros_like(target).index_put_((top,), target[top])
+    target /= target.sum()
+    assert target.max() < 0.6 and (target > 0.02).sum() >= 3  # several plausible tokens: a real test
+
+    (step,) = generate(model, [PROMPTS[0]] * n, max_new_tokens=1, seed=0, temperature=temperature, top_k=k)
+    drawn = torch.tensor([t.token_id for t in step.tokens])
+    freq = torch.bincount(drawn, minlength=VOCAB).double() / n
+    stderr = (target * (1 - target) / n).sqrt()
+    assert torch.all((freq - target).abs() <= 5 * stderr + 1e-12), (freq[top], target[top])
+    assert all(t.prob == pytest.approx(float(target[t.token_id]), rel=1e-6) for t in step.tokens[:50])
+
+
 def test_steps_report_processed_and_raw_probabilities(model):
     steps = list(
         generate(model, PROMPTS[0], max_new_tokens=12, seed=4, temperature=0.5, top_k=3, return_top=3)

@@ -5,9 +5,10 @@ from dataclasses import replace
 
 import pytest
 import torch
+from torch.nn import functional as F
 
 from arlm_lib.errors import ConfigError
-from arlm_lib.model import GPT, PRESETS, GPTConfig, causal_mask
+from arlm_lib.model import GPT, PRESETS, GPTConfig
 
 SMALL = GPTConfig(vocab_size=37, block_size=24, n_layer=2, n_head=4, n_embd=32)
 
@@ -56,18 +57,89 @@ def test_attention_rows_sum_to_one_and_nothing_above_the_diagonal():
         assert torch.all(weights[..., ~above] > 0)
 
 
-def test_max_attention_logit_is_the_largest_unmasked_score():
-    _, explicit = make_pair()
-    idx = torch.randint(0, SMALL.vocab_size, (1, 10))
-    out = explicit(idx, return_attention=True)
-    block = explicit.transformer.h[0]
-    x = explicit.transformer.wte(idx) + explicit.transformer.wpe(torch.arange(10))
-    q, k, _ = block.attn.c_attn(block.ln_1(x)).split(SMALL.n_embd, dim=2)
-    q = q.view(1, 10, 4, 8).transpose(1, 2)
-    k = k.view(1, 10, 4, 8).transpose(1, 2)
-    scores = (q @ k.transpose(-2, -1)) / math.sqrt(8)
-    first_layer_max = scores.masked_fill(~causal_mask(10, 10), -1e9).max().item()
-    assert out.max_attn_logit >= first_layer_max - 1e-6
+def reference_forward(model: GPT, idx: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """The model's function written out from its parameters with plain tensor ops (no module calls):
+    logits and the largest pre-softmax attention score over all layers and heads."""
+    c = model.config
+    p = dict(model.named_parameters(remove_duplicate=False))
+    B, T = idx.shape
+    H, D = c.n_head, c.head_dim
+    allowed = torch.tensor([[j <= i for j in range(T)] for i in range(T)])
+    max_logits = []
+
+    def ln(x, name):
+        w, b = p[f"{name}.weight"], p.get(f"{name}.bias")
+        mean = x.mean(-1, keepdim=True)
+        var = ((x - mean) ** 2).mean(-1, keepdim=True)
+        out = (x - mean) / torch.sqrt(var + 1e-5) * w
+        return out + b if b is not None else out
+
+    def linear(x, name):
+        out = x @ p[f"{name}.weight"].T
+        return out + p[f"{name}.bias"] if f"{name}.bias" in p else out
+
+    def attention(h, pre):
+        q, k, v = linear(h, f"{pre}.attn.c_attn").split(c.n_embd, dim=2)
+        q, k, v = (t.reshape(B, T, H, D).transpose(1, 2) for t in (q, k, v))
+        if c.qk_layernorm:
+            q, k = ln(q, f"{pre}.attn.q_ln"), ln(k, f"{pre}.attn.k_ln")
+        scores = (q @ k.transpose(-2, -1)) / math.sqrt(D)
+        max_logits.append(scores[..., allowed].max().item())
+        weights = torch.softmax(scores.masked_fill(~allowed, -math.inf), dim=-1)
+        y = (weights @ v).transpose(1, 2).reshape(B, T, c.n_embd)
+        return linear(y, f"{pre}.attn.c_proj")
+
+    def mlp(h, pre):
+        return linear(F.gelu(linear(h, f"{pre}.mlp.c_fc")), f"{pre}.mlp.c_proj")
+
+    x = p["transformer.wte.weight"][idx] + p["transformer.wpe.weight"][torch.arange(T)]
+    for layer in range(c.n_layer):
+        pre = f"transformer.h.{layer}"
+        if c.norm_position == "pre":
+            a = attention(ln(x, f"{pre}.ln_1"), pre)
+            x = x + a if c.residual else a
+            m = mlp(ln(x, f"{pre}.ln_2"), pre)
+            x = x + m if c.residual else m
+        else:
+            a = attention(x, pre)
+            x = ln(x + a if c.residual else a, f"{pre}.ln_1")
+            m = mlp(x, pre)
+            x = ln(x + m if c.residual else m, f"{pre}.ln_2")
+    if c.norm_position == "pre":
+        x = ln(x, "transformer.ln_f")
+    return x @ p["lm_head.weight"].T, max(max_logits)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        dict(norm_position="post"),
+        dict(qk_layernorm=True),
+        dict(residual=False),
+        dict(norm_position="post", residual=False, qk_layernorm=True),
+        dict(bias=False),
+    ],
+    ids=["pre", "post", "qk_layernorm", "no_residual", "post_no_residual_qk", "no_bias"],
+)
+def test_both_attention_paths_compute_the_written_out_transformer(overrides):
+    """An independent oracle: each architecture switch (pre/post LayerNorm, skip connections, QK
+    LayerNorm, biases) must change the function exactly as the written-out formulas say."""
+    fast, explicit = make_pair(replace(SMALL, **overrides), seed=3)
+    with torch.no_grad():
+        # Non-trivial LayerNorm gains and biases, so a LayerNorm applied in the wrong place shows.
+        for name, p in fast.named_parameters():
+            if "ln" in name:
+                p.add_(0.3 * torch.randn_like(p))
+        explicit.load_state_dict(fast.state_dict())
+        idx = torch.randint(0, SMALL.vocab_size, (2, 13), generator=torch.Generator().manual_seed(4))
+        expected, expected_max = reference_forward(fast, idx)
+        assert expected.abs().max() > 0.1  # not a degenerate all-zero output
+        for model in (fast, explicit):
+            torch.testing.assert_close(model(idx).logits, expected, rtol=0, atol=2e-5)
+        out = explicit(idx, return_attention=True)
+        torch.testing.assert_close(out.logits, expected, rtol=0, atol=2e-5)
+        assert out.max_attn_logit == pytest.approx(expected_max, abs=1e-5)
 
 
 def test_kv_cache_matches_recomputing_the_prefix():
@@ -134,6 +206,20 @@ def test_weight_tying_and_scaled_residual_init():
     fc_std = model.transformer.h[0].mlp.c_fc.weight.std().item()
     assert abs(fc_std - 0.02) < 0.002
     assert abs(proj_std - 0.02 / math.sqrt(2 * 8)) < 0.001
+    # Every projection into the residual stream, in every block (attention and MLP), is scaled.
+    for block in model.transformer.h:
+        for proj in (block.attn.c_proj, block.mlp.c_proj):
+            assert abs(proj.weight.std().item() - 0.02 / math.sqrt(2 * 8)) < 0.001
+            assert torch.count_nonzero(proj.bias) == 0
+        assert abs(block.attn.c_attn.weight.std().item() - 0.02) < 0.002
+    assert abs(model.transformer.wpe.weight.std().item() - 0.02) < 0.002
+    # Tied means one tensor: a step on the head moves the embedding too.
+    with torch.no_grad():
+        model.lm_head.weight[3, 5] = 7.0
+    assert model.transformer.wte.weight[3, 5].item() == 7.0
+    assert model.num_params(non_embedding=False) == sum(
+        p.numel() for p in {id(p): p for p in model.parameters()}.values()
+    )
 
 
 def test_overfits_one_fixed_batch():

@@ -244,8 +244,10 @@ def test_different_tokenizers_are_not_equal(char: CharTokenizer) -> None:
 
 
 def test_train_tokenizer_factory() -> None:
-    assert isinstance(train_tokenizer("char", "abc"), CharTokenizer)
-    assert isinstance(train_tokenizer("bpe", "abc abc", vocab_size=260), BPETokenizer)
+    char = train_tokenizer("char", "abc")
+    assert isinstance(char, CharTokenizer) and char == CharTokenizer.train("abc")
+    bpe = train_tokenizer("bpe", ENGLISH, vocab_size=260)
+    assert isinstance(bpe, BPETokenizer) and bpe.vocab_size == 260  # the options reach the trainer
     with pytest.raises(ConfigError, match="'wordpiece'.*'char', 'bpe'"):
         train_tokenizer("wordpiece", "abc")
     with pytest.raises(ConfigError, match="vocab_size"):

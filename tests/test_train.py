@@ -63,6 +63,68 @@ def test_warmup_then_cosine_decay_to_min_lr():
     assert lr_at(50, TrainConfig(lr=0.3, schedule="constant")) == 0.3
 
 
+def test_schedule_values_at_the_warmup_and_decay_boundaries():
+    """Closed-form values: warmup rises linearly as lr * (s + 1) / (warmup + 1), so step 0 is not 0
+    and the peak is reached at step ``warmup``; the decay ends at ``lr_decay_iters`` exactly."""
+    c = TrainConfig(lr=1.0, min_lr=0.1, warmup_iters=10, max_iters=110)
+    for s in range(10):
+        assert lr_at(s, c) == pytest.approx((s + 1) / 11, rel=1e-12)
+    assert lr_at(10, c) == pytest.approx(1.0, rel=1e-12)  # the peak, at the first decay step
+    # A quarter and three quarters of the way through the cosine (steps 35 and 85 of 10..110).
+    assert lr_at(35, c) == pytest.approx(0.1 + 0.9 * (1 + math.sqrt(0.5)) / 2, rel=1e-12)
+    assert lr_at(85, c) == pytest.approx(0.1 + 0.9 * (1 - math.sqrt(0.5)) / 2, rel=1e-12)
+    assert lr_at(109, c) > 0.1 and lr_at(109, c) == pytest.approx(0.1, abs=1e-3)
+    assert lr_at(110, c) == lr_at(10_000, c) == 0.1  # from lr_decay_iters (default max_iters) on: min_lr
+
+    linear = TrainConfig(
+        lr=2.0, min_lr=0.0, warmup_iters=4, max_iters=100, lr_decay_iters=24, schedule="linear"
+    )
+    assert [lr_at(s, linear) for s in range(4)] == pytest.approx([0.4, 0.8, 1.2, 1.6], rel=1e-12)
+    assert [lr_at(s, linear) for s in (4, 9, 14, 19)] == pytest.approx([2.0, 1.5, 1.0, 0.5], rel=1e-12)
+    assert lr_at(24, linear) == lr_at(99, linear) == 0.0  # lr_decay_iters, not max_iters, ends the decay
+
+    default_floor = TrainConfig(lr=3e-3, warmup_iters=0, max_iters=50)
+    assert lr_at(0, default_floor) == pytest.approx(3e-3, rel=1e-12)  # no warmup: start at the peak
+    assert lr_at(50, default_floor) == pytest.approx(3e-4, rel=1e-12)  # min_lr defaults to lr / 10
+    assert lr_at(0, TrainConfig(lr=0.3, warmup_iters=10, schedule="constant")) == 0.3  # no warmup either
+
+
+def test_the_optimizer_steps_with_the_scheduled_lr_and_the_clipped_gradients(data):
+    """What reaches AdamW, not what the history says: every parameter group gets lr_at(step), and the
+    gradients it sees have global norm grad_clip (or their own norm, unclipped, when clipping is off)."""
+    tokenizer, train, val = data
+
+    def observed(trainer):
+        seen = []
+        step = trainer.optimizer.step
+
+        def spy(*args, **kwargs):
+            grads = [p.grad for p in trainer.raw_model.parameters() if p.grad is not None]
+            norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])).item()
+            seen.append(([g["lr"] for g in trainer.optimizer.param_groups], norm))
+            return step(*args, **kwargs)
+
+        trainer.optimizer.step = spy
+        return seen
+
+    cfg = config(max_iters=6, warmup_iters=2, lr_decay_iters=5, lr=1e-2, min_lr=1e-3, grad_clip=1e-3)
+    clipped = Trainer(tiny_model(tokenizer), train, val, cfg)
+    seen = observed(clipped)
+    history = clipped.train()
+    assert len(seen) == 6
+    for step, (lrs, norm) in enumerate(seen):
+        assert lrs == [lr_at(step, cfg)] * 2
+        assert norm == pytest.approx(1e-3, rel=1e-4)
+    assert len({lrs[0] for lrs, _ in seen}) == 6 and seen[-1][0] == [1e-3] * 2  # warmup, decay, min_lr
+    assert all(n > 1e-2 for n in history.column("grad_norm"))  # so clipping had work to do
+
+    free = Trainer(tiny_model(tokenizer), train, val, config(max_iters=3, grad_clip=None))
+    seen = observed(free)
+    history = free.train()
+    assert [norm for _, norm in seen] == pytest.approx(history.column("grad_norm"), rel=1e-5)
+    assert all(norm > 1e-2 for _, norm in seen)
+
+
 def test_weight_decay_applies_to_matrices_only(data):
     model = tiny_model(data[0])
     groups = make_optimizer(model, TrainConfig(weight_decay=0.1), torch.device("cpu")).param_groups
@@ -233,6 +295,23 @@ def test_history_is_compact_floats_and_round_trips():
     ],
 )
 def test_bad_hyperparameters_are_named(kw, match):
+    with pytest.raises(ConfigError, match=match):
+        TrainConfig(**kw)
+
+
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        (dict(weight_decay=math.nan), "weight_decay=nan"),
+        (dict(weight_decay=math.inf), "weight_decay=inf"),
+        (dict(beta1=1.5), "beta1=1.5"),
+        (dict(beta2=-0.1), "beta2=-0.1"),
+        (dict(beta2=1.0), "beta2=1.0"),
+        (dict(warmup_iters=2.5), "warmup_iters=2.5"),
+        (dict(warmup_iters=True), "warmup_iters=True"),
+    ],
+)
+def test_optimizer_hyperparameters_are_validated_up_front(kw, match):
     with pytest.raises(ConfigError, match=match):
         TrainConfig(**kw)
 

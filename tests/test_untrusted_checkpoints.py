@@ -78,6 +78,52 @@ def test_genuine_checkpoint_loads(tmp_path: Path) -> None:
     assert all(torch.equal(model.state_dict()[k], v) for k, v in reference.state_dict().items())
 
 
+def test_every_saved_tensor_and_field_round_trips_exactly(tmp_path: Path) -> None:
+    """Weights, every AdamW moment and step count (more than ten parameters, so index order matters),
+    RNG states, tokenizer, training config and trainer state come back bit for bit."""
+    model = _tiny_model(n_layer=2)
+    optimizer = make_optimizer(model, TrainConfig(device="cpu"), torch.device("cpu"))
+    for seed in range(2):  # two steps: moments differ from one parameter to the next
+        idx = torch.randint(0, 10, (2, 8), generator=torch.Generator().manual_seed(seed))
+        model(idx, idx).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    rng = {"torch_cpu": torch.get_rng_state(), "batches": torch.Generator().manual_seed(5).get_state()}
+    tokenizer = CharTokenizer.train(TEXT)
+    train_config = TrainConfig(device="cpu", lr=2e-3).to_dict()
+    trainer_state = {"step": 2, "history": {"step": [1.0, 2.0], "val_loss": [None, 1.5]}}
+    ckpt.save_checkpoint(
+        tmp_path, model, tokenizer=tokenizer, optimizer=optimizer, train_config=train_config,
+        trainer_state=trainer_state, rng_state=rng,
+    )  # fmt: skip
+    loaded = ckpt.load_checkpoint(tmp_path)
+
+    assert loaded.model_config == model.config
+    state = model.state_dict()
+    assert loaded.model_state.keys() == state.keys()  # the tied head is restored from the embedding
+    assert all(torch.equal(loaded.model_state[k], v) for k, v in state.items())
+    saved = optimizer.state_dict()
+    assert len(saved["state"]) > 10
+    # JSON has no tuples: betas come back as a list, which AdamW accepts alike.
+    assert loaded.optimizer_state["param_groups"] == json.loads(json.dumps(saved["param_groups"]))
+    assert loaded.optimizer_state["state"].keys() == saved["state"].keys()
+    for index, moments in saved["state"].items():
+        got = loaded.optimizer_state["state"][index]
+        assert got.keys() == moments.keys()
+        for name, value in moments.items():
+            assert torch.equal(got[name], value), (index, name)
+    assert loaded.rng_state.keys() == rng.keys()
+    assert all(torch.equal(loaded.rng_state[k], v) for k, v in rng.items())
+    assert loaded.tokenizer == tokenizer.to_dict()
+    assert loaded.train_config == train_config and loaded.trainer_state == trainer_state
+
+    # Loaded into a fresh optimizer, the moments sit on the right parameters.
+    fresh = make_optimizer(_tiny_model(n_layer=2), TrainConfig(device="cpu"), torch.device("cpu"))
+    fresh.load_state_dict(loaded.optimizer_state)
+    for index, moments in optimizer.state_dict()["state"].items():
+        assert torch.equal(fresh.state_dict()["state"][index]["exp_avg_sq"], moments["exp_avg_sq"])
+
+
 # ------------------------------------------------------------------ nothing is unpickled
 class _PlantsMarker:
     """Unpickling this object creates a file: the proof that code ran."""

@@ -108,6 +108,13 @@ def test_shipped_checkpoint_is_used_instead_of_training(tiny_recipe, tmp_path, m
     monkeypatch.setattr(zoo, "train_recipe", no_training)
     loaded = zoo.trained("test-tiny", cache_dir=tmp_path / "empty-cache")
     assert len(loaded.history) == 8
+    # The shipped weights themselves, not a fresh model of the same shape wearing the shipped history.
+    exported = zoo.trained("test-tiny", cache_dir=tmp_path / "export-cache").model.state_dict()
+    state = loaded.model.state_dict()
+    assert state.keys() == exported.keys()
+    assert all(torch.equal(state[k], exported[k]) for k in exported)
+    assert loaded.model.lm_head.weight is loaded.model.transformer.wte.weight
+    assert not loaded.model.training
 
 
 def test_every_shipped_checkpoint_matches_a_current_recipe():
