@@ -540,7 +540,7 @@ class Trainer:
                 loss = self.model(x, y).loss
                 self._compiled_ok = True
                 return loss
-            except torch.OutOfMemoryError:
+            except torch.cuda.OutOfMemoryError:  # torch.OutOfMemoryError only from torch 2.5
                 raise  # the batch does not fit: a memory problem, not a compiler one (eager needs more)
             except Exception as exc:
                 if self.is_main:
@@ -588,19 +588,16 @@ class Trainer:
             return "the last good checkpoint is kept"
         return "no checkpoint had been written yet, so there is nothing to resume from"
 
-    def _abandon_step(self) -> None:
-        """Drop this step's gradients. With fp16, also close the loss scaler's step: its ``unscale_`` has
-        run, and the scaler refuses a second ``unscale_`` (the next step's) before an ``update``."""
+    def _abandon_step(self, unscaled: bool = True) -> None:
+        """Drop this step's gradients. With fp16, also close the loss scaler's step once ``unscale_`` has
+        run: the scaler refuses a second ``unscale_`` (the next step's) before an ``update``."""
         self.optimizer.zero_grad(set_to_none=True)
-        if self.scaler.is_enabled():
+        if unscaled and self.scaler.is_enabled():
             self.scaler.update()
 
-    def _train_step(self) -> dict[str, Any]:
+    def _accumulate_gradients(self) -> torch.Tensor:
+        """Forward and backward over ``grad_accum_steps`` micro-batches; the summed loss, on the device."""
         config = self.config
-        lr = lr_at(self.step, config)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        t0 = time.perf_counter()
         loss_sum = torch.zeros((), device=self.device)  # summed on the device: no host read per micro-step
         with self._communication_guard("the forward/backward pass"):  # DDP all-reduces inside backward
             for micro in range(config.grad_accum_steps):
@@ -614,29 +611,52 @@ class Trainer:
                 loss_sum += loss.detach()
             if self.world_size > 1:
                 dist.all_reduce(loss_sum)
+        return loss_sum
 
-        self.scaler.unscale_(self.optimizer)
-        max_norm = config.grad_clip if config.grad_clip else math.inf
-        norm = torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), max_norm)
-        # The step's one host read: every read waits for the GPU to finish all queued work and leaves it
-        # idle until the next kernels are launched, so the loss and the norm are fetched together. Both
-        # are checked before the optimizer step, so a non-finite value never reaches the weights.
-        total_loss, grad_norm = torch.stack([loss_sum, norm.to(loss_sum.dtype)]).tolist()
-        total_loss /= self.world_size
+    def _check_finite(self, total_loss: float, grad_norm: float, lr: float) -> None:
+        """Raise TrainingDivergedError for a non-finite loss, or a non-finite gradient norm without a
+        loss scaler (with fp16's scaler, an overflow only makes it skip the step and lower its scale)."""
         if not math.isfinite(total_loss):
-            self._abandon_step()
             raise TrainingDivergedError(
                 f"the training loss became {total_loss} at step {self.step + 1} (lr={lr:.3g}); the weights were not "
                 f"updated and {self._checkpoint_note()}. Lower --lr or enable --grad-clip."
             )
         if not math.isfinite(grad_norm) and not self.scaler.is_enabled():
-            self._abandon_step()
             raise TrainingDivergedError(
                 f"the gradient norm became {grad_norm} at step {self.step + 1} (lr={lr:.3g}); the weights were not "
                 f"updated and {self._checkpoint_note()}."
             )
-        self.scaler.step(self.optimizer)  # skips the update if fp16 gradients overflowed
-        self.scaler.update()
+
+    def _train_step(self) -> dict[str, Any]:
+        config = self.config
+        lr = lr_at(self.step, config)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        t0 = time.perf_counter()
+        try:
+            loss_sum = self._accumulate_gradients()
+        except BaseException:  # e.g. Ctrl-C in a notebook: the next step must not add onto these gradients
+            self.optimizer.zero_grad(set_to_none=True)
+            raise
+        unscaled = False
+        try:
+            self.scaler.unscale_(self.optimizer)
+            unscaled = True
+            max_norm = config.grad_clip if config.grad_clip else math.inf
+            norm = torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), max_norm)
+            # The step's one host read: every read waits for the GPU to finish all queued work and leaves
+            # it idle until the next kernels are launched, so the loss and the norm are fetched together.
+            # Both are checked before the optimizer step, so a non-finite value never reaches the weights.
+            total_loss, grad_norm = torch.stack([loss_sum, norm.to(loss_sum)]).tolist()
+            total_loss /= self.world_size
+            self._check_finite(total_loss, grad_norm, lr)
+            self.scaler.step(self.optimizer)  # skips the update if fp16 gradients overflowed
+            self.scaler.update()
+        except BaseException:
+            # A divergence, or an interrupt while waiting for the GPU (on CUDA that read is where a
+            # step spends its time): leave the optimizer and the loss scaler ready for the next step.
+            self._abandon_step(unscaled)
+            raise
         self.optimizer.zero_grad(set_to_none=True)
         synchronize(self.device)  # GPU work is asynchronous: wait for it, or dt measures only the launches
         dt = time.perf_counter() - t0

@@ -337,7 +337,7 @@ class TrainingDashboard(Callback):
         self.widget = widgets.VBox(
             [widgets.HBox([self.start_button, self.stop_button, self.status]), self.view.widget]
         )
-        for earlier in [cb for cb in trainer.callbacks if isinstance(cb, TrainingDashboard)]:
+        for earlier in self._dashboards(trainer):
             earlier._close(stop=False)  # replaced by this one: no duplicate callbacks, no dead controls
         trainer.callbacks.append(self)
         self._thread = _training_thread(trainer)  # a run an earlier dashboard started
@@ -410,7 +410,8 @@ class TrainingDashboard(Callback):
         try:
             trainer.train()
         except Exception as err:  # shown in the dashboard: a thread's exception would otherwise vanish
-            for dashboard in self._dashboards(trainer):
+            # This one too when closed: a script's wait() then reads .error.
+            for dashboard in {self, *self._dashboards(trainer)}:
                 dashboard.error = err
                 dashboard.status.value = _status_html(f"training failed: {_error_text(err)}", error=True)
         finally:
@@ -421,7 +422,8 @@ class TrainingDashboard(Callback):
                 dashboard.start_button.disabled = done
                 dashboard.start_button.description = "Continue" if trainer.step > 0 else "Start"
 
-    def _dashboards(self, trainer: Trainer) -> list[TrainingDashboard]:
+    @staticmethod
+    def _dashboards(trainer: Trainer) -> list[TrainingDashboard]:
         """The dashboards showing ``trainer`` now (this one, or the one that replaced it)."""
         return [cb for cb in trainer.callbacks if isinstance(cb, TrainingDashboard)]
 
@@ -457,9 +459,10 @@ class TrainingDashboard(Callback):
 
     def redraw(self) -> None:
         """Redraw the curves from the trainer's history now."""
-        if self.trainer is None:
+        trainer = self.trainer  # read once: a replacing dashboard may close this one meanwhile
+        if trainer is None:
             return
-        viz.update_training_curves(self.figure, self.trainer.history, max_points=self.max_points)
+        viz.update_training_curves(self.figure, trainer.history, max_points=self.max_points)
         self.view.refresh()
         self.redraws += 1
         self._last_draw = time.monotonic()

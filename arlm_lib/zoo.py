@@ -222,7 +222,9 @@ def trained(
     if checkpoint_file.is_file():
         try:
             return _load(name, recipe, checkpoint_file, run_dir)
-        except CheckpointError:
+        except CheckpointError as err:
+            if _could_not_read(err, checkpoint_file):
+                raise  # not corruption (a permission, an I/O error): deleting a good model would not help
             # A corrupted cache entry (a flipped byte, a copy cut short, an old format): rebuild it, under
             # the lock, so that two notebooks do not both retrain or delete each other's fresh file.
             return _rebuild(
@@ -236,6 +238,19 @@ def trained(
     finally:
         lock.release()
     return _load(name, recipe, checkpoint_file, run_dir)
+
+
+def _could_not_read(err: CheckpointError, path: Path) -> bool:
+    """Whether loading failed because the file could not be read (permissions, I/O), not because its
+    contents are bad: the checkpoint reader reports both as CheckpointError."""
+    if not os.access(path, os.R_OK):
+        return True
+    cause = err.__cause__
+    while cause is not None:
+        if isinstance(cause, OSError):
+            return True
+        cause = cause.__cause__
+    return False
 
 
 def _train_into(name: str, recipe: Recipe, run_dir: Path, progress: bool) -> TrainedModel:
@@ -256,6 +271,8 @@ def _rebuild(
         try:  # another process may have rebuilt it while we waited for the lock
             return _load(name, recipe, checkpoint_file, run_dir)
         except CheckpointError as err:
+            if _could_not_read(err, checkpoint_file):
+                raise
             use_shipped = shipped is not None and shipped.is_file()
             warnings.warn(
                 f"the cached model {name!r} at {checkpoint_file} cannot be loaded ({err}); "

@@ -89,7 +89,7 @@ def train_item(preset: str, compile: bool, args, device: torch.device, peaks: di
                     config, batch, args.steps, args.warmup, str(device), args.dtype, compile, peak_flops=None
                 )
             break
-        except torch.OutOfMemoryError:
+        except torch.cuda.OutOfMemoryError:  # torch.OutOfMemoryError only from torch 2.5
             if batch == 1:
                 raise
         # Outside the except block, so the failed attempt's model and optimizer can be freed first.
@@ -284,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
             Path(args.json).write_text(json.dumps(results, indent=2))
 
     # A `timeout` or a session that ends sends SIGTERM: end like Ctrl-C, with the table printed.
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    previous_handler = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     save()  # the machine and peaks, even if the first item takes the process down
     try:
         for name, run in plan:
@@ -305,6 +305,7 @@ def main(argv: list[str] | None = None) -> int:
             release_memory(device)
             save()
     finally:  # also on SIGTERM / Ctrl-C: what was measured is kept and shown
+        signal.signal(signal.SIGTERM, previous_handler)  # main() may be called from a test or a script
         save()
         print_tables(results)
         print(f"\ntotal {results['total_s']:.0f} s")

@@ -43,7 +43,7 @@ from arlm_lib.generate import (
     stream_text,
 )
 from arlm_lib.model import GPT, GPTConfig
-from arlm_lib.tokenizers import CharTokenizer
+from arlm_lib.tokenizers import CharTokenizer, train_tokenizer
 
 VOCAB, BLOCK = 40, 32
 PROMPTS = [[3, 4, 5], [1], [7, 8, 9, 10, 11, 12, 13]]
@@ -160,6 +160,18 @@ def test_unencodable_prompt_on_the_command_line_gives_advice_a_cli_user_can_foll
     assert "replace" not in message
     known = "".join(tok.decode([i]) for i in range(tok.vocab_size))
     assert repr(known) in message
+
+
+def test_a_bpe_prompt_error_keeps_the_tokenizers_own_reason():
+    # Byte-level BPE encodes any text; it refuses only a lone surrogate (an undecodable byte in argv).
+    # "Characters this model never saw" with a list of byte symbols would send the user the wrong way.
+    bpe = train_tokenizer("bpe", "the cat sat on the mat. " * 20, vocab_size=260)
+    model = GPT(GPTConfig(vocab_size=bpe.vocab_size, block_size=16, n_layer=1, n_head=2, n_embd=16))
+    with pytest.raises(TokenizerError) as info:
+        sample_cli(model, bpe, prompt="cat \udcff", max_new_tokens=3, out=io.StringIO())
+    message = str(info.value)
+    assert message.startswith("--prompt: ") and "surrogate" in message
+    assert "never saw" not in message
 
 
 # ----------------------------------------------------------------------------- processors

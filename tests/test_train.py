@@ -359,6 +359,33 @@ def test_an_fp16_rollback_leaves_the_loss_scaler_ready_for_the_next_step(data, t
     assert trainer.step == 8 and all(math.isfinite(v) for v in history.column("train_loss"))
 
 
+@pytest.mark.parametrize("interrupt_at", ["backward", "host read"])
+def test_an_interrupted_step_leaves_the_trainer_ready_for_the_next(data, monkeypatch, interrupt_at):
+    """Ctrl-C in a notebook lands where a step waits: on CUDA, at the step's host read, after the fp16
+    gradients were unscaled. The next step must neither be refused by the loss scaler ("unscale_() has
+    already been called") nor add its gradients onto the abandoned ones."""
+    tokenizer, train, val = data
+    trainer = Trainer(tiny_model(tokenizer), train, val, config(max_iters=4))
+    trainer.scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    target = (torch.Tensor, "backward") if interrupt_at == "backward" else (torch.Tensor, "tolist")
+    original = getattr(*target)
+
+    def interrupted(self, *args, **kwargs):
+        if interrupt_at == "backward":
+            original(self, *args, **kwargs)  # the gradients exist, then the interrupt arrives
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(*target, interrupted)
+    weights = [p.detach().clone() for p in trainer.raw_model.parameters()]
+    with pytest.raises(KeyboardInterrupt):
+        trainer._train_step()
+    monkeypatch.setattr(*target, original)
+    assert all(p.grad is None for p in trainer.raw_model.parameters())
+    assert all(torch.equal(w, p) for w, p in zip(weights, trainer.raw_model.parameters()))
+    record = trainer._train_step()
+    assert record["step"] == 1 and math.isfinite(record["train_loss"])
+
+
 def test_a_cpu_checkpoint_resumed_with_fused_adamw_puts_the_step_counters_by_the_weights(data, tmp_path):
     """On CUDA the trainer's AdamW is fused, and the fused kernel needs its step counters on the GPU. A
     checkpoint saved on the CPU (not fused: counters on the CPU) must be loaded by this run's ``fused``

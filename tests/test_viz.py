@@ -467,6 +467,18 @@ def test_training_curves_legend_names_only_what_the_figure_draws():
     assert "dotted: val loss" in with_eval
 
 
+def test_a_live_figure_gains_its_legend_as_the_series_get_data():
+    """The dashboard builds its figure from a fresh trainer's empty history, then only updates it."""
+    fig = viz.training_curves(History())
+    assert not any(t.showlegend for t in fig.data)
+    viz.update_training_curves(fig, fake_history(40, 1.0))
+    assert (
+        [t.name for t in fig.data if t.showlegend]
+        == [t.name for t in viz.training_curves(fake_history(40, 1.0)).data if t.showlegend]
+        == ["train loss", "val loss", "grad norm", "grad norm (clipped)"]
+    )
+
+
 def test_training_curves_hold_only_the_digits_hover_shows():
     """A float64 written with 17 digits made a long run's figure about twice the size for nothing."""
     rng = np.random.default_rng(0)

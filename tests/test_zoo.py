@@ -5,7 +5,7 @@ import torch
 
 from arlm_lib import zoo
 from arlm_lib.checkpoint import load_checkpoint
-from arlm_lib.errors import ConfigError
+from arlm_lib.errors import CheckpointError, ConfigError
 from arlm_lib.train import History
 
 
@@ -64,6 +64,26 @@ def test_a_corrupted_cached_model_falls_back_to_the_shipped_one(tiny_recipe, tmp
     with pytest.warns(UserWarning, match="loading the shipped one"):
         loaded = zoo.trained("test-tiny", cache_dir=tmp_path / "cache")
     assert len(loaded.history) == 8 and not cached.exists()
+
+
+def test_a_cached_model_that_cannot_be_read_is_never_deleted(tiny_recipe, tmp_path, monkeypatch):
+    """The checkpoint reader reports a permission or I/O error as a CheckpointError too; that is not
+    corruption, and deleting (then retraining) another user's good model in a shared cache would not fix it."""
+    first = zoo.trained("test-tiny", cache_dir=tmp_path / "cache")
+    cached = first.run_dir / "checkpoint.safetensors"
+
+    def unreadable(*args, **kwargs):
+        try:
+            raise PermissionError(13, "Permission denied", str(cached))
+        except PermissionError as err:  # chained, as the checkpoint reader chains it
+            raise CheckpointError(
+                f"checkpoint {cached} is truncated or corrupted: Permission denied"
+            ) from err
+
+    monkeypatch.setattr(zoo, "_load", unreadable)
+    with pytest.raises(CheckpointError, match="Permission denied"):
+        zoo.trained("test-tiny", cache_dir=tmp_path / "cache")
+    assert cached.is_file()
 
 
 def test_a_local_file_named_like_a_builtin_is_keyed_by_its_content(tmp_path, monkeypatch):

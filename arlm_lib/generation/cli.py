@@ -111,8 +111,12 @@ def _prompt_error(tokenizer: Any, prompt: str, err: TokenizerError) -> Tokenizer
     """An unencodable ``--prompt``, explained in terms a command-line user can act on.
 
     The tokenizer's own message suggests ``unknown='replace'``, a Python option that cannot help here:
-    the checkpoint's vocabulary is fixed, so the only fix is to use the characters it knows.
+    the checkpoint's vocabulary is fixed, so the only fix is to use the characters it knows. Only a char
+    tokenizer has such a list: byte-level BPE encodes any text, and refuses only what is not UTF-8 (a lone
+    surrogate from an undecodable byte in the command line), which its own message already says.
     """
+    if getattr(tokenizer, "kind", None) != "char":
+        return TokenizerError(f"--prompt: {err}")
     unknown = [c for c in dict.fromkeys(prompt) if not _encodes(tokenizer, c)]
     if not unknown:
         return TokenizerError(f"--prompt: {err}")

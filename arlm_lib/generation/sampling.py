@@ -209,13 +209,13 @@ def _draw(
     return_top: int,
 ) -> _Draw:
     """Process the logits and pick one token per row: argmax if greedy, else a sample."""
-    logits = logits.float()
-    probs = processed_probs(logits, histories, processors)  # on the CPU, float64
+    logits = logits.detach().float().cpu()  # one copy off the device per step; the draw is on the CPU
+    probs = processed_probs(logits, histories, processors)  # float64
     if config.greedy:
         chosen = probs.argmax(dim=-1)  # ties: the lowest id, like the top-k rule
     else:
         chosen = torch.multinomial(probs, 1, generator=generator).squeeze(1)
-    raw_logp = F.log_softmax(logits, dim=-1).cpu()
+    raw_logp = F.log_softmax(logits, dim=-1)
     return _Draw(
         chosen=chosen.tolist(),
         probs=probs,

@@ -130,8 +130,7 @@ def training_curves(
     """
     runs = _runs(history_or_histories)
     several = len(runs) > 1
-    # The series some run recorded: a legend entry or key for a series with no data names nothing.
-    recorded = {name for columns in runs.values() for name in columns if np.isfinite(columns[name]).any()}
+    recorded = _recorded(runs)
     fig = make_subplots(
         rows=2, cols=2, subplot_titles=_PANEL_TITLES, horizontal_spacing=0.1, vertical_spacing=0.16
     )
@@ -148,9 +147,7 @@ def training_curves(
                 )
             else:
                 series_color = theme.colorway[1 if line["dash"] != "solid" else 0]
-                # Only the two panels that hold two series need a legend (their panel titles name the
-                # others): six entries in two colours read as six different things.
-                legend = {"name": label, "showlegend": name in recorded and name in _PAIRED}
+                legend = {"name": label, "showlegend": _in_single_run_legend(name, recorded)}
             fig.add_trace(
                 go.Scatter(
                     x=x,
@@ -216,6 +213,20 @@ def update_training_curves(fig: go.Figure, history_or_histories: Any, *, max_poi
             f"the figure has {len(fig.data)} traces but {len(runs)} run(s) need {len(data)}: rebuild it "
             "with training_curves()"
         )
+    recorded = _recorded(runs)
     with fig.batch_update():
-        for trace, (x, y) in zip(fig.data, data):
+        for i, (trace, (x, y)) in enumerate(zip(fig.data, data)):
             trace.x, trace.y = x, y
+            if len(runs) == 1:  # a live run: a series gets its legend entry once it has data
+                trace.showlegend = _in_single_run_legend(_CURVES[i][2], recorded)
+
+
+def _recorded(runs: dict[str, dict]) -> set[str]:
+    """The series some run recorded: a legend entry or key for a series with no data names nothing."""
+    return {name for columns in runs.values() for name in columns if np.isfinite(columns[name]).any()}
+
+
+def _in_single_run_legend(name: str, recorded: set[str]) -> bool:
+    """Only the two panels that hold two series need a legend (their panel titles name the others): six
+    entries in two colours read as six different things."""
+    return name in recorded and name in _PAIRED
