@@ -313,7 +313,8 @@ def get_batch(
 
     Works for tensors and numpy memmaps (only the sampled windows are read from disk). On CUDA the
     batch is copied through pinned memory with ``non_blocking=True`` (``pin_memory=None`` means "pin on
-    CUDA"), so the copy overlaps with the previous step's compute.
+    CUDA"): the call returns once the copy is queued, so the host goes on to launch the step's kernels
+    (or build the next micro-batch) while the GPU is still busy with earlier work.
     """
     batch_size = _check_positive_int("batch_size", batch_size)
     block_size = _check_positive_int("block_size", block_size)
