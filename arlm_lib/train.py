@@ -228,10 +228,16 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict[str, Any]
     """
     configured = [{k: v for k, v in group.items() if k != "params"} for group in optimizer.param_groups]
     saved = state["param_groups"]
-    if len(saved) == len(configured):  # otherwise load_state_dict raises, naming the mismatch
-        merged = [{**group, **settings} for group, settings in zip(saved, configured)]
-        state = {**state, "param_groups": merged}
-    optimizer.load_state_dict(state)
+    if len(saved) != len(configured):
+        raise CheckpointError(
+            f"the checkpoint's optimizer state has {len(saved)} parameter group(s) and this optimizer "
+            f"{len(configured)}: it was written for a different model or optimizer, so it cannot resume this run"
+        )
+    merged = [{**group, **settings} for group, settings in zip(saved, configured)]
+    try:
+        optimizer.load_state_dict({**state, "param_groups": merged})
+    except ValueError as err:  # torch's check of the group sizes: a different set of parameters
+        raise CheckpointError(f"the checkpoint's optimizer state does not fit this model: {err}") from err
 
 
 class History:

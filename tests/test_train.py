@@ -7,7 +7,7 @@ import torch
 
 from arlm_lib import checkpoint as ckpt
 from arlm_lib.data import encode_text, split_train_val
-from arlm_lib.errors import ConfigError, TrainingDivergedError
+from arlm_lib.errors import CheckpointError, ConfigError, TrainingDivergedError
 from arlm_lib.model import GPT, GPTConfig
 from arlm_lib.tokenizers import CharTokenizer
 from arlm_lib.train import (
@@ -408,6 +408,21 @@ def test_a_cpu_checkpoint_resumed_with_fused_adamw_puts_the_step_counters_by_the
         assert state["exp_avg"].device.type == "meta"
     assert all(group["fused"] for group in optimizer.param_groups)  # this run's settings, not the saved
     assert optimizer.param_groups[0]["weight_decay"] == 0.05
+
+
+def test_an_optimizer_state_for_another_model_is_a_checkpoint_error_naming_the_mismatch(data, tmp_path):
+    tokenizer, train, val = data
+    Trainer(tiny_model(tokenizer), train, val, config(max_iters=1), tokenizer, out_dir=tmp_path).train()
+    saved = ckpt.load_checkpoint(tmp_path).optimizer_state
+    model = tiny_model(tokenizer)
+    one_group = torch.optim.AdamW(model.parameters())
+    with pytest.raises(CheckpointError, match="has 2 parameter group.* and this optimizer 1"):
+        load_optimizer_state(one_group, saved)
+    regrouped = torch.optim.AdamW(
+        [{"params": list(model.parameters())[:3]}, {"params": list(model.parameters())[3:]}]
+    )
+    with pytest.raises(CheckpointError, match="does not fit this model"):
+        load_optimizer_state(regrouped, saved)
 
 
 def test_rank_zero_evaluates_the_global_batch_in_per_rank_pieces(data):
