@@ -382,8 +382,9 @@ def test_an_interrupted_step_leaves_the_trainer_ready_for_the_next(data, monkeyp
     monkeypatch.setattr(*target, original)
     assert all(p.grad is None for p in trainer.raw_model.parameters())
     assert all(torch.equal(w, p) for w, p in zip(weights, trainer.raw_model.parameters()))
-    record = trainer._train_step()
-    assert record["step"] == 1 and math.isfinite(record["train_loss"])
+    history = trainer.train()  # what a reader does after interrupting the kernel: run the cell again
+    assert trainer.step == 4 and list(history.column("step")) == [1, 2, 3, 4]
+    assert all(math.isfinite(v) for v in history.column("train_loss"))
 
 
 def test_a_cpu_checkpoint_resumed_with_fused_adamw_puts_the_step_counters_by_the_weights(data, tmp_path):
