@@ -233,7 +233,8 @@ def load_token_memmap(path: str | os.PathLike[str]) -> np.memmap:
 # --------------------------------------------------------------------------------------------------
 
 
-def _check_positive_int(name: str, value: object) -> int:
+def check_positive_int(name: str, value: object) -> int:
+    """``value`` as an int; ConfigError naming ``name`` unless it is an integer >= 1 (not a bool)."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
     return int(value)
@@ -257,7 +258,7 @@ def _check_stream(tokens: TokenStream) -> None:
 
 def check_long_enough(tokens: TokenStream, block_size: int, name: str = "corpus") -> None:
     """Raise DataError unless ``tokens`` holds at least one window: ``block_size + 1`` tokens."""
-    block_size = _check_positive_int("block_size", block_size)
+    block_size = check_positive_int("block_size", block_size)
     n = len(tokens)
     if n < block_size + 1:
         raise DataError(
@@ -316,9 +317,9 @@ def get_batch(
     CUDA"): the call returns once the copy is queued, so the host goes on to launch the step's kernels
     (or build the next micro-batch) while the GPU is still busy with earlier work.
     """
-    batch_size = _check_positive_int("batch_size", batch_size)
-    block_size = _check_positive_int("block_size", block_size)
-    world_size = _check_positive_int("world_size", world_size)
+    batch_size = check_positive_int("batch_size", batch_size)
+    block_size = check_positive_int("block_size", block_size)
+    world_size = check_positive_int("world_size", world_size)
     if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < world_size:
         raise ConfigError(
             f"rank must be an integer in 0..{world_size - 1} (world_size={world_size}), got {rank!r}"

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
+from .data import check_positive_int
 from .errors import ConfigError, DataError
 
 
@@ -50,8 +51,7 @@ def evaluate_tokens(
         raise ConfigError(
             f"block_size must be an integer in 1..{context} (the model's context), got {block_size!r}"
         )
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    batch_size = check_positive_int("batch_size", batch_size)
     device = next(model.parameters()).device
     tokens = torch.as_tensor(tokens, dtype=torch.long)
     if tokens.dim() != 1:

@@ -110,7 +110,7 @@ class TrainConfig:
                 f"lr_decay_iters={decay!r} is not allowed: it must be an integer >= warmup_iters "
                 f"({self.warmup_iters}) and >= 1, or None for max_iters"
             )
-        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+        if not (_is_real(self.lr) and math.isfinite(self.lr) and self.lr > 0):
             raise ConfigError(f"lr={self.lr!r} is not allowed: the learning rate must be a finite number > 0")
         if self.min_lr is not None and not 0 <= self.min_lr <= self.lr:
             raise ConfigError(f"min_lr={self.min_lr} is not allowed: it must be in [0, lr={self.lr}]")
@@ -133,16 +133,7 @@ class TrainConfig:
                 f"checkpoint_interval={self.checkpoint_interval} is not allowed: it must be >= 0"
             )
         peak = self.peak_flops
-        if (
-            peak is not None
-            and peak != "auto"
-            and not (
-                isinstance(peak, (int, float))
-                and not isinstance(peak, bool)
-                and math.isfinite(peak)
-                and peak > 0
-            )
-        ):
+        if peak is not None and peak != "auto" and not (_is_real(peak) and math.isfinite(peak) and peak > 0):
             raise ConfigError(
                 f"peak_flops={peak!r} is not allowed: give FLOP/s > 0 (e.g. 989e12), 'auto' or None"
             )

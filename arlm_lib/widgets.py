@@ -355,12 +355,13 @@ class TrainingDashboard(Callback):
             return state
         return f"{state}: step {trainer.step} / {trainer.config.max_iters}"
 
-    def _show_state(self, state: str | None = None) -> None:
-        """Set the buttons (and, given ``state``, the status) for a running or an idle trainer."""
+    def _show_state(self, state: str | None = None, running: bool | None = None) -> None:
+        """Set the buttons (and, given ``state``, the status) for a running or an idle trainer;
+        ``running`` defaults to whether this dashboard's training thread is alive."""
         trainer = self.trainer
         if trainer is None:
             return
-        running = self.running
+        running = self.running if running is None else running
         self.stop_button.disabled = not running
         self.start_button.disabled = running or trainer.step >= trainer.config.max_iters
         self.start_button.description = "Continue" if trainer.step > 0 else "Start"
@@ -391,8 +392,7 @@ class TrainingDashboard(Callback):
             )
             _TRAINING_THREADS[trainer] = self._thread
             # The buttons before the thread starts: a short run may be over before this line returns.
-            self.start_button.disabled, self.stop_button.disabled = True, False
-            self.status.value = _status_html(self._progress_text("training"))
+            self._show_state("training", running=True)
             self._thread.start()
 
     def wait(self, timeout: float | None = None) -> None:
@@ -415,12 +415,8 @@ class TrainingDashboard(Callback):
                 dashboard.error = err
                 dashboard.status.value = _status_html(f"training failed: {_error_text(err)}", error=True)
         finally:
-            # This thread still counts as alive here: set the idle buttons by hand.
-            done = trainer.step >= trainer.config.max_iters
             for dashboard in self._dashboards(trainer):
-                dashboard.stop_button.disabled = True
-                dashboard.start_button.disabled = done
-                dashboard.start_button.description = "Continue" if trainer.step > 0 else "Start"
+                dashboard._show_state(running=False)  # this thread still counts as alive here
 
     @staticmethod
     def _dashboards(trainer: Trainer) -> list[TrainingDashboard]:

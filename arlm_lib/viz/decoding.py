@@ -55,10 +55,10 @@ def _probs_from_logits(
     logits: torch.Tensor, config: GenerationConfig, histories: Sequence[Sequence[int]]
 ) -> tuple[np.ndarray, np.ndarray]:
     raw = torch.softmax(logits.double(), dim=-1)
-    processed = processed_probs(logits[None].double(), histories, config.processors())[0]
+    processed = processed_probs(logits[None], histories, config.processors())[0]  # float64, CPU
     if config.greedy:
         processed = torch.zeros_like(processed).scatter_(0, processed.argmax().reshape(1), 1.0)
-    return raw.numpy(), processed.double().numpy()
+    return raw.numpy(), processed.numpy()
 
 
 def next_token_distribution(
