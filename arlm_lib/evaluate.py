@@ -87,6 +87,13 @@ def evaluate_tokens(
     if len(tail) >= 2:
         score(tail[None])
     model.train(was_training)
-    scored = tokens[1 : 1 + count]
-    n_chars = len(tokenizer.decode(scored)) if tokenizer is not None else count
+    if tokenizer is None:
+        n_chars = count
+    else:
+        # The characters of the text minus those the unscored first token completes. Decoding the scored
+        # tokens alone would turn a multi-byte character split by the first token into broken ones.
+        text, head = tokenizer.decode(tokens[: 1 + count]), tokenizer.decode(tokens[:1])
+        if not text.startswith(head):  # the first token ends inside a character
+            head = head.rstrip("\ufffd")
+        n_chars = len(text) - len(head)
     return EvalResult(loss=total / count, n_tokens=count, n_chars=n_chars)

@@ -96,8 +96,8 @@ GPU_OVERRIDES: dict[str, Any] = dict(preset="small", train_scale=10)
 
 
 def scale() -> str:
-    """``cpu`` (default) or ``gpu``, from ``$ARLM_SCALE``."""
-    value = os.environ.get("ARLM_SCALE", "cpu").lower()
+    """``cpu`` (default) or ``gpu``, from ``$ARLM_SCALE``; empty counts as unset, as for ``$ARLM_CACHE_DIR``."""
+    value = (os.environ.get("ARLM_SCALE") or "cpu").strip().lower()
     if value not in ("cpu", "gpu"):
         raise ConfigError(f"ARLM_SCALE={value!r} is not allowed: use 'cpu' or 'gpu'")
     return value

@@ -80,6 +80,22 @@ def test_bits_per_char_divides_the_total_bits_by_the_characters_not_the_tokens()
     assert result.bits_per_char == pytest.approx(total / math.log(2) / chars, rel=1e-5)
 
 
+def test_a_character_split_by_the_first_token_counts_once():
+    """Byte-level BPE can end the first (unscored) token inside a character: it is counted once, whole."""
+    bpe = BPETokenizer.train("注意力机制 " * 30, vocab_size=260)
+    tokens = torch.as_tensor(bpe.encode("注意力"))
+    assert bpe.decode(tokens[:1]) == "\ufffd"  # the first token holds only part of 注
+    torch.manual_seed(0)
+    bpe_model = GPT(GPTConfig(vocab_size=bpe.vocab_size, block_size=BLOCK, n_layer=1, n_head=2, n_embd=16))
+    result = evaluate_tokens(bpe_model, bpe, tokens)
+    assert result.n_chars == 3  # the rest of 注, then 意 and 力; not the broken pieces of decode(tokens[1:])
+    text = "the cat sat. " * 4  # whole characters: the count is simply the characters after the first token
+    ascii_tokens = torch.as_tensor(bpe.encode(text))
+    assert evaluate_tokens(bpe_model, bpe, ascii_tokens).n_chars == len(text) - len(
+        bpe.decode(ascii_tokens[:1])
+    )
+
+
 @pytest.mark.parametrize("tokens", [[], [3]])
 def test_too_few_tokens_is_an_error_naming_the_count(model: GPT, tokens: list[int]):
     with pytest.raises(DataError, match=f"at least 2 tokens.*got {len(tokens)}"):

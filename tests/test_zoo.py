@@ -115,6 +115,14 @@ def test_gpu_scale_uses_the_bigger_preset(monkeypatch):
     recipe = zoo.get_recipe("tiny-synthetic")
     assert recipe.preset == "small"
     assert recipe.train["max_iters"] == 10 * zoo.RECIPES["tiny-synthetic"].train["max_iters"]
+    monkeypatch.setenv("ARLM_SCALE", " GPU ")
+    assert zoo.scale() == "gpu"
+
+
+def test_empty_scale_counts_as_unset_like_the_cache_dir(monkeypatch):
+    monkeypatch.setenv("ARLM_SCALE", "")
+    assert zoo.scale() == "cpu"
+    assert zoo.get_recipe("tiny-synthetic") == zoo.RECIPES["tiny-synthetic"]
 
 
 def test_shipped_checkpoint_is_used_instead_of_training(tiny_recipe, tmp_path, monkeypatch):
