@@ -81,7 +81,15 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescrip
 
 
 class _Parser(argparse.ArgumentParser):
-    """Bad flags give one line that names the value and what is allowed, not the whole usage text."""
+    """Bad flags give one line that names the value and what is allowed, not the whole usage text.
+
+    Abbreviated flags are refused: ``--resume`` overrides only the flags that were typed, and it could
+    not tell that ``--max-iter`` meant ``--max-iters``.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")

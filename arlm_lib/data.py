@@ -37,6 +37,7 @@ from arlm_lib.tokenizers import Tokenizer, last_safe_boundary
 __all__ = [
     "TokenStream",
     "check_long_enough",
+    "check_token_stream",
     "encode_file",
     "encode_file_to_memmap",
     "encode_text",
@@ -265,6 +266,24 @@ def check_long_enough(tokens: TokenStream, block_size: int, name: str = "corpus"
             f"{name} has {n} tokens, but block_size={block_size} needs at least {block_size + 1} "
             f"(one window of {block_size} plus the shifted target); use more text or a smaller "
             f"block size"
+        )
+
+
+def check_token_stream(tokens: TokenStream, block_size: int, vocab_size: int, name: str) -> None:
+    """DataError unless ``tokens`` is a 1-D integer stream with a full window and ids in 0..vocab_size-1.
+
+    A trainer checks its streams up front: an id outside the vocabulary would otherwise fail at a random
+    step (on CUDA as a device-side assert that breaks the whole process), a short one at the first
+    evaluation.
+    """
+    _check_stream(tokens)
+    check_long_enough(tokens, block_size, name)
+    low, high = int(tokens.min()), int(tokens.max())
+    if low < 0 or high >= vocab_size:
+        bad = low if low < 0 else high
+        raise DataError(
+            f"{name} hold token id {bad}, outside the model's vocabulary 0..{vocab_size - 1}: were they "
+            "encoded with this model's tokenizer?"
         )
 
 

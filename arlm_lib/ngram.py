@@ -53,6 +53,14 @@ def _gather(values: np.ndarray, ids: np.ndarray, fill: float) -> np.ndarray:
     return out
 
 
+MAX_K = 1e6
+MIN_BACKOFF_K = 1e-6
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
 class NGramModel:
     """Count-based n-gram model of a fixed ``order`` over token ids 0..vocab_size-1 (see module docs)."""
 
@@ -70,12 +78,15 @@ class NGramModel:
             raise ConfigError(f"vocab_size must be an integer >= 1; got {vocab_size!r}")
         if smoothing not in SMOOTHINGS:
             raise ConfigError(f"unknown smoothing {smoothing!r}; choose one of {', '.join(SMOOTHINGS)}")
-        if not k > 0:
-            raise ConfigError(
-                f"k (add-k pseudo-count) must be > 0 so that no token has probability 0; got {k}"
-            )
-        if not 0 < discount < 1:
-            raise ConfigError(f"discount must be in (0, 1); got {discount}")
+        # k > 0 keeps every probability above 0; a huge k would overflow the denominators.
+        if not (_is_number(k) and 0 < k <= MAX_K):
+            raise ConfigError(f"k (add-k pseudo-count) must be a number in (0, {MAX_K:g}]; got {k!r}")
+        if smoothing == "backoff" and k < MIN_BACKOFF_K:
+            # Backoff divides by the unigram mass left for unseen tokens, which a tiny k drowns in
+            # float64 rounding: the distributions would no longer sum to 1.
+            raise ConfigError(f"with backoff smoothing k must be >= {MIN_BACKOFF_K:g}; got {k!r}")
+        if not (_is_number(discount) and 0 < discount < 1):
+            raise ConfigError(f"discount must be a number in (0, 1); got {discount!r}")
         self.order = order
         self.vocab_size = vocab_size
         self.smoothing = smoothing

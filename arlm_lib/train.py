@@ -13,7 +13,7 @@ import threading
 import time
 import warnings
 from array import array
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 import torch
@@ -21,7 +21,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from . import checkpoint as ckpt
-from .data import get_batch
+from .data import check_positive_int, check_token_stream, get_batch
 from .device import (
     autocast_context,
     compile_or_warn,
@@ -46,6 +46,9 @@ from .model import GPT
 
 SCHEDULES = ("cosine", "linear", "constant")
 NONFINITE_POLICIES = ("stop", "rollback")
+
+
+_FLOAT32_MAX = float(torch.finfo(torch.float32).max)
 
 
 def _is_real(value: object) -> bool:
@@ -110,15 +113,20 @@ class TrainConfig:
                 f"lr_decay_iters={decay!r} is not allowed: it must be an integer >= warmup_iters "
                 f"({self.warmup_iters}) and >= 1, or None for max_iters"
             )
-        if not (_is_real(self.lr) and math.isfinite(self.lr) and self.lr > 0):
-            raise ConfigError(f"lr={self.lr!r} is not allowed: the learning rate must be a finite number > 0")
-        if self.min_lr is not None and not 0 <= self.min_lr <= self.lr:
-            raise ConfigError(f"min_lr={self.min_lr} is not allowed: it must be in [0, lr={self.lr}]")
+        # AdamW keeps the lr in float32 arithmetic: a larger one overflows inside the optimizer step.
+        if not (_is_real(self.lr) and 0 < self.lr <= _FLOAT32_MAX):
+            raise ConfigError(
+                f"lr={self.lr!r} is not allowed: the learning rate must be a number > 0 and <= {_FLOAT32_MAX:.3g}"
+            )
+        if self.min_lr is not None and not (_is_real(self.min_lr) and 0 <= self.min_lr <= self.lr):
+            raise ConfigError(
+                f"min_lr={self.min_lr!r} is not allowed: it must be a number in [0, lr={self.lr}]"
+            )
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"schedule={self.schedule!r} is not allowed: choose one of {SCHEDULES}")
-        if self.grad_clip is not None and not self.grad_clip >= 0:
+        if self.grad_clip is not None and not (_is_real(self.grad_clip) and 0 <= self.grad_clip < math.inf):
             raise ConfigError(
-                f"grad_clip={self.grad_clip} is not allowed: use a positive threshold, or 0 to disable"
+                f"grad_clip={self.grad_clip!r} is not allowed: use a positive threshold, or 0 or None to disable"
             )
         if not _is_real(self.weight_decay) or not 0 <= self.weight_decay < math.inf:
             raise ConfigError(
@@ -128,10 +136,24 @@ class TrainConfig:
             beta = getattr(self, name)
             if not _is_real(beta) or not 0 <= beta < 1:
                 raise ConfigError(f"{name}={beta!r} is not allowed: it must be a number in [0, 1)")
-        if self.checkpoint_interval is not None and self.checkpoint_interval < 0:
+        every = self.checkpoint_interval
+        if every is not None and (isinstance(every, bool) or not isinstance(every, int) or every < 0):
             raise ConfigError(
-                f"checkpoint_interval={self.checkpoint_interval} is not allowed: it must be >= 0"
+                f"checkpoint_interval={every!r} is not allowed: it must be an integer >= 0 (0: only at the end), "
+                "or None for eval_interval"
             )
+        seed = self.seed
+        if isinstance(seed, bool) or not isinstance(seed, int) or not -(2**63) <= seed < 2**64:
+            # the range torch.manual_seed accepts
+            raise ConfigError(f"seed={seed!r} is not allowed: it must be an integer in [-2**63, 2**64)")
+        for name in ("compile", "progress"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name}={getattr(self, name)!r} is not allowed: it must be True or False")
+        for name in ("device", "dtype"):
+            if not isinstance(getattr(self, name), str):
+                raise ConfigError(
+                    f"{name}={getattr(self, name)!r} is not allowed: it must be a string such as 'auto'"
+                )
         peak = self.peak_flops
         if peak is not None and peak != "auto" and not (_is_real(peak) and math.isfinite(peak) and peak > 0):
             raise ConfigError(
@@ -280,6 +302,9 @@ class History:
         history = cls()
         for name in cls.COLUMNS:
             history.columns[name].extend(math.nan if v is None else v for v in data.get(name, []))
+        lengths = {name: len(values) for name, values in history.columns.items() if len(values)}
+        if len(set(lengths.values())) > 1:
+            raise ValueError(f"history columns of different lengths {lengths}: one row per step is needed")
         return history
 
     def rows(self) -> list[dict[str, float]]:
@@ -317,12 +342,15 @@ class Trainer:
         callbacks: list[Callback] | tuple = (),
         out_dir: str | os.PathLike | None = None,
     ) -> None:
-        self.config = config
+        # A copy: a rollback halves this run's lr, which must not change the caller's config object.
+        self.config = config = replace(config)
         self.tokenizer = tokenizer
         self.callbacks = list(callbacks)
         self.out_dir = out_dir
-        self.train_tokens, self.val_tokens = train_tokens, val_tokens
         self.block_size = model.config.block_size
+        for name, tokens in (("the training tokens", train_tokens), ("the validation tokens", val_tokens)):
+            check_token_stream(tokens, self.block_size, model.config.vocab_size, name)
+        self.train_tokens, self.val_tokens = train_tokens, val_tokens
 
         self.dist = dist_env()
         self.world_size, self.rank, self.local_rank = (
@@ -370,6 +398,7 @@ class Trainer:
         self._stop = threading.Event()
         self.rollbacks: list[dict[str, float]] = []  # one entry per non-finite step rolled back
         self._good_state: dict[str, Any] | None = None  # rollback target (on_nonfinite="rollback" only)
+        self._pending_record: dict[str, Any] | None = None  # a step applied but not yet recorded
         # MFU = achieved FLOP/s / peak. The FLOPs per token are fixed by the architecture and context.
         self.flops_per_token = self.raw_model.flops_per_token(self.block_size)
         self.peak_flops = resolve_peak_flops(config.peak_flops, device, self.dtype)
@@ -465,18 +494,29 @@ class Trainer:
                 "the checkpoint holds no optimizer state, so training cannot resume exactly"
             )
         load_optimizer_state(self.optimizer, checkpoint.optimizer_state)
-        self.step = int(checkpoint.trainer_state.get("step", 0))
-        self.history = History.from_dict(checkpoint.trainer_state.get("history", {}))
-        scaler_state = checkpoint.trainer_state.get("grad_scaler")
-        if scaler_state and self.scaler.is_enabled():
-            self.scaler.load_state_dict(scaler_state)
-        rng = checkpoint.rng_state
-        if "torch_cpu" in rng:
-            torch.set_rng_state(rng["torch_cpu"])
-        if "batches" in rng:
-            self.batch_generator.set_state(rng["batches"])
-        if "torch_cuda" in rng and self.device.type == "cuda":
-            torch.cuda.set_rng_state(rng["torch_cuda"], self.device)
+        state = checkpoint.trainer_state
+        step = state.get("step", 0) if isinstance(state, dict) else None
+        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+            raise CheckpointError(
+                f"the checkpoint's trainer state has step={step!r}: it must be an integer >= 0"
+            )
+        # A checksum-valid file can still hold a state this code did not write (edited by hand, another
+        # version): whatever fails to restore is reported as the checkpoint's defect, not as a bare error.
+        try:
+            history = History.from_dict(state.get("history", {}))
+            scaler_state = state.get("grad_scaler")
+            if scaler_state and self.scaler.is_enabled():
+                self.scaler.load_state_dict(scaler_state)
+            rng = checkpoint.rng_state
+            if "torch_cpu" in rng:
+                torch.set_rng_state(rng["torch_cpu"])
+            if "batches" in rng:
+                self.batch_generator.set_state(rng["batches"])
+            if "torch_cuda" in rng and self.device.type == "cuda":
+                torch.cuda.set_rng_state(rng["torch_cuda"], self.device)
+        except (TypeError, ValueError, KeyError, AttributeError, RuntimeError) as exc:
+            raise CheckpointError(f"the checkpoint's training state cannot be restored: {exc}") from exc
+        self.step, self.history = step, history
         if self.rank > 0:  # the checkpoint holds rank 0's dropout RNG; the other ranks derive their own
             torch.manual_seed(rank_seed(self.config.seed, self.rank, self.step))
 
@@ -497,14 +537,25 @@ class Trainer:
             raise CheckpointError(
                 f"{run_dir} holds weights only (no training config), so it cannot be resumed"
             )
-        config = TrainConfig.from_dict({**checkpoint.train_config, **config_overrides})
+        try:
+            saved = TrainConfig.from_dict(checkpoint.train_config)
+        except (ConfigError, TypeError, ValueError) as exc:
+            raise CheckpointError(
+                f"{run_dir} holds a training config this version cannot use: {exc}"
+            ) from exc
+        config = TrainConfig.from_dict({**saved.to_dict(), **config_overrides})
         model = GPT(checkpoint.model_config)
         ckpt.load_state_strict(model, checkpoint.model_state, source=str(run_dir))
         tokenizer = tokenizer_from_dict(checkpoint.tokenizer) if checkpoint.tokenizer else None
         trainer = cls(model, train_tokens, val_tokens, config, tokenizer, callbacks, out_dir=run_dir)
         trainer.load_state(checkpoint)
+        if trainer.step > config.max_iters:
+            raise ConfigError(
+                f"max_iters={config.max_iters} is below the step the run was saved at ({trainer.step}): "
+                f"to train on, give max_iters > {trainer.step}"
+            )
         if trainer.is_main:
-            warn_if_schedule_jumps(TrainConfig.from_dict(checkpoint.train_config), config, trainer.step)
+            warn_if_schedule_jumps(saved, config, trainer.step)
         return trainer
 
     # ------------------------------------------------------------------ loop
@@ -554,7 +605,7 @@ class Trainer:
         evaluations compare the model on identical data, and evaluating never disturbs training's RNG.
         """
         tokens = self.val_tokens if tokens is None else tokens
-        generator = torch.Generator().manual_seed(self.config.seed + 1)
+        generator = torch.Generator().manual_seed((self.config.seed + 1) % 2**64)
         was_training = self.raw_model.training
         self.raw_model.eval()
         # Under DDP rank 0 evaluates alone, but on the whole global batch: fed at once, its logits alone
@@ -562,7 +613,8 @@ class Trainer:
         # that training already fits in memory; equal-sized pieces, so the mean of their means is the mean.
         micro = self.config.batch_size // self.world_size
         losses = []
-        for _ in range(iters or self.config.eval_iters):
+        iters = self.config.eval_iters if iters is None else check_positive_int("iters", iters)
+        for _ in range(iters):
             x, y = get_batch(tokens, self.config.batch_size, self.block_size, generator)
             pieces = []
             for xs, ys in zip(x.split(micro), y.split(micro)):
@@ -654,27 +706,55 @@ class Trainer:
             # step spends its time): leave the optimizer and the loss scaler ready for the next step.
             self._abandon_step(unscaled)
             raise
-        self.optimizer.zero_grad(set_to_none=True)
-        synchronize(self.device)  # GPU work is asynchronous: wait for it, or dt measures only the launches
-        dt = time.perf_counter() - t0
-
-        tokens = config.batch_size * config.grad_accum_steps * self.block_size
-        tokens_per_s = tokens / dt if dt > 0 else math.nan
-        mfu = None
-        if self.peak_flops:
-            # tokens_per_s counts every rank's tokens; peak_flops is one device's, so divide by the ranks.
-            mfu = self.flops_per_token * tokens_per_s / (self.peak_flops * self.world_size)
+        # The update is applied: count it at once. An interrupt from here on (on CUDA, the wait below
+        # for the optimizer's kernels) must not make the next train() redo a step the weights already took.
         self.step += 1
-        return {
+        record = {
             "step": self.step,
             "lr": lr,
             "train_loss": total_loss,
             "val_loss": None,
             "grad_norm": grad_norm,
             "grad_norm_clipped": min(grad_norm, max_norm),
-            "tokens_per_s": tokens_per_s,
-            "mfu": mfu,
+            "tokens_per_s": math.nan,
+            "mfu": None,
         }
+        self._pending_record = record  # finished by _finish_step, even if the timing below is interrupted
+        self.optimizer.zero_grad(set_to_none=True)
+        synchronize(self.device)  # GPU work is asynchronous: wait for it, or dt measures only the launches
+        dt = time.perf_counter() - t0
+        tokens = config.batch_size * config.grad_accum_steps * self.block_size
+        record["tokens_per_s"] = tokens / dt if dt > 0 else math.nan
+        if self.peak_flops:
+            # tokens_per_s counts every rank's tokens; peak_flops is one device's, so divide by the ranks.
+            record["mfu"] = (
+                self.flops_per_token * record["tokens_per_s"] / (self.peak_flops * self.world_size)
+            )
+        return record
+
+    def _finish_step(self, record: dict[str, Any], elapsed_s: float, checkpoint_every: int | None) -> None:
+        """Evaluate, record, report and checkpoint a step whose update is applied.
+
+        The record stays pending until this returns, so a step interrupted here (Ctrl-C during the
+        evaluation, say) is finished by the next ``train()`` instead of missing from the history.
+        """
+        config = self.config
+        record.setdefault("elapsed_s", elapsed_s)
+        evaluate_now = self.step % config.eval_interval == 0 or self.step == config.max_iters
+        if evaluate_now and self.is_main and record["val_loss"] is None:
+            record["val_loss"] = self.evaluate()
+        steps = self.history.column("step")
+        if not steps or steps[-1] != record["step"]:
+            self.history.append(record)
+        self._pending_record = None
+        if self.is_main:
+            for cb in self.callbacks:
+                cb.on_step_end(self, record)
+                if record["val_loss"] is not None:
+                    cb.on_eval(self, record)
+        if checkpoint_every and self.step % checkpoint_every == 0 and self.step < config.max_iters:
+            self.save_checkpoint()
+            self._remember_good_state()
 
     def train(self, handle_signals: bool = False) -> History:
         """Run until ``max_iters`` or a stop request; save a checkpoint at the end and on stop.
@@ -699,9 +779,11 @@ class Trainer:
         start = time.perf_counter()
         elapsed_before = self.history.column("elapsed_s", drop_missing=True)
         offset = elapsed_before[-1] if elapsed_before else 0.0
-        for cb in self.callbacks:
-            cb.on_train_begin(self)
         try:
+            for cb in self.callbacks:
+                cb.on_train_begin(self)
+            if self._pending_record is not None:  # a step the previous train() applied but did not finish
+                self._finish_step(self._pending_record, offset, checkpoint_every)
             self._remember_good_state()
             while self.step < config.max_iters and not self.stop_requested:
                 try:
@@ -710,21 +792,9 @@ class Trainer:
                     self._roll_back(exc)  # re-raises unless a rollback is allowed
                     bar.n = self.step
                     continue
-                record["elapsed_s"] = offset + time.perf_counter() - start
-                evaluate_now = self.step % config.eval_interval == 0 or self.step == config.max_iters
-                if evaluate_now and self.is_main:
-                    record["val_loss"] = self.evaluate()
-                self.history.append(record)
+                self._finish_step(record, offset + time.perf_counter() - start, checkpoint_every)
                 bar.update(1)
                 bar.set_postfix(loss=f"{record['train_loss']:.4f}", refresh=False)
-                if self.is_main:
-                    for cb in self.callbacks:
-                        cb.on_step_end(self, record)
-                        if record["val_loss"] is not None:
-                            cb.on_eval(self, record)
-                if checkpoint_every and self.step % checkpoint_every == 0 and self.step < config.max_iters:
-                    self.save_checkpoint()
-                    self._remember_good_state()
                 self._sync_stop()
             self.save_checkpoint()
         finally:

@@ -357,3 +357,23 @@ def test_every_readme_command_parses():
             parser.parse_args(argv)
         except SystemExit as exc:
             pytest.fail(f"README command does not parse (exit {exc.code}): {' '.join(argv)}")
+
+
+@pytest.mark.parametrize("flag", ["--max-iter", "--max-iter=50", "--lr-dec"])
+def test_abbreviated_flags_are_refused(trained_run, corpus, capsys, flag):
+    """--resume overrides only the flags that were typed; it would miss an abbreviation of one."""
+    argv = ["train", "--data", str(corpus), "--out", str(trained_run), "--resume", "--no-progress", flag]
+    argv += [] if "=" in flag else ["50"]
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert f"unrecognized arguments: {flag}" in capsys.readouterr().err
+    assert load_checkpoint(trained_run).trainer_state["step"] >= 30  # the run is untouched
+
+
+def test_resume_below_the_saved_step_is_an_error(trained_run, corpus, capsys):
+    steps = load_checkpoint(trained_run).trainer_state["step"]
+    argv = ["train", "--data", str(corpus), "--out", str(trained_run), "--resume", "--max-iters", "3"]
+    assert main([*argv, "--no-progress"]) == 2
+    assert f"max_iters=3 is below the step the run was saved at ({steps})" in capsys.readouterr().err
+    assert load_checkpoint(trained_run).train_config["max_iters"] != 3  # nothing rewritten

@@ -111,6 +111,11 @@ def test_other_bad_input_is_rejected():
         NGramModel(2, V, smoothing="add_k", k=0)
     with pytest.raises(ConfigError, match="discount"):
         NGramModel(2, V, discount=1.0)
+    for k in (float("inf"), float("nan"), 1e308, "1", True):
+        with pytest.raises(ConfigError, match=r"k \(add-k pseudo-count\) must be a number in \(0, 1e\+06\]"):
+            NGramModel(2, V, k=k)
+    with pytest.raises(ConfigError, match="discount must be a number"):
+        NGramModel(2, V, discount="0.5")
     with pytest.raises(ConfigError, match="fitted"):
         NGramModel(2, V).logprob([0, 1])
     model = NGramModel(2, V)
@@ -131,3 +136,16 @@ def test_fitted_on_fewer_tokens_than_the_order_falls_back_to_shorter_contexts(sm
         dist = model.next_token_probs(sequence[:t]).numpy()
         assert dist.sum() == pytest.approx(1.0) and (dist > 0).all()
         assert logprobs[t] == pytest.approx(math.log(dist[sequence[t]]))
+
+
+def test_backoff_refuses_a_k_too_small_for_its_sums_and_add_k_allows_it():
+    """Backoff divides by the unigram mass left for unseen tokens: with k = 1e-12 that mass is lost in
+    float64 rounding and a distribution summed to 0.9993. Add-k has no such division, and a tiny k is the
+    maximum-likelihood estimate the book computes with it."""
+    tokens = [2, 0, 1, 1, 1, 0, 1, 2, 1]  # token 3 never occurs
+    with pytest.raises(ConfigError, match=r"backoff smoothing k must be >= 1e-06; got 1e-12"):
+        NGramModel(2, 4, smoothing="backoff", k=1e-12)
+    smallest = NGramModel(2, 4, smoothing="backoff", k=1e-6).fit(tokens)
+    assert float(smallest.next_token_probs([1]).sum()) == pytest.approx(1.0, abs=1e-6)
+    ml = NGramModel(2, 4, smoothing="add_k", k=1e-9).fit(tokens).next_token_probs([1])
+    assert ml[1].item() == pytest.approx(2 / 4, abs=1e-6)  # after 1 come 1, 1, 0 and 2

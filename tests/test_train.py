@@ -7,7 +7,7 @@ import torch
 
 from arlm_lib import checkpoint as ckpt
 from arlm_lib.data import encode_text, split_train_val
-from arlm_lib.errors import CheckpointError, ConfigError, TrainingDivergedError
+from arlm_lib.errors import CheckpointError, ConfigError, DataError, TrainingDivergedError
 from arlm_lib.model import GPT, GPTConfig
 from arlm_lib.tokenizers import CharTokenizer
 from arlm_lib.train import (
@@ -355,7 +355,8 @@ def test_an_fp16_rollback_leaves_the_loss_scaler_ready_for_the_next_step(data, t
 
     trainer.raw_model.register_forward_hook(poison)
     history = trainer.train()
-    assert trainer.rollbacks == [{"step": 5, "restored_step": 3, "lr": cfg.lr}]
+    assert trainer.rollbacks == [{"step": 5, "restored_step": 3, "lr": cfg.lr / 2}]
+    assert trainer.config.lr == cfg.lr / 2 and cfg.lr == config().lr  # the caller's config is untouched
     assert trainer.step == 8 and all(math.isfinite(v) for v in history.column("train_loss"))
 
 
@@ -438,3 +439,126 @@ def test_rank_zero_evaluates_the_global_batch_in_per_rank_pieces(data):
     pieces = trainer.evaluate(iters=2)
     assert rows == [2] * 8
     assert pieces == pytest.approx(whole, rel=1e-6)
+
+
+# ---------------------------------------------------------------------------- interrupts after the update
+def _reference_weights(data, steps):
+    tokenizer, train, val = data
+    trainer = Trainer(
+        tiny_model(tokenizer, dropout=0.0), train, val, config(max_iters=steps, eval_interval=4)
+    )
+    trainer.train()
+    return [p.detach().clone() for p in trainer.raw_model.parameters()], trainer.history
+
+
+@pytest.mark.parametrize("where", ["evaluation", "after the optimizer step"])
+def test_an_interrupt_after_the_update_neither_loses_nor_redoes_the_step(data, monkeypatch, where):
+    """The update is applied, then Ctrl-C arrives: in the evaluation, or (on CUDA) in the wait for the
+    optimizer's kernels. Calling train() again must record that step once, evaluate it, and not take
+    it again: the run ends with the weights and history of an uninterrupted one."""
+    tokenizer, train, val = data
+    expected_weights, expected = _reference_weights(data, 8)
+    trainer = Trainer(tiny_model(tokenizer, dropout=0.0), train, val, config(max_iters=8, eval_interval=4))
+    import arlm_lib.train as train_module
+
+    target = (Trainer, "evaluate") if where == "evaluation" else (train_module, "synchronize")
+    original = getattr(*target)
+    calls = {"n": 0}
+
+    def interrupted(*args, **kwargs):
+        calls["n"] += 1
+        if (where == "evaluation" and calls["n"] == 1) or (where != "evaluation" and calls["n"] == 3):
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(*target, interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train()
+    assert trainer.step == (4 if where == "evaluation" else 3)  # the applied update is counted
+    history = trainer.train()
+    assert list(history.column("step")) == list(range(1, 9))
+    assert history.evaluated()[0] == expected.evaluated()[0] == [4, 8]
+    assert history.evaluated()[1] == pytest.approx(expected.evaluated()[1])
+    assert all(torch.equal(a, b) for a, b in zip(expected_weights, trainer.raw_model.parameters()))
+
+
+def test_on_train_begin_failing_restores_the_signal_handlers(data):
+    import signal
+
+    class Broken(Callback):
+        def on_train_begin(self, trainer):
+            raise RuntimeError("callback bug")
+
+    tokenizer, train, val = data
+    before = signal.getsignal(signal.SIGINT)
+    trainer = Trainer(tiny_model(tokenizer), train, val, config(max_iters=2), callbacks=[Broken()])
+    with pytest.raises(RuntimeError, match="callback bug"):
+        trainer.train(handle_signals=True)
+    assert signal.getsignal(signal.SIGINT) is before
+
+
+# ---------------------------------------------------------------------------- bad input, caught up front
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("checkpoint_interval", float("nan")),
+        ("checkpoint_interval", 2.5),
+        ("checkpoint_interval", True),
+        ("checkpoint_interval", "10"),
+        ("min_lr", "0.1"),
+        ("grad_clip", "1"),
+        ("grad_clip", float("inf")),
+        ("compile", "no"),
+        ("progress", "no"),
+        ("device", 3),
+        ("dtype", None),
+        ("lr", 1e39),
+        ("lr", float("inf")),
+        ("seed", "abc"),
+        ("seed", 1.5),
+        ("seed", 2**64),
+        ("seed", True),
+    ],
+)
+def test_train_config_names_a_bad_field(field, value):
+    with pytest.raises(ConfigError, match=f"{field}="):
+        TrainConfig(**{field: value})
+
+
+def test_the_largest_seed_trains_and_evaluates(data):
+    """torch.manual_seed's whole range is allowed; the evaluation seed (seed + 1) wraps instead of overflowing."""
+    tokenizer, train, val = data
+    for seed in (2**64 - 1, -(2**63)):
+        trainer = Trainer(tiny_model(tokenizer), train, val, config(max_iters=2, eval_interval=1, seed=seed))
+        assert math.isfinite(trainer.train().evaluated()[1][-1])
+
+
+def test_token_streams_are_checked_when_the_trainer_is_built(data):
+    tokenizer, train, val = data
+    model = tiny_model(tokenizer)
+    with pytest.raises(DataError, match=r"validation tokens has 10 tokens.*block_size=32"):
+        Trainer(model, train, val[:10], config())
+    foreign = train.clone()
+    foreign[100] = tokenizer.vocab_size + 5
+    with pytest.raises(
+        DataError, match=rf"training tokens hold token id {tokenizer.vocab_size + 5}, outside"
+    ):
+        Trainer(model, foreign, val, config())
+    with pytest.raises(DataError, match="integer dtype"):
+        Trainer(model, train.float(), val, config())
+
+
+@pytest.mark.parametrize("iters", [0, -1, 2.5, True])
+def test_evaluate_refuses_a_bad_number_of_batches(data, iters):
+    tokenizer, train, val = data
+    trainer = Trainer(tiny_model(tokenizer), train, val, config())
+    with pytest.raises(ConfigError, match=f"iters must be an integer >= 1, got {iters!r}"):
+        trainer.evaluate(iters=iters)
+
+
+def test_resuming_below_the_saved_step_is_refused(data, tmp_path):
+    tokenizer, train, val = data
+    Trainer(tiny_model(tokenizer), train, val, config(max_iters=6), tokenizer, out_dir=tmp_path).train()
+    with pytest.raises(ConfigError, match=r"max_iters=3 is below the step the run was saved at \(6\)"):
+        Trainer.resume(tmp_path, train, val, max_iters=3)
+    assert Trainer.resume(tmp_path, train, val, max_iters=9).step == 6

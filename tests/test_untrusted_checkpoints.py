@@ -364,3 +364,62 @@ def test_any_flipped_byte_is_refused_or_harmless(tmp_path: Path, checkpoint_byte
     assert loaded.tokenizer == reference.tokenizer
     assert loaded.model_state.keys() == reference.model_state.keys()
     assert all(torch.equal(loaded.model_state[k], reference.model_state[k]) for k in reference.model_state)
+
+
+@pytest.fixture()
+def trained_run(tmp_path: Path) -> tuple[Path, torch.Tensor]:
+    """A genuine run directory written by the trainer: weights, optimizer, trainer state, RNG states."""
+    from arlm_lib.train import Trainer
+
+    tokenizer = CharTokenizer.train(TEXT)
+    tokens = torch.tensor(tokenizer.encode(TEXT * 20))
+    config = TrainConfig(
+        batch_size=4, max_iters=4, eval_interval=2, eval_iters=1, device="cpu", progress=False
+    )
+    run = tmp_path / "run"
+    Trainer(_tiny_model(), tokens, tokens, config, tokenizer, out_dir=run).train()
+    return run, tokens
+
+
+def _trainer_state(**fields):
+    def edit(tensors, metadata):
+        metadata["trainer_state"] = json.dumps({**json.loads(metadata["trainer_state"]), **fields})
+
+    return edit
+
+
+def _train_config(**fields):
+    def edit(tensors, metadata):
+        metadata["train_config"] = json.dumps({**json.loads(metadata["train_config"]), **fields})
+
+    return edit
+
+
+RESUME_CASES = {
+    "step-string": (_trainer_state(step="abc"), r"step='abc'"),
+    "step-negative": (_trainer_state(step=-5), r"step=-5"),
+    "history-not-a-dict": (_trainer_state(history=[1, 2]), r"training state cannot be restored"),
+    "history-ragged": (
+        _trainer_state(history={"step": [1, 2, 3], "lr": [0.1]}),
+        r"history columns of different lengths",
+    ),
+    "history-strings": (_trainer_state(history={"step": ["a"]}), r"training state cannot be restored"),
+    "config-string-min-lr": (_train_config(min_lr="0.1"), r"training config this version cannot use.*min_lr"),
+    "config-string-seed": (_train_config(seed="x"), r"training config this version cannot use.*seed"),
+    "rng-wrong-size": (
+        lambda t, m: t.__setitem__("rng.batches", torch.zeros(7, dtype=torch.uint8)),
+        r"training state cannot be restored",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(RESUME_CASES))
+def test_resuming_a_crafted_checkpoint_is_a_checkpoint_error(tmp_path: Path, trained_run, case: str) -> None:
+    """A checksum-valid file can still hold a training state the trainer did not write."""
+    from arlm_lib.train import Trainer
+
+    run, tokens = trained_run
+    edit, pattern = RESUME_CASES[case]
+    crafted = _craft(tmp_path, run, edit)
+    with pytest.raises(CheckpointError, match=pattern):
+        Trainer.resume(crafted, tokens, tokens)
