@@ -149,6 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
     arch.add_argument(
         "--attention", choices=("fast", "explicit"), help="fused SDPA kernel or explicit softmax(QK^T)V"
     )
+    arch.add_argument(
+        "--bias", action=argparse.BooleanOptionalAction, help="biases in the Linear and LayerNorm layers"
+    )
     tok = train.add_argument_group("tokenizer")
     tok.add_argument(
         "--tokenizer", choices=("char", "bpe"), default="char", help="character-level or byte-level BPE"
@@ -181,6 +184,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--eval-interval", type=positive_int, default=100, help="evaluate and checkpoint every N steps"
     )
     opt.add_argument("--eval-iters", type=positive_int, default=20, help="batches per evaluation")
+    opt.add_argument(
+        "--beta1", type=_number(float, 0, maximum=1, max_exclusive=True), default=0.9, help="AdamW beta1"
+    )
+    opt.add_argument(
+        "--beta2", type=_number(float, 0, maximum=1, max_exclusive=True), default=0.95, help="AdamW beta2"
+    )
+    opt.add_argument(
+        "--checkpoint-interval",
+        type=non_negative_int,
+        help="save a checkpoint every N steps (default --eval-interval; 0: only at the end)",
+    )
     opt.add_argument("--seed", type=seed_int, default=1337, help="seed for init, batches and dropout")
     opt.add_argument(
         "--on-nonfinite",
@@ -210,7 +224,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="under torchrun: seconds a rank waits for the others before giving up with an error",
     )
     sysg.add_argument(
-        "--no-progress", action="store_true", help="no progress bar; print a line per evaluation"
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="a progress bar; --no-progress prints a line per evaluation instead",
     )
 
     # --- sample
@@ -311,7 +328,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     import torch
 
     from . import checkpoint as ckpt
-    from .data import check_long_enough, encode_text, split_train_val
+    from .data import check_long_enough, split_train_val
     from .errors import CheckpointError
     from .model import GPT, GPTConfig
     from .rundir import RunLock, prepare_run_dir
@@ -327,6 +344,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         lr_decay_iters=args.lr_decay_iters,
         schedule=args.schedule,
         weight_decay=args.weight_decay,
+        beta1=args.beta1,
+        beta2=args.beta2,
+        checkpoint_interval=args.checkpoint_interval,
         grad_clip=args.grad_clip or None,
         grad_accum_steps=args.grad_accum,
         eval_interval=args.eval_interval,
@@ -336,7 +356,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         compile=args.compile,
         seed=args.seed,
         peak_flops=args.peak_flops,
-        progress=not args.no_progress,
+        progress=args.progress,
         on_nonfinite=args.on_nonfinite,
         ddp_timeout_s=args.ddp_timeout,
     )
@@ -360,6 +380,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         norm_position=args.norm_position,
         qk_layernorm=args.qk_layernorm,
         attention=args.attention,
+        bias=args.bias,
     )
     text = _load_text(args.data)
 
@@ -373,6 +394,16 @@ def cmd_train(args: argparse.Namespace) -> int:
                 f"--{k.replace('_', '-')} {v} (checkpoint has {s})" for k, (v, s) in clash.items()
             )
             raise CheckpointError(f"cannot resume {out} with a different architecture: {details}")
+        # The preset and the tokenizer were fixed when the run began; a resume cannot change them.
+        fixed = sorted(_FIXED_AT_START & set(args._explicit))
+        if fixed:
+            named = ", ".join("--" + name.replace("_", "-") for name in fixed)
+            raise CheckpointError(
+                f"{named} cannot change when resuming {out}: the model and tokenizer are the saved ones; "
+                "drop the flag, or start a new run with another --out"
+            )
+        if checkpoint.tokenizer is None:
+            raise CheckpointError(f"{out} holds no tokenizer, so its training data cannot be encoded")
         tokenizer = tokenizer_from_dict(checkpoint.tokenizer)
         block_size = checkpoint.model_config.block_size
     else:
@@ -382,7 +413,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         model_config = GPTConfig.from_preset(args.preset, **{**overrides, "vocab_size": tokenizer.vocab_size})
         block_size = model_config.block_size
 
-    tokens = encode_text(text, tokenizer)
+    tokens = _encode_data(text, tokenizer, args.data)
     train_tokens, val_tokens = split_train_val(tokens, val_fraction=0.1)
     check_long_enough(train_tokens, block_size, "training split")
     check_long_enough(val_tokens, block_size, "validation split")
@@ -392,6 +423,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         lock = RunLock(out).acquire() if main_rank else None
         try:
             trainer = Trainer.resume(out, train_tokens, val_tokens, **trainer_kwargs)
+            if trainer.step >= trainer.config.max_iters:
+                if main_rank:
+                    print(
+                        f"{out} has already finished its {trainer.config.max_iters} steps: nothing to do; "
+                        "give a larger --max-iters to train on"
+                    )
+                return 0
             if main_rank:
                 print(f"resuming {out} at step {trainer.step} of {trainer.config.max_iters}")
             return _run(trainer, lock)
@@ -418,6 +456,30 @@ def cmd_train(args: argparse.Namespace) -> int:
         # A run that failed before its first checkpoint leaves nothing behind but an empty directory.
         if main_rank and not existed and out.is_dir() and not any(out.iterdir()):
             out.rmdir()
+
+
+_FIXED_AT_START = {"preset", "tokenizer", "bpe_vocab_size"}
+
+
+def _encode_data(text: str, tokenizer, data: str):
+    """``text`` as token ids. The tokenizer's own error suggests a Python option (``unknown='replace'``);
+    here a character a char model lacks is named with --data and what a command-line user can do."""
+    from .data import encode_text
+    from .errors import TokenizerError
+
+    try:
+        return encode_text(text, tokenizer)
+    except TokenizerError as exc:
+        if tokenizer.kind != "char":
+            raise TokenizerError(f"--data {data}: {exc}") from None
+        known = {tokenizer.decode([i]) for i in range(tokenizer.vocab_size)}
+        unknown = sorted(set(text) - known)
+        shown = ", ".join(repr(c) for c in unknown[:10]) + (" ..." if len(unknown) > 10 else "")
+        raise TokenizerError(
+            f"--data {data} has {len(unknown)} character(s) the model's tokenizer never saw in training: "
+            f"{shown}; use text written with its {tokenizer.vocab_size} characters, or train a model "
+            "with --tokenizer bpe, which encodes any text"
+        ) from None
 
 
 def _explicit_flags(args: argparse.Namespace) -> set[str]:
@@ -490,7 +552,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     import torch
 
     from .checkpoint import load_model
-    from .data import encode_text, split_train_val
+    from .data import split_train_val
     from .device import resolve_device
     from .errors import ConfigError
     from .evaluate import evaluate_tokens
@@ -502,7 +564,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     block_size = args.block_size or context
     if block_size > context:
         raise ConfigError(f"--block-size {block_size} is larger than the model's context ({context} tokens)")
-    tokens = encode_text(_load_text(args.data), tokenizer)
+    tokens = _encode_data(_load_text(args.data), tokenizer, args.data)
     if args.split != "all":
         train_tokens, val_tokens = split_train_val(tokens, val_fraction=0.1)
         tokens = val_tokens if args.split == "val" else train_tokens

@@ -31,6 +31,8 @@ def prepare_run_dir(out: str | os.PathLike, resume: bool) -> Path:
     in ``--out`` can never overwrite another run. A run that crashed before its first checkpoint leaves
     only a lock and maybe a temp file; such a directory counts as empty.
     """
+    if not os.fspath(out).strip():
+        raise CheckpointError("--out is empty: give the directory the run should be written to")
     out = Path(out)
     has_checkpoint = (out / CHECKPOINT_FILE).is_file()
     if resume:

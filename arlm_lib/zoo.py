@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import time
 import warnings
 from dataclasses import dataclass, field, replace
@@ -34,7 +35,7 @@ from .corpus.entropy import SYNTHETIC_CORPORA
 from .corpus.loading import resolve_cache_dir
 from .corpus.synthetic import GRAMMAR_VERSION
 from .data import encode_text, split_train_val
-from .errors import CheckpointError, ConfigError
+from .errors import ArlmError, CheckpointError, ConfigError
 from .model import GPT, GPTConfig
 from .rundir import RunLock
 from .tokenizers import Tokenizer, tokenizer_from_dict, train_tokenizer
@@ -309,14 +310,22 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(args.names) - set(RECIPES))
     if unknown:
         parser.error(f"unknown recipe(s) {unknown}: choose from {sorted(RECIPES)}")  # exits with status 2
-    for name in args.names or sorted(RECIPES):
-        if args.action == "list":
-            shipped = shipped_checkpoint(name)
-            print(f"{name:16} key {get_recipe(name).key()}  shipped: {'yes' if shipped.is_file() else 'no'}")
-        else:
-            start = time.perf_counter()
-            path = export(name)
-            print(f"{name}: {path} ({path.stat().st_size / 1e6:.1f} MB, {time.perf_counter() - start:.0f} s)")
+    try:
+        for name in args.names or sorted(RECIPES):
+            if args.action == "list":
+                shipped = shipped_checkpoint(name)
+                print(
+                    f"{name:16} key {get_recipe(name).key()}  shipped: {'yes' if shipped.is_file() else 'no'}"
+                )
+            else:
+                start = time.perf_counter()
+                path = export(name)
+                print(
+                    f"{name}: {path} ({path.stat().st_size / 1e6:.1f} MB, {time.perf_counter() - start:.0f} s)"
+                )
+    except ArlmError as exc:  # e.g. a bad $ARLM_SCALE: one line, as the main command line gives
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -377,3 +377,108 @@ def test_resume_below_the_saved_step_is_an_error(trained_run, corpus, capsys):
     assert main([*argv, "--no-progress"]) == 2
     assert f"max_iters=3 is below the step the run was saved at ({steps})" in capsys.readouterr().err
     assert load_checkpoint(trained_run).train_config["max_iters"] != 3  # nothing rewritten
+
+
+def test_resume_refuses_to_change_the_preset_or_the_tokenizer(trained_run, corpus, capsys):
+    argv = ["train", "--data", str(corpus), "--out", str(trained_run), "--resume", "--max-iters", "60"]
+    assert main([*argv, "--preset", "small", "--tokenizer", "bpe", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "--preset, --tokenizer cannot change when resuming" in err
+    assert load_checkpoint(trained_run).train_config["max_iters"] != 60  # nothing trained or rewritten
+
+
+def test_resuming_a_finished_run_says_how_to_continue(corpus, tmp_path, capsys):
+    out = tmp_path / "run"
+    base = ["train", "--data", str(corpus), "--out", str(out), "--no-progress", *TINY]
+    assert main([*base, "--max-iters", "2", "--eval-interval", "1", "--eval-iters", "1"]) == 0
+    capsys.readouterr()
+    assert main(["train", "--data", str(corpus), "--out", str(out), "--resume"]) == 0
+    assert (
+        "has already finished its 2 steps: nothing to do; give a larger --max-iters"
+        in capsys.readouterr().out
+    )
+
+
+def test_optimizer_and_checkpoint_flags_reach_the_run_and_progress_can_come_back(corpus, tmp_path):
+    out = tmp_path / "run"
+    flags = ["--beta1", "0.8", "--beta2", "0.99", "--checkpoint-interval", "3", "--no-bias", "--no-progress"]
+    argv = ["train", "--data", str(corpus), "--out", str(out), "--max-iters", "4", "--eval-iters", "1", *TINY]
+    assert main([*argv, *flags]) == 0
+    saved = load_checkpoint(out)
+    config = saved.train_config
+    assert (config["beta1"], config["beta2"], config["checkpoint_interval"], config["progress"]) == (
+        0.8,
+        0.99,
+        3,
+        False,
+    )
+    assert saved.model_config.bias is False and not any(k.endswith(".bias") for k in saved.model_state)
+    resume = ["train", "--data", str(corpus), "--out", str(out), "--resume", "--max-iters", "5", "--progress"]
+    assert main(resume) == 0
+    assert load_checkpoint(out).train_config["progress"] is True
+
+
+def test_data_the_model_cannot_encode_is_named_with_the_flag(trained_run, tmp_path, capsys):
+    odd = tmp_path / "odd.txt"
+    odd.write_text("the cat sat on the mat. Ω €\n" * 50, encoding="utf-8")
+    assert main(["eval", "--checkpoint", str(trained_run), "--data", str(odd)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: --data {odd} has 2 character(s) the model's tokenizer never saw")
+    assert "'Ω', '€'" in err and "--tokenizer bpe" in err and "unknown=" not in err
+
+
+@pytest.mark.parametrize(
+    "data, out, needle",
+    [
+        ("", "run", "the corpus name or path is empty"),
+        ("/dev/null", "run", "'/dev/null' is not a regular file"),
+        (None, "", "--out is empty"),
+    ],
+)
+def test_empty_paths_and_devices_are_named_for_what_they_are(corpus, tmp_path, capsys, data, out, needle):
+    data = str(corpus) if data is None else data
+    out = str(tmp_path / out) if out else out
+    assert main(["train", "--data", data, "--out", out, "--max-iters", "1"]) == 2
+    assert needle in capsys.readouterr().err
+
+
+def test_sample_interrupted_prints_what_it_generated(trained_run, capsys, monkeypatch):
+    """Ctrl-C during a long sample keeps the text so far, on its own line before "interrupted"."""
+    from arlm_lib.generation import cli as generation_cli
+
+    original = generation_cli.stream_text
+
+    def interrupted(*args, **kwargs):
+        for i, piece in enumerate(original(*args, **kwargs)):
+            if i == 5:
+                raise KeyboardInterrupt
+            yield piece
+
+    monkeypatch.setattr(generation_cli, "stream_text", interrupted)
+    argv = [
+        "sample",
+        "--checkpoint",
+        str(trained_run),
+        "--prompt",
+        "the",
+        "--max-new-tokens",
+        "100",
+        "--seed",
+        "1",
+    ]
+    assert main(argv) == 130
+    captured = capsys.readouterr()
+    monkeypatch.setattr(generation_cli, "stream_text", original)
+    assert main(argv) == 0
+    full = capsys.readouterr().out
+    assert captured.out.endswith("\n") and len(captured.out) > len("the\n")
+    assert full.startswith(captured.out[:-1])  # the same seeded text, cut where the interrupt came
+    assert captured.err.strip() == "interrupted"
+
+
+def test_zoo_command_gives_one_line_for_a_bad_scale(monkeypatch, capsys):
+    from arlm_lib import zoo
+
+    monkeypatch.setenv("ARLM_SCALE", "gpux")
+    assert zoo.main(["list"]) == 2
+    assert capsys.readouterr().err.strip() == "error: ARLM_SCALE='gpux' is not allowed: use 'cpu' or 'gpu'"

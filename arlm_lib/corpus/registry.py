@@ -101,6 +101,9 @@ def load_corpus(name_or_path: str | os.PathLike, size: int | None = None, *, cac
     if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size <= 0):
         raise ConfigError(f"size must be a positive number of characters or None; got {size!r}")
     source = os.fspath(name_or_path)
+    choices = f"a UTF-8 text file, a URL or a built-in corpus ({', '.join(corpus_names())})"
+    if not source.strip():
+        raise DataError(f"the corpus name or path is empty: give {choices}")
     builtin = source in corpus_names()
     if builtin and source in SYNTHETIC_CORPORA:
         text = _synthetic_text(source, size, resolve_cache_dir(cache_dir))
@@ -111,10 +114,9 @@ def load_corpus(name_or_path: str | os.PathLike, size: int | None = None, *, cac
     elif Path(source).is_file():
         text = read_text_file(source)
     elif Path(source).is_dir():
-        raise DataError(
-            f"{source!r} is a directory: give a UTF-8 text file, a URL or a built-in corpus "
-            f"({', '.join(corpus_names())})"
-        )
+        raise DataError(f"{source!r} is a directory: give {choices}")
+    elif Path(source).exists():  # a device, a pipe or a socket: not a file that can be read twice
+        raise DataError(f"{source!r} is not a regular file: give {choices}")
     else:
         raise DataError(
             f"unknown corpus {source!r}: not a built-in corpus ({', '.join(corpus_names())}) and no such file"

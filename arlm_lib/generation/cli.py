@@ -10,7 +10,7 @@ from torch import nn
 from ..errors import GenerationError, TokenizerError
 from .beam import beam_search
 from .config import GenerationConfig, check_int
-from .sampling import generate_text, make_generator, stream_text
+from .sampling import make_generator, stream_text
 
 __all__ = ["FLAG_OF_FIELD", "check_sample_options", "sample_cli"]
 
@@ -201,10 +201,16 @@ def sample_cli(
         if num_samples > 1:
             print(f"--- sample {i + 1} ---", file=out)
         print(prompt, end="", file=out, flush=True)
-        if opts["stream"]:
+        # The pieces join to exactly generate_text's result; collecting them means that Ctrl-C during a
+        # long sample still prints the text generated so far (on its own line, before "interrupted").
+        pieces: list[str] = []
+        try:
             for piece in stream_text(model, tokenizer, prompt, config, seed=generator):
-                print(piece, end="", file=out, flush=True)
+                pieces.append(piece)
+                if opts["stream"]:
+                    print(piece, end="", file=out, flush=True)
+        finally:
+            if not opts["stream"]:
+                print("".join(pieces), end="", file=out)
             print(file=out, flush=True)
-        else:
-            print(generate_text(model, tokenizer, prompt, config, seed=generator), file=out, flush=True)
     return 0
