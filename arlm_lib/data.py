@@ -30,6 +30,7 @@ from typing import TypeAlias
 import numpy as np
 import torch
 
+from arlm_lib.checks import is_int
 from arlm_lib.errors import ConfigError, DataError, DeviceError
 from arlm_lib.files import publish
 from arlm_lib.tokenizers import Tokenizer, last_safe_boundary
@@ -180,7 +181,7 @@ def encode_file_to_memmap(
     and renamed, so ``out_path`` is never left half-written; reopen it later with :func:`load_token_memmap`.
     """
     path, out_path = Path(path), Path(out_path)
-    if isinstance(chunk_chars, bool) or not isinstance(chunk_chars, int) or chunk_chars < 1:
+    if not is_int(chunk_chars) or chunk_chars < 1:
         raise ConfigError(f"chunk_chars must be an integer >= 1, got {chunk_chars!r}")
     _check_file(path)
     dtype = memmap_dtype_for(tokenizer.vocab_size)
@@ -339,7 +340,7 @@ def get_batch(
     batch_size = check_positive_int("batch_size", batch_size)
     block_size = check_positive_int("block_size", block_size)
     world_size = check_positive_int("world_size", world_size)
-    if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < world_size:
+    if not is_int(rank) or not 0 <= rank < world_size:
         raise ConfigError(
             f"rank must be an integer in 0..{world_size - 1} (world_size={world_size}), got {rank!r}"
         )

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
+from .checks import is_int
 from .data import check_positive_int
 from .errors import ConfigError, DataError
 
@@ -47,7 +48,7 @@ def evaluate_tokens(
     """
     context = model.config.block_size
     block_size = context if block_size is None else block_size
-    if isinstance(block_size, bool) or not isinstance(block_size, int) or not 1 <= block_size <= context:
+    if not is_int(block_size) or not 1 <= block_size <= context:
         raise ConfigError(
             f"block_size must be an integer in 1..{context} (the model's context), got {block_size!r}"
         )

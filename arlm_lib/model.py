@@ -25,6 +25,7 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
+from .checks import is_int
 from .errors import ConfigError
 
 NORM_POSITIONS = ("pre", "post")
@@ -50,7 +51,7 @@ class GPTConfig:
     def __post_init__(self) -> None:
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            if not is_int(value) or value < 1:
                 raise ConfigError(f"{name}={value!r} is not allowed: it must be a positive integer")
         if self.n_embd % self.n_head:
             raise ConfigError(

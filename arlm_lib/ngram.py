@@ -24,6 +24,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from arlm_lib.checks import is_int, is_real
 from arlm_lib.errors import ConfigError, DataError
 
 SMOOTHINGS = ("add_k", "interpolated", "backoff")
@@ -57,10 +58,6 @@ MAX_K = 1e6
 MIN_BACKOFF_K = 1e-6
 
 
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
-
-
 class NGramModel:
     """Count-based n-gram model of a fixed ``order`` over token ids 0..vocab_size-1 (see module docs)."""
 
@@ -72,20 +69,20 @@ class NGramModel:
         k: float = 1.0,
         discount: float = 0.75,
     ) -> None:
-        if isinstance(order, bool) or not isinstance(order, int) or order < 1:
+        if not is_int(order) or order < 1:
             raise ConfigError(f"n-gram order must be an integer >= 1; got {order!r}")
-        if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 1:
+        if not is_int(vocab_size) or vocab_size < 1:
             raise ConfigError(f"vocab_size must be an integer >= 1; got {vocab_size!r}")
         if smoothing not in SMOOTHINGS:
             raise ConfigError(f"unknown smoothing {smoothing!r}; choose one of {', '.join(SMOOTHINGS)}")
         # k > 0 keeps every probability above 0; a huge k would overflow the denominators.
-        if not (_is_number(k) and 0 < k <= MAX_K):
+        if not (is_real(k) and 0 < k <= MAX_K):
             raise ConfigError(f"k (add-k pseudo-count) must be a number in (0, {MAX_K:g}]; got {k!r}")
         if smoothing == "backoff" and k < MIN_BACKOFF_K:
             # Backoff divides by the unigram mass left for unseen tokens, which a tiny k drowns in
             # float64 rounding: the distributions would no longer sum to 1.
             raise ConfigError(f"with backoff smoothing k must be >= {MIN_BACKOFF_K:g}; got {k!r}")
-        if not (_is_number(discount) and 0 < discount < 1):
+        if not (is_real(discount) and 0 < discount < 1):
             raise ConfigError(f"discount must be a number in (0, 1); got {discount!r}")
         self.order = order
         self.vocab_size = vocab_size

@@ -30,6 +30,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from arlm_lib.checks import is_int
 from arlm_lib.errors import ConfigError, TokenizerError
 from arlm_lib.files import atomic_write_bytes
 
@@ -382,12 +383,12 @@ class BPETokenizer(Tokenizer):
 
         special_tokens = list(special_tokens)
         minimum = N_BYTES + len(special_tokens)
-        if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < minimum:
+        if not is_int(vocab_size) or vocab_size < minimum:
             raise ConfigError(
                 f"BPE vocab_size must be an integer >= {minimum} (256 byte tokens + "
                 f"{len(special_tokens)} special tokens), got {vocab_size!r}"
             )
-        if isinstance(min_frequency, bool) or not isinstance(min_frequency, int) or min_frequency < 0:
+        if not is_int(min_frequency) or min_frequency < 0:
             raise ConfigError(f"min_frequency must be an integer >= 0, got {min_frequency!r}")
 
         tok = HFTokenizer(models.BPE())

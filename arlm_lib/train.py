@@ -21,6 +21,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from . import checkpoint as ckpt
+from .checks import is_int, is_real
 from .data import check_positive_int, check_token_stream, get_batch
 from .device import (
     autocast_context,
@@ -49,11 +50,6 @@ NONFINITE_POLICIES = ("stop", "rollback")
 
 
 _FLOAT32_MAX = float(torch.finfo(torch.float32).max)
-
-
-def _is_real(value: object) -> bool:
-    """A real number (int or float, not bool); NaN is one, so compare it with a range afterwards."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 @dataclass
@@ -94,56 +90,54 @@ class TrainConfig:
                 f"on_nonfinite={self.on_nonfinite!r} is not allowed: choose from {NONFINITE_POLICIES}"
             )
         rollbacks = self.max_rollbacks
-        if isinstance(rollbacks, bool) or not isinstance(rollbacks, int) or rollbacks < 0:
+        if not is_int(rollbacks) or rollbacks < 0:
             raise ConfigError(f"max_rollbacks={rollbacks!r} is not allowed: it must be an integer >= 0")
         positive_ints = ("batch_size", "max_iters", "grad_accum_steps", "eval_iters", "eval_interval")
         for name in positive_ints:
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            if not is_int(value) or value < 1:
                 raise ConfigError(f"{name}={value!r} is not allowed: it must be an integer >= 1")
         warmup = self.warmup_iters
-        if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+        if not is_int(warmup) or warmup < 0:
             raise ConfigError(f"warmup_iters={warmup!r} is not allowed: it must be an integer >= 0")
         decay = self.lr_decay_iters
-        if decay is not None and (
-            isinstance(decay, bool) or not isinstance(decay, int) or decay < max(1, self.warmup_iters)
-        ):
+        if decay is not None and (not is_int(decay) or decay < max(1, self.warmup_iters)):
             # A decay that ended before the warmup would drop the lr from its peak straight to min_lr.
             raise ConfigError(
                 f"lr_decay_iters={decay!r} is not allowed: it must be an integer >= warmup_iters "
                 f"({self.warmup_iters}) and >= 1, or None for max_iters"
             )
         # AdamW keeps the lr in float32 arithmetic: a larger one overflows inside the optimizer step.
-        if not (_is_real(self.lr) and 0 < self.lr <= _FLOAT32_MAX):
+        if not (is_real(self.lr) and 0 < self.lr <= _FLOAT32_MAX):
             raise ConfigError(
                 f"lr={self.lr!r} is not allowed: the learning rate must be a number > 0 and <= {_FLOAT32_MAX:.3g}"
             )
-        if self.min_lr is not None and not (_is_real(self.min_lr) and 0 <= self.min_lr <= self.lr):
+        if self.min_lr is not None and not (is_real(self.min_lr) and 0 <= self.min_lr <= self.lr):
             raise ConfigError(
                 f"min_lr={self.min_lr!r} is not allowed: it must be a number in [0, lr={self.lr}]"
             )
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"schedule={self.schedule!r} is not allowed: choose one of {SCHEDULES}")
-        if self.grad_clip is not None and not (_is_real(self.grad_clip) and 0 <= self.grad_clip < math.inf):
+        if self.grad_clip is not None and not (is_real(self.grad_clip) and 0 <= self.grad_clip < math.inf):
             raise ConfigError(
                 f"grad_clip={self.grad_clip!r} is not allowed: use a positive threshold, or 0 or None to disable"
             )
-        if not _is_real(self.weight_decay) or not 0 <= self.weight_decay < math.inf:
+        if not is_real(self.weight_decay) or not 0 <= self.weight_decay < math.inf:
             raise ConfigError(
                 f"weight_decay={self.weight_decay!r} is not allowed: it must be a finite number >= 0"
             )
         for name in ("beta1", "beta2"):  # AdamW's moment decay rates: a rate of 1 would never forget
             beta = getattr(self, name)
-            if not _is_real(beta) or not 0 <= beta < 1:
+            if not is_real(beta) or not 0 <= beta < 1:
                 raise ConfigError(f"{name}={beta!r} is not allowed: it must be a number in [0, 1)")
         every = self.checkpoint_interval
-        if every is not None and (isinstance(every, bool) or not isinstance(every, int) or every < 0):
+        if every is not None and (not is_int(every) or every < 0):
             raise ConfigError(
                 f"checkpoint_interval={every!r} is not allowed: it must be an integer >= 0 (0: only at the end), "
                 "or None for eval_interval"
             )
         seed = self.seed
-        if isinstance(seed, bool) or not isinstance(seed, int) or not -(2**63) <= seed < 2**64:
+        if not is_int(seed) or not -(2**63) <= seed < 2**64:
             # the range torch.manual_seed accepts
             raise ConfigError(f"seed={seed!r} is not allowed: it must be an integer in [-2**63, 2**64)")
         for name in ("compile", "progress"):
@@ -155,12 +149,12 @@ class TrainConfig:
                     f"{name}={getattr(self, name)!r} is not allowed: it must be a string such as 'auto'"
                 )
         peak = self.peak_flops
-        if peak is not None and peak != "auto" and not (_is_real(peak) and math.isfinite(peak) and peak > 0):
+        if peak is not None and peak != "auto" and not (is_real(peak) and math.isfinite(peak) and peak > 0):
             raise ConfigError(
                 f"peak_flops={peak!r} is not allowed: give FLOP/s > 0 (e.g. 989e12), 'auto' or None"
             )
         timeout = self.ddp_timeout_s
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+        if not is_real(timeout) or not timeout > 0:
             raise ConfigError(f"ddp_timeout_s={timeout!r} is not allowed: it must be a number of seconds > 0")
 
     def to_dict(self) -> dict[str, Any]:
@@ -496,7 +490,7 @@ class Trainer:
         load_optimizer_state(self.optimizer, checkpoint.optimizer_state)
         state = checkpoint.trainer_state
         step = state.get("step", 0) if isinstance(state, dict) else None
-        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        if not is_int(step) or step < 0:
             raise CheckpointError(
                 f"the checkpoint's trainer state has step={step!r}: it must be an integer >= 0"
             )

@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from arlm_lib.checks import is_int
 from arlm_lib.corpus.entropy import SYNTHETIC_CORPORA, entropy_rate, token_entropy_rate
 from arlm_lib.corpus.loading import (
     atomic_write_bytes,
@@ -98,7 +99,7 @@ def load_corpus(name_or_path: str | os.PathLike, size: int | None = None, *, cac
     ``size`` caps the length in characters, cut at a line boundary where possible; ``None`` = whole corpus.
     A built-in name wins over a file of the same name; write ``./name`` to mean the file.
     """
-    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size <= 0):
+    if size is not None and (not is_int(size) or size <= 0):
         raise ConfigError(f"size must be a positive number of characters or None; got {size!r}")
     source = os.fspath(name_or_path)
     choices = f"a UTF-8 text file, a URL or a built-in corpus ({', '.join(corpus_names())})"

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..checks import is_int
 from ..errors import GenerationError
 from .config import GenerationConfig, bad_value, check_int
 from .context import ContextWindow, crop_prompt, eval_no_grad, normalize_prompts
@@ -64,9 +65,7 @@ def beam_search(
     ):
         raise bad_value("length_penalty", length_penalty, "it must be a finite number")
     vocab_size, block_size = model.config.vocab_size, model.config.block_size
-    if eos_id is not None and (
-        isinstance(eos_id, bool) or not isinstance(eos_id, int) or not 0 <= eos_id < vocab_size
-    ):
+    if eos_id is not None and (not is_int(eos_id) or not 0 <= eos_id < vocab_size):
         raise bad_value("eos_id", eos_id, f"it must be None or an integer in 0..{vocab_size - 1}")
     prompts, single = normalize_prompts(prompt_ids, vocab_size, bos_id)
     if not single:

@@ -7,6 +7,7 @@ from typing import Any, TextIO
 
 from torch import nn
 
+from ..checks import is_int
 from ..errors import GenerationError, TokenizerError
 from .beam import beam_search
 from .config import GenerationConfig, check_int
@@ -84,7 +85,7 @@ def check_sample_options(args: Any = None, **kwargs: Any) -> None:
             raise _conflict(filters[0], opts[filters[0]], why)
         if temperature is not None and temperature != 1.0:
             raise _conflict("temperature", temperature, why)
-        if _is_count(num_samples) and _is_count(beam) and num_samples > beam:
+        if is_int(num_samples) and is_int(beam) and num_samples > beam:
             raise _conflict("num_samples", num_samples, f"with --beam {beam}: it must be <= the beam width")
     elif temperature == 0:
         # Greedy decoding takes the most likely token; every filter keeps it, so none changes anything.
@@ -94,17 +95,13 @@ def check_sample_options(args: Any = None, **kwargs: Any) -> None:
                 opts[filters[0]],
                 "with --temperature 0 (greedy): it only affects sampling; drop it, or use a temperature > 0",
             )
-        if _is_count(num_samples) and num_samples > 1:
+        if is_int(num_samples) and num_samples > 1:
             raise _conflict(
                 "num_samples",
                 num_samples,
                 "with --temperature 0 (greedy): every sample would be the same text; "
                 "use 1, or a temperature > 0",
             )
-
-
-def _is_count(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _prompt_error(tokenizer: Any, prompt: str, err: TokenizerError) -> TokenizerError:

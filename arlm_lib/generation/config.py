@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
+from ..checks import is_int, is_real
 from ..errors import GenerationError
 from .processors import (
     LogitsProcessor,
@@ -28,17 +29,13 @@ def bad_value(field: str, value: Any, allowed: str) -> GenerationError:
     return err
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_real(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+def _is_finite(value: Any) -> bool:
+    return is_real(value) and math.isfinite(value)
 
 
 def check_int(field: str, value: Any, minimum: int) -> None:
     """Raise unless ``value`` is an int >= ``minimum``."""
-    if not _is_int(value) or value < minimum:
+    if not is_int(value) or value < minimum:
         raise bad_value(field, value, f"it must be an integer >= {minimum}")
 
 
@@ -46,7 +43,7 @@ def resolve_keep(context_keep: int | None, block_size: int) -> int:
     """Tokens kept when a window outgrows ``block_size`` (default ``block_size // 2``), validated."""
     if context_keep is None:
         return max(1, block_size // 2)
-    if not _is_int(context_keep) or not 1 <= context_keep <= block_size:
+    if not is_int(context_keep) or not 1 <= context_keep <= block_size:
         raise bad_value(
             "context_keep",
             context_keep,
@@ -85,17 +82,17 @@ class GenerationConfig:
 
     def __post_init__(self) -> None:
         check_int("max_new_tokens", self.max_new_tokens, 0)
-        if not _is_real(self.temperature) or self.temperature < 0:
+        if not _is_finite(self.temperature) or self.temperature < 0:
             raise bad_value(
                 "temperature", self.temperature, "it must be a finite number >= 0 (0 means greedy)"
             )
         if self.top_k is not None:
             check_int("top_k", self.top_k, 1)
-        if self.top_p is not None and (not _is_real(self.top_p) or not 0 < self.top_p <= 1):
+        if self.top_p is not None and (not _is_finite(self.top_p) or not 0 < self.top_p <= 1):
             raise bad_value("top_p", self.top_p, "it must be in (0, 1] (1 keeps every token)")
-        if self.min_p is not None and (not _is_real(self.min_p) or not 0 <= self.min_p < 1):
+        if self.min_p is not None and (not _is_finite(self.min_p) or not 0 <= self.min_p < 1):
             raise bad_value("min_p", self.min_p, "it must be in [0, 1) (0 keeps every token)")
-        if not _is_real(self.repetition_penalty) or self.repetition_penalty <= 0:
+        if not _is_finite(self.repetition_penalty) or self.repetition_penalty <= 0:
             raise bad_value(
                 "repetition_penalty",
                 self.repetition_penalty,
