@@ -430,7 +430,7 @@ def test_data_the_model_cannot_encode_is_named_with_the_flag(trained_run, tmp_pa
 @pytest.mark.parametrize(
     "data, out, needle",
     [
-        ("", "run", "the corpus name or path is empty"),
+        ("", "run", "the corpus name or path '' is empty"),
         ("/dev/null", "run", "'/dev/null' is not a regular file"),
         (None, "", "--out is empty"),
     ],

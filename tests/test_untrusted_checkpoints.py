@@ -212,11 +212,17 @@ def _cast(name, dtype):
     return edit
 
 
-def _config_field(**fields):
+def _json_entry(entry: str, **fields):
+    """An edit that sets ``fields`` in the JSON metadata ``entry``."""
+
     def edit(tensors, metadata):
-        metadata["model_config"] = json.dumps({**json.loads(metadata["model_config"]), **fields})
+        metadata[entry] = json.dumps({**json.loads(metadata[entry]), **fields})
 
     return edit
+
+
+def _config_field(**fields):
+    return _json_entry("model_config", **fields)
 
 
 CASES = {
@@ -382,17 +388,11 @@ def trained_run(tmp_path: Path) -> tuple[Path, torch.Tensor]:
 
 
 def _trainer_state(**fields):
-    def edit(tensors, metadata):
-        metadata["trainer_state"] = json.dumps({**json.loads(metadata["trainer_state"]), **fields})
-
-    return edit
+    return _json_entry("trainer_state", **fields)
 
 
 def _train_config(**fields):
-    def edit(tensors, metadata):
-        metadata["train_config"] = json.dumps({**json.loads(metadata["train_config"]), **fields})
-
-    return edit
+    return _json_entry("train_config", **fields)
 
 
 RESUME_CASES = {

@@ -104,7 +104,7 @@ def load_corpus(name_or_path: str | os.PathLike, size: int | None = None, *, cac
     source = os.fspath(name_or_path)
     choices = f"a UTF-8 text file, a URL or a built-in corpus ({', '.join(corpus_names())})"
     if not source.strip():
-        raise DataError(f"the corpus name or path is empty: give {choices}")
+        raise DataError(f"the corpus name or path {source!r} is empty: give {choices}")
     builtin = source in corpus_names()
     if builtin and source in SYNTHETIC_CORPORA:
         text = _synthetic_text(source, size, resolve_cache_dir(cache_dir))
