@@ -671,6 +671,7 @@ class Trainer:
             )
 
     def _train_step(self) -> dict[str, Any]:
+        """One optimizer step: gradients over the micro-batches, clip, check, update; the step's record."""
         config = self.config
         lr = lr_at(self.step, config)
         for group in self.optimizer.param_groups:
@@ -777,6 +778,7 @@ class Trainer:
             for cb in self.callbacks:
                 cb.on_train_begin(self)
             if self._pending_record is not None:  # a step the previous train() applied but did not finish
+                self.optimizer.zero_grad(set_to_none=True)  # in case the interrupt came before it did
                 self._finish_step(self._pending_record, offset, checkpoint_every)
             self._remember_good_state()
             while self.step < config.max_iters and not self.stop_requested:
