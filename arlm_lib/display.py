@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import html
 import os
+import re
 from typing import Any
 
 #: Environment variable the book build sets (Makefile ``book`` target and ``book/_ext/arlm_book.py``).
@@ -77,6 +78,13 @@ def _execution_salt() -> str:
     return str(getattr(shell, "execution_count", "")) if shell is not None else ""
 
 
+def _plain_text(markup: str) -> str:
+    """A plotly title as plain text: line breaks become spaces, tags and entities are dropped."""
+    text = re.sub(r"<br\s*/?>", " ", markup, flags=re.IGNORECASE)
+    text = html.unescape(re.sub(r"<[^>]+>", "", text))
+    return " ".join(text.split())
+
+
 def figure_html(fig: Any, *, div_id: str | None = None, config: dict[str, Any] | None = None) -> str:
     """The figure as an HTML fragment for the static book: a sized, empty div and the figure as JSON.
 
@@ -110,10 +118,13 @@ def figure_html(fig: Any, *, div_id: str | None = None, config: dict[str, Any] |
     )
     # The id hashes the JSON just made, rather than serialising the figure a second time.
     div_id = escape(div_id or _content_id(spec, _execution_salt()))
+    # A screen reader announces the figure by its title, not as hundreds of loose tick labels.
+    title = layout.get("title", {})
+    label = _plain_text(title.get("text", "") if isinstance(title, dict) else str(title)) or "figure"
     # The outer div keeps the figure's size before it is drawn, so drawing it never shifts the page.
     return (
-        f'<div class="arlm-figure" style="height:{css_size("height", f"{DEFAULT_HEIGHT_PX}px")}; '
-        f'width:{css_size("width", "100%")};">'
+        f'<div class="arlm-figure" role="figure" aria-label="{escape(label)}" '
+        f'style="height:{css_size("height", f"{DEFAULT_HEIGHT_PX}px")}; width:{css_size("width", "100%")};">'
         f'<div id="{div_id}" class="plotly-graph-div" style="height:100%; width:100%;"></div>'
         f'<script type="application/json" class="arlm-figure-spec" data-figure="{div_id}">{spec}</script>'
         "</div>"

@@ -324,9 +324,17 @@ def _menu_buttons(
 
 
 def _linked_menus(
-    n_a: int, n_b: int, trace_index, labels_a: list[str], labels_b: list[str], active: tuple[int, int]
+    n_a: int,
+    n_b: int,
+    trace_index,
+    labels_a: list[str],
+    labels_b: list[str],
+    active: tuple[int, int],
+    names: tuple[str, str] = ("menu A", "menu B"),
 ) -> list[dict]:
     """Two dropdowns (A, B) that select trace ``trace_index(a, b)`` together.
+
+    ``names`` label the menus' keyboard controls in the book (``book/_static/arlm-figures.js``).
 
     A plotly button cannot read the other menu's value, so each button, besides showing its trace, also
     rewrites the other menu's buttons for its own value: after "A = a", button "B = b" shows (a, b).
@@ -340,9 +348,18 @@ def _linked_menus(
     # fraction of the plot's width (x) puts them on top of each other in a narrow figure.
     a_px = _menu_px(labels_a) + 10
     return [
-        {**common, "buttons": buttons_a, "active": a0, "x": 0.0, "xanchor": "left", "pad": {"b": 10}},
         {
             **common,
+            "name": names[0],
+            "buttons": buttons_a,
+            "active": a0,
+            "x": 0.0,
+            "xanchor": "left",
+            "pad": {"b": 10},
+        },
+        {
+            **common,
+            "name": names[1],
             "buttons": buttons_b,
             "active": b0,
             "x": 0.0,
@@ -419,6 +436,7 @@ def attention_figure(
         [f"layer {i}" for i in range(n_layer)],
         [f"head {i}" for i in range(n_head)] + ["mean over heads"],
         (layer, head),
+        names=("layer", "head"),
     )
     style_figure(
         fig,
@@ -502,6 +520,7 @@ def attention_grid(
         updatemenus = [
             {
                 "type": "dropdown",
+                "name": "layer",
                 "active": layer,
                 "x": 0.0,
                 "xanchor": "left",

@@ -255,6 +255,7 @@ def decoding_explorer_figure(
 
     context_menu = {
         "type": "dropdown",
+        "name": "context",
         "active": 0,
         "x": 0.0,
         "xanchor": "left",

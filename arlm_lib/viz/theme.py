@@ -28,23 +28,25 @@ class Theme:
     font_size: int = 13
     text_color: str = "#222222"
     grid_color: str = "#e6e6e6"
+    # Okabe and Ito's colour-blind-safe palette first (the first four stay apart under every common colour
+    # vision deficiency and reach 3:1 contrast on white), then brown, grey and yellow for long legends.
     colorway: tuple[str, ...] = (
-        "#1f77b4",
-        "#ff7f0e",
-        "#2ca02c",
-        "#d62728",
-        "#9467bd",
-        "#8c564b",
-        "#e377c2",
-        "#7f7f7f",
-        "#bcbd22",
-        "#17becf",
+        "#0072B2",
+        "#D55E00",
+        "#009E73",
+        "#CC79A7",
+        "#E69F00",
+        "#56B4E9",
+        "#000000",
+        "#8C564B",
+        "#7F7F7F",
+        "#F0E442",
     )
     attention_colorscale: str = "Blues"
     score_colorscale: str = "Viridis"
     raw_color: str = "#9e9e9e"
-    processed_rgb: tuple[int, int, int] = (31, 119, 180)
-    highlight_color: str = "#d62728"
+    processed_rgb: tuple[int, int, int] = (0, 114, 178)  # colorway[0]
+    highlight_color: str = "#D55E00"  # colorway[1]
     # Attention cells hidden by the causal mask. Not white: the attention scale's 0 is near-white, and a
     # masked cell must not read as "attended with weight 0".
     masked_color: str = "#cfcfcf"

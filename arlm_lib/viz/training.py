@@ -18,6 +18,7 @@ from .theme import THEME, Theme, _significant, style_figure
 # --------------------------------------------------------------------------------- training curves
 
 # (panel row, panel col, column, series label, line style): the order of the traces in the figure.
+RUN_SYMBOLS = ("circle", "square", "diamond", "triangle-up", "x", "triangle-down", "cross", "star")
 _CURVES = (
     (1, 1, "train_loss", "train loss", {"dash": "solid"}),
     (1, 1, "val_loss", "val loss", {"dash": "dot"}),
@@ -148,13 +149,18 @@ def training_curves(
             else:
                 series_color = theme.colorway[1 if line["dash"] != "solid" else 0]
                 legend = {"name": label, "showlegend": _in_single_run_legend(name, recorded)}
+            # Several runs differ by colour and by a marker symbol, so that they stay apart for a reader
+            # who cannot tell the colours apart; a dozen markers per curve are enough to tell.
+            marker = {"size": 5}
+            if several:
+                marker = {"size": 6, "symbol": RUN_SYMBOLS[r % len(RUN_SYMBOLS)], "maxdisplayed": 12}
             fig.add_trace(
                 go.Scatter(
                     x=x,
                     y=y,
-                    mode="lines+markers" if name == "val_loss" else "lines",
+                    mode="lines+markers" if (several or name == "val_loss") else "lines",
                     line={**line, "color": series_color, "width": 1.6},
-                    marker={"size": 5},
+                    marker=marker,
                     hovertemplate=f"{run_label + ': ' if several else ''}{label}<br>step %{{x}}<br>%{{y:.4g}}"
                     "<extra></extra>",
                     **legend,
@@ -166,6 +172,7 @@ def training_curves(
     linear_axes = {"yaxis.type": "linear", "yaxis2.type": "linear"}
     toggle = {
         "type": "buttons",
+        "name": "y axis",
         "direction": "right",
         "active": 1 if log_y else 0,
         "x": 1.0,

@@ -12,6 +12,12 @@
  *      reader between two figures (waiting for idle periods instead left the last figure of a chapter
  *      about 0.5 s later, bench/page_weight.py); and all remaining ones before printing.
  * A figure's box has its final size before it is drawn, so drawing never moves the text.
+ *
+ * Two things plotly does not do for every reader:
+ *   - on a touch screen, dragging a figure zooms it, so a thumb on a tall heatmap cannot scroll the page:
+ *     there the figure is drawn with dragging off (tapping still shows the values);
+ *   - its menus and sliders are SVG drawings that the keyboard cannot reach: each figure with menus or
+ *     sliders gets native <select> and range controls that do the same, hidden until they have focus.
  */
 (function () {
   "use strict";
@@ -39,7 +45,94 @@
     pending.delete(div);
     if (observer) observer.unobserve(div);
     const figure = JSON.parse(spec.textContent);
-    window.Plotly.newPlot(div, figure.data, figure.layout, figure.config);
+    if (coarsePointer) figure.layout.dragmode = false;
+    window.Plotly.newPlot(div, figure.data, figure.layout, figure.config).then(() => describe(div));
+  }
+
+  const coarsePointer = window.matchMedia && window.matchMedia("(pointer: coarse)").matches;
+
+  function plain(markup) {
+    const text = String(markup == null ? "" : markup).replace(/<br\s*\/?>/gi, " ").replace(/<[^>]+>/g, "");
+    const decode = document.createElement("textarea");
+    decode.innerHTML = text;
+    return decode.value.replace(/\s+/g, " ").trim();
+  }
+
+  // One name for the picture (the figure box carries the title, from arlm_lib.display.figure_html), and
+  // keyboard controls for its menus and sliders.
+  function describe(div) {
+    const box = div.closest(".arlm-figure") || div;
+    const title = box.getAttribute("aria-label") || "figure";
+    div.querySelectorAll("svg.main-svg").forEach((svg, i) => {
+      if (i === 0) {
+        svg.setAttribute("role", "img");
+        svg.setAttribute("aria-label", title);
+      } else {
+        svg.setAttribute("aria-hidden", "true"); // tick labels and hover layers, not content
+      }
+    });
+    const menus = div.layout.updatemenus || [];
+    const sliders = div.layout.sliders || [];
+    if (menus.length === 0 && sliders.length === 0) return;
+    const bar = document.createElement("div");
+    bar.className = "arlm-figure-controls";
+    bar.setAttribute("role", "group");
+    bar.setAttribute("aria-label", "Controls of the figure: " + title);
+    const apply = (method, args) =>
+      method && method !== "skip" ? window.Plotly[method](div, ...(args || [])) : Promise.resolve();
+    const selects = menus.map((menu, m) => {
+      const select = document.createElement("select");
+      (menu.buttons || []).forEach((button, i) => select.add(new Option(plain(button.label), String(i))));
+      select.value = String(menu.active == null ? 0 : menu.active);
+      select.addEventListener("change", () => {
+        const i = Number(select.value);
+        const button = div.layout.updatemenus[m].buttons[i];
+        apply(button.method, button.args).then(() =>
+          window.Plotly.relayout(div, { ["updatemenus[" + m + "].active"]: i })
+        );
+      });
+      bar.appendChild(labelled(menu.name ? plain(menu.name) : "menu " + (m + 1), select));
+      return select;
+    });
+    const ranges = sliders.map((slider, k) => {
+      const steps = slider.steps || [];
+      const prefix = plain(slider.currentvalue && slider.currentvalue.prefix) || "value: ";
+      const input = document.createElement("input");
+      input.type = "range";
+      input.min = "0";
+      input.max = String(Math.max(0, steps.length - 1));
+      input.step = "1";
+      input.value = String(slider.active || 0);
+      const say = () => input.setAttribute("aria-valuetext", prefix + plain(steps[Number(input.value)].label));
+      say();
+      input.addEventListener("input", () => {
+        const i = Number(input.value);
+        const step = div.layout.sliders[k].steps[i];
+        say();
+        apply(step.method, step.args).then(() =>
+          window.Plotly.relayout(div, { ["sliders[" + k + "].active"]: i })
+        );
+      });
+      bar.appendChild(labelled(prefix.replace(/[:\s]+$/, "") || "slider " + (k + 1), input));
+      return input;
+    });
+    // Mouse and keyboard stay in step.
+    div.on("plotly_buttonclicked", (event) => {
+      const select = selects[event.menu._index];
+      if (select) select.value = String(event.active);
+    });
+    div.on("plotly_sliderchange", (event) => {
+      const input = ranges[event.slider._index];
+      if (input) input.value = String(event.step._index);
+    });
+    box.parentNode.insertBefore(bar, box);
+  }
+
+  function labelled(text, control) {
+    const label = document.createElement("label");
+    label.textContent = text + " ";
+    label.appendChild(control);
+    return label;
   }
 
   function drawAll() {
