@@ -338,6 +338,49 @@ def test_slider_changes_plotted_data(visits: dict[str, PageVisit]):
     assert after == pytest.approx(expected)
 
 
+def test_keyboard_reaches_and_operates_a_figure_menu_and_slider(visits: dict[str, PageVisit]):
+    """plotly draws menus and sliders as SVG the keyboard cannot reach; the loader adds native controls
+    that do the same, hidden until one has focus, and keeps them in step with the figure."""
+    page = visits[VIEWTEST].page
+    for layout_key, selector in (("updatemenus", "select"), ("sliders", "input[type=range]")):
+        div_id = _figure_with(page, layout_key)
+        before = _trace_y(page, div_id)
+        bar = page.locator(f"#{div_id}").locator("xpath=../preceding-sibling::div[1]")
+        control = bar.locator(selector)
+        assert control.count() == 1, f"no keyboard control for the figure's {layout_key}"
+        page.evaluate("() => document.activeElement && document.activeElement.blur()")
+        assert bar.bounding_box()["width"] <= 1, "the keyboard controls show for mouse readers too"
+        control.focus()
+        assert bar.bounding_box()["width"] > 1, "the focused control is not shown"
+        if selector == "select":
+            page.keyboard.press("ArrowDown")  # the next option, as a keyboard reader picks it
+            expected_js = "layout.updatemenus[0].buttons[1].args[0].y[0]"
+        else:
+            page.keyboard.press("End")
+            expected_js = "layout.sliders[0].steps[layout.sliders[0].steps.length - 1].args[0].y[0]"
+        after = _trace_y_after_change(page, div_id, before)
+        assert after != before, f"the keyboard control of {layout_key} did not change the data"
+        expected = page.evaluate(
+            f"() => {{ const layout = document.getElementById('{div_id}').layout;"
+            f" return Array.from({expected_js}); }}"
+        )
+        assert after == pytest.approx(expected)
+
+
+def test_every_figure_has_an_accessible_name(visits: dict[str, PageVisit]):
+    """A screen reader announces a figure by its title, not as its hundreds of tick labels."""
+    page = visits[VIEWTEST].page
+    names = page.eval_on_selector_all(
+        "div.arlm-figure", "els => els.map(e => [e.getAttribute('role'), e.getAttribute('aria-label')])"
+    )
+    assert names and all(role == "figure" and label and label != "figure" for role, label in names), names
+    hidden = page.eval_on_selector_all(
+        "div.arlm-figure svg.main-svg",
+        "els => els.map(e => e.getAttribute('aria-hidden') || e.getAttribute('role'))",
+    )
+    assert "img" in hidden and "true" in hidden, hidden
+
+
 def test_reader_text_is_shown_literally(visits: dict[str, PageVisit]):
     """A prompt that is an HTML injection shows as text in a figure and in a note, and never runs."""
     record = visits[VIEWTEST]
