@@ -472,8 +472,9 @@ def _encode_data(text: str, tokenizer, data: str):
     except TokenizerError as exc:
         if tokenizer.kind != "char":
             raise TokenizerError(f"--data {data}: {exc}") from None
-        known = {tokenizer.decode([i]) for i in range(tokenizer.vocab_size)}
-        unknown = sorted(set(text) - known)
+        from .generation.cli import unknown_characters
+
+        unknown = unknown_characters(tokenizer, text)
         shown = ", ".join(repr(c) for c in unknown[:10]) + (" ..." if len(unknown) > 10 else "")
         raise TokenizerError(
             f"--data {data} has {len(unknown)} character(s) the model's tokenizer never saw in training: "

@@ -114,7 +114,7 @@ def _prompt_error(tokenizer: Any, prompt: str, err: TokenizerError) -> Tokenizer
     """
     if getattr(tokenizer, "kind", None) != "char":
         return TokenizerError(f"--prompt: {err}")
-    unknown = [c for c in dict.fromkeys(prompt) if not _encodes(tokenizer, c)]
+    unknown = unknown_characters(tokenizer, prompt)
     if not unknown:
         return TokenizerError(f"--prompt: {err}")
     known = "".join(tokenizer.decode([i]) for i in range(tokenizer.vocab_size))
@@ -125,6 +125,12 @@ def _prompt_error(tokenizer: Any, prompt: str, err: TokenizerError) -> Tokenizer
         f"--prompt has {len(unknown)} character(s) this model never saw in training: {shown}; "
         f"use only the characters of its vocabulary: {known!r}"
     )
+
+
+def unknown_characters(tokenizer: Any, text: str) -> list[str]:
+    """The characters of ``text`` the tokenizer cannot encode, in order of first appearance (for the
+    command line's messages about --prompt and --data)."""
+    return [c for c in dict.fromkeys(text) if not _encodes(tokenizer, c)]
 
 
 def _encodes(tokenizer: Any, text: str) -> bool:
