@@ -738,8 +738,8 @@ class Trainer:
         evaluate_now = self.step % config.eval_interval == 0 or self.step == config.max_iters
         if evaluate_now and self.is_main and record["val_loss"] is None:
             record["val_loss"] = self.evaluate()
-        steps = self.history.column("step")
-        if not steps or steps[-1] != record["step"]:
+        recorded = self.history.columns["step"]  # read in place: copying the column every step is O(n^2)
+        if not recorded or recorded[-1] != record["step"]:
             self.history.append(record)
         self._pending_record = None
         if self.is_main:
