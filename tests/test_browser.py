@@ -491,7 +491,7 @@ def test_figure_loader_says_so_when_plotly_js_is_missing(browser: Any, tmp_path:
 def test_a_figure_keeps_its_width_on_a_phone_and_scrolls_sideways(browser: Any, tmp_path: Path):
     """At 390 px a figure squeezed to the screen ran its menus, panel titles and token labels into each
     other; arlm.css keeps it at the width the builders lay out for (Theme.figure_width) and its output
-    box scrolls."""
+    box scrolls, with a cue above it while it does."""
     from arlm_lib.viz import THEME
 
     _loader_page(tmp_path, figure_count=0)  # the loader and plotly.js; the figure goes in an output box
@@ -504,6 +504,7 @@ def test_a_figure_keeps_its_width_on_a_phone_and_scrolls_sideways(browser: Any, 
         f'<div class="cell_output"><div class="output text_html">{figure}</div></div>',
     )
     (tmp_path / "index.html").write_text(page_html, encoding="utf-8")
+    hint_shown = "() => { const h = document.querySelector('.arlm-scroll-hint'); return h.offsetHeight > 0; }"
     with serve_directory(tmp_path) as url:
         context = offline_context(browser, [])
         page = context.new_page()
@@ -516,9 +517,15 @@ def test_a_figure_keeps_its_width_on_a_phone_and_scrolls_sideways(browser: Any, 
                 "() => { const b = document.querySelector('div.output.text_html');"
                 " return [b.clientWidth, b.scrollWidth, document.documentElement.scrollWidth]; }"
             )
+            page.wait_for_function(hint_shown, timeout=FIGURE_TIMEOUT_MS)
+            hint = page.inner_text(".arlm-scroll-hint")
+            # Turned to landscape on a tablet: the figure fits, and the cue goes.
+            page.set_viewport_size({"width": 1000, "height": 800})
+            page.wait_for_function(f"() => !({hint_shown})()", timeout=FIGURE_TIMEOUT_MS)
         finally:
             context.close()
     assert figure_width >= THEME.figure_width
     client, scroll, page_width = box
     assert client <= 390 < scroll, "the output box scrolls the figure sideways"
     assert page_width <= 390, "the page itself does not scroll sideways"
+    assert "scroll sideways" in hint, "a cue says there is more of the figure to the right"

@@ -13,7 +13,9 @@
  *      about 0.5 s later, bench/page_weight.py); and all remaining ones before printing.
  * A figure's box has its final size before it is drawn, so drawing never moves the text.
  *
- * Two things plotly does not do for every reader:
+ * Three things plotly does not do for every reader:
+ *   - a figure keeps the width it was laid out for, so on a phone it scrolls sideways inside its output
+ *     box: a line above it says so while it does;
  *   - on a touch screen, dragging a figure zooms it, so a thumb on a tall heatmap cannot scroll the page:
  *     there the figure is drawn with dragging off (tapping still shows the values);
  *   - its menus and sliders are SVG drawings that the keyboard cannot reach: each figure with menus or
@@ -35,6 +37,30 @@
       div.textContent = "This figure needs plotly.js, which did not load (see the browser console).";
     }
     throw new Error("arlm-figures.js: plotly.js is not loaded, so " + pending.size + " figures are not drawn");
+  }
+
+  // 0. A figure keeps the width it was laid out for (arlm.css), so on a phone its output box scrolls
+  // sideways. Nothing showed that there was more to the right: a cue says so while the box overflows.
+  if ("ResizeObserver" in window) {
+    const overflowing = new ResizeObserver((entries) =>
+      entries.forEach((entry) => {
+        const box = entry.target;
+        box.querySelector(":scope > .arlm-scroll-hint").hidden = box.scrollWidth <= box.clientWidth + 1;
+      })
+    );
+    const scrollers = new Set();
+    for (const div of pending.keys()) {
+      const scroller = div.closest("div.output");
+      if (scroller) scrollers.add(scroller);
+    }
+    scrollers.forEach((scroller) => {
+      const hint = document.createElement("div");
+      hint.className = "arlm-scroll-hint";
+      hint.hidden = true;
+      hint.textContent = "Wider than the screen: scroll sideways to see all of the figure \u2192";
+      scroller.prepend(hint);
+      overflowing.observe(scroller);
+    });
   }
 
   let observer = null;
