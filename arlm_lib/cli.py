@@ -220,8 +220,9 @@ def build_parser() -> argparse.ArgumentParser:
     sysg.add_argument(
         "--ddp-timeout",
         type=positive_float,
-        default=120.0,
-        help="under torchrun: seconds a rank waits for the others before giving up with an error",
+        default=None,
+        help="under torchrun: seconds a rank waits for the others before giving up with an error "
+        "(default 120, or 600 with --compile: each rank compiles at its own pace before the first all-reduce)",
     )
     sysg.add_argument(
         "--progress",

@@ -111,9 +111,23 @@ def compile_or_warn(model: torch.nn.Module, warn: bool = True) -> torch.nn.Modul
 
 
 def warn_compile_fallback(exc: BaseException) -> None:
-    """The one message shown when ``--compile`` cannot be honoured (at wrap time or at the first call)."""
+    """The one message shown when ``--compile`` cannot be honoured (at wrap time or at the first call).
+
+    It names the root cause: torch wraps a compiler's error (``BackendCompilerFailed: backend=... raised:``)
+    and puts the reason on a later line, or in the exception it wraps.
+    """
+    cause, seen = exc, {id(exc)}
+    while (inner := getattr(cause, "inner_exception", None) or cause.__cause__) is not None:
+        if id(inner) in seen:
+            break
+        seen.add(id(inner))
+        cause = inner
+    lines = [line.strip() for line in str(cause).splitlines() if line.strip()]
+    reason = f"{type(cause).__name__}: {lines[0][:300] if lines else '(no message)'}"
+    if cause is not exc:
+        reason = f"{type(exc).__name__}, from {reason}"
     warnings.warn(
-        f"--compile: torch.compile failed ({type(exc).__name__}: {str(exc).strip().splitlines()[0][:300]}); "
+        f"--compile: torch.compile failed ({reason}); "
         "training continues in eager mode, which gives the same results, only slower",
         RuntimeWarning,
         stacklevel=3,

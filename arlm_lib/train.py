@@ -77,7 +77,9 @@ class TrainConfig:
     seed: int = 1337
     peak_flops: float | str | None = None  # one device's peak FLOP/s for the MFU column; "auto" measures it
     progress: bool = True
-    ddp_timeout_s: float = 120.0  # a collective waiting longer than this fails (a dead or hung rank)
+    # A collective waiting longer than this fails (a dead or hung rank). None: 120 s, or 600 s with compile,
+    # because every rank compiles at its own pace before the first gradient all-reduce.
+    ddp_timeout_s: float | None = None
     # On a NaN/inf loss or gradient norm: "stop" raises TrainingDivergedError; "rollback" restores the
     # state of the last checkpoint step (kept in host memory), halves lr and continues, at most
     # max_rollbacks times.
@@ -154,8 +156,18 @@ class TrainConfig:
                 f"peak_flops={peak!r} is not allowed: give FLOP/s > 0 (e.g. 989e12), 'auto' or None"
             )
         timeout = self.ddp_timeout_s
-        if not is_real(timeout) or not timeout > 0:
-            raise ConfigError(f"ddp_timeout_s={timeout!r} is not allowed: it must be a number of seconds > 0")
+        if timeout is not None and (not is_real(timeout) or not timeout > 0):
+            raise ConfigError(
+                f"ddp_timeout_s={timeout!r} is not allowed: it must be a number of seconds > 0, or None "
+                "(120 s, 600 s with compile)"
+            )
+
+    @property
+    def collective_timeout_s(self) -> float:
+        """The seconds a collective waits for the other ranks: ``ddp_timeout_s``, or its default."""
+        if self.ddp_timeout_s is not None:
+            return float(self.ddp_timeout_s)
+        return 600.0 if self.compile else 120.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -413,8 +425,10 @@ class Trainer:
         if self.world_size == 1:
             return
         # A timeout turns a dead or hung peer into an error on the survivors instead of a hang.
-        with communication_guard(self.dist, "start-up (init_process_group)", self.config.ddp_timeout_s):
-            self._owns_process_group = init_process_group(self.device, self.config.ddp_timeout_s)
+        with communication_guard(
+            self.dist, "start-up (init_process_group)", self.config.collective_timeout_s
+        ):
+            self._owns_process_group = init_process_group(self.device, self.config.collective_timeout_s)
 
     def _wrap_model(self, use_compile: bool) -> torch.nn.Module:
         """The module the training step calls: the raw model, compiled if asked, inside DDP under torchrun.
@@ -427,7 +441,7 @@ class Trainer:
             self._compiled_ok = model is self.raw_model  # nothing left to fall back from
         if self.world_size > 1:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
-            with communication_guard(self.dist, "the DDP set-up", self.config.ddp_timeout_s):
+            with communication_guard(self.dist, "the DDP set-up", self.config.collective_timeout_s):
                 model = DistributedDataParallel(model, device_ids=device_ids)  # broadcasts rank 0's weights
         return model
 
@@ -560,7 +574,7 @@ class Trainer:
 
     def _communication_guard(self, what: str):
         """Report a collective that failed (a rank died or hangs) as a DistributedError naming the step."""
-        return communication_guard(self.dist, what, self.config.ddp_timeout_s, self.step)
+        return communication_guard(self.dist, what, self.config.collective_timeout_s, self.step)
 
     def _batch(self, tokens, generator) -> tuple[torch.Tensor, torch.Tensor]:
         return get_batch(
@@ -579,7 +593,8 @@ class Trainer:
             if self._compiled_ok:
                 return self.model(x, y).loss
             try:  # torch.compile is lazy: a missing backend or compiler only shows at the first call
-                loss = self.model(x, y).loss
+                with _backward_compiled_now():  # ...and the backward graph's at the first backward
+                    loss = self.model(x, y).loss
                 self._compiled_ok = True
                 return loss
             except torch.cuda.OutOfMemoryError:  # torch.OutOfMemoryError only from torch 2.5
@@ -882,6 +897,18 @@ class Trainer:
                 signal.signal(sig, old)
 
         return restore
+
+
+def _backward_compiled_now():
+    """Have torch.compile lower the backward graph during the first forward call: by default it waits
+    for the first backward, outside the eager fallback of ``_forward_loss``, so a backward that fails to
+    compile would end the run instead of continuing in eager mode. The switch is private to PyTorch
+    (``torch._functorch.config``); where a version lacks it, only the forward is covered."""
+    import torch._functorch.config as functorch_config
+
+    if hasattr(functorch_config, "force_non_lazy_backward_lowering"):
+        return functorch_config.patch(force_non_lazy_backward_lowering=True)
+    return _null_context()
 
 
 def _cpu_copy(obj: Any) -> Any:

@@ -43,6 +43,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling bench script, when imported
+# This checkout's arlm_lib, also where the package is not pip-installed (a bare GPU machine with only torch).
+sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
 
 from train_throughput import machine_description, measure_training  # noqa: E402
 
@@ -98,6 +100,11 @@ def train_item(preset: str, compile: bool, args, device: torch.device, peaks: di
         batch //= 2
         print(f"    out of memory at batch {halved_from[-1]}: retrying with {batch}", flush=True)
     fallback = [str(w.message) for w in caught if "torch.compile failed" in str(w.message)]
+    # Every other warning too (an attention backend that is not used, a compiler's performance hint): in
+    # a one-off GPU run it may be the only clue to a low MFU.
+    seen = sorted(
+        {f"{w.category.__name__}: {(str(w.message).strip().splitlines() or [''])[0][:300]}" for w in caught}
+    )
     achieved = result["flops_per_token"] * result["tokens_per_s"]
     return {
         "item": "train",
@@ -116,6 +123,7 @@ def train_item(preset: str, compile: bool, args, device: torch.device, peaks: di
         "peak_memory_GiB": result["peak_memory_GiB"],
         "final_loss": result["final_loss"],
         "wall_s": result["wall_s"],
+        "warnings": seen,
     }
 
 
@@ -258,7 +266,9 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(1)  # a smoke run: one thread is kinder to a shared machine
 
     machine = machine_description(device)
-    peaks = {"spec": spec_peak_flops(device, dtype), "measured": measure_peak_flops(device, dtype)}
+    # A GPU idles at a low clock: time the matmul for a second, not the default quarter, so it ramps up.
+    measured = measure_peak_flops(device, dtype, min_time_s=1.0 if cuda else 0.25)
+    peaks = {"spec": spec_peak_flops(device, dtype), "measured": measured}
     print(" | ".join(f"{k}: {v}" for k, v in machine.items()))
     print(
         f"mode: {'reduced (CPU, scaled-down models)' if args.reduced else 'CUDA'} | dtype {args.dtype} | "
@@ -293,6 +303,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             t0 = time.perf_counter()
             results["interrupted"] = name  # until it ends: a run killed meanwhile says where
+            save()
             print(f"  {name} ...", flush=True)
             try:
                 results["items"].append(run())

@@ -82,7 +82,9 @@ def measure_training(
     tokens = torch.randint(config.vocab_size, (max(200_000, 4 * batch_size * (config.block_size + 1)),))
     train_config = TrainConfig(
         batch_size=batch_size,
-        max_iters=warmup + max(steps, 10_000 if min_time_s else 0),
+        # One step more than the Clock below stops at: the trainer evaluates at max_iters, on a whole batch
+        # in eager mode, which would land inside the timing and the peak-memory window.
+        max_iters=warmup + max(steps, 10_000 if min_time_s else 0) + 1,
         warmup_iters=0,
         eval_interval=10**9,
         eval_iters=1,

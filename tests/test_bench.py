@@ -131,6 +131,49 @@ def test_gpu_bench_runs_the_compiled_gpt2_right_after_the_quick_items():
     ]
 
 
+def test_gpu_bench_runs_from_a_checkout_where_arlm_lib_is_not_installed(tmp_path: Path):
+    """A GPU machine lent for one run may have torch and a copy of the repository, nothing installed:
+    the script finds the checkout's arlm_lib itself. ``-S`` skips the site hooks, and with them this
+    environment's editable install; PYTHONPATH keeps torch and the other site-packages importable."""
+    import sysconfig
+
+    env = {**os.environ, "PYTHONPATH": sysconfig.get_paths()["purelib"], "CUDA_VISIBLE_DEVICES": ""}
+    probe = subprocess.run(
+        [sys.executable, "-S", "-c", "import arlm_lib"], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert probe.returncode != 0, "arlm_lib is importable without the checkout: the test proves nothing"
+    result = subprocess.run(
+        [sys.executable, "-S", str(BENCH / "gpu.py"), "--help"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "--budget-s" in result.stdout
+
+
+def test_training_throughput_is_timed_without_the_trainers_final_evaluation(monkeypatch, one_thread):
+    """The trainer evaluates at max_iters on a whole batch in eager mode; on a GPU that evaluation would
+    count in the peak memory of a compiled run (gpt2's float32 logits at batch 64: tens of GiB)."""
+    from arlm_lib.train import Trainer
+
+    gpu = load_gpu_bench()
+    evaluated = []
+    real_evaluate = Trainer.evaluate
+
+    def spy(self, *args, **kwargs):
+        evaluated.append(self.step)
+        return real_evaluate(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "evaluate", spy)
+    result = gpu.measure_training(gpu.bench_config("small", reduced=True), 2, 2, 1, "cpu", "float32")
+    assert result["tokens_per_s"] > 0
+    assert evaluated == [], f"evaluated at steps {evaluated}"
+    assert result["timed_steps"] == 2
+
+
 def test_gpu_bench_keeps_its_results_and_prints_them_when_terminated(tmp_path: Path):
     """A session that runs out of time ends the run with SIGTERM: the JSON keeps every finished item and
     names the one cut short, and the table is still printed."""

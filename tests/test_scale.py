@@ -155,13 +155,31 @@ class _BrokenAtFirstCall(torch.nn.Module):
         raise RuntimeError("InductorError: C++ compiler not found")
 
 
+def _broken_backward_compiler(model, **kwargs):
+    """A real torch.compile whose forward compiles and whose backward compiler fails: torch compiles the
+    backward graph lazily, at the first backward, outside the forward's fallback."""
+    from torch._dynamo.backends.common import aot_autograd
+
+    def backward_compiler(graph, example_inputs):
+        raise RuntimeError("the backward graph does not compile")
+
+    backend = aot_autograd(
+        fw_compiler=lambda graph, example_inputs: graph.forward, bw_compiler=backward_compiler
+    )
+    return _real_compile(model, backend=backend)
+
+
+_real_compile = torch.compile
+
+
 @pytest.mark.parametrize(
     "broken, message",
     [
         (_broken_compile_at_wrap, "backend 'inductor' is not available"),
         (lambda model, **kw: _BrokenAtFirstCall(model), "C\\+\\+ compiler not found"),
+        (_broken_backward_compiler, "the backward graph does not compile"),
     ],
-    ids=["fails-when-wrapping", "fails-at-first-call"],
+    ids=["fails-when-wrapping", "fails-at-first-call", "fails-at-first-backward"],
 )
 def test_a_broken_compile_backend_falls_back_to_eager_with_a_clear_message(
     data, monkeypatch, broken, message

@@ -518,11 +518,19 @@ def test_on_train_begin_failing_restores_the_signal_handlers(data):
         ("seed", 1.5),
         ("seed", 2**64),
         ("seed", True),
+        ("ddp_timeout_s", 0),
+        ("ddp_timeout_s", "60"),
     ],
 )
 def test_train_config_names_a_bad_field(field, value):
     with pytest.raises(ConfigError, match=f"{field}="):
         TrainConfig(**{field: value})
+
+
+def test_collectives_wait_longer_by_default_when_every_rank_compiles_first():
+    assert TrainConfig().collective_timeout_s == 120.0
+    assert TrainConfig(compile=True).collective_timeout_s == 600.0
+    assert TrainConfig(compile=True, ddp_timeout_s=30).collective_timeout_s == 30.0  # a given value wins
 
 
 def test_the_largest_seed_trains_and_evaluates(data):
