@@ -392,8 +392,12 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", **co
 
     ``config_overrides`` may change fields that do not alter the weights, e.g. ``attention="explicit"``.
     """
+    from .device import resolve_device
     from .tokenizers import tokenizer_from_dict
 
+    # Resolved first: the device's own error names the value and the choices ("gpu" would otherwise
+    # fail late, in torch, with a list of every device type it knows).
+    device = resolve_device(str(device))
     ckpt = load_checkpoint(path)
     source = str(checkpoint_path(path))
     config = ckpt.model_config

@@ -5,11 +5,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch.nn import functional as F
 
 from .checks import is_int
-from .data import check_positive_int
+from .data import _check_stream, check_positive_int
 from .errors import ConfigError, DataError
 
 
@@ -23,10 +24,12 @@ class EvalResult:
 
     @property
     def perplexity(self) -> float:
+        """exp(loss): the effective number of equally likely next tokens."""
         return math.exp(self.loss)
 
     @property
     def bits_per_token(self) -> float:
+        """The loss in bits (loss / ln 2)."""
         return self.loss / math.log(2)
 
     @property
@@ -54,6 +57,12 @@ def evaluate_tokens(
         )
     batch_size = check_positive_int("batch_size", batch_size)
     device = next(model.parameters()).device
+    if not isinstance(tokens, (torch.Tensor, np.ndarray)):
+        # A list keeps its own dtype (float for [1.5, 2.0]), checked next; [] would be float32 too.
+        tokens = torch.as_tensor(tokens) if len(tokens) else torch.zeros(0, dtype=torch.long)
+    if tokens.ndim == 1:
+        # Before the cast to long, which would truncate 1.5 to 1 and score ids nobody meant.
+        _check_stream(tokens)
     tokens = torch.as_tensor(tokens, dtype=torch.long)
     if tokens.dim() != 1:
         raise DataError(f"evaluation needs a 1-D stream of token ids; got shape {tuple(tokens.shape)}")

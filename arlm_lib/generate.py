@@ -39,6 +39,7 @@ from .generation.processors import (
     Temperature,
     TopK,
     TopP,
+    VocabLimit,
     apply_processors,
     processed_probs,
 )
@@ -67,6 +68,7 @@ __all__ = [
     "Temperature",
     "TopK",
     "TopP",
+    "VocabLimit",
     "apply_processors",
     "beam_search",
     "distinct_n",

@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-from .checks import is_int
+from .checks import is_int, is_real, plain_fields
 from .errors import ConfigError
 
 NORM_POSITIONS = ("pre", "post")
@@ -49,6 +49,7 @@ class GPTConfig:
     residual: bool = True  # False removes the skip connections (stability chapter only)
 
     def __post_init__(self) -> None:
+        plain_fields(self)  # numpy scalars (from a sweep or an array) become JSON-able Python values
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
             value = getattr(self, name)
             if not is_int(value) or value < 1:
@@ -57,8 +58,14 @@ class GPTConfig:
             raise ConfigError(
                 f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}: each head gets n_embd/n_head dims"
             )
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"dropout={self.dropout!r} is not allowed: it must be in [0, 1)")
+        # is_real first: comparing a str or None with a float would be a raw TypeError.
+        if not is_real(self.dropout) or not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"dropout={self.dropout!r} is not allowed: it must be a number in [0, 1)")
+        # The switches are tested for truth: "no" or 0 would silently mean something else than written.
+        for name in ("bias", "qk_layernorm", "residual"):
+            value = getattr(self, name)
+            if not isinstance(value, bool):
+                raise ConfigError(f"{name}={value!r} is not allowed: it must be True or False")
         if self.norm_position not in NORM_POSITIONS:
             raise ConfigError(
                 f"norm_position={self.norm_position!r} is not allowed: choose one of {NORM_POSITIONS}"
@@ -68,6 +75,7 @@ class GPTConfig:
 
     @property
     def head_dim(self) -> int:
+        """The width of one attention head, ``n_embd // n_head``."""
         return self.n_embd // self.n_head
 
     @classmethod
@@ -75,6 +83,7 @@ class GPTConfig:
         """The named preset, with any field overridden (``None`` values are ignored)."""
         if name not in PRESETS:
             raise ConfigError(f"unknown preset {name!r}: choose one of {sorted(PRESETS)}")
+        cls._check_fields(overrides)  # replace() would raise a bare TypeError for a misspelt field
         return replace(PRESETS[name], **{k: v for k, v in overrides.items() if v is not None})
 
     def to_dict(self) -> dict[str, Any]:
@@ -84,11 +93,16 @@ class GPTConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GPTConfig:
         """Rebuild a config saved by :meth:`to_dict`; unknown fields are an error, not silently dropped."""
+        cls._check_fields(data)
+        return cls(**data)
+
+    @classmethod
+    def _check_fields(cls, names: Any) -> None:
+        """ConfigError naming every name in ``names`` that is not a GPTConfig field, and the allowed ones."""
         known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
+        unknown = sorted(set(names) - known)
         if unknown:
             raise ConfigError(f"unknown GPTConfig field(s) {unknown}: allowed fields are {sorted(known)}")
-        return cls(**data)
 
 
 PRESETS: dict[str, GPTConfig] = {
@@ -131,9 +145,11 @@ class KVCache:
         return self.keys[layer, :, :, :end], self.values[layer, :, :, :end]
 
     def advance(self, n: int) -> None:
+        """Count ``n`` more positions as stored (after every layer has appended its keys/values)."""
         self.length += n
 
     def reset(self) -> None:
+        """Empty the cache (its memory is kept for reuse)."""
         self.length = 0
 
     def select_rows(self, index: torch.Tensor) -> None:

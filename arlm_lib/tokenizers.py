@@ -79,14 +79,17 @@ def last_safe_boundary(text: str, end: int | None = None, start: int = 0) -> int
     """
     end = len(text) if end is None else min(end, len(text))
     start = max(start, 0)
-    i = text.rfind("\n", start, end)
+    # A cut before "\r\n" at i - 1 <= end has its "\n" at i <= end + 1: search that far, and check
+    # each kind of cut against ``end`` (the one after a newline at i is at i + 1).
+    i = text.rfind("\n", start, end + 2)
     while i > 0:
         cut = i + 1
         # str.isspace() is a superset of the regex's \\s, so these tests only err on the safe side.
         if cut < len(text) and not text[cut].isspace():
             if not text[i - 1].isspace():
-                return cut
-            if text[i - 1] == "\r" and i - 1 > start and not text[i - 2].isspace():
+                if cut <= end:
+                    return cut
+            elif text[i - 1] == "\r" and i - 1 > start and not text[i - 2].isspace():
                 return i - 1
         i = text.rfind("\n", start, i)
     return 0
@@ -121,16 +124,39 @@ def split_at_safe_boundaries(text: str, max_chars: int = ENCODE_PIECE_CHARS) -> 
 # --------------------------------------------------------------------------------------------------
 
 
+def _integer_dtype(dtype: torch.dtype | np.dtype) -> bool:
+    """True for the dtype of integer ids (not bool, float or complex), torch's or numpy's."""
+    if isinstance(dtype, torch.dtype):
+        return not dtype.is_floating_point and not dtype.is_complex and dtype != torch.bool
+    return dtype.kind in "iu"
+
+
+def _id_to_int(i: object) -> int:
+    """One id as a Python int: an integer, numpy integer or 0-d integer tensor/array, never a bool.
+
+    ``int()`` alone would truncate 1.7 to 1 and read True as 1: a float or bool "id" is a bug upstream
+    (logits or a mask passed by mistake), so it is refused, not decoded as some other token.
+    """
+    if isinstance(i, (torch.Tensor, np.ndarray)) and i.ndim == 0 and _integer_dtype(i.dtype):
+        return int(i.item())
+    if is_int(i):
+        return int(i)  # type: ignore[call-overload]
+    raise TokenizerError(f"token id {i!r:.80} is not allowed: ids must be integers (not bools or floats)")
+
+
 def _ids_to_list(ids: Sequence[int] | torch.Tensor | np.ndarray) -> list[int]:
-    """Turn a 1-D tensor, array or sequence of ids into a list of Python ints."""
+    """Turn a 1-D tensor, array or sequence of integer ids into a list of Python ints."""
     if isinstance(ids, (torch.Tensor, np.ndarray)):
         if ids.ndim > 1:
             raise TokenizerError(f"decode expects a 1-D sequence of ids, got shape {tuple(ids.shape)}")
+        if not _integer_dtype(ids.dtype):
+            raise TokenizerError(
+                f"decode expects integer ids, got a {type(ids).__name__} of dtype {ids.dtype}"
+            )
         return [int(i) for i in ids.reshape(-1).tolist()]
-    try:
-        return [int(i) for i in ids]
-    except (TypeError, ValueError) as err:
-        raise TokenizerError(f"decode expects a sequence of integer ids, got {ids!r:.80}") from err
+    if isinstance(ids, (str, bytes)) or not isinstance(ids, Iterable):
+        raise TokenizerError(f"decode expects a sequence of integer ids, got {ids!r:.80}")
+    return [_id_to_int(i) for i in ids]
 
 
 class Tokenizer(ABC):
@@ -175,6 +201,12 @@ class Tokenizer(ABC):
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the tokenizer as JSON to ``path`` atomically (temp file, then rename)."""
         path = Path(path)
+        if path.is_dir():
+            # Checked here: the atomic write would fail on its temporary file, naming that instead.
+            raise TokenizerError(
+                f"cannot save the tokenizer to {str(path)!r}: it is a directory; give a file path, "
+                f"e.g. {str(path / 'tokenizer.json')!r}"
+            )
         payload = json.dumps(self.to_dict(), indent=1)  # ensure_ascii: lone surrogates stay writable
         atomic_write_bytes(path, payload.encode("utf-8"))
 
@@ -295,7 +327,7 @@ class CharTokenizer(Tokenizer):
         return "".join(UNK_TEXT if i == unk else chars[i] for i in ids)
 
     def id_to_token(self, i: int) -> str:
-        i = int(i)
+        i = _id_to_int(i)
         self._check_ids([i])
         return UNK_TOKEN if i == self._unk_id else self._chars[i]
 
@@ -457,7 +489,7 @@ class BPETokenizer(Tokenizer):
 
     def token_bytes(self, i: int) -> bytes:
         """The raw bytes of token ``i`` (a token may hold part of a multi-byte character)."""
-        i = int(i)
+        i = _id_to_int(i)
         self._check_ids([i])
         if i in self._specials:
             return self._specials[i].encode("utf-8")

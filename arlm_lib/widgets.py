@@ -565,13 +565,15 @@ class SamplingPlayground:
         )
 
     def config(self) -> GenerationConfig:
-        """The GenerationConfig the controls describe."""
+        """The GenerationConfig the controls describe. At temperature 0 (greedy) the filter sliders
+        are left out: greedy decoding ignores them, and GenerationConfig warns about such a mix."""
+        greedy = float(self.temperature.value) == 0
         return GenerationConfig(
             max_new_tokens=int(self.max_tokens.value),
             temperature=float(self.temperature.value),
-            top_k=int(self.top_k.value) or None,
-            top_p=float(self.top_p.value),
-            min_p=float(self.min_p.value),
+            top_k=None if greedy else int(self.top_k.value) or None,
+            top_p=1.0 if greedy else float(self.top_p.value),
+            min_p=0.0 if greedy else float(self.min_p.value),
         )
 
     def _prompt_ids(self) -> list[int]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from types import SimpleNamespace
 
 import pytest
 
@@ -76,5 +77,26 @@ def test_bad_requests_are_rejected():
         entropy_rate("prose")
     with pytest.raises(ConfigError, match="n_sentences"):
         entropy_rate("synthetic", n_sentences=1)
+    for bad in ("x", None, 2.5, True):  # a raw TypeError for the first two, accepted for the last two
+        with pytest.raises(ConfigError, match=f"n_sentences must be an integer >= 2; got {bad!r}"):
+            entropy_rate("synthetic", n_sentences=bad)
+        with pytest.raises(ConfigError, match="n_sentences"):
+            token_entropy_rate(SimpleNamespace(encode=list), "synthetic", n_sentences=bad)
     with pytest.raises(DataError, match="not in the"):
         text_bits_per_char("the dog run.\n")
+
+
+def test_ratio_estimate_is_the_delta_method_formula():
+    """Closed form: the standard error of a ratio of means uses the sample variance (n - 1) of the
+    residuals, and the interval the two-sided normal quantile (1.96 at 95 %, not one-sided 1.645)."""
+    from arlm_lib.corpus.entropy import ratio_estimate
+
+    num, den = [3.0, 5.0, 4.0, 9.0], [1.0, 2.0, 1.0, 3.0]
+    ratio, se, low, high = ratio_estimate(num, den, confidence=0.95)
+    r = 21 / 7
+    residuals = [a - r * b for a, b in zip(num, den)]  # 0, -1, 1, 0
+    expected_se = math.sqrt(sum(x * x for x in residuals) / (4 * 3)) / (7 / 4)
+    assert ratio == pytest.approx(r)
+    assert se == pytest.approx(expected_se, rel=1e-12)
+    z = 1.959963984540054
+    assert (low, high) == pytest.approx((r - z * expected_se, r + z * expected_se), rel=1e-12)

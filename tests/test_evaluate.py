@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch.nn import functional as F
@@ -124,3 +125,27 @@ def test_bad_window_and_batch_sizes_are_named(model: GPT, kwargs: dict, pattern:
 def test_a_token_outside_the_vocabulary_is_named(model: GPT):
     with pytest.raises(DataError, match="token id 40 is outside the model's vocabulary 0..11"):
         evaluate_tokens(model, None, torch.tensor([1, 2, 40, 3]))
+
+
+@pytest.mark.parametrize(
+    "tokens",
+    [
+        torch.tensor([1.5, 2.0, 3.0]),
+        [1.5, 2.0, 3.0],
+        np.array([1.0, 2.0, 3.0]),
+        torch.tensor([True, False, True]),
+    ],
+    ids=["float-tensor", "float-list", "float-array", "bool-tensor"],
+)
+def test_float_or_bool_ids_are_refused_not_truncated(model: GPT, tokens):
+    # Casting to long would score id 1 for 1.5: a loss for a stream that holds no token ids at all.
+    dtype = str(tokens.dtype) if isinstance(tokens, (torch.Tensor, np.ndarray)) else "torch.float32"
+    with pytest.raises(DataError, match=f"integer dtype, got {dtype}"):
+        evaluate_tokens(model, None, tokens)
+
+
+def test_integer_ids_in_a_list_or_a_numpy_array_are_scored_like_a_tensor(model: GPT):
+    ids = [1, 5, 2, 7, 3, 11, 0]
+    expected = evaluate_tokens(model, None, torch.tensor(ids))
+    assert evaluate_tokens(model, None, ids) == expected
+    assert evaluate_tokens(model, None, np.array(ids, dtype=np.uint16)) == expected

@@ -7,11 +7,14 @@ position id then changes the tokens instead of hiding in near-ties.
 
 from __future__ import annotations
 
+import dataclasses
 import io
+import json
 import math
 import warnings
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
@@ -42,6 +45,7 @@ from arlm_lib.generate import (
     score_text,
     stream_text,
 )
+from arlm_lib.generation.processors import VocabLimit
 from arlm_lib.model import GPT, GPTConfig
 from arlm_lib.tokenizers import CharTokenizer, train_tokenizer
 
@@ -123,6 +127,85 @@ def test_bad_config_values_raise_naming_the_value(field, value):
         GenerationConfig(**{field: value})
     message = str(info.value)
     assert field in message and repr(value) in message and "allowed" in message
+
+
+def test_numpy_scalars_are_accepted_and_stored_as_python_values():
+    # Values from a numpy grid: np.int64(3) is an integer (it was refused as not one), and the stored
+    # values must be plain Python ones, since json.dumps refuses numpy scalars.
+    config = GenerationConfig(
+        top_k=np.int64(3), temperature=np.float32(0.5), top_p=np.float64(0.9), max_new_tokens=np.int32(7)
+    )
+    data = dataclasses.asdict(config)
+    kinds = {k: type(data[k]) for k in ("top_k", "temperature", "top_p", "max_new_tokens")}
+    assert kinds == {"top_k": int, "temperature": float, "top_p": float, "max_new_tokens": int}
+    assert GenerationConfig(**json.loads(json.dumps(data))) == config
+    assert (config.top_k, config.temperature, config.max_new_tokens) == (3, 0.5, 7)
+
+
+@pytest.mark.parametrize(
+    "options, name",
+    [
+        (dict(temperature=0, top_k=5), "top_k"),
+        (dict(temperature=0.0, top_p=0.5), "top_p"),
+        (dict(do_sample=False, min_p=0.1), "min_p"),
+    ],
+)
+def test_filters_that_greedy_decoding_ignores_are_warned_about(options, name):
+    # The CLI refuses these combinations; the Python API warns (the notebook widget and the decoding
+    # explorer build such configs from independent controls and must keep working).
+    with pytest.warns(UserWarning, match=rf"{name}=.* has no effect with .*greedy"):
+        config = GenerationConfig(**options)
+    assert config.processors() == []  # ...because greedy decoding really ignores them
+
+
+def test_greedy_with_neutral_filters_or_penalties_and_sampling_with_filters_do_not_warn():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        GenerationConfig(temperature=0, top_p=1.0, min_p=0.0, repetition_penalty=1.3, no_repeat_ngram_size=2)
+        GenerationConfig(temperature=0.7, top_k=5, top_p=0.9, min_p=0.1)
+
+
+@pytest.mark.parametrize("config", [{"temperature": 0}, 5, 0, "greedy"])
+def test_a_config_that_is_not_a_generation_config_is_named(model, text_model, tok, config):
+    # It used to fail with AttributeError 'with_overrides' (and 0 silently meant the default config).
+    pattern = f"config must be a GenerationConfig or None, got {type(config).__name__}"
+    with pytest.raises(GenerationError, match=pattern):
+        generate(model, [1, 2], config)
+    with pytest.raises(GenerationError, match=pattern):
+        generate_text(text_model, tok, "the ", config)
+    with pytest.raises(GenerationError, match=pattern):
+        list(stream_text(text_model, tok, "the ", config))
+
+
+@pytest.mark.parametrize(
+    "prompt, pattern",
+    [
+        ([], "prompt is an empty list"),
+        (b"the", "prompt is of type bytes"),
+        (5, "prompt is of type int"),
+        (None, "prompt is of type NoneType"),
+        (["the ", b"x"], "prompt 1 is of type bytes"),
+    ],
+)
+def test_text_prompts_must_be_a_str_or_a_non_empty_list_of_str(text_model, tok, prompt, pattern):
+    with pytest.raises(GenerationError, match=pattern):
+        generate_text(text_model, tok, prompt, max_new_tokens=2)
+    with pytest.raises(
+        GenerationError, match=f"stream_text takes one prompt str, got {type(prompt).__name__}"
+    ):
+        list(stream_text(text_model, tok, prompt, max_new_tokens=2))
+
+
+@pytest.mark.parametrize("seed", [2**64, 2**70, -(2**63) - 1])
+def test_a_seed_outside_64_bits_is_named(model, text_model, tok, seed):
+    # torch would say "Overflow when unpacking long long", after the prompt was already checked.
+    pattern = rf"seed={seed} is not allowed: it must be an integer in \[-2\*\*63, 2\*\*64\)"
+    with pytest.raises(GenerationError, match=pattern):
+        generate(model, [1], seed=seed)
+    with pytest.raises(GenerationError, match=pattern):
+        generate_text(text_model, tok, "the ", seed=seed, max_new_tokens=2)
+    for edge in (2**64 - 1, -(2**63)):  # the ends of the range are seeds
+        assert len(generate_ids(model, [1], seed=edge, max_new_tokens=3)) == 3
 
 
 def test_bad_beam_width_and_context_keep_raise(model):
@@ -215,6 +298,15 @@ def test_top_p_stops_as_soon_as_the_mass_reaches_p_and_breaks_ties_by_id():
     assert torch.isfinite(TopP(1.0)(equal, [[]]))[0].all()
 
 
+def test_min_p_keeps_a_token_exactly_at_the_threshold():
+    # Probabilities 4/7, 2/7, 1/7; min_p = 0.5 puts the threshold exactly on the middle token, which is
+    # not *below* it and must stay.
+    logits = torch.tensor([[0.0, math.log(0.5), math.log(0.25)]], dtype=torch.float64)
+    probs = F.softmax(logits, -1)
+    assert probs[0, 1] == 0.5 * probs[0, 0]  # the boundary case really is exact
+    assert torch.isfinite(MinP(0.5)(logits, [[]]))[0].tolist() == [True, True, False]
+
+
 def test_min_p_threshold_scales_with_the_top_probability():
     # A token at 5% survives min_p=0.3 when the top token has 10% (threshold 3%), not when it has 90%.
     flat = torch.tensor([[0.10] * 9 + [0.05, 0.05]]).log()
@@ -258,8 +350,15 @@ def test_processor_order_is_the_documented_one():
     )
     kinds = [type(p) for p in config.processors()]
     assert kinds == [RepetitionPenalty, NoRepeatNGram, Temperature, TopK, TopP, MinP]
-    greedy = GenerationConfig(temperature=0, top_k=5, repetition_penalty=1.3)
+    with pytest.warns(UserWarning, match="top_k=5 has no effect"):
+        greedy = GenerationConfig(temperature=0, top_k=5, repetition_penalty=1.3)
     assert [type(p) for p in greedy.processors()] == [RepetitionPenalty]
+
+
+def test_vocab_limit_removes_exactly_the_ids_past_the_limit():
+    logits = torch.tensor([[1.0, 3.0, 2.0, 9.0, 8.0]], dtype=torch.float64)
+    assert torch.isfinite(VocabLimit(3)(logits, [[]]))[0].tolist() == [True, True, True, False, False]
+    assert torch.equal(VocabLimit(5)(logits, [[]]), logits)
 
 
 finite_floats = st.floats(allow_nan=False, allow_infinity=False, width=32)  # the whole float32 range
@@ -280,14 +379,16 @@ def test_processed_distribution_is_always_valid(
     logits, history, temperature, top_k, top_p, min_p, penalty, ngram
 ):
     """For any finite logits and any valid parameters: non-negative, sums to 1, at least one token."""
-    config = GenerationConfig(
-        temperature=temperature,
-        top_k=top_k,
-        top_p=top_p,
-        min_p=min_p,
-        repetition_penalty=penalty,
-        no_repeat_ngram_size=ngram,
-    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # temperature 0 with a filter: tested above
+        config = GenerationConfig(
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            min_p=min_p,
+            repetition_penalty=penalty,
+            no_repeat_ngram_size=ngram,
+        )
     x = torch.tensor([logits], dtype=torch.float32)
     hist = [[t for t in history if t < x.size(1)]]
     probs = processed_probs(x, hist, config.processors())
@@ -440,6 +541,61 @@ def test_a_list_of_scalar_tensors_is_one_prompt(model):
     assert score_sequence(model, list(prompt)) == pytest.approx(score_sequence(model, [1, 2, 3]))
 
 
+def test_a_2d_numpy_array_is_a_batch_like_a_2d_tensor(model):
+    batch = np.array([[1, 2, 3], [4, 5, 6]])
+    expected = generate_ids(model, batch.tolist(), temperature=0, max_new_tokens=5)
+    assert generate_ids(model, batch, temperature=0, max_new_tokens=5) == expected  # was one "prompt"
+    assert generate_ids(model, list(batch), temperature=0, max_new_tokens=5) == expected
+    assert generate_ids(model, batch[1], temperature=0, max_new_tokens=5) == expected[1]
+    with pytest.raises(GenerationError, match="token id 1.5"):
+        generate_ids(model, np.array([1.5, 2.0]), max_new_tokens=2)
+
+
+def test_a_tokenizer_with_more_ids_than_the_model_is_refused_up_front(tok):
+    small = make_model(vocab_size=tok.vocab_size - 1)  # another model's tokenizer
+    pattern = rf"tokenizer has {tok.vocab_size} ids, the model's vocabulary only {tok.vocab_size - 1}"
+    calls = {
+        "generate_text": lambda: generate_text(small, tok, "the ", max_new_tokens=3),
+        "stream_text": lambda: list(stream_text(small, tok, "the ", max_new_tokens=3)),
+        "generate": lambda: generate(small, [1, 2], tokenizer=tok),
+        "beam_search": lambda: beam_search(small, [1, 2], 2, 3, tokenizer=tok),
+    }
+    for call in calls.values():
+        with pytest.raises(GenerationError, match=pattern):
+            call()
+
+
+def test_ids_past_a_smaller_tokenizer_are_never_generated(model, tok):
+    """A model vocabulary padded past its tokenizer's (40 rows, 35 ids): the padding is never chosen."""
+    n = tok.vocab_size
+    assert n < VOCAB
+
+    def favour_padding(module, args, output):  # make the padding rows the most likely tokens
+        output.logits[..., n:] += 50.0
+        return output
+
+    handle = model.register_forward_hook(favour_padding)
+    try:
+        # Without the tokenizer, nothing says those rows are padding: they win (the hook works).
+        assert min(generate_ids(model, [1, 2], temperature=0, max_new_tokens=5)) >= n
+        sampling = [dict(temperature=0), dict(seed=0), dict(seed=1, top_p=0.9), dict(seed=2, min_p=0.5),
+                    dict(seed=3, top_k=3), dict(temperature=0, no_repeat_ngram_size=1)]  # fmt: skip
+        for use_cache in (True, False):
+            for options in sampling:
+                kw = dict(use_cache=use_cache, max_new_tokens=20, **options)
+                for step in generate(model, [1, 2], tokenizer=tok, return_top=VOCAB, **kw):
+                    t = step.tokens[0]
+                    assert t.token_id < n, (use_cache, options)
+                    assert max(i for i, _ in t.top) < n and max(i for i, _ in t.top_raw) < n
+                    assert sum(p for _, p in t.top) == pytest.approx(1.0)  # none of the mass on padding
+                    assert len(t.top_raw) == n
+                assert len(generate_text(model, tok, "the ", **kw)) == 20  # decodable: one char per id
+        for h in beam_search(model, [1, 2], 3, 10, tokenizer=tok):
+            assert max(h.ids) < n
+    finally:
+        handle.remove()
+
+
 def test_empty_prompt_starts_from_bos(model, tok, text_model):
     assert generate_ids(model, [], temperature=0, max_new_tokens=10, bos_id=7) == generate_ids(
         model, [7], temperature=0, max_new_tokens=10
@@ -468,31 +624,78 @@ def test_long_prompt_is_cropped_from_the_left_with_a_warning(model):
         assert got == generate_ids(model, long_prompt[-BLOCK:], temperature=0, max_new_tokens=10)
 
 
-def test_stop_strings_end_the_text_before_the_stop_string(text_model, tok):
-    full = generate_text(text_model, tok, "the ", temperature=0, max_new_tokens=25)
-    stop = full[6:8]
-    assert len(stop) == 2
-    cut = generate_text(text_model, tok, "the ", temperature=0, max_new_tokens=25, stop_strings=[stop])
-    assert cut == full[: full.index(stop)]
-    steps = list(
-        generate(
-            text_model,
-            tok.encode("the "),
-            temperature=0,
-            max_new_tokens=25,
-            stop_strings=[stop],
-            tokenizer=tok,
-        )
-    )
+def test_the_text_ends_before_the_earliest_stop_string(text_model, tok):
+    kw = dict(seed=5, max_new_tokens=25)
+    full = generate_text(text_model, tok, "the ", **kw)
+    # A character that has not occurred before: both stop strings below first appear at that step.
+    i = next(i for i in range(2, len(full) - 1) if full[i + 1] not in full[: i + 1])
+    pair, single = full[i : i + 2], full[i + 1]
+    for stops in ([pair, single], [single, pair]):  # the earliest one wins, whatever the order
+        assert generate_text(text_model, tok, "the ", stop_strings=stops, **kw) == full[:i]
+        assert "".join(stream_text(text_model, tok, "the ", stop_strings=stops, **kw)) == full[:i]
+    steps = list(generate(text_model, tok.encode("the "), stop_strings=[pair], tokenizer=tok, **kw))
     assert steps[-1].tokens[0].finish_reason == "stop_string"
-    assert stop in tok.decode([s.tokens[0].token_id for s in steps])
+    assert tok.decode([s.tokens[0].token_id for s in steps]) == full[: i + 2]  # emitted up to the stop
+
+
+def test_stream_text_holds_back_what_may_become_a_stop_string(text_model, tok):
+    kw = dict(seed=5, max_new_tokens=25)
+    full = generate_text(text_model, tok, "the ", **kw)
+    stop = full[6:9]  # three characters: the first two must not be shown before the third decides
+    expected = full[: full.index(stop)]
+    pieces = list(stream_text(text_model, tok, "the ", stop_strings=[stop], **kw))
+    assert "".join(pieces) == expected == generate_text(text_model, tok, "the ", stop_strings=[stop], **kw)
+
+
+def test_a_stop_token_ends_the_text_and_is_not_part_of_it(text_model, tok):
+    kw = dict(seed=5, max_new_tokens=25)
+    full = generate_text(text_model, tok, "the ", **kw)
+    i = next(i for i in range(1, len(full)) if full[i] not in full[:i])
+    stop_id = tok.encode(full[i])[0]
+    assert generate_text(text_model, tok, "the ", stop_ids=[stop_id], **kw) == full[:i]
+    assert "".join(stream_text(text_model, tok, "the ", stop_ids=[stop_id], **kw)) == full[:i]
 
 
 def test_stream_text_joins_to_generate_text(text_model, tok):
-    for kwargs in (dict(seed=5), dict(temperature=0, stop_strings=["o"])):
+    full = generate_text(text_model, tok, "the ", max_new_tokens=30, seed=5)
+    stop = full[-10:-8]  # met late in the text, after pieces were already shown
+    assert full.index(stop) > 5
+    for kwargs in (dict(seed=5), dict(seed=5, stop_strings=[stop])):
         pieces = list(stream_text(text_model, tok, "the ", max_new_tokens=30, **kwargs))
         assert "".join(pieces) == generate_text(text_model, tok, "the ", max_new_tokens=30, **kwargs)
-    assert len(list(stream_text(text_model, tok, "the ", max_new_tokens=30, seed=5))) > 1
+        assert len(pieces) > 1
+    assert "".join(pieces) == full[: full.index(stop)]
+
+
+def test_stream_text_never_shows_half_a_character():
+    bpe = train_tokenizer("bpe", "注意力机制 " * 30, vocab_size=260)
+    script = bpe.encode("注意")
+    assert bpe.decode(script[:1]).endswith("\ufffd")  # the first token is part of a character
+    model = make_model(vocab_size=bpe.vocab_size)
+    prompt = bpe.encode("x")
+
+    def force(module, args, output):  # the model "predicts" the scripted tokens, one per step
+        step = args[0].shape[1] - len(prompt)
+        output.logits[:, -1] = -1e9
+        output.logits[:, -1, script[step]] = 1e9
+        return output
+
+    handle = model.register_forward_hook(force)
+    try:
+        kw = dict(temperature=0, max_new_tokens=len(script), use_cache=False)
+        pieces = list(stream_text(model, bpe, "x", **kw))
+        assert generate_text(model, bpe, "x", **kw) == "注意"
+    finally:
+        handle.remove()
+    assert "".join(pieces) == "注意" and not any("\ufffd" in p for p in pieces)
+
+
+def test_penalties_see_the_prompt_too(model):
+    prompt = PROMPTS[2]
+    out = generate_ids(model, prompt, temperature=0, max_new_tokens=12, no_repeat_ngram_size=1)
+    assert not set(out) & set(prompt) and len(set(out)) == len(out)
+    for h in beam_search(model, prompt, 3, 8, no_repeat_ngram_size=1):
+        assert not set(h.ids) & set(prompt) and len(set(h.ids)) == len(h.ids)
 
 
 @pytest.mark.parametrize("was_training", [True, False])
@@ -559,6 +762,54 @@ def test_beam_scores_are_length_normalized_log_probs_and_eos_ends_a_beam(model):
     assert beam_search(model, prompt, 3, 30, length_penalty=0.0, eos_id=eos)[0].ids[-1] == eos
 
 
+def beam_reference(model, prompt, width, n, length_penalty, eos):
+    """Beam search written out the slow way (no cache, one forward per beam), Hugging Face's rules:
+    the 2*width best candidates; an eos among the best `width` finishes a hypothesis, the other
+    candidates fill `width` running beams; stop once `width` hypotheses are finished and the best
+    running beam (scored at its current length) cannot beat the worst of them."""
+
+    def final(total, length):
+        return total / length**length_penalty
+
+    beams, finished = [([], 0.0)], []
+    for step in range(n):
+        cands = []
+        for b, (ids, total) in enumerate(beams):
+            with torch.no_grad():
+                logp = F.log_softmax(model(torch.tensor([prompt + ids])).logits[0, -1].double(), -1)
+            cands += [(total + float(logp[t]), b, t) for t in range(VOCAB)]
+        cands.sort(key=lambda c: (-c[0], c[1], c[2]))
+        running = []
+        for rank, (total, b, t) in enumerate(cands[: 2 * width]):
+            ids = beams[b][0] + [t]
+            if t == eos:
+                if rank < width:
+                    finished.append((ids, final(total, len(ids))))
+            elif len(running) < width:
+                running.append((ids, total))
+        finished = sorted(finished, key=lambda h: -h[1])[:width]
+        beams = running
+        if step == n - 1:
+            break
+        if len(finished) == width and finished[-1][1] >= max(final(t, step + 1) for _, t in beams):
+            beams = []
+            break
+    hyps = finished + [(ids, final(t, len(ids))) for ids, t in beams]
+    return sorted(hyps, key=lambda h: -h[1])[:width]
+
+
+@pytest.mark.parametrize("length_penalty", [0.0, 1.0])
+@pytest.mark.parametrize("width", [2, 4])
+def test_beam_search_matches_the_written_out_algorithm(model, width, length_penalty):
+    prompt = PROMPTS[0]
+    greedy = generate_ids(model, prompt, temperature=0, max_new_tokens=10)
+    for eos in greedy[:4]:  # likely tokens, so that eos competes inside and just outside the top width
+        expected = beam_reference(model, prompt, width, 10, length_penalty, eos)
+        got = beam_search(model, prompt, width, 10, length_penalty=length_penalty, eos_id=eos)
+        assert [h.ids for h in got] == [ids for ids, _ in expected], eos
+        assert [h.score for h in got] == pytest.approx([s for _, s in expected], abs=1e-6)
+
+
 # ----------------------------------------------------------------------------- scoring
 def test_score_equals_the_sum_of_generation_logprobs_even_past_the_context(model):
     prompt = PROMPTS[2]
@@ -570,6 +821,34 @@ def test_score_equals_the_sum_of_generation_logprobs_even_past_the_context(model
     assert score.token_logprobs == pytest.approx(reported, abs=1e-5)
     assert score.total_logprob == pytest.approx(math.fsum(reported), abs=1e-4)
     assert score.surprisal_bits == pytest.approx([-lp / math.log(2) for lp in reported], abs=1e-5)
+
+
+def test_scoring_after_a_context_longer_than_the_window_matches_generation(model):
+    long_prompt = [(i * 7) % VOCAB for i in range(BLOCK + 9)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the prompt is cropped, with a warning
+        steps = list(generate(model, long_prompt, max_new_tokens=10, seed=1))
+    ids = long_prompt + [s.tokens[0].token_id for s in steps]
+    score = score_sequence(model, ids, context_len=len(long_prompt))
+    assert score.token_logprobs == pytest.approx([s.tokens[0].logprob for s in steps], abs=1e-5)
+
+
+def test_generated_perplexity_pools_tokens_over_sequences(model):
+    a, b = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11], [5, 9, 2]
+    sa, sb = score_sequence(model, a, context_len=2), score_sequence(model, b, context_len=1)
+    n = len(sa.token_logprobs) + len(sb.token_logprobs)
+    pooled = math.exp(-(sa.total_logprob + sb.total_logprob) / n)
+    assert sa.perplexity != pytest.approx(sb.perplexity, rel=1e-2)  # pooling differs from averaging
+    assert generated_perplexity(model, [a, b], context_len=[2, 1]) == pytest.approx(pooled, rel=1e-9)
+
+
+def test_bad_scoring_arguments_are_named(model):
+    with pytest.raises(GenerationError, match="empty sequence"):  # not a context_len problem
+        score_sequence(model, [])
+    with pytest.raises(GenerationError, match=r"context_len=1\.0 is not allowed"):
+        generated_perplexity(model, [[1, 2, 3]], context_len=1.0)
+    with pytest.raises(GenerationError, match=r"context_len=0 is not allowed"):
+        generated_perplexity(model, [[1, 2, 3], [4, 5]], context_len=[1, 0])
 
 
 def test_score_is_the_chain_rule_within_the_context(model):

@@ -1,8 +1,10 @@
 """The GPT model: causality, the two attention paths, the KV cache, padding, init and learning."""
 
+import json
 import math
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 from torch.nn import functional as F
@@ -253,11 +255,36 @@ def test_presets_and_parameter_counts():
         (dict(norm_position="middle"), "norm_position"),
         (dict(attention="flash"), "attention"),
         (dict(dropout=1.5), "dropout"),
+        (dict(dropout="0.1"), "dropout='0.1'"),
+        # Switches are tested for truth: "no" would mean True, 0 would mean False, both silently.
+        (dict(bias="no"), "bias='no'"),
+        (dict(residual=0), "residual=0"),
+        (dict(qk_layernorm="yes"), "qk_layernorm='yes'"),
+        (dict(n_lyr=3), r"n_lyr.*allowed fields.*n_layer"),
     ],
 )
 def test_bad_config_values_are_named(overrides, match):
     with pytest.raises(ConfigError, match=match):
         GPTConfig.from_preset("tiny", **overrides)
+
+
+def test_a_dropout_of_none_is_named_not_a_raw_type_error():
+    # (from_preset skips None overrides, so build the config directly.)
+    with pytest.raises(ConfigError, match="dropout=None"):
+        GPTConfig(dropout=None)
+
+
+def test_numpy_scalars_are_accepted_and_stored_as_python_values():
+    # Values from a numpy grid or array: np.int64 is an integer, but json.dumps refuses it.
+    config = GPTConfig(
+        vocab_size=np.int64(37), n_embd=np.int64(32), n_head=np.int32(4), dropout=np.float32(0.5)
+    )
+    data = config.to_dict()
+    assert [type(data[k]) for k in ("vocab_size", "n_embd", "n_head", "dropout")] == [int, int, int, float]
+    assert GPTConfig.from_dict(json.loads(json.dumps(data))) == config
+    assert config == replace(SMALL, vocab_size=37, block_size=128, n_layer=4, dropout=0.5)
+    with pytest.raises(ConfigError, match="n_layer"):
+        GPTConfig(n_layer=np.bool_(True))
 
 
 def test_unknown_preset_lists_the_known_ones():
@@ -270,3 +297,16 @@ def test_config_round_trip_rejects_unknown_fields():
     assert GPTConfig.from_dict(data) == PRESETS["tiny"]
     with pytest.raises(ConfigError, match="rotary"):
         GPTConfig.from_dict({**data, "rotary": True})
+
+
+@pytest.mark.parametrize("device", ["gpu", "cuda:x", "tpu"])
+def test_load_model_names_a_bad_device_and_the_choices(tmp_path, device):
+    # torch's own error lists some thirty device types and never says which value was wrong.
+    from arlm_lib.checkpoint import load_model, save_checkpoint
+    from arlm_lib.errors import DeviceError
+
+    save_checkpoint(tmp_path / "run", GPT(SMALL))
+    with pytest.raises(DeviceError, match=rf"unknown device {device!r}: choose one of .*'cpu', 'cuda'"):
+        load_model(tmp_path / "run", device=device)
+    model, _ = load_model(tmp_path / "run", device=torch.device("cpu"))
+    assert next(model.parameters()).device.type == "cpu"

@@ -552,6 +552,16 @@ def effective_processed_traces(fig: dict, n_ctx: int) -> list[int]:
     return shown
 
 
+def test_decoding_explorer_with_a_greedy_temperature_warns_nothing(tokenizer, recwarn):
+    """Temperature 0 on the slider with top-k and top-p on theirs: greedy ignores the filters, so the
+    explorer leaves them out of its configs instead of printing a warning into the reader's cell."""
+    logits = [torch.randn(tokenizer.vocab_size, generator=torch.Generator().manual_seed(3))]
+    fig = as_dict(viz.decoding_explorer_figure(logits, ["a"], tokenizer, (0.0, 1.0), (None, 4), (1.0, 0.6)))
+    assert not [w for w in recwarn if "has no effect" in str(w.message)]
+    greedy_bars = [trace["y"] for trace in fig["data"][1:5]]  # temperature 0: every filter setting
+    assert all(max(y) == 1.0 for y in greedy_bars) and all(y == greedy_bars[0] for y in greedy_bars)
+
+
 def test_decoding_explorer_sliders_compose_to_the_right_precomputed_distribution(tokenizer):
     torch.manual_seed(1)
     logits = [torch.randn(tokenizer.vocab_size) * 3 for _ in range(3)]

@@ -354,14 +354,18 @@ def test_playground_explains_edge_settings_and_clears_a_failed_run(model, tokeni
     assert "cannot encode" in app.status.value and app.output.value == ""  # not the last run's text
     app.prompt.value = ""
     assert "empty prompt" in app.status.value
+    app.top_k.value, app.top_p.value = 3, 0.5
     app.temperature.value = 0.0
     assert "greedy" in app.status.value
+    # Greedy ignores the filter sliders: they are left out of the config, which would otherwise warn.
+    assert app.config().top_k is None and app.config().top_p == 1.0 and app.config().greedy
     app.prompt.value = "the cat sat on the mat. " * 2  # 48 tokens, more than block_size=32
     assert "48 tokens" in app.status.value and "last 32" in app.status.value
     app._generate()
     assert "done: 4 tokens" in app.status.value and "last 32" in app.status.value
     # Said in the status, not as a warning printed into whichever cell the kernel is running.
     assert not [w for w in recwarn if "context window" in str(w.message)]
+    assert not [w for w in recwarn if "has no effect" in str(w.message)]
     app.close()
 
 

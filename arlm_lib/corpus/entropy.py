@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from arlm_lib.checks import is_int
 from arlm_lib.corpus.synthetic import SyntheticLanguage, sentence_logprobs
 from arlm_lib.errors import ConfigError, DataError
 
@@ -93,8 +94,9 @@ def language_for(name: str | SyntheticLanguage) -> SyntheticLanguage:
 
 
 def _check_n(n_sentences: int) -> None:
-    if n_sentences < 2:
-        raise ConfigError(f"n_sentences must be >= 2; got {n_sentences}")
+    # is_int first: comparing a str or None with 2 would be a raw TypeError.
+    if not is_int(n_sentences) or n_sentences < 2:
+        raise ConfigError(f"n_sentences must be an integer >= 2; got {n_sentences!r}")
 
 
 def entropy_rate(

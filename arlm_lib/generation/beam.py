@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -16,6 +16,7 @@ from ..errors import GenerationError
 from .config import GenerationConfig, bad_value, check_int
 from .context import ContextWindow, crop_prompt, eval_no_grad, normalize_prompts
 from .processors import LogitsProcessor, apply_processors, descending_order
+from .sampling import tokenizer_limit, with_vocab_limit
 
 __all__ = ["BeamHypothesis", "beam_search"]
 
@@ -44,6 +45,7 @@ def beam_search(
     no_repeat_ngram_size: int = 0,
     use_cache: bool = True,
     context_keep: int | None = None,
+    tokenizer: Any = None,
 ) -> list[BeamHypothesis]:
     """Return up to ``num_beams`` continuations of one prompt, best score first.
 
@@ -55,6 +57,8 @@ def beam_search(
     penalties are the logits processors of ``arlm_lib.generation.processors``; the score then uses
     penalized log-probs.
     Ties between equal scores go to the lower beam, then the lower token id, so width 1 is greedy.
+    ``tokenizer`` (optional) gives the default ``bos_id``, and, if it has fewer ids than the model's
+    vocabulary (a padded one), keeps the ids past its own out of every beam, as :func:`generate` does.
     """
     check_int("num_beams", num_beams, 1)
     check_int("max_new_tokens", max_new_tokens, 0)
@@ -65,6 +69,9 @@ def beam_search(
     ):
         raise bad_value("length_penalty", length_penalty, "it must be a finite number")
     vocab_size, block_size = model.config.vocab_size, model.config.block_size
+    limit = tokenizer_limit(tokenizer, vocab_size)
+    if bos_id is None and tokenizer is not None:
+        bos_id = tokenizer.bos_id
     if eos_id is not None and (not is_int(eos_id) or not 0 <= eos_id < vocab_size):
         raise bad_value("eos_id", eos_id, f"it must be None or an integer in 0..{vocab_size - 1}")
     prompts, single = normalize_prompts(prompt_ids, vocab_size, bos_id)
@@ -81,7 +88,7 @@ def beam_search(
     with eval_no_grad(model):
         return _beam_search(
             model, prompts[0], window, num_beams, max_new_tokens, float(length_penalty), eos_id,
-            config.processors(), keep, use_cache,
+            with_vocab_limit(config.processors(), limit), keep, use_cache,
         )  # fmt: skip
 
 
@@ -116,6 +123,10 @@ def _beam_search(
         for rank, flat in enumerate(order):
             beam, token = divmod(flat, vocab_size)
             ids, total = beams[beam][0] + [token], float(totals[flat])
+            if total == -math.inf:
+                # A removed token (a padded id, an n-gram ban): it, and all after it, cannot be chosen.
+                # Only reached when fewer than 2 * num_beams candidates are possible at all.
+                break
             if eos_id is not None and token == eos_id:
                 if rank < num_beams:  # an eos outside the top num_beams would not have survived anyway
                     finished.append(BeamHypothesis(ids, final(total, len(ids))))

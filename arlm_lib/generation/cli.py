@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import warnings
 from typing import Any, TextIO
 
 from torch import nn
@@ -169,15 +170,19 @@ def sample_cli(
         check_int("num_samples", opts["num_samples"], 1)
         if opts["beam"] is not None:
             check_int("num_beams", opts["beam"], 1)
-        config = GenerationConfig(
-            max_new_tokens=opts["max_new_tokens"],
-            temperature=opts["temperature"],
-            top_k=opts["top_k"],
-            top_p=opts["top_p"],
-            min_p=opts["min_p"],
-            repetition_penalty=1.0 if opts["repetition_penalty"] is None else opts["repetition_penalty"],
-            no_repeat_ngram_size=opts["no_repeat_ngram"] or 0,
-        )
+        with warnings.catch_warnings():
+            # GenerationConfig only warns about filters that greedy decoding ignores; the CLI refuses
+            # them just below (check_sample_options), in terms of the flags.
+            warnings.simplefilter("ignore", UserWarning)
+            config = GenerationConfig(
+                max_new_tokens=opts["max_new_tokens"],
+                temperature=opts["temperature"],
+                top_k=opts["top_k"],
+                top_p=opts["top_p"],
+                min_p=opts["min_p"],
+                repetition_penalty=1.0 if opts["repetition_penalty"] is None else opts["repetition_penalty"],
+                no_repeat_ngram_size=opts["no_repeat_ngram"] or 0,
+            )
         generator = make_generator(opts["seed"])
         check_sample_options(**opts)  # after the values: a bad value is reported as such, not as a clash
     except GenerationError as err:
@@ -190,7 +195,7 @@ def sample_cli(
     num_samples = opts["num_samples"]
     if opts["beam"] is not None:
         hypotheses = beam_search(
-            model, prompt_ids, opts["beam"], config.max_new_tokens, bos_id=tokenizer.bos_id,
+            model, prompt_ids, opts["beam"], config.max_new_tokens, tokenizer=tokenizer,
             repetition_penalty=config.repetition_penalty, no_repeat_ngram_size=config.no_repeat_ngram_size,
         )  # fmt: skip
         shown = hypotheses[:num_samples]

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from ..checks import is_int, is_real
+from ..checks import is_int, is_real, plain_fields
 from ..errors import GenerationError
 from .processors import (
     LogitsProcessor,
@@ -57,7 +58,9 @@ class GenerationConfig:
     """How to pick each next token. Greedy decoding is ``temperature=0`` or ``do_sample=False``.
 
     ``None`` (or the neutral value) switches a filter off: top_k=None, top_p=None or 1.0,
-    min_p=None or 0.0, repetition_penalty=1.0, no_repeat_ngram_size=0.
+    min_p=None or 0.0, repetition_penalty=1.0, no_repeat_ngram_size=0. Greedy decoding ignores top_k,
+    top_p and min_p (each keeps the most likely token), so setting one with it warns (UserWarning).
+    numpy scalars are accepted, and stored as Python values.
 
     ``context_keep``: what happens when the text outgrows the model's context window (``block_size``
     tokens). The model conditions on a window of the most recent tokens; the window grows to block_size,
@@ -81,6 +84,7 @@ class GenerationConfig:
     context_keep: int | None = None
 
     def __post_init__(self) -> None:
+        plain_fields(self)  # numpy scalars (from a sweep or an array) become plain Python values
         check_int("max_new_tokens", self.max_new_tokens, 0)
         if not _is_finite(self.temperature) or self.temperature < 0:
             raise bad_value(
@@ -103,6 +107,33 @@ class GenerationConfig:
             raise bad_value("do_sample", self.do_sample, "it must be True or False")
         if self.context_keep is not None:
             check_int("context_keep", self.context_keep, 1)
+        ignored = self._ignored_filters()
+        if ignored:
+            # A warning, not an error (the sample CLI refuses the same flags): the notebook widget and
+            # the decoding explorer build configs from independent controls (a temperature slider at 0
+            # with top-k set, a grid of temperatures x top-k values), which must keep working.
+            name, value = ignored[0]
+            warnings.warn(
+                f"{name}={value!r} has no effect with {self._greedy_reason()} (greedy decoding): every "
+                "filter keeps the most likely token, so greedy picks the same one; drop it, or sample "
+                "(temperature > 0 and do_sample=True)",
+                UserWarning,
+                stacklevel=3,
+            )
+
+    def _ignored_filters(self) -> list[tuple[str, Any]]:
+        """The (field, value) of each active truncation filter that greedy decoding would ignore."""
+        if not self.greedy:
+            return []
+        active = [
+            ("top_k", self.top_k, self.top_k is not None),
+            ("top_p", self.top_p, self.top_p is not None and self.top_p < 1.0),
+            ("min_p", self.min_p, self.min_p is not None and self.min_p > 0.0),
+        ]
+        return [(name, value) for name, value, on in active if on]
+
+    def _greedy_reason(self) -> str:
+        return "do_sample=False" if not self.do_sample else f"temperature={self.temperature!r}"
 
     @property
     def greedy(self) -> bool:

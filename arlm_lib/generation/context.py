@@ -17,6 +17,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -45,17 +46,19 @@ def model_device(model: nn.Module) -> torch.device:
 
 
 def is_single_prompt(prompt_ids: Sequence[int] | Sequence[Sequence[int]] | torch.Tensor) -> bool:
-    """True for one prompt (a flat sequence or 1-D tensor, or empty), False for a batch of prompts."""
-    if isinstance(prompt_ids, torch.Tensor):
-        return prompt_ids.dim() == 1
+    """True for one prompt (a flat sequence or 1-D tensor/array, or empty), False for a batch of prompts."""
+    # By dimension, for a numpy array too: its rows are not Sequences, so a 2-D array would otherwise
+    # pass for one prompt whose "ids" are rows.
+    if isinstance(prompt_ids, (torch.Tensor, np.ndarray)):
+        return prompt_ids.ndim == 1
     items = list(prompt_ids)
     if not items:
         return True
     first = items[0]
-    # A 0-d tensor is one token id (what iterating over a 1-D tensor gives), not a prompt.
-    return not isinstance(first, (Sequence, torch.Tensor)) or (
-        isinstance(first, torch.Tensor) and first.dim() == 0
-    )
+    if isinstance(first, (torch.Tensor, np.ndarray)):
+        # A 0-d tensor is one token id (what iterating over a 1-D tensor gives), not a prompt.
+        return first.ndim == 0
+    return not isinstance(first, Sequence)
 
 
 def normalize_prompts(
@@ -76,15 +79,18 @@ def normalize_prompts(
         raise GenerationError(
             f"bos_id {bos_id!r} is not a token id: ids must be integers in 0..{vocab_size - 1}"
         )
-    if isinstance(prompt_ids, torch.Tensor):
-        if prompt_ids.dim() not in (1, 2):
-            raise GenerationError(f"prompt tensor must be 1-D or 2-D, got shape {tuple(prompt_ids.shape)}")
+    if isinstance(prompt_ids, (torch.Tensor, np.ndarray)):
+        if prompt_ids.ndim not in (1, 2):
+            kind = "tensor" if isinstance(prompt_ids, torch.Tensor) else "array"
+            raise GenerationError(f"prompt {kind} must be 1-D or 2-D, got shape {tuple(prompt_ids.shape)}")
     single = is_single_prompt(prompt_ids)
+    if isinstance(prompt_ids, np.ndarray):
+        prompt_ids = prompt_ids.tolist()  # Python scalars: errors name 1.5, not np.float64(1.5)
     if isinstance(prompt_ids, torch.Tensor):
         prompts = [prompt_ids.tolist()] if single else prompt_ids.tolist()
     else:
         raw = [list(prompt_ids)] if single else list(prompt_ids)
-        prompts = [p.tolist() if isinstance(p, torch.Tensor) else list(p) for p in raw]
+        prompts = [p.tolist() if isinstance(p, (torch.Tensor, np.ndarray)) else list(p) for p in raw]
         # 0-d tensors (iterating over a 1-D tensor gives them) are plain ids once unwrapped.
         prompts = [
             [t.item() if isinstance(t, torch.Tensor) and t.dim() == 0 else t for t in p] for p in prompts
@@ -138,6 +144,7 @@ class ContextWindow:
 
     @property
     def batch_size(self) -> int:
+        """How many rows (prompts) are still being generated."""
         return len(self.windows)
 
     def next_logits(self) -> torch.Tensor:

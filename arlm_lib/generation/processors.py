@@ -4,7 +4,9 @@ Every processor maps ``(logits (B, V), histories) -> logits (B, V)``, where ``hi
 whole token history (prompt + generated so far, including any part cropped out of the context window).
 A removed token gets the score ``-inf`` (probability exactly 0).
 
-:func:`build_processors` applies them in ONE order, the one Hugging Face ``generate()`` uses:
+:meth:`GenerationConfig.processors() <arlm_lib.generation.config.GenerationConfig.processors>` lists
+the active ones, and :func:`apply_processors` runs them, in ONE order, the one Hugging Face
+``generate()`` uses:
 
 1. :class:`RepetitionPenalty`  (edits the model's scores: content-aware, must see raw logits)
 2. :class:`NoRepeatNGram`      (bans tokens outright: also content-aware)
@@ -12,6 +14,10 @@ A removed token gets the score ``-inf`` (probability exactly 0).
 4. :class:`TopK`               (truncation filters run on the *tempered* distribution, so that
 5. :class:`TopP`                top-p's nucleus and min-p's threshold mean "of what will be sampled";
 6. :class:`MinP`                top-k is unaffected by temperature either way)
+
+Generation with a tokenizer that has fewer ids than the model's vocabulary (padded to a multiple of
+64, as GPT-2's 50257 ids in 50304 rows) puts :class:`VocabLimit` before all of them: the padding rows
+decode to nothing, so they must never be drawn, nor count in top-p's or min-p's mass.
 
 Every filter keeps the most likely token, and every processor keeps at least one finite score, so the
 softmax of the result is always a valid distribution (non-negative, sums to 1, >= 1 token), for any
@@ -35,6 +41,7 @@ __all__ = [
     "Temperature",
     "TopK",
     "TopP",
+    "VocabLimit",
     "apply_processors",
     "banned_ngram_tokens",
     "descending_order",
@@ -195,6 +202,27 @@ class MinP:
 
     def __repr__(self) -> str:
         return f"MinP({self.min_p})"
+
+
+class VocabLimit:
+    """Remove every id >= ``size``: the padding rows of a vocabulary larger than the tokenizer's.
+
+    Those rows were never a training target, so their scores mean nothing, and the tokenizer cannot
+    decode them. ``size`` >= 1, so a token always remains.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = int(size)
+
+    def __call__(self, logits: torch.Tensor, histories: Sequence[Sequence[int]]) -> torch.Tensor:
+        if self.size >= logits.size(-1):
+            return logits
+        out = logits.clone()
+        out[:, self.size :] = float("-inf")
+        return out
+
+    def __repr__(self) -> str:
+        return f"VocabLimit({self.size})"
 
 
 def apply_processors(

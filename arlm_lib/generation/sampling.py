@@ -19,7 +19,7 @@ from torch.nn import functional as F
 from ..errors import GenerationError
 from .config import GenerationConfig, bad_value, check_int
 from .context import ContextWindow, crop_prompt, is_single_prompt, normalize_prompts
-from .processors import descending_order, processed_probs
+from .processors import LogitsProcessor, VocabLimit, descending_order, processed_probs
 
 __all__ = [
     "GeneratedToken",
@@ -32,6 +32,8 @@ __all__ = [
 ]
 
 FINISH_REASONS = ("stop_id", "stop_string", "length")
+# torch.Generator.manual_seed takes a signed or an unsigned 64-bit integer, nothing wider.
+SEED_RANGE = (-(2**63), 2**64)
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,7 @@ class GenerationStep:
 
     @property
     def token_ids(self) -> list[int | None]:
+        """Each row's new token id, ``None`` for a row that has already finished."""
         return [None if t is None else t.token_id for t in self.tokens]
 
     @property
@@ -91,9 +94,67 @@ def make_generator(seed: int | torch.Generator | None) -> torch.Generator | None
         if isinstance(seed, torch.Generator) and seed.device.type != "cpu":
             raise GenerationError(f"seed generator must be a CPU torch.Generator, got one on {seed.device}")
         return seed
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-        raise bad_value("seed", seed, "it must be an integer, a CPU torch.Generator, or None")
+    low, high = SEED_RANGE
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not low <= seed < high:
+        raise bad_value(
+            "seed", seed, "it must be an integer in [-2**63, 2**64), a CPU torch.Generator, or None"
+        )
     return torch.Generator(device="cpu").manual_seed(int(seed))
+
+
+def check_config(config: Any) -> GenerationConfig:
+    """``config`` itself, or the default GenerationConfig for None; GenerationError for anything else."""
+    if config is None:
+        return GenerationConfig()
+    if not isinstance(config, GenerationConfig):
+        raise GenerationError(
+            f"config must be a GenerationConfig or None, got {type(config).__name__} {config!r:.80}: "
+            "pass GenerationConfig(...), or the options as keyword arguments (temperature=0.7)"
+        )
+    return config
+
+
+def tokenizer_limit(tokenizer: Any, vocab_size: int) -> int | None:
+    """The tokenizer's vocabulary size when the model has more rows than it (None if equal or none).
+
+    A model's vocabulary may be padded past its tokenizer's (GPT-2: 50257 ids in 50304 rows, a multiple
+    of 64 for fast matmuls): the extra ids must never be generated, since the tokenizer cannot decode
+    them. A tokenizer with MORE ids than the model is another model's: GenerationError, up front.
+    """
+    if tokenizer is None:
+        return None
+    n = tokenizer.vocab_size
+    if n > vocab_size:
+        raise GenerationError(
+            f"the tokenizer has {n} ids, the model's vocabulary only {vocab_size}: they do not belong "
+            "together (use the tokenizer the model was trained with, e.g. the one load_model returns)"
+        )
+    return n if n < vocab_size else None
+
+
+def with_vocab_limit(processors: list[LogitsProcessor], limit: int | None) -> list[LogitsProcessor]:
+    """``processors`` preceded by a :class:`VocabLimit` when ``limit`` is set: the padded ids are gone
+    before anything else looks at the distribution (top-p and min-p must not count their mass)."""
+    return processors if limit is None else [VocabLimit(limit), *processors]
+
+
+def check_text_prompt(prompt: Any) -> tuple[list[str], bool]:
+    """(prompts, was_a_single_str) for a str or a non-empty list/tuple of str; GenerationError otherwise."""
+    if isinstance(prompt, str):
+        return [prompt], True
+    if isinstance(prompt, (list, tuple)) and prompt:
+        for row, p in enumerate(prompt):
+            if not isinstance(p, str):
+                raise GenerationError(
+                    f"prompt {row} is of type {type(p).__name__} ({p!r:.60}): every prompt must be a str "
+                    "(to continue token ids, use generate_ids)"
+                )
+        return list(prompt), False
+    what = "an empty list" if isinstance(prompt, (list, tuple)) else f"of type {type(prompt).__name__}"
+    raise GenerationError(
+        f"prompt is {what} ({prompt!r:.60}): it must be a str or a non-empty list of str "
+        "(to continue token ids, use generate_ids)"
+    )
 
 
 def _check_stop_ids(stop_ids: Iterable[int] | int | None, vocab_size: int) -> frozenset[int]:
@@ -137,8 +198,11 @@ def generate(
 ) -> Iterator[GenerationStep]:
     """Stream new tokens for one prompt or a batch of prompts, one :class:`GenerationStep` per token.
 
-    ``prompt_ids``: a list (or 1-D tensor) of ids, or a batch of them of any lengths; a batch is
-    left-padded with an attention mask, so each row gives what it would alone. An empty prompt starts
+    ``prompt_ids``: a list (or 1-D tensor or array) of ids, or a batch of them of any lengths. A batch
+    is left-padded with an attention mask, so each row's next-token distribution is the one it would
+    have alone: greedy decoding gives each row exactly its text alone. Sampling draws every row from
+    its own distribution too, but all rows share one random stream (one draw for the whole batch per
+    step), so with a seed a row's tokens depend on the rest of the batch. An empty prompt starts
     from the document-start token ``bos_id`` (default: ``tokenizer.bos_id``). A prompt longer than the
     context window is cropped from the left with a warning; past the context, see
     :class:`GenerationConfig` (``context_keep``).
@@ -148,10 +212,13 @@ def generate(
     one of ``stop_strings`` (needs ``tokenizer``), or after ``max_new_tokens``; the others go on.
     ``return_top=N`` fills each token's ``top`` / ``top_raw`` with the N most likely tokens (``top``:
     only those the filters left a probability > 0).
+    ``tokenizer`` may have fewer ids than the model's vocabulary (one padded to a multiple of 64): the
+    ids past the tokenizer's are then never generated (nor listed in ``top`` / ``top_raw``).
     Bad values raise :class:`~arlm_lib.errors.GenerationError` here, before the first step.
     """
-    config = (config or GenerationConfig()).with_overrides(**overrides)
+    config = check_config(config).with_overrides(**overrides)
     vocab_size, block_size = model.config.vocab_size, model.config.block_size
+    limit = tokenizer_limit(tokenizer, vocab_size)
     if bos_id is None and tokenizer is not None:
         bos_id = tokenizer.bos_id
     prompts, _ = normalize_prompts(prompt_ids, vocab_size, bos_id)
@@ -172,7 +239,8 @@ def generate(
         stops,
         strings,
         tokenizer,
-        min(return_top, vocab_size),
+        min(return_top, limit or vocab_size),
+        limit,
     )
 
 
@@ -207,8 +275,13 @@ def _draw(
     processors: list,
     generator: torch.Generator | None,
     return_top: int,
+    limit: int | None = None,
 ) -> _Draw:
-    """Process the logits and pick one token per row: argmax if greedy, else a sample."""
+    """Process the logits and pick one token per row: argmax if greedy, else a sample.
+
+    ``processors`` already hold the VocabLimit for ``limit``; ``limit`` itself keeps the padded ids out
+    of ``top_raw`` (the tokenizer could not decode them).
+    """
     logits = logits.detach().float().cpu()  # one copy off the device per step; the draw is on the CPU
     probs = processed_probs(logits, histories, processors)  # float64
     if config.greedy:
@@ -221,7 +294,7 @@ def _draw(
         probs=probs,
         raw_logp=raw_logp,
         top=_top_n(probs, return_top, possible_only=True),
-        top_raw=_top_n(raw_logp.exp(), return_top),
+        top_raw=_top_n(raw_logp[:, :limit].exp(), return_top),
     )
 
 
@@ -237,13 +310,14 @@ def _steps(
     stop_strings: tuple[str, ...],
     tokenizer: Any,
     return_top: int,
+    limit: int | None,
 ) -> Iterator[GenerationStep]:
     """The generation loop behind :func:`generate` (arguments already validated)."""
     n_rows = len(prompts)
     histories = [list(p) for p in prompts]  # the whole text so far: what the penalties look at
     generated: list[list[int]] = [[] for _ in range(n_rows)]
     active = list(range(n_rows))  # rows still generating; ContextWindow row j is prompt active[j]
-    processors = config.processors()
+    processors = with_vocab_limit(config.processors(), limit)
     context = ContextWindow(model, windows, keep=keep, use_cache=use_cache)
     # Eval mode for the whole stream (switching modes walks every submodule: too slow per token),
     # restored when the stream ends, is closed, or is garbage-collected.
@@ -260,6 +334,7 @@ def _steps(
                     processors,
                     generator,
                     return_top,
+                    limit,
                 )
             tokens: list[GeneratedToken | None] = [None] * n_rows
             for j, row in enumerate(active):
@@ -346,12 +421,14 @@ def generate_text(
 ) -> str | list[str]:
     """Continue ``prompt`` (a str, or a list of them) and return the new text only.
 
-    An empty prompt starts from ``tokenizer.bos_id``. The text ends before a stop string or stop token.
-    A prompt the tokenizer cannot encode raises :class:`~arlm_lib.errors.TokenizerError`. Other
-    arguments are those of :func:`generate`.
+    An empty prompt starts from ``tokenizer.bos_id``. The text ends before the earliest stop string
+    or a stop token. A prompt that is not a str or a non-empty list of str raises
+    :class:`~arlm_lib.errors.GenerationError`; one the tokenizer cannot encode raises
+    :class:`~arlm_lib.errors.TokenizerError`. Other arguments are those of :func:`generate`.
     """
-    single = isinstance(prompt, str)
-    prompts = [prompt] if single else list(prompt)
+    prompts, single = check_text_prompt(prompt)
+    check_config(config)
+    tokenizer_limit(tokenizer, model.config.vocab_size)  # a mismatch first, not as a bad prompt id
     ids = [tokenizer.encode(p) for p in prompts]
     strings = _check_stop_strings(stop_strings, tokenizer)
     stops = _check_stop_ids(stop_ids, tokenizer.vocab_size)
@@ -391,7 +468,11 @@ def stream_text(
     beginning of a stop string.
     """
     if not isinstance(prompt, str):
-        raise GenerationError(f"stream_text takes one prompt str, got {type(prompt).__name__}")
+        raise GenerationError(
+            f"stream_text takes one prompt str, got {type(prompt).__name__} ({prompt!r:.60})"
+        )
+    check_config(config)
+    tokenizer_limit(tokenizer, model.config.vocab_size)  # a mismatch first, not as a bad prompt id
     strings = _check_stop_strings(stop_strings, tokenizer)
     stops = _check_stop_ids(stop_ids, tokenizer.vocab_size)
     steps = generate(

@@ -10,7 +10,7 @@ the context. Each window is one forward pass that scores all the tokens it predi
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,8 +18,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..checks import is_int
 from ..errors import GenerationError
-from .config import check_int, resolve_keep
+from .config import bad_value, check_int, resolve_keep
 from .context import eval_no_grad, model_device, normalize_prompts
 
 __all__ = ["SequenceScore", "generated_perplexity", "score_sequence", "score_text"]
@@ -61,7 +62,13 @@ def score_sequence(
     scored; put the document-start token first to score a whole text (as :func:`score_text` does).
     """
     vocab_size, block_size = model.config.vocab_size, model.config.block_size
-    seqs, single = normalize_prompts(ids, vocab_size, bos_id=None) if len(ids) else ([[]], True)
+    if not len(ids):
+        # Not a context_len problem: nothing at all was given to score.
+        raise GenerationError(
+            "score_sequence got an empty sequence: it needs at least context_len + 1 tokens "
+            "(put the document-start token first, as score_text does)"
+        )
+    seqs, single = normalize_prompts(ids, vocab_size, bos_id=None)
     if not single:
         raise GenerationError("score_sequence takes one sequence; call it once per sequence")
     seq = seqs[0]
@@ -117,9 +124,18 @@ def generated_perplexity(
     sequences, so longer generations weigh more.
     """
     seqs, _ = normalize_prompts(sequences, model.config.vocab_size, bos_id=None)
-    lens = [context_len] * len(seqs) if isinstance(context_len, int) else list(context_len)
+    if is_int(context_len):
+        lens = [context_len] * len(seqs)
+    elif isinstance(context_len, Iterable) and not isinstance(context_len, (str, bytes)):
+        lens = list(context_len)
+    else:
+        raise bad_value(
+            "context_len", context_len, "it must be an integer >= 1, or a list of them (one per sequence)"
+        )
     if len(lens) != len(seqs):
         raise GenerationError(f"context_len has {len(lens)} entries for {len(seqs)} sequences")
+    for n in lens:  # all of them before the first forward pass
+        check_int("context_len", n, 1)
     total, count = 0.0, 0
     for seq, n in zip(seqs, lens):
         score = score_sequence(model, seq, context_len=n, context_keep=context_keep)

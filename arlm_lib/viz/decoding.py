@@ -200,8 +200,10 @@ def decoding_explorer_figure(
     if n_ctx != len(context_labels) or not n_ctx:
         raise ConfigError(f"got {n_ctx} logits rows for {len(context_labels)} context labels")
     grid = list(itertools.product(range(len(temperatures)), range(len(top_ks)), range(len(top_ps))))
-    configs = [
-        GenerationConfig(temperature=float(temperatures[t]), top_k=top_ks[k], top_p=float(top_ps[p]))
+    configs = [  # greedy (temperature 0) ignores the filters: leave them out rather than be warned
+        GenerationConfig(temperature=0.0)
+        if temperatures[t] == 0
+        else GenerationConfig(temperature=float(temperatures[t]), top_k=top_ks[k], top_p=float(top_ps[p]))
         for t, k, p in grid
     ]
     r, g, b = theme.processed_rgb
