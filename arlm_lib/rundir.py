@@ -23,16 +23,22 @@ def _is_run_debris(path: Path) -> bool:
     return path.name == LOCK_FILE or path.name.startswith(f".{CHECKPOINT_FILE}.tmp-")
 
 
-def prepare_run_dir(out: str | os.PathLike, resume: bool) -> Path:
+def prepare_run_dir(
+    out: str | os.PathLike,
+    resume: bool,
+    name: str = "--out",
+    how_to_resume: str = "pass --resume to continue it",
+) -> Path:
     """Create or validate ``out`` for a training run.
 
     A new run needs a missing or empty directory; ``resume`` needs one holding a checkpoint. Anything
-    else (a directory of unrelated files, or a finished run without ``--resume``) is refused, so a typo
-    in ``--out`` can never overwrite another run. A run that crashed before its first checkpoint leaves
-    only a lock and maybe a temp file; such a directory counts as empty.
+    else (a file, a directory of unrelated files, or a finished run without ``--resume``) is refused, so
+    a typo in ``--out`` can never overwrite another run. A run that crashed before its first checkpoint
+    leaves only a lock and maybe a temp file; such a directory counts as empty. ``name`` and
+    ``how_to_resume`` word the errors for the caller: the command line, or ``Trainer(out_dir=...)``.
     """
     if not os.fspath(out).strip():
-        raise CheckpointError("--out is empty: give the directory the run should be written to")
+        raise CheckpointError(f"{name} is empty: give the directory the run should be written to")
     out = Path(out)
     has_checkpoint = (out / CHECKPOINT_FILE).is_file()
     if resume:
@@ -40,14 +46,14 @@ def prepare_run_dir(out: str | os.PathLike, resume: bool) -> Path:
             raise CheckpointError(f"--resume was given but {out} holds no {CHECKPOINT_FILE} to resume from")
         return out
     if out.exists() and not out.is_dir():
-        raise CheckpointError(f"--out {out} is a file, not a directory")
+        raise CheckpointError(f"{name} {out} is a file, not a directory")
     if has_checkpoint:
         raise CheckpointError(
-            f"--out {out} already holds a checkpoint: pass --resume to continue it, or choose another --out"
+            f"{name} {out} already holds a checkpoint: {how_to_resume}, or choose another {name}"
         )
     if out.exists() and any(not _is_run_debris(p) for p in out.iterdir()):
         raise CheckpointError(
-            f"--out {out} is a non-empty directory that is not an arlm run: refusing to clobber it"
+            f"{name} {out} is a non-empty directory that is not an arlm run: refusing to clobber it"
         )
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_temp_files(out / CHECKPOINT_FILE)

@@ -21,7 +21,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from . import checkpoint as ckpt
-from .checks import is_int, is_real
+from .checks import is_int, is_real, plain_fields
 from .data import check_positive_int, check_token_stream, get_batch
 from .device import (
     autocast_context,
@@ -44,6 +44,7 @@ from .distributed import (
 )
 from .errors import CheckpointError, ConfigError, DeviceError, TrainingDivergedError
 from .model import GPT
+from .rundir import prepare_run_dir
 
 SCHEDULES = ("cosine", "linear", "constant")
 NONFINITE_POLICIES = ("stop", "rollback")
@@ -87,6 +88,7 @@ class TrainConfig:
     max_rollbacks: int = 3
 
     def __post_init__(self) -> None:
+        plain_fields(self)  # numpy scalars (from a sweep or an array) become plain Python values
         if self.on_nonfinite not in NONFINITE_POLICIES:
             raise ConfigError(
                 f"on_nonfinite={self.on_nonfinite!r} is not allowed: choose from {NONFINITE_POLICIES}"
@@ -170,10 +172,12 @@ class TrainConfig:
         return 600.0 if self.compile else 120.0
 
     def to_dict(self) -> dict[str, Any]:
+        """Every field, JSON-able (what a checkpoint stores)."""
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """Build and validate a config from :meth:`to_dict`'s output; unknown fields are a ConfigError."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -281,14 +285,17 @@ class History:
         return len(self.columns["step"])
 
     def append(self, record: dict[str, float | None]) -> None:
+        """Add one step's row; a missing or ``None`` value is stored as NaN."""
         for name in self.COLUMNS:
             value = record.get(name)
             self.columns[name].append(math.nan if value is None else float(value))
 
     def set_last(self, name: str, value: float) -> None:
+        """Overwrite column ``name`` of the last row."""
         self.columns[name][-1] = float(value)
 
     def column(self, name: str, drop_missing: bool = False) -> list[float]:
+        """One column as floats (``step`` too), NaN where not measured; ``drop_missing`` leaves those out."""
         values = list(self.columns[name])
         return [v for v in values if not math.isnan(v)] if drop_missing else values
 
@@ -305,6 +312,7 @@ class History:
 
     @classmethod
     def from_dict(cls, data: dict[str, list[float | None]]) -> History:
+        """The inverse of :meth:`to_dict`; ``ValueError`` if the columns differ in length."""
         history = cls()
         for name in cls.COLUMNS:
             history.columns[name].extend(math.nan if v is None else v for v in data.get(name, []))
@@ -314,19 +322,37 @@ class History:
         return history
 
     def rows(self) -> list[dict[str, float]]:
+        """One dict per step (floats, NaN where not measured), e.g. for ``pandas.DataFrame(history.rows())``."""
         return [dict(zip(self.COLUMNS, values)) for values in zip(*self.columns.values())]
 
 
+#: The hooks a callback may define; the trainer calls those it has.
+CALLBACK_HOOKS = ("on_train_begin", "on_step_end", "on_eval", "on_train_end")
+
+
 class Callback:
-    """Hooks the trainer calls; override the ones you need. ``record`` is a dict of plain floats."""
+    """Hooks the trainer calls; subclass and override the ones you need (any object with one or more of
+    these methods works too). Under torchrun ``on_train_begin`` and ``on_train_end`` run on every rank,
+    ``on_step_end`` and ``on_eval`` on rank 0 only, the one that logs.
 
-    def on_train_begin(self, trainer: Trainer) -> None: ...
+    A step's ``record`` is a dict: ``step`` (int, counted from 1), ``lr``, ``train_loss`` (nats, the mean
+    over the step's micro-batches and ranks), ``grad_norm`` (before clipping), ``grad_norm_clipped``,
+    ``tokens_per_s`` (floats), ``elapsed_s`` (seconds since the run began, across resumes), ``val_loss``
+    (nats; ``None`` on steps without an evaluation) and ``mfu`` (a fraction; ``None`` without a
+    ``peak_flops``). :class:`History` stores the same columns, with NaN for ``None``.
+    """
 
-    def on_step_end(self, trainer: Trainer, record: dict[str, Any]) -> None: ...
+    def on_train_begin(self, trainer: Trainer) -> None:
+        """Called when ``train()`` starts, before the first step of that call."""
 
-    def on_eval(self, trainer: Trainer, record: dict[str, Any]) -> None: ...
+    def on_step_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
+        """Called after every optimizer step, with that step's record (after its evaluation, if any)."""
 
-    def on_train_end(self, trainer: Trainer) -> None: ...
+    def on_eval(self, trainer: Trainer, record: dict[str, Any]) -> None:
+        """Called after ``on_step_end`` on the steps that were evaluated (``record["val_loss"]`` is set)."""
+
+    def on_train_end(self, trainer: Trainer) -> None:
+        """Called when ``train()`` returns or raises, after the final checkpoint."""
 
 
 class Trainer:
@@ -336,6 +362,14 @@ class Trainer:
     Only rank 0 evaluates, logs and writes checkpoints; the other ranks wait at a barrier. The
     sampling scheme, resuming with another world size and what happens when a rank dies are described
     in :mod:`arlm_lib.distributed`. MFU = ``flops_per_token`` x tokens/s / (``peak_flops`` x ranks).
+
+    What building one does, besides checking its arguments: it seeds torch's global RNG with
+    ``config.seed`` (dropout draws from it; batches come from the trainer's own generator), moves
+    ``model`` to the device in place, and works on a copy of ``config`` (change ``trainer.config``, not
+    your own object, to train on). ``out_dir``, if given, is where checkpoints go: a new run refuses a
+    file, a directory of other files, or one that already holds a checkpoint (continue that one with
+    :meth:`resume`); unlike the command line it takes no lock, so keep to one trainer per directory.
+    Losses are in nats throughout (``History``, records, :meth:`evaluate`).
     """
 
     def __init__(
@@ -348,10 +382,27 @@ class Trainer:
         callbacks: list[Callback] | tuple = (),
         out_dir: str | os.PathLike | None = None,
     ) -> None:
+        if not isinstance(config, TrainConfig):
+            raise ConfigError(
+                f"config must be a TrainConfig, got {type(config).__name__}: build one with "
+                "TrainConfig(batch_size=..., ...) or TrainConfig.from_dict(a_dict)"
+            )
         # A copy: a rollback halves this run's lr, which must not change the caller's config object.
         self.config = config = replace(config)
+        if tokenizer is not None and tokenizer.vocab_size > model.config.vocab_size:
+            # Saved with the checkpoint, it would only fail when someone generates: say so now.
+            raise ConfigError(
+                f"the tokenizer has {tokenizer.vocab_size} ids, the model's vocabulary only "
+                f"{model.config.vocab_size}: build the model with vocab_size >= {tokenizer.vocab_size}"
+            )
         self.tokenizer = tokenizer
         self.callbacks = list(callbacks)
+        for i, callback in enumerate(self.callbacks):
+            if not any(callable(getattr(callback, hook, None)) for hook in CALLBACK_HOOKS):
+                raise ConfigError(
+                    f"callbacks[{i}] ({callback!r}) has none of the hooks {', '.join(CALLBACK_HOOKS)}: "
+                    "subclass arlm_lib.train.Callback and override the ones you need"
+                )
         self.out_dir = out_dir
         self.block_size = model.config.block_size
         for name, tokens in (("the training tokens", train_tokens), ("the validation tokens", val_tokens)):
@@ -368,6 +419,15 @@ class Trainer:
             raise ConfigError(
                 f"batch_size={config.batch_size} is not divisible by the world size {self.world_size}: "
                 "the global batch is split evenly across ranks"
+            )
+        if out_dir is not None and self.rank == 0:  # the one writer checks, before any step is spent
+            # The checks of the command line's --out: a new run never overwrites a file, another run's
+            # checkpoint or a directory of someone's files. Trainer.resume sets out_dir after this.
+            self.out_dir = prepare_run_dir(
+                out_dir,
+                resume=False,
+                name="out_dir",
+                how_to_resume="continue it with Trainer.resume(out_dir, ...)",
             )
         device = resolve_device(config.device)
         if self.world_size > 1 and device.type == "mps":
@@ -453,28 +513,34 @@ class Trainer:
 
     @property
     def is_main(self) -> bool:
+        """Whether this process is rank 0: the one that evaluates, logs and writes checkpoints."""
         return self.rank == 0
 
     def request_stop(self) -> None:
-        """Ask the loop to stop after the current step; the trainer then saves a checkpoint and returns."""
+        """Ask the running ``train()`` to stop after the current step; it then saves a checkpoint and
+        returns. Safe to call from a callback, another thread or a signal handler. The request ends that
+        one call: the next ``train()`` continues the run."""
         self._stop.set()
 
     def clear_stop(self) -> None:
-        """Forget an earlier stop request, so that ``train()`` can continue the same run."""
+        """Forget a stop request that ``train()`` has not acted on yet."""
         self._stop.clear()
 
     @property
     def stop_requested(self) -> bool:
+        """Whether a stop was requested and not yet acted on."""
         return self._stop.is_set()
 
     # ------------------------------------------------------------------ state
     def rng_state(self) -> dict[str, torch.Tensor]:
+        """The random states a bit-exact resume restores: torch's (dropout), the batches', CUDA's."""
         state = {"torch_cpu": torch.get_rng_state(), "batches": self.batch_generator.get_state()}
         if self.device.type == "cuda":
             state["torch_cuda"] = torch.cuda.get_rng_state(self.device)
         return state
 
     def state_dict(self) -> dict[str, Any]:
+        """The training state a checkpoint stores besides weights and optimizer: step, history, world size."""
         state = {"step": self.step, "history": self.history.to_dict(), "world_size": self.world_size}
         if self.scaler.is_enabled():
             # fp16: keep the loss scale it has settled on, so a resume does not redo the search.
@@ -555,7 +621,8 @@ class Trainer:
         model = GPT(checkpoint.model_config)
         ckpt.load_state_strict(model, checkpoint.model_state, source=str(run_dir))
         tokenizer = tokenizer_from_dict(checkpoint.tokenizer) if checkpoint.tokenizer else None
-        trainer = cls(model, train_tokens, val_tokens, config, tokenizer, callbacks, out_dir=run_dir)
+        trainer = cls(model, train_tokens, val_tokens, config, tokenizer, callbacks)
+        trainer.out_dir = run_dir  # after __init__, whose checks of out_dir are for a new run
         trainer.load_state(checkpoint)
         if trainer.step > config.max_iters:
             raise ConfigError(
@@ -608,7 +675,8 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self, tokens=None, iters: int | None = None) -> float:
-        """Mean loss over ``iters`` batches of held-out data.
+        """Mean loss (nats per token) over ``iters`` batches of held-out data; the model's train/eval
+        mode is restored afterwards.
 
         The batches come from a generator seeded the same way at every evaluation, so successive
         evaluations compare the model on identical data, and evaluating never disturbs training's RNG.
@@ -758,10 +826,9 @@ class Trainer:
             self.history.append(record)
         self._pending_record = None
         if self.is_main:
-            for cb in self.callbacks:
-                cb.on_step_end(self, record)
-                if record["val_loss"] is not None:
-                    cb.on_eval(self, record)
+            self._call_hook("on_step_end", record)
+            if record["val_loss"] is not None:
+                self._call_hook("on_eval", record)
         if checkpoint_every and self.step % checkpoint_every == 0 and self.step < config.max_iters:
             self.save_checkpoint()
             self._remember_good_state()
@@ -769,11 +836,16 @@ class Trainer:
     def train(self, handle_signals: bool = False) -> History:
         """Run until ``max_iters`` or a stop request; save a checkpoint at the end and on stop.
 
+        Call it again to continue (after raising ``config.max_iters``, or after a stop): a stop requested
+        in an earlier call, say by an early-stopping callback, does not carry over, as in Keras and
+        Lightning; otherwise the second call would return at once, having trained nothing.
+
         ``handle_signals``: turn SIGINT/SIGTERM into a clean stop (the command line does this).
         """
         from tqdm.auto import tqdm
 
         config = self.config
+        self.clear_stop()
         checkpoint_every = (
             config.eval_interval if config.checkpoint_interval is None else config.checkpoint_interval
         )
@@ -790,8 +862,7 @@ class Trainer:
         elapsed_before = self.history.column("elapsed_s", drop_missing=True)
         offset = elapsed_before[-1] if elapsed_before else 0.0
         try:
-            for cb in self.callbacks:
-                cb.on_train_begin(self)
+            self._call_hook("on_train_begin")
             if self._pending_record is not None:  # a step the previous train() applied but did not finish
                 self.optimizer.zero_grad(set_to_none=True)  # in case the interrupt came before it did
                 self._finish_step(self._pending_record, offset, checkpoint_every)
@@ -812,9 +883,15 @@ class Trainer:
             bar.close()
             if restore:
                 restore()
-            for cb in self.callbacks:
-                cb.on_train_end(self)
+            self._call_hook("on_train_end")
         return self.history
+
+    def _call_hook(self, hook: str, *args: Any) -> None:
+        """Call ``hook`` on every callback that defines it (a duck-typed callback may define only some)."""
+        for callback in self.callbacks:
+            method = getattr(callback, hook, None)
+            if method is not None:
+                method(self, *args)
 
     # ------------------------------------------------------------------ non-finite loss
     def _remember_good_state(self) -> None:

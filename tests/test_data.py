@@ -359,3 +359,10 @@ def test_memmap_of_a_windows_text_encodes_like_the_whole_text(tmp_path) -> None:
     np.testing.assert_array_equal(
         np.asarray(mm, dtype=np.int64), np.asarray(bpe.encode(text), dtype=np.int64)
     )
+
+
+def test_split_rounds_the_validation_size_to_the_nearest_token():
+    # 100 * 0.29 is 28.999999999999996 in floating point: truncating would give 28 validation tokens.
+    train, val = split_train_val(torch.arange(100), val_fraction=0.29)
+    assert (len(train), len(val)) == (71, 29)
+    assert torch.equal(torch.cat([train, val]), torch.arange(100))

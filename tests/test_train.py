@@ -527,6 +527,16 @@ def test_train_config_names_a_bad_field(field, value):
         TrainConfig(**{field: value})
 
 
+def test_numpy_values_from_a_sweep_are_stored_as_python_values():
+    import json
+
+    import numpy as np
+
+    cfg = TrainConfig(batch_size=np.int64(8), lr=np.float32(0.5), max_iters=np.int32(10), seed=np.uint64(7))
+    assert type(cfg.batch_size) is int and type(cfg.lr) is float and type(cfg.seed) is int
+    assert TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg  # a checkpoint's round trip
+
+
 def test_collectives_wait_longer_by_default_when_every_rank_compiles_first():
     assert TrainConfig().collective_timeout_s == 120.0
     assert TrainConfig(compile=True).collective_timeout_s == 600.0
@@ -569,4 +579,126 @@ def test_resuming_below_the_saved_step_is_refused(data, tmp_path):
     Trainer(tiny_model(tokenizer), train, val, config(max_iters=6), tokenizer, out_dir=tmp_path).train()
     with pytest.raises(ConfigError, match=r"max_iters=3 is below the step the run was saved at \(6\)"):
         Trainer.resume(tmp_path, train, val, max_iters=3)
-    assert Trainer.resume(tmp_path, train, val, max_iters=9).step == 6
+    with pytest.warns(RuntimeWarning, match="resuming at step 6 .* moves the learning rate"):
+        assert Trainer.resume(tmp_path, train, val, max_iters=9).step == 6
+
+
+# ---------------------------------------------------------------------------- what a step computes
+def test_gradient_accumulation_averages_the_micro_batches(data):
+    """A step's loss and gradient are those of the mean over its micro-batches, as one big batch."""
+    import copy
+
+    from arlm_lib.data import get_batch
+
+    tokenizer, train, val = data
+    model = tiny_model(tokenizer, dropout=0.0)
+    reference = copy.deepcopy(model)
+    cfg = config(batch_size=4, grad_accum_steps=3, grad_clip=None)
+    record = Trainer(model, train, val, cfg)._train_step()
+    generator = torch.Generator().manual_seed(cfg.seed)  # the trainer's batch stream, replayed
+    losses = [reference(x, y).loss for x, y in (get_batch(train, 4, 32, generator) for _ in range(3))]
+    mean = torch.stack(losses).mean()
+    mean.backward()
+    norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in reference.parameters()]))
+    assert record["train_loss"] == pytest.approx(mean.item(), rel=1e-5)
+    assert record["grad_norm"] == pytest.approx(norm.item(), rel=1e-4)
+
+
+def test_tokens_per_second_counts_every_micro_batch(data, monkeypatch):
+    from arlm_lib import train as train_module
+
+    tokenizer, train, val = data
+    trainer = Trainer(tiny_model(tokenizer), train, val, config(batch_size=4, grad_accum_steps=3))
+    clock = iter(range(1000))
+    monkeypatch.setattr(train_module.time, "perf_counter", lambda: float(next(clock)))  # 1 s a reading
+    assert trainer._train_step()["tokens_per_s"] == 4 * 3 * 32
+
+
+def test_the_last_step_is_evaluated_even_off_the_interval(data):
+    tokenizer, train, val = data
+    history = Trainer(tiny_model(tokenizer), train, val, config(max_iters=7, eval_interval=5)).train()
+    assert history.evaluated()[0] == [5, 7]
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_evaluate_restores_the_models_mode(data, training):
+    tokenizer, train, val = data
+    trainer = Trainer(tiny_model(tokenizer), train, val, config())
+    trainer.raw_model.train(training)
+    trainer.evaluate(iters=1)
+    assert trainer.raw_model.training == training
+
+
+# ---------------------------------------------------------------------------- the Python API's guards
+@pytest.mark.parametrize("kind", ["file", "run", "other files"])
+def test_a_new_trainer_never_overwrites_what_out_dir_holds(data, tmp_path, kind):
+    """The command line's --out checks hold for Trainer(out_dir=...): a notes file, another run's
+    checkpoint or a directory of someone's files is refused before any step, and left as it was."""
+    tokenizer, train, val = data
+    if kind == "file":
+        out = tmp_path / "notes.txt"
+        out.write_text("my notes\n")
+        match = "is a file, not a directory"
+    elif kind == "run":
+        out = tmp_path / "run"
+        Trainer(tiny_model(tokenizer), train, val, config(max_iters=2), tokenizer, out_dir=out).train()
+        match = r"already holds a checkpoint: continue it with Trainer\.resume"
+    else:
+        out = tmp_path / "papers"
+        out.mkdir()
+        (out / "draft.tex").write_text("\\section{}")
+        match = "non-empty directory that is not an arlm run"
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    with pytest.raises(CheckpointError, match=f"out_dir {out}.*{match}"):
+        Trainer(tiny_model(tokenizer), train, val, config(max_iters=2), tokenizer, out_dir=out)
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+
+
+def test_train_after_a_stop_continues_the_run(data):
+    """An early-stopping callback's stop ends that train() call only; the next call trains on."""
+
+    class StopAt(Callback):
+        def on_step_end(self, trainer, record):
+            if record["step"] == 3:
+                trainer.request_stop()
+
+    tokenizer, train, val = data
+    trainer = Trainer(tiny_model(tokenizer), train, val, config(max_iters=6), callbacks=[StopAt()])
+    assert trainer.train().column("step") == [1, 2, 3]
+    assert trainer.train().column("step") == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_config_that_is_not_a_train_config_is_named(data):
+    tokenizer, train, val = data
+    with pytest.raises(ConfigError, match="config must be a TrainConfig, got dict"):
+        Trainer(tiny_model(tokenizer), train, val, {"batch_size": 8})
+
+
+def test_callbacks_need_a_hook_and_may_define_only_some(data):
+    tokenizer, train, val = data
+    with pytest.raises(ConfigError, match=r"callbacks\[0\] .* has none of the hooks on_train_begin"):
+        Trainer(tiny_model(tokenizer), train, val, config(), callbacks=[lambda *args: None])
+
+    class EvalsOnly:  # duck-typed: one hook, no Callback base class
+        def __init__(self):
+            self.steps = []
+
+        def on_eval(self, trainer, record):
+            self.steps.append(record["step"])
+
+    evals = EvalsOnly()
+    Trainer(
+        tiny_model(tokenizer), train, val, config(max_iters=4, eval_interval=2), callbacks=[evals]
+    ).train()
+    assert evals.steps == [2, 4]
+
+
+def test_a_tokenizer_with_more_ids_than_the_model_is_refused(data):
+    tokenizer, train, val = data
+    small = GPT(GPTConfig(vocab_size=tokenizer.vocab_size - 1, block_size=32, n_layer=1, n_head=2, n_embd=16))
+    with pytest.raises(
+        ConfigError, match=f"tokenizer has {tokenizer.vocab_size} ids, the model's vocabulary"
+    ):
+        Trainer(
+            small, train % (tokenizer.vocab_size - 1), val % (tokenizer.vocab_size - 1), config(), tokenizer
+        )
