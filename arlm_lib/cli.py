@@ -592,7 +592,8 @@ COMMANDS = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "corpus"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status (0 ok, 2 bad input, 3 diverged, 4 out of memory)."""
+    """Run the command line; returns the exit status (0 ok, 1 the OS refused a file operation, 2 bad
+    input, 3 diverged, 4 out of memory)."""
     previous_format, warnings.formatwarning = warnings.formatwarning, _one_line_warning
     try:
         return _main(argv)

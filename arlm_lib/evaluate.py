@@ -24,7 +24,7 @@ class EvalResult:
 
     @property
     def perplexity(self) -> float:
-        """exp(loss): the effective number of equally likely next tokens."""
+        """The effective number of equally likely next tokens, exp(loss)."""
         return math.exp(self.loss)
 
     @property

@@ -166,7 +166,7 @@ class TrainConfig:
 
     @property
     def collective_timeout_s(self) -> float:
-        """The seconds a collective waits for the other ranks: ``ddp_timeout_s``, or its default."""
+        """The seconds a collective waits for the other ranks (``ddp_timeout_s``, or its default)."""
         if self.ddp_timeout_s is not None:
             return float(self.ddp_timeout_s)
         return 600.0 if self.compile else 120.0
@@ -513,7 +513,7 @@ class Trainer:
 
     @property
     def is_main(self) -> bool:
-        """Whether this process is rank 0: the one that evaluates, logs and writes checkpoints."""
+        """Whether this process is rank 0, the one that evaluates, logs and writes checkpoints."""
         return self.rank == 0
 
     def request_stop(self) -> None:

@@ -295,6 +295,26 @@ def test_library_change_clears_the_cache_and_rereads_notebooks(tmp_path, monkeyp
     assert outdated() == [] and (cache / "global.db").exists()
 
 
+def test_figure_html_labels_a_wrapped_title_with_its_words():
+    """style_figure wraps a long title with <br>; the screen-reader label must keep the words apart."""
+    from arlm_lib import viz
+
+    long = "Which forecast does each score prefer? (dotted: its optimum; dashed: the true distribution)"
+    html = display.figure_html(viz.style_figure(go.Figure(), title=long))
+    assert f'aria-label="{display.escape(long)}"' in html
+
+
+def test_library_fingerprint_follows_file_names(tmp_path, monkeypatch):
+    package = tmp_path / "renamed_pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "a.py").write_text("x = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    before = arlm_book.library_fingerprint("renamed_pkg")
+    (package / "a.py").rename(package / "b.py")  # `from renamed_pkg import a` now fails
+    assert arlm_book.library_fingerprint("renamed_pkg") != before
+
+
 @pytest.mark.slow
 def test_build_warns_on_widget_and_plotly_json_outputs(tmp_path, monkeypatch):
     """A widget frozen into a page, or a bare plotly figure, is a build warning (an error under -W)."""

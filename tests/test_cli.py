@@ -482,3 +482,57 @@ def test_zoo_command_gives_one_line_for_a_bad_scale(monkeypatch, capsys):
     monkeypatch.setenv("ARLM_SCALE", "gpux")
     assert zoo.main(["list"]) == 2
     assert capsys.readouterr().err.strip() == "error: ARLM_SCALE='gpux' is not allowed: use 'cpu' or 'gpu'"
+
+
+def test_top_p_of_one_means_off_and_is_accepted(trained_run):
+    argv = [
+        "sample",
+        "--checkpoint",
+        str(trained_run),
+        "--top-p",
+        "1",
+        "--max-new-tokens",
+        "2",
+        "--device",
+        "cpu",
+    ]
+    assert main(argv) == 0
+
+
+def test_resume_applies_a_typed_grad_accum(corpus, tmp_path):
+    out = tmp_path / "run"
+    base = ["train", "--data", str(corpus), "--out", str(out), "--no-progress", "--eval-interval", "2",
+            "--eval-iters", "1", *TINY]  # fmt: skip
+    assert main([*base, "--max-iters", "2"]) == 0
+    assert main([*base, "--resume", "--max-iters", "4", "--grad-accum", "2"]) == 0
+    saved = load_checkpoint(out)
+    assert saved.trainer_state["step"] == 4 and saved.train_config["grad_accum_steps"] == 2
+
+
+def test_eval_refuses_a_window_one_token_past_the_context(trained_run, corpus, capsys):
+    # Optional: without the CLI check, evaluate_tokens still refuses 33 (exit 2, its own message), so this
+    # test tells the two apart only by the message that names --block-size.
+    argv = [
+        "eval",
+        "--checkpoint",
+        str(trained_run),
+        "--data",
+        str(corpus),
+        "--device",
+        "cpu",
+        "--block-size",
+    ]
+    assert main([*argv, "33"]) == 2
+    assert "--block-size 33 is larger than the model's context (32 tokens)" in capsys.readouterr().err
+    assert main([*argv, "32"]) == 0
+
+
+def test_an_os_error_is_one_line_and_exit_status_1(monkeypatch, capsys):
+    from arlm_lib import cli
+
+    def denied(args):
+        raise PermissionError(13, "Permission denied", "/runs/x")
+
+    monkeypatch.setitem(cli.COMMANDS, "corpus", denied)
+    assert main(["corpus", "list"]) == 1
+    assert capsys.readouterr().err == "error: Permission denied (/runs/x)\n"

@@ -220,3 +220,11 @@ def test_downloaded_non_utf8_is_rejected_and_not_cached(server, cache):
     with pytest.raises(DataError, match="byte offset 2"):
         load_text(url)
     assert not cached_path(url, cache).exists()
+
+
+def test_a_new_grammar_version_does_not_reuse_the_cached_corpus(monkeypatch):
+    monkeypatch.setattr(registry.SyntheticLanguage, "text", lambda self, n_chars, seed=None: "old grammar\n")
+    assert load_corpus("synthetic-copy") == "old grammar\n"
+    monkeypatch.setattr(registry, "GRAMMAR_VERSION", registry.GRAMMAR_VERSION + 1)
+    monkeypatch.setattr(registry.SyntheticLanguage, "text", lambda self, n_chars, seed=None: "new grammar\n")
+    assert load_corpus("synthetic-copy") == "new grammar\n"

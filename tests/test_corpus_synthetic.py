@@ -168,3 +168,22 @@ def test_bad_configuration_is_rejected():
         list(SyntheticLanguage("full").enumerate(limit=1000))
     with pytest.raises(ConfigError, match="n_chars"):
         SyntheticLanguage("full").text(0)
+
+
+def test_logprob_refuses_an_ambiguous_sentence(monkeypatch):
+    lang = SyntheticLanguage("full")
+    monkeypatch.setattr(lang, "derivations", lambda text, limit=100_000: [-1.0, -2.0])
+    with pytest.raises(ConfigError, match="ambiguous sentence 'the dog runs.': 2 derivations"):
+        lang.logprob("the dog runs.")
+
+
+def test_text_always_holds_at_least_one_sentence():
+    lang = SyntheticLanguage("full")
+    assert lang.text(1, seed=4) == lang.sample(1, seed=4)[0][0] + "\n"
+
+
+def test_sample_and_text_default_to_the_languages_seed():
+    lang = SyntheticLanguage("full", seed=7)
+    assert lang.sample(20) == lang.sample(20, seed=7)
+    assert lang.sample(20) != SyntheticLanguage("full", seed=8).sample(20)
+    assert lang.text(500) == lang.text(500, seed=7)

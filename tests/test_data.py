@@ -366,3 +366,12 @@ def test_split_rounds_the_validation_size_to_the_nearest_token():
     train, val = split_train_val(torch.arange(100), val_fraction=0.29)
     assert (len(train), len(val)) == (71, 29)
     assert torch.equal(torch.cat([train, val]), torch.arange(100))
+
+
+def test_token_memmaps_open_read_only(tmp_path) -> None:
+    np.save(tmp_path / "t.npy", np.arange(10, dtype=np.uint16))
+    mm = load_token_memmap(tmp_path / "t.npy")
+    assert not mm.flags.writeable
+    with pytest.raises(ValueError, match="read-only"):
+        mm[0] = 5
+    assert np.load(tmp_path / "t.npy")[0] == 0

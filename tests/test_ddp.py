@@ -423,3 +423,11 @@ def test_communication_failures_become_distributed_errors_and_bugs_do_not():
             raise bug
     with communication_guard(DistEnv(), "a barrier", 5.0):  # one process: nothing to translate
         pass
+
+
+def test_dropout_seeds_differ_between_ranks_and_steps():
+    from arlm_lib.distributed import rank_seed
+
+    seeds = {rank_seed(1337, rank, step) for rank in range(1, 9) for step in range(100)}
+    assert len(seeds) == 8 * 100
+    assert rank_seed(1337, 3, 5) == rank_seed(1337, 3, 5)

@@ -52,3 +52,15 @@ def test_reading_the_umask_never_changes_it(umask: int, monkeypatch):
 
     monkeypatch.setattr(os, "umask", umask_must_not_change)
     assert default_file_mode() == 0o666 & ~umask
+
+
+def test_a_failed_atomic_write_leaves_no_temporary_file(tmp_path, monkeypatch):
+    from arlm_lib import files
+
+    def full_disk(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(files.os, "replace", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        atomic_write_bytes(tmp_path / "out.txt", b"data")
+    assert list(tmp_path.iterdir()) == []

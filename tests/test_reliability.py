@@ -578,3 +578,14 @@ def test_history_is_compact_and_logging_keeps_no_tensors_alive(corpus) -> None:
     assert all(v is None or type(v) in (int, float) for record in records for v in record.values())
     # 60 more steps, each logged and kept by the callback: a per-step tensor kept alive would add >= 60.
     assert grown < 10, f"{grown} more live tensors after 60 more logged steps"
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts open descriptors in Linux's /proc")
+def test_releasing_a_run_lock_closes_its_file(tmp_path) -> None:
+    """A notebook that trains again and again must not leak one descriptor (and one flock) per run."""
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(5):
+        with RunLock(tmp_path):
+            pass
+    assert len(os.listdir("/proc/self/fd")) == before
+    assert not (tmp_path / LOCK_FILE).exists()

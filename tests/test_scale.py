@@ -288,3 +288,34 @@ def test_datasheet_peaks_are_found_by_the_gpu_name(monkeypatch, name, peak):
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
     assert spec_peak_flops(torch.device("cuda"), torch.bfloat16) == peak
     assert spec_peak_flops(torch.device("cuda"), torch.float32) is None  # no tensor-core float32 figure
+
+
+def test_measured_peak_counts_a_multiply_add_as_two_flops(monkeypatch):
+    import types
+
+    from arlm_lib import device
+
+    ticks = iter([0.0, 1.0])  # the timed loop runs once: 5 matmuls in one (fake) second
+    monkeypatch.setattr(device, "time", types.SimpleNamespace(perf_counter=lambda: next(ticks)))
+    assert measure_peak_flops("cpu", size=8, min_time_s=0.5) == 2 * 8**3 * 5
+
+
+def test_the_ops_probe_leaves_the_model_in_the_mode_it_found():
+    model = GPT(GPTConfig(vocab_size=10, block_size=8, n_layer=1, n_head=2, n_embd=16)).eval()
+    assert fall_back_if_ops_missing(model, torch.device("cpu"), torch.float32, seq_len=8) == torch.device(
+        "cpu"
+    )
+    assert not model.training  # an eval-mode model (a notebook's) stays in eval mode
+    model.train()
+    fall_back_if_ops_missing(model, torch.device("cpu"), torch.float32, seq_len=8)
+    assert model.training and all(p.grad is None for p in model.parameters())
+
+
+def test_auto_dtype_is_float16_on_a_gpu_without_bf16(monkeypatch):
+    from arlm_lib.device import resolve_dtype
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert resolve_dtype("auto", torch.device("cuda")) is torch.float16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert resolve_dtype("auto", torch.device("cuda")) is torch.bfloat16
+    assert resolve_dtype("auto", torch.device("cpu")) is torch.float32

@@ -648,3 +648,116 @@ def test_generation_html_uses_the_streamed_tokens(model, tokenizer):
     first = generated[0]
     assert f"p = {first.prob:.3f}" in out
     assert viz.token_label(tokenizer.id_to_token(first.top[1][0]), 24) in out
+
+
+def test_heatmap_of_the_last_queries_labels_them_with_the_last_tokens():
+    """A (T_q < T_k) map, e.g. the queries of a continuation over a cached prefix: query i is token
+    T_k - T_q + i, and it sees the keys up to itself."""
+    weights = np.array([[1 / 3, 1 / 3, 1 / 3, 0.0], [0.25, 0.25, 0.25, 0.25]])
+    fig = viz.attention_heatmap(weights, list("abcd"), decimals=None)
+    assert list(fig.data[0].y) == ["c #2", "d #3"]
+    assert list(fig.layout.yaxis.ticktext) == ["c", "d"]
+    z = lower_triangle(fig.data[0].z)
+    assert np.isnan(z[0, 3]) and not np.isnan(z[0, 2]) and not np.isnan(z[1]).any()
+
+
+def test_heatmap_colour_scale_ends_at_the_largest_weight():
+    """Without the first query (whose one weight is 1) the weights can all be small: a fixed 0..1 scale
+    would draw them near-white."""
+    weights = np.array([[1 / 3, 1 / 3, 1 / 3, 0.0], [0.25, 0.25, 0.25, 0.25]])
+    fig = viz.attention_heatmap(weights, list("abcd"))
+    assert fig.layout.coloraxis.cmin == 0.0
+    assert fig.layout.coloraxis.cmax == pytest.approx(1 / 3)
+    assert viz.attention_heatmap(weights, list("abcd"), zmax=0.5).layout.coloraxis.cmax == 0.5
+
+
+def test_token_attention_bars_default_to_the_last_query(sample):
+    ids, tokens, attentions = sample
+    fig = as_dict(viz.token_attention_bars(attentions, tokens, layer=0, head=1, decimals=None))
+    np.testing.assert_allclose(fig["data"][0]["y"], attentions[0][0, 1, -1].numpy(), atol=1e-6)
+    assert fig["layout"]["sliders"][0]["active"] == len(ids) - 1
+    shape = fig["layout"]["shapes"][0]
+    assert shape["x0"] < len(ids) - 1 < shape["x1"]
+
+
+def test_attention_heatmaps_put_the_first_query_on_top(sample):
+    ids, tokens, attentions = sample
+    figures = [
+        viz.attention_heatmap(attentions, tokens, layer=0, head=0),
+        viz.attention_figure(attentions, tokens),
+        viz.attention_grid(attentions, tokens),
+    ]
+    for fig in figures:
+        yaxes = list(fig.select_yaxes())
+        assert yaxes and all(axis.autorange == "reversed" for axis in yaxes)
+
+
+def test_attending_to_yourself_is_not_induction():
+    """Token 3 at t=1 follows an earlier 3, whose successor is t=1 itself: no induction target."""
+    att = np.eye(4)[None, None]  # one head: every query attends only to its own position
+    assert viz.induction_scores(att, [3, 3, 4, 3])[0, 0] == pytest.approx(0.0)
+
+
+def test_head_score_names_are_escaped():
+    text = viz.head_scores_figure({XSS: np.zeros((2, 2))}).to_json()
+    assert "<img" not in text and "\\u003cimg" not in text and "&lt;img" in text
+
+
+def test_thinned_curves_keep_dips_as_well_as_spikes():
+    long = fake_history(10_000, 1.0)
+    long.columns["grad_norm"][4_321] = 0.01  # a dip (the other values are 1, 2 or 3)
+    grad = viz.training_curves(long, max_points=500).data[2]
+    assert len(grad.x) <= 600 and 0.01 in grad.y and 4_322 in grad.x
+
+
+def test_log_toggle_switches_the_loss_and_grad_norm_axes():
+    fig = as_dict(viz.training_curves(fake_history(20, 1.0)))
+    buttons = {b["label"]: b for b in fig["layout"]["updatemenus"][0]["buttons"]}
+    apply_control(fig, buttons["log"])
+    assert fig["layout"]["yaxis"]["type"] == "log" and fig["layout"]["yaxis2"]["type"] == "log"
+    assert fig["layout"].get("yaxis3", {}).get("type") != "log"  # the learning rate stays linear
+
+
+def test_next_token_probs_crop_a_long_context_from_the_left(model, tokenizer):
+    ids = tokenizer.encode(TEXT * 2)
+    block = model.config.block_size
+    assert len(ids) > block
+    raw, _ = viz.next_token_probs(model, ids, GenerationConfig())
+    with torch.no_grad():
+        logits = model(torch.tensor([ids[-block:]])).logits[0, -1].float()
+    np.testing.assert_allclose(raw, torch.softmax(logits.double(), -1).numpy(), atol=1e-9)
+
+
+def test_decoding_explorer_steps_continue_the_prompt_greedily(model, tokenizer):
+    fig = viz.decoding_explorer(
+        model, tokenizer, ["the cat"], steps=2, temperatures=(1.0,), top_ks=(None,), top_ps=(1.0,)
+    )
+    labels = [b["label"] for b in fig.layout.updatemenus[0].buttons]
+    assert labels[1].startswith(labels[0]) and len(labels[1]) == len(labels[0]) + 1
+    ids = tokenizer.encode("the cat")
+    with torch.no_grad():
+        nxt = int(model(torch.tensor([ids])).logits[0, -1].argmax())
+        logits = model(torch.tensor([ids + [nxt]])).logits[0, -1].float()
+    expected = torch.softmax(logits.double(), -1).numpy()
+    top = np.argsort(-expected, kind="stable")[:12]
+    np.testing.assert_allclose(fig.data[1].y[:12], expected[top], atol=1e-3)  # context 1's raw bars
+
+
+def test_generation_html_shows_the_raw_probability_when_asked(model, tokenizer):
+    from arlm_lib.generate import generate
+
+    config = GenerationConfig(temperature=4.0)  # the sharpened model's raw p is ~1.0, its processed p ~0.68
+    prompt = tokenizer.encode("the ")
+    steps = list(generate(model, prompt, config, seed=0, max_new_tokens=3, return_top=2, tokenizer=tokenizer))
+    generated = [s.tokens[0] for s in steps]
+    first = generated[0]
+    assert abs(first.prob - first.raw_prob) > 0.1  # the settings really reshape the distribution
+    raw_html = viz.generation_html(tokenizer, generated, processed=False)
+    assert f"p = {first.raw_prob:.3f}" in raw_html and f"p = {first.prob:.3f}" not in raw_html
+    assert viz.probability_color(first.raw_prob) in raw_html
+
+
+def test_long_token_labels_are_cut_to_the_label_width():
+    label = viz.token_label("abcdefghijklmnopqrstuvwxyz")
+    assert len(label) == viz.THEME.label_chars and label.endswith("…")
+    assert viz.token_label("abc", 3) == "abc" and viz.token_label("abcd", 3) == "ab…"

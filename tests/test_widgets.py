@@ -410,3 +410,37 @@ def test_output_fallback_draws_into_its_widget_in_a_kernel():
     outputs = nb.cells[0].outputs
     assert [o.output_type for o in outputs] == ["stream"]  # no figure leaked into the running cell
     assert "x labels: 11" in outputs[0].text
+
+
+def test_attention_explorer_keeps_the_last_block_of_a_long_text(model, tokenizer):
+    text = "the cat sat on the mat. the dog sat on the log. "  # 48 tokens, block_size is 32
+    ids = tokenizer.encode(text)
+    app = widgets.AttentionExplorer(model, tokenizer, text)
+    assert app.tokens == [tokenizer.id_to_token(i) for i in ids[-32:]]
+    np.testing.assert_allclose(app.attentions, viz.model_attention(model, ids[-32:]), atol=1e-6)
+    app.close()
+
+
+def test_playground_min_p_slider_reaches_the_config_and_the_chart(model, tokenizer):
+    app = widgets.SamplingPlayground(model, tokenizer, "the c", max_new_tokens=8)
+    app.min_p.value = 0.2
+    assert app.config().min_p == pytest.approx(0.2)
+    _, processed = viz.next_token_probs(model, tokenizer.encode("the c"), GenerationConfig(min_p=0.2))
+    shown = [int(c.rsplit("#", 1)[1]) for c in app.figure.data[1].x]
+    np.testing.assert_allclose(app.figure.data[1].y, processed[shown], atol=1e-5)
+    app.close()
+
+
+def test_closing_a_dashboard_stops_the_run_it_started(tokenizer, tmp_path):
+    trainer = make_trainer(tokenizer, tmp_path, max_iters=40)
+    gate = Gate(step=2)
+    trainer.callbacks.append(gate)
+    dashboard = widgets.TrainingDashboard(trainer, redraw_interval_s=0.0)
+    dashboard.start()
+    assert gate.reached.wait(timeout=120)
+    dashboard.close()  # with the dashboard gone, nothing else could stop the run
+    gate.open.set()
+    for thread in training_threads():
+        thread.join(timeout=120)
+    assert not training_threads()
+    assert trainer.step == 2 and trainer.stop_requested

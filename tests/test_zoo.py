@@ -173,3 +173,8 @@ def test_export_command_names_an_unknown_recipe_and_exits_2(capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert "unknown recipe(s) ['huge']" in err and "tiny-synthetic" in err
+
+
+def test_the_corpus_size_is_part_of_the_cache_key(tiny_recipe):
+    smaller = zoo.Recipe(**{**tiny_recipe.__dict__, "corpus_size": 1_000})
+    assert smaller.key() != tiny_recipe.key()
