@@ -529,3 +529,94 @@ def test_a_figure_keeps_its_width_on_a_phone_and_scrolls_sideways(browser: Any, 
     assert client <= 390 < scroll, "the output box scrolls the figure sideways"
     assert page_width <= 390, "the page itself does not scroll sideways"
     assert "scroll sideways" in hint, "a cue says there is more of the figure to the right"
+
+
+def test_the_keyboard_reads_a_figures_values(browser: Any, tmp_path: Path):
+    """Values shown only on hover (an attention weight, a token's probability) are read with the arrow
+    keys: plotly's own hover label moves from point to point, and a live region says what it shows."""
+    _loader_page(tmp_path, figure_count=0)
+    bars = go.Figure(
+        [
+            go.Bar(
+                x=["a", "b", "c"],
+                y=[0.5, 0.3, 0.2],
+                name="model",
+                hovertemplate="%{x}: p=%{y}<extra></extra>",
+            ),
+            go.Bar(x=["a", "b", "c"], y=[0.7, 0.2, 0.1], name="hidden", visible=False),
+            go.Bar(
+                x=["a", "b", "c"],
+                y=[0.6, 0.4, 0.0],
+                name="sampled",
+                hovertemplate="%{x}: q=%{y}<extra></extra>",
+            ),
+        ],
+        layout={"title": {"text": "Next token"}},
+    )
+    heatmap = go.Figure(
+        go.Heatmap(
+            z=[[1.0, None], [0.25, 0.75]],
+            x=["k0", "k1"],
+            y=["q0", "q1"],
+            hovertemplate="query %{y}<br>key %{x}<br>weight %{z}<extra></extra>",
+            hoverongaps=False,  # as the library's attention maps: a masked cell has no label
+        ),
+        layout={"title": {"text": "Attention"}},
+    )
+    page_html = (
+        (tmp_path / "index.html")
+        .read_text(encoding="utf-8")
+        .replace(
+            "<body>",
+            "<body>"
+            + display.figure_html(bars, div_id="fig-bars")
+            + display.figure_html(heatmap, div_id="fig-heat"),
+        )
+    )
+    (tmp_path / "index.html").write_text(page_html, encoding="utf-8")
+    errors: list[str] = []
+    with serve_directory(tmp_path) as url:
+        context = offline_context(browser, [])
+        page = context.new_page()
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        try:
+            page.goto(f"{url}/index.html", wait_until="load")
+            page.wait_for_function(ALL_FIGURES_DRAWN_JS, timeout=FIGURE_TIMEOUT_MS)
+            page.wait_for_function("() => document.querySelectorAll('.arlm-figure-readout').length === 2")
+
+            def read(figure: int, *keys: str) -> str:
+                for key in keys:
+                    page.keyboard.press(key)
+                page.wait_for_function(  # the loader reads plotly's label once it is drawn
+                    f"() => !document.querySelectorAll('.arlm-figure-readout')[{figure}].dataset.pending"
+                )
+                return page.evaluate(
+                    f"() => document.querySelectorAll('.arlm-figure-readout')[{figure}].textContent"
+                )
+
+            page.keyboard.press("Tab")  # the first figure takes the focus
+            assert page.evaluate("() => document.activeElement.getAttribute('aria-label')") == (
+                "Next token. Arrow keys read its values."
+            )
+            first_box, second_box = 0, 1
+            focused_at = page.evaluate("() => window.scrollY")  # the focus may scroll the figure into view
+            assert read(first_box, "ArrowRight") == "a: p=0.5"
+            assert read(first_box, "ArrowRight", "ArrowRight", "ArrowRight") == "c: p=0.2"  # stops at the end
+            assert read(first_box, "ArrowDown") == "c: q=0", "down: the next shown curve (not the hidden one)"
+            assert read(first_box, "Home") == "a: q=0.6"
+            assert read(first_box, "PageDown") == "b: q=0.4"
+            assert page.evaluate("() => window.scrollY") == focused_at, "the arrow keys scrolled the page"
+            assert read(first_box, "Escape") == ""
+            focused = ""
+            for _ in range(12):  # past the first figure's tool buttons
+                page.keyboard.press("Tab")
+                focused = page.evaluate("() => document.activeElement.getAttribute('aria-label')") or ""
+                if focused.startswith("Attention"):
+                    break
+            assert focused == "Attention. Arrow keys read its values."
+            assert read(second_box, "ArrowRight") == "query q0; key k0; weight 1"
+            assert read(second_box, "ArrowDown", "End") == "query q1; key k1; weight 0.75"
+            assert read(second_box, "ArrowUp") == "no value at this point"  # the masked cell
+        finally:
+            context.close()
+    assert errors == []

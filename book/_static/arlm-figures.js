@@ -13,13 +13,18 @@
  *      about 0.5 s later, bench/page_weight.py); and all remaining ones before printing.
  * A figure's box has its final size before it is drawn, so drawing never moves the text.
  *
- * Three things plotly does not do for every reader:
+ * Four things plotly does not do for every reader:
  *   - a figure keeps the width it was laid out for, so on a phone it scrolls sideways inside its output
  *     box: a line above it says so while it does;
  *   - on a touch screen, dragging a figure zooms it, so a thumb on a tall heatmap cannot scroll the page:
  *     there the figure is drawn with dragging off (tapping still shows the values);
  *   - its menus and sliders are SVG drawings that the keyboard cannot reach: each figure with menus or
- *     sliders gets native <select> and range controls that do the same, hidden until they have focus.
+ *     sliders gets native <select> and range controls that do the same, hidden until they have focus;
+ *   - its values (an attention weight, a token's probability) show only when a mouse hovers: a figure
+ *     takes the keyboard focus, and the arrow keys move plotly's own hover label from point to point
+ *     (left/right along a curve or a heatmap row, up/down across curves or heatmap rows, Home/End,
+ *     PageUp/PageDown by a tenth of a long curve, Escape), which a screen reader hears through a live
+ *     region.
  */
 (function () {
   "use strict";
@@ -97,6 +102,7 @@
         svg.setAttribute("aria-hidden", "true"); // tick labels and hover layers, not content
       }
     });
+    readByKeyboard(div, box, title);
     const menus = div.layout.updatemenus || [];
     const sliders = div.layout.sliders || [];
     if (menus.length === 0 && sliders.length === 0) return;
@@ -152,6 +158,95 @@
       if (input) input.value = String(event.step._index);
     });
     box.parentNode.insertBefore(bar, box);
+  }
+
+  // The traces a reader can hover now: shown (a menu may have hidden some) and answering a hover.
+  function hoverableTraces(div) {
+    const traces = [];
+    div.data.forEach((trace, index) => {
+      const shown = trace.visible === undefined || trace.visible === true;
+      const answers = trace.hoverinfo !== "skip" && trace.hoverinfo !== "none";
+      const size = trace.type === "heatmap" ? (trace.z || []).length : (trace.y || trace.x || []).length;
+      if (shown && answers && size > 0) traces.push(index);
+    });
+    return traces;
+  }
+
+  function readByKeyboard(div, box, title) {
+    if (hoverableTraces(div).length === 0) return;
+    box.tabIndex = 0;
+    box.setAttribute("aria-label", title + ". Arrow keys read its values.");
+    const readout = document.createElement("div");
+    readout.className = "arlm-figure-readout";
+    readout.setAttribute("aria-live", "polite");
+    box.after(readout);
+    const at = { trace: 0, row: 0, point: -1 }; // point -1: nothing read yet
+    let readLater = null;
+    box.addEventListener("keydown", (event) => {
+      if (event.target !== box) return; // a key meant for a control inside the box
+      const traces = hoverableTraces(div);
+      if (traces.length === 0) return;
+      if (event.key === "Escape") {
+        window.clearTimeout(readLater);
+        window.Plotly.Fx.unhover(div);
+        readout.textContent = "";
+        delete readout.dataset.pending;
+        return;
+      }
+      at.trace = Math.min(at.trace, traces.length - 1);
+      let trace = div.data[traces[at.trace]];
+      const heatmap = trace.type === "heatmap";
+      const rows = heatmap ? trace.z.length : 1;
+      const length = () => (heatmap ? (trace.z[at.row] || []).length : (trace.y || trace.x).length);
+      if (event.key === "ArrowRight") at.point += 1;
+      else if (event.key === "ArrowLeft") at.point -= 1;
+      else if (event.key === "Home") at.point = 0;
+      else if (event.key === "End") at.point = length() - 1;
+      else if (event.key === "PageDown") at.point += Math.max(1, Math.round(length() / 10));
+      else if (event.key === "PageUp") at.point -= Math.max(1, Math.round(length() / 10));
+      else if (event.key === "ArrowDown" || event.key === "ArrowUp") {
+        const step = event.key === "ArrowDown" ? 1 : -1;
+        if (heatmap && rows > 1) at.row = Math.max(0, Math.min(rows - 1, at.row + step));
+        else at.trace = (at.trace + step + traces.length) % traces.length;
+        trace = div.data[traces[at.trace]];
+      } else return;
+      event.preventDefault(); // the arrows move the reading, not the page
+      at.point = Math.max(0, Math.min(length() - 1, at.point));
+      const isHeatmap = trace.type === "heatmap";
+      if (!isHeatmap) at.row = 0;
+      const subplot = (trace.xaxis || "x") + (trace.yaxis || "y");
+      // A heatmap cell is found by its position (plotly finds no heatmap cell by pointNumber).
+      const point = isHeatmap
+        ? { xval: position(trace, "x", at.point), yval: position(trace, "y", at.row) }
+        : { pointNumber: at.point };
+      window.Plotly.Fx.unhover(div); // a point plotly draws no label for must not read the last one
+      window.Plotly.Fx.hover(div, [{ curveNumber: traces[at.trace], ...point }], subplot);
+      // plotly draws a hover at most every 50 ms and defers one that comes sooner; read it after that.
+      readout.dataset.pending = "1";
+      window.clearTimeout(readLater);
+      readLater = window.setTimeout(() => {
+        readout.textContent = hoverText(div) || "no value at this point";
+        delete readout.dataset.pending;
+      }, 60);
+    });
+  }
+
+  // Where the i-th cell of a heatmap sits on an axis: categories sit at 0, 1, 2...; numbers at
+  // themselves; without coordinates, at x0 + i * dx.
+  function position(trace, axis, i) {
+    const values = trace[axis];
+    if (values && values.length) return typeof values[i] === "number" ? values[i] : i;
+    return (trace[axis + "0"] || 0) + i * (trace["d" + axis] || 1);
+  }
+
+  // What the hover label says, one part per line of it ("query: c; key: a; weight: 0.31").
+  function hoverText(div) {
+    const parts = [];
+    div.querySelectorAll(".hoverlayer text").forEach((text) => {
+      const lines = text.querySelectorAll("tspan.line");
+      (lines.length ? Array.from(lines) : [text]).forEach((line) => parts.push(plain(line.textContent)));
+    });
+    return parts.filter(Boolean).join("; ");
   }
 
   function labelled(text, control) {
