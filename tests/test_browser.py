@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urljoin, urlsplit
 
+import numpy as np
 import plotly.graph_objects as go
 import pytest
 from conftest import REPO_ROOT, skip_or_fail, toc_docnames
@@ -539,7 +540,7 @@ def test_the_keyboard_reads_a_figures_values(browser: Any, tmp_path: Path):
         [
             go.Bar(
                 x=["a", "b", "c"],
-                y=[0.5, 0.3, 0.2],
+                y=np.array([0.5, 0.3, 0.2]),
                 name="model",
                 hovertemplate="%{x}: p=%{y}<extra></extra>",
             ),
@@ -555,7 +556,7 @@ def test_the_keyboard_reads_a_figures_values(browser: Any, tmp_path: Path):
     )
     heatmap = go.Figure(
         go.Heatmap(
-            z=[[1.0, None], [0.25, 0.75]],
+            z=np.array([[1.0, np.nan], [0.25, 0.75]]),  # numpy: plotly sends it base64-encoded
             x=["k0", "k1"],
             y=["q0", "q1"],
             hovertemplate="query %{y}<br>key %{x}<br>weight %{z}<extra></extra>",

@@ -194,6 +194,40 @@ def invalidate_cache_on_library_change(
     return sorted(set(notebooks) - added - changed)
 
 
+#: The book's own scripts and styles (arlm-figures.js, arlm.css), copied into ``_static`` by Sphinx.
+STATIC_DIR = Path(__file__).resolve().parents[1] / "_static"
+
+
+def static_fingerprint(folder: Path | None = None) -> str:
+    """A hash of the names and contents of the files under ``folder`` (default: the book's own)."""
+    folder = STATIC_DIR if folder is None else folder
+    digest = hashlib.sha256()
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            digest.update(path.relative_to(folder).as_posix().encode())
+            digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def reread_on_static_change(
+    app: Sphinx, env: Any, added: set[str], changed: set[str], removed: set[str]
+) -> list[str]:
+    """Re-read the root page when the book's scripts or styles changed since the last build.
+
+    Sphinx copies static files only in a build that writes pages; with no page out of date it stops
+    early ("no targets are out of date"), and an edited figure loader would never reach ``_build``.
+    One page to write is enough for it to copy every static file again.
+    """
+    stamp = Path(app.outdir) / ".arlm_static.sha256"
+    fingerprint = static_fingerprint()
+    if stamp.is_file() and stamp.read_text().strip() == fingerprint:
+        return []
+    stamp.parent.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(fingerprint + "\n")
+    root = app.config.root_doc
+    return [] if root in added | changed or root not in env.found_docs else [root]
+
+
 def setup(app: Sphinx) -> dict[str, Any]:
     """Register the hooks; the extension keeps no state between builds."""
     # Kernels that myst-nb / jupyter-cache start inherit this process's environment.
@@ -202,6 +236,7 @@ def setup(app: Sphinx) -> dict[str, Any]:
     os.environ.setdefault("TQDM_DISABLE", "1")
     app.connect("builder-inited", stage_static_files)
     app.connect("env-get-outdated", invalidate_cache_on_library_change)
+    app.connect("env-get-outdated", reread_on_static_change)
     # After the other extensions (default priority 500) have added this page's scripts.
     app.connect("html-page-context", add_plotly_to_page, priority=900)
     app.add_post_transform(WarnOnWidgetOutput)

@@ -160,16 +160,26 @@
     box.parentNode.insertBefore(bar, box);
   }
 
-  // The traces a reader can hover now: shown (a menu may have hidden some) and answering a hover.
+  // The traces a reader can hover now: shown (a menu may have hidden some) and answering a hover. Read
+  // from plotly's own processed copy of the figure: the figure's arrays may be base64-encoded.
   function hoverableTraces(div) {
-    const traces = [];
-    div.data.forEach((trace, index) => {
-      const shown = trace.visible === undefined || trace.visible === true;
-      const answers = trace.hoverinfo !== "skip" && trace.hoverinfo !== "none";
-      const size = trace.type === "heatmap" ? (trace.z || []).length : (trace.y || trace.x || []).length;
-      if (shown && answers && size > 0) traces.push(index);
-    });
-    return traces;
+    return (div._fullData || [])
+      .filter((t) => t.visible === true && t.hoverinfo !== "skip" && t.hoverinfo !== "none")
+      .map((t) => t.index)
+      .filter((index) => extent(div, index).rows > 0);
+  }
+
+  // A trace's processed data, and its points: a heatmap's rows and the cells of each row, another
+  // trace's points in one row.
+  function extent(div, index) {
+    const trace = div._fullData.find((t) => t.index === index);
+    if (trace.type === "heatmap") {
+      const computed = (div.calcdata || []).find((cd) => cd[0] && cd[0].trace.index === index);
+      const z = (computed && computed[0].z) || [];
+      return { trace, rows: z.length, cells: (row) => (z[row] || []).length };
+    }
+    const n = trace._length || (trace.y || trace.x || []).length || 0;
+    return { trace, rows: n > 0 ? 1 : 0, cells: () => n };
   }
 
   function readByKeyboard(div, box, title) {
@@ -194,10 +204,8 @@
         return;
       }
       at.trace = Math.min(at.trace, traces.length - 1);
-      let trace = div.data[traces[at.trace]];
-      const heatmap = trace.type === "heatmap";
-      const rows = heatmap ? trace.z.length : 1;
-      const length = () => (heatmap ? (trace.z[at.row] || []).length : (trace.y || trace.x).length);
+      let shape = extent(div, traces[at.trace]);
+      const length = () => shape.cells(at.row);
       if (event.key === "ArrowRight") at.point += 1;
       else if (event.key === "ArrowLeft") at.point -= 1;
       else if (event.key === "Home") at.point = 0;
@@ -206,14 +214,15 @@
       else if (event.key === "PageUp") at.point -= Math.max(1, Math.round(length() / 10));
       else if (event.key === "ArrowDown" || event.key === "ArrowUp") {
         const step = event.key === "ArrowDown" ? 1 : -1;
-        if (heatmap && rows > 1) at.row = Math.max(0, Math.min(rows - 1, at.row + step));
+        if (shape.rows > 1) at.row = Math.max(0, Math.min(shape.rows - 1, at.row + step));
         else at.trace = (at.trace + step + traces.length) % traces.length;
-        trace = div.data[traces[at.trace]];
+        shape = extent(div, traces[at.trace]);
       } else return;
       event.preventDefault(); // the arrows move the reading, not the page
+      at.row = Math.max(0, Math.min(shape.rows - 1, at.row));
       at.point = Math.max(0, Math.min(length() - 1, at.point));
+      const trace = shape.trace;
       const isHeatmap = trace.type === "heatmap";
-      if (!isHeatmap) at.row = 0;
       const subplot = (trace.xaxis || "x") + (trace.yaxis || "y");
       // A heatmap cell is found by its position (plotly finds no heatmap cell by pointNumber).
       const point = isHeatmap
