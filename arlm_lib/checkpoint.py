@@ -397,7 +397,8 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", **co
 
     # Resolved first: the device's own error names the value and the choices ("gpu" would otherwise
     # fail late, in torch, with a list of every device type it knows).
-    device = resolve_device(str(device))
+    if not isinstance(device, torch.device):  # a torch.device is taken as given, as torch takes it
+        device = resolve_device(device)
     ckpt = load_checkpoint(path)
     source = str(checkpoint_path(path))
     config = ckpt.model_config

@@ -8,21 +8,28 @@ them, and :func:`plain_fields` turns them into Python values before a config is 
 from __future__ import annotations
 
 import dataclasses
-import numbers
 
 import numpy as np
+import torch
 
 
 def is_int(value: object) -> bool:
-    """An integer (Python int or numpy integer, any ``numbers.Integral``) that is not a bool."""
-    # np.bool_ is not registered as Integral, but say so explicitly: it is a bool, never a count.
-    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+    """A Python or numpy integer that is not a bool."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
 def is_real(value: object) -> bool:
-    """A real number (int, float, numpy int or float) that is not a bool; NaN is one, so compare it
-    with a range afterwards."""
-    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+    """A Python or numpy int or float that is not a bool; NaN is one, so compare it with a range
+    afterwards. Not any ``numbers.Real``: a ``Fraction`` or ``Decimal`` would pass every range check
+    and then fail where a config is written as JSON, after the training it was saved for."""
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
+def is_integer_dtype(dtype: torch.dtype | np.dtype) -> bool:
+    """True for the dtype of token ids, torch's or numpy's: an integer, not bool, float or complex."""
+    if isinstance(dtype, torch.dtype):
+        return not dtype.is_floating_point and not dtype.is_complex and dtype != torch.bool
+    return np.dtype(dtype).kind in "iu"
 
 
 def plain_fields(instance: object) -> None:

@@ -30,7 +30,7 @@ from typing import TypeAlias
 import numpy as np
 import torch
 
-from arlm_lib.checks import is_int
+from arlm_lib.checks import is_int, is_integer_dtype
 from arlm_lib.errors import ConfigError, DataError, DeviceError
 from arlm_lib.files import publish
 from arlm_lib.tokenizers import Tokenizer, last_safe_boundary
@@ -242,19 +242,15 @@ def check_positive_int(name: str, value: object) -> int:
     return int(value)
 
 
-def _check_stream(tokens: TokenStream) -> None:
+def check_stream(tokens: TokenStream) -> None:
+    """Raise DataError unless ``tokens`` is a 1-D tensor or array (memmap) of integer ids."""
     if not isinstance(tokens, (torch.Tensor, np.ndarray)):
         raise DataError(
             f"tokens must be a 1-D torch tensor or numpy array/memmap, got {type(tokens).__name__}"
         )
     if tokens.ndim != 1:
         raise DataError(f"tokens must be 1-D, got shape {tuple(tokens.shape)}")
-    is_int = (
-        not tokens.dtype.is_floating_point and not tokens.dtype.is_complex and tokens.dtype != torch.bool
-        if isinstance(tokens, torch.Tensor)
-        else tokens.dtype.kind in "iu"
-    )
-    if not is_int:
+    if not is_integer_dtype(tokens.dtype):
         raise DataError(f"tokens must have an integer dtype, got {tokens.dtype}")
 
 
@@ -277,7 +273,7 @@ def check_token_stream(tokens: TokenStream, block_size: int, vocab_size: int, na
     step (on CUDA as a device-side assert that breaks the whole process), a short one at the first
     evaluation.
     """
-    _check_stream(tokens)
+    check_stream(tokens)
     check_long_enough(tokens, block_size, name)
     low, high = int(tokens.min()), int(tokens.max())
     if low < 0 or high >= vocab_size:
@@ -296,7 +292,7 @@ def split_train_val(
     Deterministic and contiguous (views, no copy), so validation text is never seen in training. With
     ``block_size`` given, both parts are checked to hold at least one window (DataError otherwise).
     """
-    _check_stream(tokens)
+    check_stream(tokens)
     if (
         isinstance(val_fraction, bool)
         or not isinstance(val_fraction, (int, float))
@@ -352,7 +348,7 @@ def get_batch(
         device = torch.device(device)
     except (RuntimeError, TypeError) as err:
         raise DeviceError(f"unknown device {device!r}; allowed: 'cpu', 'cuda', 'cuda:N', 'mps'") from err
-    _check_stream(tokens)
+    check_stream(tokens)
     check_long_enough(tokens, block_size, "token stream")
 
     starts = torch.randint(len(tokens) - block_size, (batch_size * world_size,), generator=generator)

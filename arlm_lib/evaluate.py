@@ -10,7 +10,7 @@ import torch
 from torch.nn import functional as F
 
 from .checks import is_int
-from .data import _check_stream, check_positive_int
+from .data import check_positive_int, check_stream
 from .errors import ConfigError, DataError
 
 
@@ -62,7 +62,7 @@ def evaluate_tokens(
         tokens = torch.as_tensor(tokens) if len(tokens) else torch.zeros(0, dtype=torch.long)
     if tokens.ndim == 1:
         # Before the cast to long, which would truncate 1.5 to 1 and score ids nobody meant.
-        _check_stream(tokens)
+        check_stream(tokens)
     tokens = torch.as_tensor(tokens, dtype=torch.long)
     if tokens.dim() != 1:
         raise DataError(f"evaluation needs a 1-D stream of token ids; got shape {tuple(tokens.shape)}")

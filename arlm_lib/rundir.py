@@ -28,6 +28,7 @@ def prepare_run_dir(
     resume: bool,
     name: str = "--out",
     how_to_resume: str = "pass --resume to continue it",
+    create: bool = True,
 ) -> Path:
     """Create or validate ``out`` for a training run.
 
@@ -36,6 +37,7 @@ def prepare_run_dir(
     a typo in ``--out`` can never overwrite another run. A run that crashed before its first checkpoint
     leaves only a lock and maybe a temp file; such a directory counts as empty. ``name`` and
     ``how_to_resume`` word the errors for the caller: the command line, or ``Trainer(out_dir=...)``.
+    ``create=False`` only checks, so that a caller with more checks to make leaves nothing behind.
     """
     if not os.fspath(out).strip():
         raise CheckpointError(f"{name} is empty: give the directory the run should be written to")
@@ -55,8 +57,9 @@ def prepare_run_dir(
         raise CheckpointError(
             f"{name} {out} is a non-empty directory that is not an arlm run: refusing to clobber it"
         )
-    out.mkdir(parents=True, exist_ok=True)
-    remove_stale_temp_files(out / CHECKPOINT_FILE)
+    if create:
+        out.mkdir(parents=True, exist_ok=True)
+        remove_stale_temp_files(out / CHECKPOINT_FILE)
     return out
 
 

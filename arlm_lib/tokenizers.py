@@ -30,7 +30,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from arlm_lib.checks import is_int
+from arlm_lib.checks import is_int, is_integer_dtype
 from arlm_lib.errors import ConfigError, TokenizerError
 from arlm_lib.files import atomic_write_bytes
 
@@ -124,20 +124,13 @@ def split_at_safe_boundaries(text: str, max_chars: int = ENCODE_PIECE_CHARS) -> 
 # --------------------------------------------------------------------------------------------------
 
 
-def _integer_dtype(dtype: torch.dtype | np.dtype) -> bool:
-    """True for the dtype of integer ids (not bool, float or complex), torch's or numpy's."""
-    if isinstance(dtype, torch.dtype):
-        return not dtype.is_floating_point and not dtype.is_complex and dtype != torch.bool
-    return dtype.kind in "iu"
-
-
 def _id_to_int(i: object) -> int:
     """One id as a Python int: an integer, numpy integer or 0-d integer tensor/array, never a bool.
 
     ``int()`` alone would truncate 1.7 to 1 and read True as 1: a float or bool "id" is a bug upstream
     (logits or a mask passed by mistake), so it is refused, not decoded as some other token.
     """
-    if isinstance(i, (torch.Tensor, np.ndarray)) and i.ndim == 0 and _integer_dtype(i.dtype):
+    if isinstance(i, (torch.Tensor, np.ndarray)) and i.ndim == 0 and is_integer_dtype(i.dtype):
         return int(i.item())
     if is_int(i):
         return int(i)  # type: ignore[call-overload]
@@ -149,7 +142,7 @@ def _ids_to_list(ids: Sequence[int] | torch.Tensor | np.ndarray) -> list[int]:
     if isinstance(ids, (torch.Tensor, np.ndarray)):
         if ids.ndim > 1:
             raise TokenizerError(f"decode expects a 1-D sequence of ids, got shape {tuple(ids.shape)}")
-        if not _integer_dtype(ids.dtype):
+        if not is_integer_dtype(ids.dtype):
             raise TokenizerError(
                 f"decode expects integer ids, got a {type(ids).__name__} of dtype {ids.dtype}"
             )

@@ -6,6 +6,7 @@ The :class:`Trainer` knows nothing about widgets or plots. It records one row of
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import signal
@@ -352,7 +353,7 @@ class Callback:
         """Called after ``on_step_end`` on the steps that were evaluated (``record["val_loss"]`` is set)."""
 
     def on_train_end(self, trainer: Trainer) -> None:
-        """Called when ``train()`` returns or raises, after the final checkpoint."""
+        """Called when ``train()`` returns (after its final checkpoint) or raises."""
 
 
 class Trainer:
@@ -420,15 +421,18 @@ class Trainer:
                 f"batch_size={config.batch_size} is not divisible by the world size {self.world_size}: "
                 "the global batch is split evenly across ranks"
             )
-        if out_dir is not None and self.rank == 0:  # the one writer checks, before any step is spent
-            # The checks of the command line's --out: a new run never overwrites a file, another run's
-            # checkpoint or a directory of someone's files. Trainer.resume sets out_dir after this.
-            self.out_dir = prepare_run_dir(
-                out_dir,
-                resume=False,
-                name="out_dir",
-                how_to_resume="continue it with Trainer.resume(out_dir, ...)",
-            )
+        # The checks of the command line's --out, on the one writer: a new run never overwrites a file,
+        # another run's checkpoint or a directory of someone's files. Checked now, created once every
+        # other check has passed. Trainer.resume sets out_dir after __init__.
+        claim_out_dir = functools.partial(
+            prepare_run_dir,
+            out_dir,
+            resume=False,
+            name="out_dir",
+            how_to_resume="continue it with Trainer.resume(out_dir, ...)",
+        )
+        if out_dir is not None and self.rank == 0:
+            claim_out_dir(create=False)
         device = resolve_device(config.device)
         if self.world_size > 1 and device.type == "mps":
             raise DeviceError(
@@ -462,6 +466,7 @@ class Trainer:
         self.step = 0
         self.history = History()
         self._stop = threading.Event()
+        self._stop_honoured = False  # a stop request that ended a train() call (cleared by the next)
         self.rollbacks: list[dict[str, float]] = []  # one entry per non-finite step rolled back
         self._good_state: dict[str, Any] | None = None  # rollback target (on_nonfinite="rollback" only)
         self._pending_record: dict[str, Any] | None = None  # a step applied but not yet recorded
@@ -473,6 +478,8 @@ class Trainer:
             with self._communication_guard("the start-up check"):
                 check_same_on_all_ranks(self._run_fingerprint(), "the corpus, tokenizer and config", device)
         self.model: torch.nn.Module = self._wrap_model(config.compile)
+        if out_dir is not None and self.rank == 0:
+            self.out_dir = claim_out_dir(create=True)
 
     def _run_fingerprint(self) -> str:
         """What every rank must share: configs, tokenizer and token streams (a sample of them)."""
@@ -517,9 +524,9 @@ class Trainer:
         return self.rank == 0
 
     def request_stop(self) -> None:
-        """Ask the running ``train()`` to stop after the current step; it then saves a checkpoint and
-        returns. Safe to call from a callback, another thread or a signal handler. The request ends that
-        one call: the next ``train()`` continues the run."""
+        """Ask ``train()`` to stop after the current step (the running call, or the next one if it has not
+        started yet); it then saves a checkpoint and returns. Safe to call from a callback, another thread
+        or a signal handler. The request ends that one call: the call after it continues the run."""
         self._stop.set()
 
     def clear_stop(self) -> None:
@@ -836,16 +843,19 @@ class Trainer:
     def train(self, handle_signals: bool = False) -> History:
         """Run until ``max_iters`` or a stop request; save a checkpoint at the end and on stop.
 
-        Call it again to continue (after raising ``config.max_iters``, or after a stop): a stop requested
-        in an earlier call, say by an early-stopping callback, does not carry over, as in Keras and
-        Lightning; otherwise the second call would return at once, having trained nothing.
+        Call it again to continue (after raising ``config.max_iters``, or after a stop): a stop that ended
+        an earlier call, say an early-stopping callback's, does not carry over, as in Keras and Lightning;
+        otherwise the second call would return at once, having trained nothing. A stop requested before
+        this call got going (a Stop button pressed as a run starts) is kept: it ends this call.
 
         ``handle_signals``: turn SIGINT/SIGTERM into a clean stop (the command line does this).
         """
         from tqdm.auto import tqdm
 
         config = self.config
-        self.clear_stop()
+        if self._stop_honoured:
+            self._stop_honoured = False
+            self.clear_stop()
         checkpoint_every = (
             config.eval_interval if config.checkpoint_interval is None else config.checkpoint_interval
         )
@@ -880,6 +890,7 @@ class Trainer:
                 self._sync_stop()
             self.save_checkpoint()
         finally:
+            self._stop_honoured = self.stop_requested  # this call has seen it: the next one starts afresh
             bar.close()
             if restore:
                 restore()

@@ -86,7 +86,7 @@ def train_item(preset: str, compile: bool, args, device: torch.device, peaks: di
     while True:
         try:
             with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always", RuntimeWarning)
+                warnings.simplefilter("always")  # every warning, every time: the JSON row lists them
                 result = measure_training(
                     config, batch, args.steps, args.warmup, str(device), args.dtype, compile, peak_flops=None
                 )

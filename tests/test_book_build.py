@@ -297,25 +297,31 @@ def test_library_change_clears_the_cache_and_rereads_notebooks(tmp_path, monkeyp
 
 def test_an_edited_figure_loader_reaches_the_built_book(tmp_path, monkeypatch):
     """With no page out of date Sphinx stops before copying static files: a change to the book's
-    scripts or styles re-reads the root page, so that the build copies them again."""
+    scripts or styles re-reads the root page, so that the build copies them again; a build that fails
+    does not count as having copied them."""
     from types import SimpleNamespace
 
     static = tmp_path / "static"
     static.mkdir()
     (static / "arlm-figures.js").write_text("draw();")
     monkeypatch.setattr(arlm_book, "STATIC_DIR", static)
+    monkeypatch.setattr(arlm_book, "PLOTLY_BUNDLE", tmp_path / "no-bundle")
     app = SimpleNamespace(outdir=str(tmp_path / "html"), config=SimpleNamespace(root_doc="book/intro"))
     env = SimpleNamespace(found_docs={"book/intro", "book/a"})
 
-    def outdated(changed=()):
-        return arlm_book.reread_on_static_change(app, env, set(), set(changed), set())
+    def build(changed=(), failure=None):
+        outdated = arlm_book.reread_on_static_change(app, env, set(), set(changed), set())
+        arlm_book.record_static_copied(app, failure)
+        return outdated
 
-    assert outdated() == ["book/intro"], "a first build (or one without a stamp) copies them"
-    assert outdated() == [], "unchanged: nothing extra to read"
+    assert build() == ["book/intro"], "a first build (or one without a stamp) copies them"
+    assert build() == [], "unchanged: nothing extra to read"
     (static / "arlm-figures.js").write_text("draw(); readByKeyboard();")
-    assert outdated(changed={"book/intro"}) == [], "the root page is re-read anyway"
+    assert build(changed={"book/intro"}) == [], "the root page is re-read anyway"
     (static / "arlm.css").write_text("div {}")
-    assert outdated() == ["book/intro"], "a new or edited file re-reads the root page"
+    assert build(failure=RuntimeError("interrupted")) == ["book/intro"]
+    assert build() == ["book/intro"], "the failed build copied nothing: the next one must"
+    assert build() == []
 
 
 def test_figure_html_labels_a_wrapped_title_with_its_words():

@@ -508,6 +508,10 @@ def test_a_figure_keeps_its_width_on_a_phone_and_scrolls_sideways(browser: Any, 
     hint_shown = "() => { const h = document.querySelector('.arlm-scroll-hint'); return h.offsetHeight > 0; }"
     with serve_directory(tmp_path) as url:
         context = offline_context(browser, [])
+        # "ResizeObserver loop" errors reach window.onerror (and error monitors), not Playwright's pageerror.
+        context.add_init_script(
+            "window.__errors = []; addEventListener('error', e => __errors.push(e.message));"
+        )
         page = context.new_page()
         page.set_viewport_size({"width": 390, "height": 800})
         try:
@@ -523,6 +527,8 @@ def test_a_figure_keeps_its_width_on_a_phone_and_scrolls_sideways(browser: Any, 
             # Turned to landscape on a tablet: the figure fits, and the cue goes.
             page.set_viewport_size({"width": 1000, "height": 800})
             page.wait_for_function(f"() => !({hint_shown})()", timeout=FIGURE_TIMEOUT_MS)
+            page.wait_for_timeout(200)  # a frame or two, for an error from the last resize
+            window_errors = page.evaluate("() => window.__errors")
         finally:
             context.close()
     assert figure_width >= THEME.figure_width
@@ -530,6 +536,7 @@ def test_a_figure_keeps_its_width_on_a_phone_and_scrolls_sideways(browser: Any, 
     assert client <= 390 < scroll, "the output box scrolls the figure sideways"
     assert page_width <= 390, "the page itself does not scroll sideways"
     assert "scroll sideways" in hint, "a cue says there is more of the figure to the right"
+    assert window_errors == []
 
 
 def test_the_keyboard_reads_a_figures_values(browser: Any, tmp_path: Path):
@@ -554,16 +561,29 @@ def test_the_keyboard_reads_a_figures_values(browser: Any, tmp_path: Path):
         ],
         layout={"title": {"text": "Next token"}},
     )
-    heatmap = go.Figure(
-        go.Heatmap(
-            z=np.array([[1.0, np.nan], [0.25, 0.75]]),  # numpy: plotly sends it base64-encoded
-            x=["k0", "k1"],
-            y=["q0", "q1"],
-            hovertemplate="query %{y}<br>key %{x}<br>weight %{z}<extra></extra>",
-            hoverongaps=False,  # as the library's attention maps: a masked cell has no label
-        ),
-        layout={"title": {"text": "Attention"}},
-    )
+    from plotly.subplots import make_subplots
+
+    heatmap = make_subplots(rows=1, cols=2)  # two panels, as the per-head figures
+    for col, (z, name) in enumerate(
+        [
+            (np.array([[1.0, np.nan], [0.25, 0.75]]), "head 0"),
+            (np.array([[0.5, np.nan], [0.1, 0.9]]), "head 1"),
+        ],
+        start=1,
+    ):
+        heatmap.add_trace(
+            go.Heatmap(
+                z=z,  # numpy: plotly sends it base64-encoded
+                x=["k0", "k1"],
+                y=["q0", "q1"],
+                hovertemplate=name + " query %{y}<br>key %{x}<br>weight %{z}<extra></extra>",
+                hoverongaps=False,  # as the library's attention maps: a masked cell has no label
+                coloraxis="coloraxis",
+            ),
+            row=1,
+            col=col,
+        )
+    heatmap.update_layout(title={"text": "Attention"})
     page_html = (
         (tmp_path / "index.html")
         .read_text(encoding="utf-8")
@@ -615,9 +635,19 @@ def test_the_keyboard_reads_a_figures_values(browser: Any, tmp_path: Path):
                 if focused.startswith("Attention"):
                     break
             assert focused == "Attention. Arrow keys read its values."
-            assert read(second_box, "ArrowRight") == "query q0; key k0; weight 1"
-            assert read(second_box, "ArrowDown", "End") == "query q1; key k1; weight 0.75"
+            assert read(second_box, "ArrowRight") == "head 0 query q0; key k0; weight 1"
+            assert read(second_box, "ArrowDown", "End") == "head 0 query q1; key k1; weight 0.75"
             assert read(second_box, "ArrowUp") == "no value at this point"  # the masked cell
+            assert read(second_box, "ArrowDown", "ArrowDown") == "no value at this point", (
+                "down: the next panel"
+            )
+            assert read(second_box, "ArrowLeft") == "head 1 query q0; key k0; weight 0.5"
+            assert read(second_box, "ArrowUp") == "head 0 query q1; key k0; weight 0.25", "up: back a panel"
+            before = read(second_box)
+            page.keyboard.press("Shift+ArrowRight")  # a browser or selection shortcut: not ours
+            assert read(second_box) == before
+            page.keyboard.press("Tab")  # the focus moves on: the keyboard's label goes
+            assert page.evaluate("() => document.querySelectorAll('.hoverlayer .hovertext').length") == 0
         finally:
             context.close()
     assert errors == []

@@ -158,6 +158,20 @@ def test_filters_that_greedy_decoding_ignores_are_warned_about(options, name):
     assert config.processors() == []  # ...because greedy decoding really ignores them
 
 
+def test_the_greedy_filter_warning_points_at_the_callers_line(model):
+    """However the config is built (directly, by with_overrides, inside generate), the warning names the
+    reader's line, not dataclasses.py or the library."""
+    builds = [
+        lambda: GenerationConfig(temperature=0, top_k=3),
+        lambda: GenerationConfig().with_overrides(temperature=0, top_k=3),
+        lambda: generate_ids(model, [1, 2], max_new_tokens=1, temperature=0, top_k=3),
+    ]
+    for build in builds:
+        with pytest.warns(UserWarning, match="has no effect") as caught:
+            build()
+        assert [w.filename for w in caught] == [__file__]
+
+
 def test_greedy_with_neutral_filters_or_penalties_and_sampling_with_filters_do_not_warn():
     with warnings.catch_warnings():
         warnings.simplefilter("error")

@@ -1,13 +1,14 @@
 """The trainer: schedule, clipping, history, callbacks, exact resume, divergence."""
 
 import math
+from fractions import Fraction
 
 import pytest
 import torch
 
 from arlm_lib import checkpoint as ckpt
 from arlm_lib.data import encode_text, split_train_val
-from arlm_lib.errors import CheckpointError, ConfigError, DataError, TrainingDivergedError
+from arlm_lib.errors import CheckpointError, ConfigError, DataError, DeviceError, TrainingDivergedError
 from arlm_lib.model import GPT, GPTConfig
 from arlm_lib.tokenizers import CharTokenizer
 from arlm_lib.train import (
@@ -519,6 +520,7 @@ def test_on_train_begin_failing_restores_the_signal_handlers(data):
         ("seed", 2**64),
         ("seed", True),
         ("ddp_timeout_s", 0),
+        ("lr", Fraction(1, 1000)),  # would pass the range checks, then fail at the checkpoint's JSON
         ("ddp_timeout_s", "60"),
     ],
 )
@@ -605,12 +607,16 @@ def test_gradient_accumulation_averages_the_micro_batches(data):
 
 
 def test_tokens_per_second_counts_every_micro_batch(data, monkeypatch):
+    import types
+
     from arlm_lib import train as train_module
 
     tokenizer, train, val = data
     trainer = Trainer(tiny_model(tokenizer), train, val, config(batch_size=4, grad_accum_steps=3))
     clock = iter(range(1000))
-    monkeypatch.setattr(train_module.time, "perf_counter", lambda: float(next(clock)))  # 1 s a reading
+    # The trainer's own clock only: other threads keep the real time.perf_counter.
+    fake_time = types.SimpleNamespace(perf_counter=lambda: float(next(clock)))
+    monkeypatch.setattr(train_module, "time", fake_time)  # 1 s a reading
     assert trainer._train_step()["tokens_per_s"] == 4 * 3 * 32
 
 
@@ -654,6 +660,15 @@ def test_a_new_trainer_never_overwrites_what_out_dir_holds(data, tmp_path, kind)
     assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
 
 
+def test_a_trainer_that_fails_its_checks_leaves_no_out_dir_behind(data, tmp_path):
+    tokenizer, train, val = data
+    with pytest.raises(DeviceError):
+        Trainer(tiny_model(tokenizer), train, val, config(device="cuda:7"), out_dir=tmp_path / "new")
+    assert not (tmp_path / "new").exists()
+    Trainer(tiny_model(tokenizer), train, val, config(), out_dir=tmp_path / "new")
+    assert (tmp_path / "new").is_dir(), "a trainer that passes its checks claims the directory"
+
+
 def test_train_after_a_stop_continues_the_run(data):
     """An early-stopping callback's stop ends that train() call only; the next call trains on."""
 
@@ -665,6 +680,16 @@ def test_train_after_a_stop_continues_the_run(data):
     tokenizer, train, val = data
     trainer = Trainer(tiny_model(tokenizer), train, val, config(max_iters=6), callbacks=[StopAt()])
     assert trainer.train().column("step") == [1, 2, 3]
+    assert trainer.train().column("step") == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_stop_requested_before_train_gets_going_is_kept(data):
+    """A Stop pressed as a run starts (the dashboard starts train() in a thread) ends that run; only a
+    stop that already ended a call is forgotten."""
+    tokenizer, train, val = data
+    trainer = Trainer(tiny_model(tokenizer), train, val, config(max_iters=6))
+    trainer.request_stop()
+    assert trainer.train().column("step") == [], "the early request was lost"
     assert trainer.train().column("step") == [1, 2, 3, 4, 5, 6]
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import os
+import sys
 import warnings
 from dataclasses import dataclass, fields, replace
 from typing import Any
@@ -51,6 +54,22 @@ def resolve_keep(context_keep: int | None, block_size: int) -> int:
             f"it must be an integer between 1 and the model's block_size={block_size}",
         )
     return context_keep
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _callers_stacklevel() -> int:
+    """The ``stacklevel`` that makes a warning point at the reader's code, not at the library: the
+    config may be built directly, by ``with_overrides`` (``dataclasses.replace``) or by ``generate``."""
+    frame, level = sys._getframe(1), 1  # level 1: the function that calls warnings.warn
+    while frame is not None:
+        name = frame.f_code.co_filename
+        inside = name.startswith(_PACKAGE_DIR) or name == dataclasses.__file__ or name == "<string>"
+        if not inside:  # "<string>": the __init__ that @dataclass generates
+            return level
+        frame, level = frame.f_back, level + 1
+    return 1
 
 
 @dataclass(frozen=True)
@@ -118,7 +137,7 @@ class GenerationConfig:
                 "filter keeps the most likely token, so greedy picks the same one; drop it, or sample "
                 "(temperature > 0 and do_sample=True)",
                 UserWarning,
-                stacklevel=3,
+                stacklevel=_callers_stacklevel(),
             )
 
     def _ignored_filters(self) -> list[tuple[str, Any]]:

@@ -199,14 +199,20 @@ STATIC_DIR = Path(__file__).resolve().parents[1] / "_static"
 
 
 def static_fingerprint(folder: Path | None = None) -> str:
-    """A hash of the names and contents of the files under ``folder`` (default: the book's own)."""
-    folder = STATIC_DIR if folder is None else folder
+    """A hash of the names and contents of the files under ``folder`` (default: the book's own scripts
+    and styles, and the vendored plotly.js bundle, which Sphinx copies with them)."""
+    folders = [STATIC_DIR, PLOTLY_BUNDLE] if folder is None else [folder]
     digest = hashlib.sha256()
-    for path in sorted(folder.rglob("*")):
-        if path.is_file():
-            digest.update(path.relative_to(folder).as_posix().encode())
-            digest.update(hashlib.sha256(path.read_bytes()).digest())
+    for root in folders:
+        for path in sorted(root.rglob("*")):
+            if path.is_file():
+                digest.update(path.relative_to(root).as_posix().encode())
+                digest.update(hashlib.sha256(path.read_bytes()).digest())
     return digest.hexdigest()
+
+
+def _static_stamp(app: Sphinx) -> Path:
+    return Path(app.outdir) / ".arlm_static.sha256"
 
 
 def reread_on_static_change(
@@ -216,16 +222,27 @@ def reread_on_static_change(
 
     Sphinx copies static files only in a build that writes pages; with no page out of date it stops
     early ("no targets are out of date"), and an edited figure loader would never reach ``_build``.
-    One page to write is enough for it to copy every static file again.
+    One page to write is enough for it to copy every static file again. The new fingerprint is
+    recorded by :func:`record_static_copied`, once the build has succeeded: a build that fails before
+    copying them must not count as having done so.
     """
-    stamp = Path(app.outdir) / ".arlm_static.sha256"
+    stamp = _static_stamp(app)
     fingerprint = static_fingerprint()
     if stamp.is_file() and stamp.read_text().strip() == fingerprint:
         return []
-    stamp.parent.mkdir(parents=True, exist_ok=True)
-    stamp.write_text(fingerprint + "\n")
+    app.arlm_static_fingerprint = fingerprint
     root = app.config.root_doc
     return [] if root in added | changed or root not in env.found_docs else [root]
+
+
+def record_static_copied(app: Sphinx, exception: BaseException | None) -> None:
+    """After a successful build, remember which version of the static files it copied."""
+    fingerprint = getattr(app, "arlm_static_fingerprint", None)
+    if exception is None and fingerprint is not None:
+        stamp = _static_stamp(app)
+        stamp.parent.mkdir(parents=True, exist_ok=True)
+        stamp.write_text(fingerprint + "\n")
+        app.arlm_static_fingerprint = None
 
 
 def setup(app: Sphinx) -> dict[str, Any]:
@@ -237,6 +254,7 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.connect("builder-inited", stage_static_files)
     app.connect("env-get-outdated", invalidate_cache_on_library_change)
     app.connect("env-get-outdated", reread_on_static_change)
+    app.connect("build-finished", record_static_copied)
     # After the other extensions (default priority 500) have added this page's scripts.
     app.connect("html-page-context", add_plotly_to_page, priority=900)
     app.add_post_transform(WarnOnWidgetOutput)

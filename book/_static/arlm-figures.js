@@ -22,7 +22,8 @@
  *     sliders gets native <select> and range controls that do the same, hidden until they have focus;
  *   - its values (an attention weight, a token's probability) show only when a mouse hovers: a figure
  *     takes the keyboard focus, and the arrow keys move plotly's own hover label from point to point
- *     (left/right along a curve or a heatmap row, up/down across curves or heatmap rows, Home/End,
+ *     (left/right along a curve or a heatmap row, up/down through heatmap rows and on to the next
+ *     curve or panel, Home/End,
  *     PageUp/PageDown by a tenth of a long curve, Escape), which a screen reader hears through a live
  *     region.
  */
@@ -47,11 +48,15 @@
   // 0. A figure keeps the width it was laid out for (arlm.css), so on a phone its output box scrolls
   // sideways. Nothing showed that there was more to the right: a cue says so while the box overflows.
   if ("ResizeObserver" in window) {
+    // Toggled in the next frame: showing the cue changes the observed box's height, and doing that
+    // inside the observer's callback is a "ResizeObserver loop" error.
     const overflowing = new ResizeObserver((entries) =>
-      entries.forEach((entry) => {
-        const box = entry.target;
-        box.querySelector(":scope > .arlm-scroll-hint").hidden = box.scrollWidth <= box.clientWidth + 1;
-      })
+      window.requestAnimationFrame(() =>
+        entries.forEach((entry) => {
+          const box = entry.target;
+          box.querySelector(":scope > .arlm-scroll-hint").hidden = box.scrollWidth <= box.clientWidth + 1;
+        })
+      )
     );
     const scrollers = new Set();
     for (const div of pending.keys()) {
@@ -184,23 +189,32 @@
 
   function readByKeyboard(div, box, title) {
     if (hoverableTraces(div).length === 0) return;
-    box.tabIndex = 0;
-    box.setAttribute("aria-label", title + ". Arrow keys read its values.");
+    // The plot itself takes the focus. role="application" makes a screen reader in browse mode pass
+    // the arrow keys through to it (on a plain figure it would move its reading cursor instead).
+    div.tabIndex = 0;
+    div.setAttribute("role", "application");
+    div.setAttribute("aria-roledescription", "interactive figure");
+    div.setAttribute("aria-label", title + ". Arrow keys read its values.");
     const readout = document.createElement("div");
     readout.className = "arlm-figure-readout";
     readout.setAttribute("aria-live", "polite");
     box.after(readout);
     const at = { trace: 0, row: 0, point: -1 }; // point -1: nothing read yet
     let readLater = null;
-    box.addEventListener("keydown", (event) => {
-      if (event.target !== box) return; // a key meant for a control inside the box
+    const forget = () => {
+      window.clearTimeout(readLater);
+      window.Plotly.Fx.unhover(div);
+      readout.textContent = "";
+      delete readout.dataset.pending;
+    };
+    div.addEventListener("blur", forget); // no keyboard label left behind when the focus moves on
+    div.addEventListener("keydown", (event) => {
+      if (event.target !== div) return; // a key meant for a control inside the figure
+      if (event.altKey || event.ctrlKey || event.metaKey || event.shiftKey) return; // browser shortcuts
       const traces = hoverableTraces(div);
       if (traces.length === 0) return;
       if (event.key === "Escape") {
-        window.clearTimeout(readLater);
-        window.Plotly.Fx.unhover(div);
-        readout.textContent = "";
-        delete readout.dataset.pending;
+        forget();
         return;
       }
       at.trace = Math.min(at.trace, traces.length - 1);
@@ -213,10 +227,15 @@
       else if (event.key === "PageDown") at.point += Math.max(1, Math.round(length() / 10));
       else if (event.key === "PageUp") at.point -= Math.max(1, Math.round(length() / 10));
       else if (event.key === "ArrowDown" || event.key === "ArrowUp") {
+        // The next row of a heatmap; past its last (or first) row, the next (previous) curve or panel.
         const step = event.key === "ArrowDown" ? 1 : -1;
-        if (shape.rows > 1) at.row = Math.max(0, Math.min(shape.rows - 1, at.row + step));
-        else at.trace = (at.trace + step + traces.length) % traces.length;
-        shape = extent(div, traces[at.trace]);
+        const row = at.row + step;
+        if (row >= 0 && row < shape.rows) at.row = row;
+        else {
+          at.trace = (at.trace + step + traces.length) % traces.length;
+          shape = extent(div, traces[at.trace]);
+          at.row = step > 0 ? 0 : shape.rows - 1;
+        }
       } else return;
       event.preventDefault(); // the arrows move the reading, not the page
       at.row = Math.max(0, Math.min(shape.rows - 1, at.row));
