@@ -11,6 +11,7 @@ under ``CI=true`` it fails instead.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
 import shutil
@@ -451,21 +452,33 @@ def _loader_page(folder: Path, figure_count: int, with_plotly: bool = True) -> N
     )
 
 
-def test_figure_loader_draws_the_figure_in_view_first_then_every_other(browser: Any, tmp_path: Path):
-    _loader_page(tmp_path, figure_count=4)
-    errors: list[str] = []
-    with serve_directory(tmp_path) as url:
+@contextlib.contextmanager
+def _open_loader_page(
+    browser: Any, folder: Path, errors: list[str], init_script: str | None = None, width: int | None = None
+) -> Iterator[Any]:
+    """``folder``'s index.html, served locally in an offline browser context; JS errors go to ``errors``."""
+    with serve_directory(folder) as url:
         context = offline_context(browser, [])
-        context.add_init_script(RECORD_DRAW_ORDER_JS)
+        if init_script:
+            context.add_init_script(init_script)
         page = context.new_page()
+        if width:
+            page.set_viewport_size({"width": width, "height": 800})
         page.on("pageerror", lambda exc: errors.append(str(exc)))
         try:
             page.goto(f"{url}/index.html", wait_until="load")
-            page.wait_for_function(ALL_FIGURES_DRAWN_JS, timeout=FIGURE_TIMEOUT_MS)
-            order = page.evaluate("() => window.__drawOrder")
-            states = page.evaluate(FIGURE_STATE_JS)
+            yield page
         finally:
             context.close()
+
+
+def test_figure_loader_draws_the_figure_in_view_first_then_every_other(browser: Any, tmp_path: Path):
+    _loader_page(tmp_path, figure_count=4)
+    errors: list[str] = []
+    with _open_loader_page(browser, tmp_path, errors, init_script=RECORD_DRAW_ORDER_JS) as page:
+        page.wait_for_function(ALL_FIGURES_DRAWN_JS, timeout=FIGURE_TIMEOUT_MS)
+        order = page.evaluate("() => window.__drawOrder")
+        states = page.evaluate(FIGURE_STATE_JS)
     assert errors == []
     assert order[0] == "fig-3", f"the figure in view was not drawn first: {order}"
     assert order == ["fig-3", "fig-0", "fig-1", "fig-2"], "each figure once, the rest in page order"
@@ -476,15 +489,8 @@ def test_figure_loader_says_so_when_plotly_js_is_missing(browser: Any, tmp_path:
     """No plotly.js: each figure box says why it is empty, and the page reports a JS error."""
     _loader_page(tmp_path, figure_count=2, with_plotly=False)
     errors: list[str] = []
-    with serve_directory(tmp_path) as url:
-        context = offline_context(browser, [])
-        page = context.new_page()
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-        try:
-            page.goto(f"{url}/index.html", wait_until="load")
-            texts = page.eval_on_selector_all(".plotly-graph-div", "els => els.map(e => e.textContent)")
-        finally:
-            context.close()
+    with _open_loader_page(browser, tmp_path, errors) as page:
+        texts = page.eval_on_selector_all(".plotly-graph-div", "els => els.map(e => e.textContent)")
     assert texts == ["This figure needs plotly.js, which did not load (see the browser console)."] * 2
     assert any("plotly.js is not loaded" in e for e in errors), errors
 
@@ -506,31 +512,24 @@ def test_a_figure_keeps_its_width_on_a_phone_and_scrolls_sideways(browser: Any, 
     )
     (tmp_path / "index.html").write_text(page_html, encoding="utf-8")
     hint_shown = "() => { const h = document.querySelector('.arlm-scroll-hint'); return h.offsetHeight > 0; }"
-    with serve_directory(tmp_path) as url:
-        context = offline_context(browser, [])
-        # "ResizeObserver loop" errors reach window.onerror (and error monitors), not Playwright's pageerror.
-        context.add_init_script(
-            "window.__errors = []; addEventListener('error', e => __errors.push(e.message));"
+    # "ResizeObserver loop" errors reach window.onerror (and error monitors), not Playwright's pageerror.
+    record_errors = "window.__errors = []; addEventListener('error', e => __errors.push(e.message));"
+    errors: list[str] = []
+    with _open_loader_page(browser, tmp_path, errors, init_script=record_errors, width=390) as page:
+        page.wait_for_function(ALL_FIGURES_DRAWN_JS, timeout=FIGURE_TIMEOUT_MS)
+        figure_width = page.evaluate("() => document.getElementById('fig-phone')._fullLayout.width")
+        box = page.evaluate(
+            "() => { const b = document.querySelector('div.output.text_html');"
+            " return [b.clientWidth, b.scrollWidth, document.documentElement.scrollWidth]; }"
         )
-        page = context.new_page()
-        page.set_viewport_size({"width": 390, "height": 800})
-        try:
-            page.goto(f"{url}/index.html", wait_until="load")
-            page.wait_for_function(ALL_FIGURES_DRAWN_JS, timeout=FIGURE_TIMEOUT_MS)
-            figure_width = page.evaluate("() => document.getElementById('fig-phone')._fullLayout.width")
-            box = page.evaluate(
-                "() => { const b = document.querySelector('div.output.text_html');"
-                " return [b.clientWidth, b.scrollWidth, document.documentElement.scrollWidth]; }"
-            )
-            page.wait_for_function(hint_shown, timeout=FIGURE_TIMEOUT_MS)
-            hint = page.inner_text(".arlm-scroll-hint")
-            # Turned to landscape on a tablet: the figure fits, and the cue goes.
-            page.set_viewport_size({"width": 1000, "height": 800})
-            page.wait_for_function(f"() => !({hint_shown})()", timeout=FIGURE_TIMEOUT_MS)
-            page.wait_for_timeout(200)  # a frame or two, for an error from the last resize
-            window_errors = page.evaluate("() => window.__errors")
-        finally:
-            context.close()
+        page.wait_for_function(hint_shown, timeout=FIGURE_TIMEOUT_MS)
+        hint = page.inner_text(".arlm-scroll-hint")
+        # Turned to landscape on a tablet: the figure fits, and the cue goes.
+        page.set_viewport_size({"width": 1000, "height": 800})
+        page.wait_for_function(f"() => !({hint_shown})()", timeout=FIGURE_TIMEOUT_MS)
+        page.wait_for_timeout(200)  # a frame or two, for an error from the last resize
+        window_errors = page.evaluate("() => window.__errors")
+    assert errors == []
     assert figure_width >= THEME.figure_width
     client, scroll, page_width = box
     assert client <= 390 < scroll, "the output box scrolls the figure sideways"
@@ -596,58 +595,49 @@ def test_the_keyboard_reads_a_figures_values(browser: Any, tmp_path: Path):
     )
     (tmp_path / "index.html").write_text(page_html, encoding="utf-8")
     errors: list[str] = []
-    with serve_directory(tmp_path) as url:
-        context = offline_context(browser, [])
-        page = context.new_page()
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-        try:
-            page.goto(f"{url}/index.html", wait_until="load")
-            page.wait_for_function(ALL_FIGURES_DRAWN_JS, timeout=FIGURE_TIMEOUT_MS)
-            page.wait_for_function("() => document.querySelectorAll('.arlm-figure-readout').length === 2")
+    with _open_loader_page(browser, tmp_path, errors) as page:
+        page.wait_for_function(ALL_FIGURES_DRAWN_JS, timeout=FIGURE_TIMEOUT_MS)
+        page.wait_for_function("() => document.querySelectorAll('.arlm-figure-readout').length === 2")
 
-            def read(figure: int, *keys: str) -> str:
-                for key in keys:
-                    page.keyboard.press(key)
-                page.wait_for_function(  # the loader reads plotly's label once it is drawn
-                    f"() => !document.querySelectorAll('.arlm-figure-readout')[{figure}].dataset.pending"
-                )
-                return page.evaluate(
-                    f"() => document.querySelectorAll('.arlm-figure-readout')[{figure}].textContent"
-                )
+        def read(figure: int, *keys: str) -> str:
+            for key in keys:
+                page.keyboard.press(key)
+            page.wait_for_function(  # the loader reads plotly's label once it is drawn
+                f"() => !document.querySelectorAll('.arlm-figure-readout')[{figure}].dataset.pending"
+            )
+            return page.evaluate(
+                f"() => document.querySelectorAll('.arlm-figure-readout')[{figure}].textContent"
+            )
 
-            page.keyboard.press("Tab")  # the first figure takes the focus
-            assert page.evaluate("() => document.activeElement.getAttribute('aria-label')") == (
-                "Next token. Arrow keys read its values."
-            )
-            first_box, second_box = 0, 1
-            focused_at = page.evaluate("() => window.scrollY")  # the focus may scroll the figure into view
-            assert read(first_box, "ArrowRight") == "a: p=0.5"
-            assert read(first_box, "ArrowRight", "ArrowRight", "ArrowRight") == "c: p=0.2"  # stops at the end
-            assert read(first_box, "ArrowDown") == "c: q=0", "down: the next shown curve (not the hidden one)"
-            assert read(first_box, "Home") == "a: q=0.6"
-            assert read(first_box, "PageDown") == "b: q=0.4"
-            assert page.evaluate("() => window.scrollY") == focused_at, "the arrow keys scrolled the page"
-            assert read(first_box, "Escape") == ""
-            focused = ""
-            for _ in range(12):  # past the first figure's tool buttons
-                page.keyboard.press("Tab")
-                focused = page.evaluate("() => document.activeElement.getAttribute('aria-label')") or ""
-                if focused.startswith("Attention"):
-                    break
-            assert focused == "Attention. Arrow keys read its values."
-            assert read(second_box, "ArrowRight") == "head 0 query q0; key k0; weight 1"
-            assert read(second_box, "ArrowDown", "End") == "head 0 query q1; key k1; weight 0.75"
-            assert read(second_box, "ArrowUp") == "no value at this point"  # the masked cell
-            assert read(second_box, "ArrowDown", "ArrowDown") == "no value at this point", (
-                "down: the next panel"
-            )
-            assert read(second_box, "ArrowLeft") == "head 1 query q0; key k0; weight 0.5"
-            assert read(second_box, "ArrowUp") == "head 0 query q1; key k0; weight 0.25", "up: back a panel"
-            before = read(second_box)
-            page.keyboard.press("Shift+ArrowRight")  # a browser or selection shortcut: not ours
-            assert read(second_box) == before
-            page.keyboard.press("Tab")  # the focus moves on: the keyboard's label goes
-            assert page.evaluate("() => document.querySelectorAll('.hoverlayer .hovertext').length") == 0
-        finally:
-            context.close()
+        page.keyboard.press("Tab")  # the first figure takes the focus
+        assert page.evaluate("() => document.activeElement.getAttribute('aria-label')") == (
+            "Next token. Arrow keys read its values."
+        )
+        first_box, second_box = 0, 1
+        focused_at = page.evaluate("() => window.scrollY")  # the focus may scroll the figure into view
+        assert read(first_box, "ArrowRight") == "a: p=0.5"
+        assert read(first_box, "ArrowRight", "ArrowRight", "ArrowRight") == "c: p=0.2"  # stops at the end
+        assert read(first_box, "ArrowDown") == "c: q=0", "down: the next shown curve (not the hidden one)"
+        assert read(first_box, "Home") == "a: q=0.6"
+        assert read(first_box, "PageDown") == "b: q=0.4"
+        assert page.evaluate("() => window.scrollY") == focused_at, "the arrow keys scrolled the page"
+        assert read(first_box, "Escape") == ""
+        focused = ""
+        for _ in range(12):  # past the first figure's tool buttons
+            page.keyboard.press("Tab")
+            focused = page.evaluate("() => document.activeElement.getAttribute('aria-label')") or ""
+            if focused.startswith("Attention"):
+                break
+        assert focused == "Attention. Arrow keys read its values."
+        assert read(second_box, "ArrowRight") == "head 0 query q0; key k0; weight 1"
+        assert read(second_box, "ArrowDown", "End") == "head 0 query q1; key k1; weight 0.75"
+        assert read(second_box, "ArrowUp") == "no value at this point"  # the masked cell
+        assert read(second_box, "ArrowDown", "ArrowDown") == "no value at this point", "down: the next panel"
+        assert read(second_box, "ArrowLeft") == "head 1 query q0; key k0; weight 0.5"
+        assert read(second_box, "ArrowUp") == "head 0 query q1; key k0; weight 0.25", "up: back a panel"
+        before = read(second_box)
+        page.keyboard.press("Shift+ArrowRight")  # a browser or selection shortcut: not ours
+        assert read(second_box) == before
+        page.keyboard.press("Tab")  # the focus moves on: the keyboard's label goes
+        assert page.evaluate("() => document.querySelectorAll('.hoverlayer .hovertext').length") == 0
     assert errors == []

@@ -295,14 +295,19 @@ def rgb_distance(a: str, b: str) -> float:
     return float(np.linalg.norm(rgb(a) - rgb(b)))
 
 
-def test_attention_heatmaps_draw_masked_cells_unlike_a_zero_weight(sample):
-    """The causal mask's cells are gaps, drawn in the plot background: it must not be the colour of 0."""
-    ids, tokens, attentions = sample
-    figures = [
+def every_attention_map(attentions, tokens) -> list:
+    """One figure of each attention-map builder (one head, head menu, grid of every head)."""
+    return [
         viz.attention_heatmap(attentions, tokens, layer=0, head=0),
         viz.attention_figure(attentions, tokens),
         viz.attention_grid(attentions, tokens),
     ]
+
+
+def test_attention_heatmaps_draw_masked_cells_unlike_a_zero_weight(sample):
+    """The causal mask's cells are gaps, drawn in the plot background: it must not be the colour of 0."""
+    ids, tokens, attentions = sample
+    figures = every_attention_map(attentions, tokens)
     for fig in figures:
         layout = fig.layout
         background = layout.plot_bgcolor or layout.template.layout.plot_bgcolor
@@ -682,11 +687,7 @@ def test_token_attention_bars_default_to_the_last_query(sample):
 
 def test_attention_heatmaps_put_the_first_query_on_top(sample):
     ids, tokens, attentions = sample
-    figures = [
-        viz.attention_heatmap(attentions, tokens, layer=0, head=0),
-        viz.attention_figure(attentions, tokens),
-        viz.attention_grid(attentions, tokens),
-    ]
+    figures = every_attention_map(attentions, tokens)
     for fig in figures:
         yaxes = list(fig.select_yaxes())
         assert yaxes and all(axis.autorange == "reversed" for axis in yaxes)
