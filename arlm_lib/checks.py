@@ -25,6 +25,15 @@ def is_real(value: object) -> bool:
     return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
 
 
+#: The seeds torch.manual_seed and torch.Generator.manual_seed accept: signed or unsigned 64-bit.
+SEED_RANGE = (-(2**63), 2**64)
+
+
+def is_seed(value: object) -> bool:
+    """An integer (not a bool) that torch accepts as a seed."""
+    return is_int(value) and SEED_RANGE[0] <= value < SEED_RANGE[1]  # type: ignore[operator]
+
+
 def is_integer_dtype(dtype: torch.dtype | np.dtype) -> bool:
     """True for the dtype of token ids, torch's or numpy's: an integer, not bool, float or complex."""
     if isinstance(dtype, torch.dtype):

@@ -22,7 +22,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from . import checkpoint as ckpt
-from .checks import is_int, is_real, plain_fields
+from .checks import is_int, is_real, is_seed, plain_fields
 from .data import check_positive_int, check_token_stream, get_batch
 from .device import (
     autocast_context,
@@ -142,8 +142,7 @@ class TrainConfig:
                 "or None for eval_interval"
             )
         seed = self.seed
-        if not is_int(seed) or not -(2**63) <= seed < 2**64:
-            # the range torch.manual_seed accepts
+        if not is_seed(seed):
             raise ConfigError(f"seed={seed!r} is not allowed: it must be an integer in [-2**63, 2**64)")
         for name in ("compile", "progress"):
             if not isinstance(getattr(self, name), bool):

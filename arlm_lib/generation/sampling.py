@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..checks import is_seed
 from ..errors import GenerationError
 from .config import GenerationConfig, bad_value, check_int
 from .context import ContextWindow, crop_prompt, is_single_prompt, normalize_prompts
@@ -32,8 +33,6 @@ __all__ = [
 ]
 
 FINISH_REASONS = ("stop_id", "stop_string", "length")
-# torch.Generator.manual_seed takes a signed or an unsigned 64-bit integer, nothing wider.
-SEED_RANGE = (-(2**63), 2**64)
 
 
 @dataclass(frozen=True)
@@ -94,8 +93,7 @@ def make_generator(seed: int | torch.Generator | None) -> torch.Generator | None
         if isinstance(seed, torch.Generator) and seed.device.type != "cpu":
             raise GenerationError(f"seed generator must be a CPU torch.Generator, got one on {seed.device}")
         return seed
-    low, high = SEED_RANGE
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not low <= seed < high:
+    if not is_seed(seed):
         raise bad_value(
             "seed", seed, "it must be an integer in [-2**63, 2**64), a CPU torch.Generator, or None"
         )

@@ -154,9 +154,13 @@ def library_fingerprint(package: str = "arlm_lib") -> str:
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         return "missing"
+    return tree_digest(Path(location) for location in sorted(spec.submodule_search_locations))
+
+
+def tree_digest(roots: Any) -> str:
+    """A hash of the names (relative to their root) and contents of every file under ``roots``."""
     digest = hashlib.sha256()
-    for location in sorted(spec.submodule_search_locations):
-        root = Path(location)
+    for root in roots:
         for path in sorted(root.rglob("*")):
             if path.is_file() and "__pycache__" not in path.parts:
                 digest.update(path.relative_to(root).as_posix().encode())
@@ -198,17 +202,10 @@ def invalidate_cache_on_library_change(
 STATIC_DIR = Path(__file__).resolve().parents[1] / "_static"
 
 
-def static_fingerprint(folder: Path | None = None) -> str:
-    """A hash of the names and contents of the files under ``folder`` (default: the book's own scripts
-    and styles, and the vendored plotly.js bundle, which Sphinx copies with them)."""
-    folders = [STATIC_DIR, PLOTLY_BUNDLE] if folder is None else [folder]
-    digest = hashlib.sha256()
-    for root in folders:
-        for path in sorted(root.rglob("*")):
-            if path.is_file():
-                digest.update(path.relative_to(root).as_posix().encode())
-                digest.update(hashlib.sha256(path.read_bytes()).digest())
-    return digest.hexdigest()
+def static_fingerprint() -> str:
+    """A hash of the book's own scripts and styles and of the vendored plotly.js bundle, which Sphinx
+    copies with them."""
+    return tree_digest([STATIC_DIR, PLOTLY_BUNDLE])
 
 
 def _static_stamp(app: Sphinx) -> Path:
