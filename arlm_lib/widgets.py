@@ -597,7 +597,7 @@ class SamplingPlayground:
     ) -> go.Figure:
         """The next-token chart; raises what encoding the prompt raises."""
         raw, processed = viz.next_token_probs(
-            self.model, self._prompt_ids() if ids is None else ids, self.config()
+            self.model, self._prompt_ids() if ids is None else ids, self.config(), tokenizer=self.tokenizer
         )
         return viz.next_token_distribution(
             raw, self.tokenizer, top=self.chart_top, processed=processed, title=title

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from arlm_lib import viz
-from arlm_lib.errors import ConfigError
+from arlm_lib.errors import ConfigError, GenerationError
 from arlm_lib.generate import GenerationConfig, processed_probs
 from arlm_lib.model import GPT, GPTConfig
 from arlm_lib.tokenizers import CharTokenizer
@@ -540,6 +540,41 @@ def test_next_token_distribution_shows_top_tokens_raw_and_processed(model, token
     assert list(fig.layout.xaxis.ticktext) == [viz.token_label(tokenizer.id_to_token(i)) for i in shown]
     greedy_raw, greedy = viz.next_token_probs(model, ids, GenerationConfig(temperature=0))
     assert greedy.max() == 1.0 and greedy.argmax() == greedy_raw.argmax()
+
+
+def test_next_token_views_leave_out_a_padded_vocabulary(tokenizer):
+    """A model with more rows than its tokenizer has ids (padded to a multiple of 64): the chart, the
+    playground's next_token_probs and the explorer never rank the padding, even when it scores highest."""
+    n = tokenizer.vocab_size
+    torch.manual_seed(0)
+    padded = GPT(GPTConfig(vocab_size=n + 7, block_size=48, n_layer=1, n_head=2, n_embd=16)).eval()
+
+    def favour_padding(module, args, output):
+        output.logits[..., n:] += 50.0
+        return output
+
+    handle = padded.register_forward_hook(favour_padding)
+    try:
+        ids = tokenizer.encode("the c")
+        raw, _ = viz.next_token_probs(padded, ids)  # no tokenizer: nothing says those rows are padding
+        assert raw.size == n + 7 and raw.argmax() >= n
+        for config in (GenerationConfig(), GenerationConfig(temperature=0), GenerationConfig(top_p=0.5)):
+            raw, processed = viz.next_token_probs(padded, ids, config, tokenizer=tokenizer)
+            assert raw.shape == processed.shape == (n,)
+            assert raw.sum() == pytest.approx(1.0) and processed.sum() == pytest.approx(1.0)
+            fig = viz.next_token_distribution(raw, tokenizer, top=n, processed=processed)
+            assert len(fig.data[0].x) == n
+        # The explorer's greedy steps continue with decodable ids, and every context ranks only those.
+        fig = viz.decoding_explorer(padded, tokenizer, ["the c"], steps=3, top=5)
+        decodable = {viz.token_label(tokenizer.id_to_token(i)) for i in range(n)}
+        for button in fig.layout.updatemenus[0].buttons:
+            ticks = button.args[1]["xaxis.ticktext"]
+            assert len(ticks) == 6 and set(ticks[:-1]) <= decodable and ticks[-1] == "(other)"
+    finally:
+        handle.remove()
+    with pytest.raises(GenerationError, match="does not belong|do not belong"):
+        viz.next_token_probs(GPT(GPTConfig(vocab_size=n - 1, block_size=8, n_layer=1, n_head=1, n_embd=8)),
+                             [0], tokenizer=tokenizer)  # fmt: skip
 
 
 def effective_processed_traces(fig: dict, n_ctx: int) -> list[int]:

@@ -20,6 +20,7 @@ import torch
 from ..errors import ConfigError
 from ..generate import GenerationConfig, processed_probs
 from ..generation.context import eval_no_grad, model_device
+from ..generation.sampling import check_config, tokenizer_limit
 from .theme import _VISIBLE_WHITESPACE, THEME, Theme, _numpy, style_figure, token_label
 
 # ------------------------------------------------------------------------ next-token distributions
@@ -33,14 +34,21 @@ def _labels_for(tokenizer_or_labels: Any, ids: Sequence[int]) -> list[str]:
 
 
 def next_token_probs(
-    model: torch.nn.Module, ids: Sequence[int] | torch.Tensor, config: GenerationConfig | None = None
+    model: torch.nn.Module,
+    ids: Sequence[int] | torch.Tensor,
+    config: GenerationConfig | None = None,
+    *,
+    tokenizer: Any = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The model's next-token distribution after ``ids``: (raw softmax, after ``config``'s processors).
 
     Uses the processors :func:`arlm_lib.generate.generate` samples with; greedy decoding gives a one-hot.
-    The context is cropped from the left to the model's ``block_size``.
+    The context is cropped from the left to the model's ``block_size``. With a ``tokenizer`` whose
+    vocabulary is smaller than the model's (a vocabulary padded to a multiple of 64), both arrays cover
+    only the ids it can decode, as generation does: the padded ids are never drawn, so they are left out.
     """
-    config = config or GenerationConfig()
+    config = check_config(config)
+    limit = tokenizer_limit(tokenizer, model.config.vocab_size)
     ids = [int(i) for i in (ids.tolist() if isinstance(ids, torch.Tensor) else ids)]
     if not ids:
         raise ConfigError("ids is empty: start from the document-start token (tokenizer.bos_id)")
@@ -48,7 +56,7 @@ def next_token_probs(
     with eval_no_grad(model):
         idx = torch.tensor([window], dtype=torch.long, device=model_device(model))
         logits = model(idx).logits[:, -1, :].float().cpu()
-    return _probs_from_logits(logits[0], config, [ids])
+    return _probs_from_logits(logits[0, :limit], config, [ids])
 
 
 def _probs_from_logits(
@@ -362,13 +370,14 @@ def decoding_explorer(
     if not prompts:
         raise ConfigError("no prompts given: pass at least one prompt string")
     block = model.config.block_size
+    limit = tokenizer_limit(tokenizer, model.config.vocab_size)  # leave a padded vocabulary's rows out
     all_logits, labels, histories = [], [], []
     for prompt in prompts:
         ids = tokenizer.encode(prompt) or [tokenizer.bos_id]
         with eval_no_grad(model):
             for _ in range(steps):
                 idx = torch.tensor([ids[-block:]], dtype=torch.long, device=model_device(model))
-                logits = model(idx).logits[0, -1].float().cpu()
+                logits = model(idx).logits[0, -1, :limit].float().cpu()
                 all_logits.append(logits)
                 histories.append(list(ids))
                 labels.append(tokenizer.decode(ids[-40:]))
