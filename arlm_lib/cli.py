@@ -7,6 +7,7 @@ value and what is allowed, and turned into a non-zero exit status.
 from __future__ import annotations
 
 import argparse
+import difflib
 import math
 import sys
 import warnings
@@ -77,7 +78,14 @@ def _peak_flops(text: str) -> float | str:
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    pass
+    """Shows each flag's default, except where there is none to show: a default of None means "the
+    preset's value" or "off", which the help line already says, and "(default: None)" would only
+    contradict it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -93,6 +101,19 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _report_unknown_flags(command_parser: argparse.ArgumentParser, unknown: list[str]) -> NoReturn:
+    """Exit 2 naming the flags ``command_parser`` does not know, with the closest known flag for each."""
+    known = [flag for action in command_parser._actions for flag in action.option_strings]
+    hints = []
+    for arg in unknown:
+        flag = arg.split("=", 1)[0]
+        close = difflib.get_close_matches(flag, known, n=1) if flag.startswith("--") else []
+        if close:
+            hints.append(f"{flag}: did you mean {close[0]}?")
+    message = "unrecognized arguments: " + " ".join(unknown)
+    command_parser.error(message + (f" ({'; '.join(hints)})" if hints else ""))
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> str:
@@ -114,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Run 'python -m arlm_lib COMMAND --help' for the flags of each command.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.command_parsers = commands.choices  # name -> that command's parser (see _report_unknown_flags)
 
     # --- train
     train = commands.add_parser(
@@ -604,7 +626,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # reported by the command's own parser, so the hint points at its --help
+        _report_unknown_flags(parser.command_parsers[args.command], unknown)
     # Remember which flags were typed, so --resume overrides only those, not every default.
     args._explicit = {a[2:].split("=", 1)[0].replace("-", "_") for a in argv if a.startswith("--")}
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import warnings
 from pathlib import Path
 
 from .checkpoint import CHECKPOINT_FILE, pid_alive, remove_stale_temp_files
@@ -141,11 +142,22 @@ class RunLock:
         """Remove the lock file and drop the lock (unlink first, so no one locks a file about to vanish)."""
         if not self.held:
             return
-        self.path.unlink(missing_ok=True)
-        if self._fd is not None:
-            os.close(self._fd)  # closing the descriptor drops the flock
-            self._fd = None
-        self.held = False
+        try:
+            self.path.unlink(missing_ok=True)
+        except OSError as exc:
+            # The directory may have turned read-only mid-run. Raising here would replace the error that
+            # ended the run (often the reason itself, a failed checkpoint write) with this lesser one; the
+            # file left behind is harmless, since the flock goes with the descriptor closed below.
+            warnings.warn(
+                f"could not remove the lock file {self.path} ({exc.strerror or exc}); it is unlocked, so it "
+                "does not block the next run",
+                stacklevel=2,
+            )
+        finally:
+            if self._fd is not None:
+                os.close(self._fd)  # closing the descriptor drops the flock
+                self._fd = None
+            self.held = False
 
     def __enter__(self) -> RunLock:
         return self.acquire()

@@ -751,13 +751,20 @@ class Trainer:
         if not math.isfinite(total_loss):
             raise TrainingDivergedError(
                 f"the training loss became {total_loss} at step {self.step + 1} (lr={lr:.3g}); the weights were not "
-                f"updated and {self._checkpoint_note()}. Lower --lr or enable --grad-clip."
+                f"updated and {self._checkpoint_note()}. {self._divergence_advice()}"
             )
         if not math.isfinite(grad_norm) and not self.scaler.is_enabled():
             raise TrainingDivergedError(
                 f"the gradient norm became {grad_norm} at step {self.step + 1} (lr={lr:.3g}); the weights were not "
-                f"updated and {self._checkpoint_note()}."
+                f"updated and {self._checkpoint_note()}. {self._divergence_advice()}"
             )
+
+    def _divergence_advice(self) -> str:
+        """What to change after a divergence: clipping only where it is off (it is on by default)."""
+        warmup = "" if self.config.warmup_iters else ", add warmup (--warmup-iters)"
+        if self.config.grad_clip:
+            return f"Lower the learning rate (--lr){warmup}; gradient clipping is already on (--grad-clip {self.config.grad_clip:g})."
+        return f"Lower the learning rate (--lr){warmup}, or turn gradient clipping on (--grad-clip 1.0)."
 
     def _train_step(self) -> dict[str, Any]:
         """One optimizer step: gradients over the micro-batches, clip, check, update; the step's record."""
@@ -974,7 +981,9 @@ class Trainer:
             if self.stop_requested:  # a second Ctrl-C means "now"
                 raise KeyboardInterrupt
             if self.is_main:
-                print(f"\n{name} received: finishing step {self.step + 1}, saving a checkpoint, then exiting")
+                # No step number: the signal may land in an evaluation after a step, or (under DDP) while
+                # another rank is a step ahead; the closing line names the step the run stopped at.
+                print(f"\n{name} received: finishing the step in progress, saving a checkpoint, then exiting")
             self.request_stop()
 
         previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}

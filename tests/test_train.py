@@ -271,6 +271,24 @@ def test_divergence_before_the_first_checkpoint_does_not_promise_one(data, tmp_p
         trainer.train()
 
 
+@pytest.mark.parametrize(
+    "settings, advice, not_advised",
+    [
+        (dict(grad_clip=1.0, warmup_iters=5), r"Lower the learning rate \(--lr\); gradient clipping is already on \(--grad-clip 1\)", "warmup"),
+        (dict(grad_clip=0.5, warmup_iters=0), r"add warmup \(--warmup-iters\); .*already on \(--grad-clip 0.5\)", "turn"),
+        (dict(grad_clip=None, warmup_iters=5), r"or turn gradient clipping on \(--grad-clip 1.0\)", "already on"),
+    ],
+)  # fmt: skip
+def test_divergence_advice_fits_the_run(data, tmp_path, settings, advice, not_advised):
+    """The error says what to change for this run: clipping is on by default, so it is not always the cure."""
+    tokenizer, train, val = data
+    trainer = Trainer(tiny_model(tokenizer), train, val, config(max_iters=30, **settings), tokenizer,
+                      [PoisonFrom(3)], out_dir=tmp_path)  # fmt: skip
+    with pytest.raises(TrainingDivergedError, match=advice) as caught:
+        trainer.train()
+    assert not_advised not in str(caught.value)
+
+
 def test_history_is_compact_floats_and_round_trips():
     history = History()
     history.append({"step": 1, "lr": 0.1, "train_loss": 2.0, "val_loss": None})
