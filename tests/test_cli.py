@@ -536,3 +536,71 @@ def test_an_os_error_is_one_line_and_exit_status_1(monkeypatch, capsys):
     monkeypatch.setitem(cli.COMMANDS, "corpus", denied)
     assert main(["corpus", "list"]) == 1
     assert capsys.readouterr().err == "error: Permission denied (/runs/x)\n"
+
+
+def test_eval_max_tokens_scores_exactly_that_many_tokens(trained_run, corpus, capsys):
+    argv = ["eval", "--checkpoint", str(trained_run), "--data", str(corpus), "--device", "cpu"]
+    assert main([*argv, "--max-tokens", "50"]) == 0
+    assert "| 50 tokens, " in capsys.readouterr().out
+
+
+def test_resume_honours_flags_written_with_an_equals_sign_and_keeps_the_bpe_size(corpus, tmp_path, capsys):
+    out = tmp_path / "run"
+    base = ["train", "--data", str(corpus), "--out", str(out), "--no-progress", *TINY]
+    assert main([*base, "--max-iters", "2", "--eval-interval", "1", "--eval-iters", "1"]) == 0
+    resume = ["train", "--data", str(corpus), "--out", str(out), "--resume", "--no-progress"]
+    assert main([*resume, "--max-iters=3", "--bpe-vocab-size", "300"]) == 2
+    assert "--bpe-vocab-size cannot change when resuming" in capsys.readouterr().err
+    assert main([*resume, "--max-iters=3"]) == 0
+    assert load_checkpoint(out).trainer_state["step"] == 3
+
+
+def test_the_command_line_restores_the_warning_format_it_borrowed(capsys):
+    """A notebook or a test that calls main() keeps its own warning format afterwards."""
+    before = warnings.formatwarning
+    assert main(["corpus", "list"]) == 0
+    assert warnings.formatwarning is before
+
+
+def test_a_closed_pipe_ends_quietly_with_status_0(monkeypatch, capsys):
+    """``python -m arlm_lib sample ... | head`` closes the pipe early: that is not an error."""
+    from arlm_lib import cli
+
+    def reader_went_away(args):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setitem(cli.COMMANDS, "corpus", reader_went_away)
+    assert main(["corpus", "list"]) == 0
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize(
+    "argv, command, hint",
+    [
+        (["train", "--data", "synthetic", "--out", "RUN", "--max-iter", "5"], "train", "--max-iter: did you mean --max-iters?"),
+        (["sample", "--checkpoint", "RUN", "--temprature=0.5"], "sample", "--temprature: did you mean --temperature?"),
+        (["eval", "--checkpoint", "RUN", "--data", "synthetic", "--zzz"], "eval", None),
+    ],
+)  # fmt: skip
+def test_an_unknown_flag_points_at_the_command_help_and_the_closest_flag(
+    tmp_path, capsys, argv, command, hint
+):
+    argv = [str(tmp_path / "run") if a == "RUN" else a for a in argv]
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert f"(see python -m arlm_lib {command} --help)" in err  # that command's flags, not the top level's
+    assert (hint in err) if hint else ("did you mean" not in err)
+    assert not (tmp_path / "run").exists()  # refused before anything was created
+
+
+@pytest.mark.parametrize("command", ["train", "sample", "eval"])
+def test_help_shows_real_defaults_and_never_none(capsys, command):
+    """A default of None means "the preset's value" or "off", which the help line says in words."""
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    out = capsys.readouterr().out
+    assert "(default: None)" not in out
+    if command == "train":
+        assert "(default: 1000)" in out and "(default lr/10)" in out  # real defaults, and the help's own

@@ -100,3 +100,34 @@ def test_ratio_estimate_is_the_delta_method_formula():
     assert se == pytest.approx(expected_se, rel=1e-12)
     z = 1.959963984540054
     assert (low, high) == pytest.approx((r - z * expected_se, r + z * expected_se), rel=1e-12)
+
+
+def test_ratio_estimate_refuses_unpaired_samples():
+    """zip() would silently drop the unpaired sample and estimate a different ratio."""
+    from arlm_lib.corpus.entropy import ratio_estimate
+
+    with pytest.raises(DataError, match="paired samples; got 3 and 2"):
+        ratio_estimate([3.0, 5.0, 4.0], [1.0, 2.0])
+
+
+@pytest.mark.parametrize("confidence", [0.0, 1.0, 1.5])
+def test_a_confidence_outside_the_open_unit_interval_is_refused(confidence):
+    with pytest.raises(ConfigError, match=f"confidence must be in \\(0, 1\\); got {confidence}"):
+        entropy_rate("synthetic", n_sentences=10, confidence=confidence)
+
+
+def test_text_must_end_with_a_whole_sentence():
+    # Without its final newline the last sentence would be dropped, and the rate reported as 0 bits.
+    with pytest.raises(DataError, match="whole sentences"):
+        text_bits_per_char("the dog runs.")
+    with pytest.raises(DataError, match="whole sentences"):
+        text_bits_per_char("the dog runs.\nthe cat")
+
+
+def test_bits_per_sentence_is_the_mean_over_sentences():
+    lang = SyntheticLanguage("full")
+    sample = lang.sample(300, seed=9)
+    est = entropy_rate(lang, n_sentences=300, seed=9)
+    bits = -math.fsum(lp for _, lp in sample) / math.log(2)
+    assert est.bits_per_sentence == pytest.approx(bits / 300, rel=1e-12)
+    assert est.bits_per_sentence * est.n_sentences == pytest.approx(est.bits_per_char * est.n_chars)

@@ -187,3 +187,49 @@ def test_sample_and_text_default_to_the_languages_seed():
     assert lang.sample(20) == lang.sample(20, seed=7)
     assert lang.sample(20) != SyntheticLanguage("full", seed=8).sample(20)
     assert lang.text(500) == lang.text(500, seed=7)
+
+
+@pytest.mark.parametrize("field", ["kind_weights", "copy_length_weights"])
+def test_all_zero_weights_are_refused(field):
+    config = replace(GrammarConfig.full(), **{field: (0.0, 0.0)})
+    with pytest.raises(ConfigError, match="not all zero"):
+        SyntheticLanguage("full", config=config)
+
+
+def test_text_keeps_a_sentence_that_ends_exactly_at_n_chars():
+    lang = SyntheticLanguage("full")
+    three = "".join(t + "\n" for t, _ in lang.sample(3, seed=6))
+    assert lang.text(len(three), seed=6) == three
+    assert lang.text(len(three) - 1, seed=6) == "".join(t + "\n" for t, _ in lang.sample(2, seed=6))
+
+
+@pytest.mark.parametrize(("kind", "lengths"), [("full", {1, 2, 3}), ("copy", {2, 3, 4, 5, 6})])
+def test_copied_sequences_have_the_configured_lengths(kind, lengths):
+    """copy_length_weights gives P(length = 1, 2, ...): the copy preset's zero first weight means
+    at least two words, and no sequence is ever empty."""
+    texts = [t for t, _ in SyntheticLanguage(kind).sample(3000, seed=4)]
+    quoted = [t.split('"')[1] for t in texts if ' says "' in t]
+    assert {len(q.split(" ")) for q in quoted if q} == lengths
+    assert all(quoted), "an empty quotation"
+
+
+def test_an_object_relative_verb_agrees_with_its_own_subject():
+    """In "the dogs that the cat chases run." the clause's verb agrees with "the cat", the main verb
+    with "the dogs": the distractor noun is what makes agreement a long-range test."""
+    lang = SyntheticLanguage("full")
+    assert lang.logprob("the dogs that the cat chases run.") > -math.inf
+    assert lang.logprob("the dog that the cats chase runs.") > -math.inf
+    assert lang.logprob("the dogs that the cat chase run.") == -math.inf
+    assert lang.logprob("the dog that the cats chases runs.") == -math.inf
+
+
+def test_logprob_accepts_a_line_with_its_newline():
+    lang = SyntheticLanguage("full")
+    assert lang.logprob("the dog runs.\n") == lang.logprob("the dog runs.") > -math.inf
+
+
+def test_agreement_probes_need_declarative_sentences():
+    lang = SyntheticLanguage("copy")
+    for n in (0, 5):
+        with pytest.raises(ConfigError, match="no declarative sentences"):
+            lang.agreement_items(n)

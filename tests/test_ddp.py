@@ -431,3 +431,29 @@ def test_dropout_seeds_differ_between_ranks_and_steps():
     seeds = {rank_seed(1337, rank, step) for rank in range(1, 9) for step in range(100)}
     assert len(seeds) == 8 * 100
     assert rank_seed(1337, 3, 5) == rank_seed(1337, 3, 5)
+
+
+def test_only_global_rank_zero_is_the_main_process_on_every_machine():
+    """On the second machine of a job, LOCAL_RANK 0 is global rank 8: it must not also write --out."""
+    assert dist_env({"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "16"}).is_main
+    assert not dist_env({"RANK": "8", "LOCAL_RANK": "0", "WORLD_SIZE": "16"}).is_main
+
+
+def test_nccl_failures_are_recognised_whatever_their_case():
+    env = DistEnv(rank=0, local_rank=0, world_size=2)
+    nccl = RuntimeError("NCCL error in: ProcessGroupNCCL.cpp:1970, unhandled system error")
+    assert is_communication_error(nccl)
+    with pytest.raises(DistributedError, match="rank 0 of 2 lost contact"):
+        with communication_guard(env, "the gradient all-reduce", 5.0, step=0):
+            raise nccl
+
+
+def test_a_failure_reported_by_an_inner_guard_is_not_wrapped_again():
+    env = DistEnv(rank=1, local_rank=1, world_size=2)
+    gloo = RuntimeError("[gloo/transport/tcp/pair.cc:537] Read error: Connection reset by peer")
+    with pytest.raises(DistributedError) as info:
+        with communication_guard(env, "training", 5.0, step=3):
+            with communication_guard(env, "a barrier", 5.0, step=7):
+                raise gloo
+    message = str(info.value)
+    assert "during a barrier at step 8" in message and message.count("lost contact") == 1

@@ -149,3 +149,20 @@ def test_integer_ids_in_a_list_or_a_numpy_array_are_scored_like_a_tensor(model: 
     expected = evaluate_tokens(model, None, torch.tensor(ids))
     assert evaluate_tokens(model, None, ids) == expected
     assert evaluate_tokens(model, None, np.array(ids, dtype=np.uint16)) == expected
+
+
+def test_the_first_id_past_the_vocabulary_is_named(model: GPT):
+    # Id 12 of a 12-token vocabulary: one past the end, the classic off-by-one of a tokenizer mismatch.
+    with pytest.raises(DataError, match="token id 12 is outside the model's vocabulary 0..11"):
+        evaluate_tokens(model, None, torch.tensor([1, 2, 12, 3]))
+
+
+def test_evaluating_a_model_in_training_leaves_it_in_training():
+    """A notebook evaluates in the middle of training: dropout must be back on afterwards."""
+    torch.manual_seed(0)
+    training = GPT(GPTConfig(vocab_size=12, block_size=BLOCK, n_layer=1, n_head=2, n_embd=16, dropout=0.1))
+    training.train()
+    tokens = torch.randint(0, 12, (20,), generator=torch.Generator().manual_seed(0))
+    first = evaluate_tokens(training, None, tokens)
+    assert training.training
+    assert evaluate_tokens(training, None, tokens) == first  # scored without dropout, every time

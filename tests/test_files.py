@@ -64,3 +64,14 @@ def test_a_failed_atomic_write_leaves_no_temporary_file(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="No space left"):
         atomic_write_bytes(tmp_path / "out.txt", b"data")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_writes_do_not_depend_on_the_system_temp_directory(tmp_path, monkeypatch):
+    """The temporary file sits next to the destination: a full or missing /tmp (or one on another
+    filesystem, where a rename is not atomic) does not matter."""
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "no-such-temp-dir"))
+    atomic_write_bytes(tmp_path / "data" / "out.txt", b"data")
+    assert (tmp_path / "data" / "out.txt").read_bytes() == b"data"
+    assert [p.name for p in (tmp_path / "data").iterdir()] == ["out.txt"]

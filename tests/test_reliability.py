@@ -284,6 +284,48 @@ def test_stale_temp_files_are_removed_on_the_next_save_but_live_ones_are_not(tmp
     assert _leftovers(fresh) == [LOCK_FILE]  # the dead temp file is gone; the lock is taken over later
 
 
+def test_a_temp_file_of_another_users_live_process_is_kept(tmp_path, monkeypatch) -> None:
+    """A save in flight by another user's process (signalling it is refused: EPERM) is not debris."""
+    model = _model(vocab_size=10)
+    run = tmp_path / "run"
+    ckpt.save_checkpoint(run, model)
+    other = _dead_pid()  # stands in for the pid of a live process this user may not signal
+    theirs = run / f".{ckpt.CHECKPOINT_FILE}.tmp-{other}"
+    theirs.write_bytes(b"another user's write in progress")
+    real_kill = os.kill
+
+    def kill(pid, sig):
+        if pid == other:
+            raise PermissionError(errno.EPERM, os.strerror(errno.EPERM))
+        return real_kill(pid, sig)
+
+    monkeypatch.setattr(os, "kill", kill)
+    ckpt.save_checkpoint(run, model)
+    assert theirs.exists()
+
+
+def test_a_checkpoint_is_on_disk_before_it_replaces_the_previous_one(tmp_path, monkeypatch) -> None:
+    """A power cut just after the rename must not leave a partly written file under the real name: the
+    new file is flushed to disk (fsync) before the rename publishes it."""
+    events: list[tuple] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append(("fsync", os.fstat(fd).st_ino))
+        return real_fsync(fd)
+
+    def replace(src, dst):
+        events.append(("replace", os.stat(src).st_ino, Path(dst).name))
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    path = ckpt.save_checkpoint(tmp_path / "run", _model(vocab_size=10))
+    inode = path.stat().st_ino
+    published = events.index(("replace", inode, ckpt.CHECKPOINT_FILE))
+    assert ("fsync", inode) in events[:published], events
+
+
 # ==================================================================================== 3. non-finite loss
 @pytest.mark.slow
 def test_absurd_lr_stops_with_exit_3_naming_the_step_and_keeps_finite_checkpoint(corpus, tmp_path) -> None:
@@ -317,6 +359,15 @@ def test_divergence_before_the_first_checkpoint_leaves_nothing(corpus, tmp_path,
     assert not run.exists(), "a run that failed before its first checkpoint must leave no directory"
 
 
+def test_a_failed_run_keeps_the_empty_directory_the_user_made(corpus, tmp_path, capsys) -> None:
+    """Only a directory the run created itself is removed after a failure before the first checkpoint."""
+    run = tmp_path / "run"
+    run.mkdir()
+    code = main(_train_argv(corpus, run, "--max-iters", "50", "--lr", "1e6", "--grad-clip", "0"))
+    assert code == 3, capsys.readouterr().err
+    assert run.is_dir() and list(run.iterdir()) == []
+
+
 def test_save_checkpoint_refuses_nan_weights_and_keeps_the_old_file(tmp_path) -> None:
     model = _model(vocab_size=10)
     path = ckpt.save_checkpoint(tmp_path / "run", model)
@@ -325,6 +376,22 @@ def test_save_checkpoint_refuses_nan_weights_and_keeps_the_old_file(tmp_path) ->
         model.transformer.h[0].mlp.c_fc.weight[3, 4] = math.inf
     with pytest.raises(CheckpointError, match=r"refusing to save: weight .*mlp\.c_fc\.weight.* NaN or inf"):
         ckpt.save_checkpoint(tmp_path / "run", model)
+    assert path.read_bytes() == before
+    assert _leftovers(tmp_path / "run") == []
+
+
+def test_save_checkpoint_refuses_nan_optimizer_moments_and_keeps_the_old_file(tmp_path) -> None:
+    """NaN AdamW moments poison a resumed run as surely as NaN weights: they are refused too."""
+    model = _model(vocab_size=10)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    idx = torch.zeros(1, 4, dtype=torch.long)
+    model(idx, idx).loss.backward()
+    optimizer.step()
+    path = ckpt.save_checkpoint(tmp_path / "run", model, optimizer=optimizer)
+    before = path.read_bytes()
+    next(iter(optimizer.state.values()))["exp_avg_sq"].fill_(math.nan)
+    with pytest.raises(CheckpointError, match=r"refusing to save: tensor 'optim\.\d+\.exp_avg_sq' holds NaN"):
+        ckpt.save_checkpoint(tmp_path / "run", model, optimizer=optimizer)
     assert path.read_bytes() == before
     assert _leftovers(tmp_path / "run") == []
 
@@ -445,12 +512,16 @@ def test_second_resume_into_a_running_run_is_refused(corpus, tmp_path, capsys) -
     proc = _spawn(_train_argv(corpus, run, "--max-iters", "100000", "--eval-interval", "20"))
     try:
         _wait_for_file(run / ckpt.CHECKPOINT_FILE, proc)
-        before = sorted(p.name for p in run.iterdir())
+
+        def settled() -> list[str]:  # the live run writes temp files (.NAME.tmp...) at its own pace
+            return sorted(p.name for p in run.iterdir() if not (p.name.startswith(".") and ".tmp" in p.name))
+
+        before = settled()
         code = main(["train", "--data", str(corpus), "--out", str(run), "--resume", *FAST])
         err = capsys.readouterr().err
         assert code == 2 and "Traceback" not in err
         assert f"in use by another training run (pid {proc.pid}" in err
-        assert sorted(p.name for p in run.iterdir()) == before
+        assert settled() == before  # the refused run added and removed nothing (its temp files: below)
     finally:
         proc.terminate()
         assert proc.wait(timeout=TIMEOUT) == 0
@@ -464,6 +535,54 @@ def test_a_lock_left_by_a_dead_process_does_not_block(tmp_path) -> None:
     with RunLock(run) as lock:
         assert json.loads(lock.path.read_text())["pid"] == os.getpid()
     assert not (run / LOCK_FILE).exists()
+
+
+def test_a_longer_stale_lock_file_is_rewritten_whole(tmp_path) -> None:
+    """A dead run's lock may hold a longer record than ours: the new owner's record replaces it whole,
+    so a refused second writer is told which process holds the directory."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / LOCK_FILE).write_text(json.dumps({"pid": _dead_pid(), "host": "a-long-host-name." * 20}))
+    with RunLock(run) as lock:
+        assert json.loads(lock.path.read_text()) == {"pid": os.getpid(), "host": socket.gethostname()}
+        with pytest.raises(CheckpointError, match=f"pid {os.getpid()} on {re.escape(socket.gethostname())}"):
+            RunLock(run).acquire()
+
+
+def test_entering_a_lock_already_held_keeps_it(tmp_path) -> None:
+    lock = RunLock(tmp_path).acquire()
+    assert lock.acquire() is lock
+    with lock:  # ``with`` on a lock taken earlier: no refusal by its own holder
+        assert lock.held and (tmp_path / LOCK_FILE).exists()
+    assert not lock.held and not (tmp_path / LOCK_FILE).exists()
+
+
+def test_a_lock_file_that_cannot_be_removed_still_releases_the_lock(tmp_path, monkeypatch) -> None:
+    """A directory turned read-only mid-run: release() warns instead of raising, so the error that ended
+    the run (say, a failed checkpoint write) is the one the user sees, and the lock is free."""
+    run = tmp_path / "run"
+    run.mkdir()
+    lock = RunLock(run).acquire()
+    path_type, real_unlink = type(lock.path), type(lock.path).unlink
+
+    def refuse(path, missing_ok=False):
+        if path.name == LOCK_FILE:
+            raise PermissionError(errno.EPERM, "Operation not permitted", str(path))
+        return real_unlink(path, missing_ok=missing_ok)
+
+    monkeypatch.setattr(path_type, "unlink", refuse)
+    with pytest.raises(KeyError, match="the error that ended the run"):
+        try:
+            raise KeyError("the error that ended the run")
+        finally:
+            with pytest.warns(
+                UserWarning, match=r"could not remove the lock file .*Operation not permitted.*unlocked"
+            ):
+                lock.release()
+    assert not lock.held and (run / LOCK_FILE).exists()
+    monkeypatch.undo()
+    with RunLock(run) as again:  # the file stayed behind, but nobody holds it
+        assert again.held
 
 
 # ==================================================================================== full disk
@@ -485,6 +604,13 @@ def test_full_disk_keeps_the_old_checkpoint_and_removes_the_temp_file(tmp_path, 
         ckpt.save_checkpoint(tmp_path / "run", model)
     assert path.read_bytes() == before
     assert sorted(p.name for p in path.parent.iterdir()) == [ckpt.CHECKPOINT_FILE]
+
+
+def test_a_first_save_on_a_full_disk_says_no_checkpoint_was_written(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(ckpt, "save_file", _enospc_after_half(ckpt.save_file))
+    with pytest.raises(CheckpointError, match="No space left on device; no checkpoint was written"):
+        ckpt.save_checkpoint(tmp_path / "run", _model(vocab_size=10))
+    assert list((tmp_path / "run").iterdir()) == []
 
 
 def test_cli_on_a_full_disk_prints_one_line_and_keeps_the_last_checkpoint(

@@ -319,3 +319,14 @@ def test_auto_dtype_is_float16_on_a_gpu_without_bf16(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
     assert resolve_dtype("auto", torch.device("cuda")) is torch.bfloat16
     assert resolve_dtype("auto", torch.device("cpu")) is torch.float32
+
+
+def test_auto_prefers_cuda_and_a_gpu_index_must_exist(monkeypatch):
+    """auto: CUDA before Apple MPS; cuda:N names one of the machine's GPUs, counted from 0."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert resolve_device("auto") == torch.device("cuda")
+    assert resolve_device("cuda:0") == torch.device("cuda:0")
+    with pytest.raises(DeviceError, match=r"'cuda:1' does not exist: this machine has 1 GPU\(s\)"):
+        resolve_device("cuda:1")

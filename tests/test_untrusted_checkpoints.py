@@ -329,14 +329,26 @@ def test_flipped_byte_in_weights_is_caught_by_the_checksum(tmp_path: Path, good_
         ckpt.load_checkpoint(path)
 
 
-def test_flipped_byte_in_config_is_caught_by_the_checksum(tmp_path: Path, good_run: Path) -> None:
+@pytest.mark.parametrize(
+    "old, new",
+    [
+        # '"dropout": 0.0' -> '"dropout": 0.1' in the config: valid JSON, a plausible config.
+        (b'\\"dropout\\": 0.0', b'\\"dropout\\": 0.1'),
+        # A tensor's dimensions swapped in the header: a (96, 32) matrix read as (32, 96), same bytes.
+        (b'"shape":[96,32]', b'"shape":[32,96]'),
+    ],
+    ids=["config value", "tensor shape"],
+)
+def test_an_edit_that_keeps_the_file_well_formed_is_caught_by_the_checksum(
+    tmp_path: Path, good_run: Path, old: bytes, new: bytes
+) -> None:
+    """Only the checksum, which covers the config and every tensor's shape, can tell these edits."""
     data = (good_run / ckpt.CHECKPOINT_FILE).read_bytes()
-    # '"dropout": 0.0' -> '"dropout": 0.1': valid JSON, a plausible config; only the checksum can tell.
-    edited = data.replace(b'\\"dropout\\": 0.0', b'\\"dropout\\": 0.1', 1)
+    edited = data.replace(old, new, 1)
     assert edited != data and len(edited) == len(data)
     path = tmp_path / "edited.safetensors"
     path.write_bytes(edited)
-    with pytest.raises(CheckpointError, match="corrupted"):
+    with pytest.raises(CheckpointError, match="corrupted: its checksum does not match"):
         ckpt.load_checkpoint(path)
 
 
@@ -423,3 +435,60 @@ def test_resuming_a_crafted_checkpoint_is_a_checkpoint_error(tmp_path: Path, tra
     crafted = _craft(tmp_path, run, edit)
     with pytest.raises(CheckpointError, match=pattern):
         Trainer.resume(crafted, tokens, tokens)
+
+
+# ------------------------------------------------------------------ files under other names and formats
+def test_a_checkpoint_file_under_any_name_loads(tmp_path: Path, good_run: Path) -> None:
+    """People share the file itself, renamed: any existing file is taken as given, whatever its suffix."""
+    shared = tmp_path / "tiny-model.bin"
+    shared.write_bytes((good_run / ckpt.CHECKPOINT_FILE).read_bytes())
+    model, tokenizer = ckpt.load_model(shared)
+    reference, _ = ckpt.load_model(good_run)
+    assert tokenizer.decode(tokenizer.encode("the cat")) == "the cat"
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in reference.state_dict().items())
+
+
+def test_a_safetensors_file_from_another_tool_is_named_as_such(tmp_path: Path) -> None:
+    """Well-formed safetensors without this format's tag (someone's exported weights): the error says it
+    is not an arlm checkpoint, rather than calling a perfectly good file corrupted."""
+    path = tmp_path / "model.safetensors"
+    save_file({"wte.weight": torch.zeros(4, 8)}, str(path), metadata={"format": "pt"})
+    with pytest.raises(CheckpointError, match="not an arlm checkpoint: format 'pt'"):
+        ckpt.load_checkpoint(path)
+
+
+def test_reading_a_checkpoint_refuses_an_absurd_config_before_any_model_is_built(
+    tmp_path: Path, good_run: Path
+) -> None:
+    """``load_checkpoint`` is what ``Trainer.resume`` and the zoo read: the size check must fire there,
+    not only in ``load_model``, or a crafted width would be allocated on resume."""
+    crafted = _craft(tmp_path, good_run, _config_field(n_embd=2**30, n_head=1))
+    with pytest.raises(CheckpointError, match=r"asks for at least .* parameters"):
+        ckpt.load_checkpoint(crafted)
+
+
+def test_load_model_is_ready_for_inference_and_takes_weight_free_overrides(tmp_path: Path) -> None:
+    """A model trained with dropout comes back in eval mode (the same input, the same logits), and
+    ``attention="explicit"`` switches the path that returns attention weights without touching them."""
+    reference = _tiny_model(dropout=0.2)
+    ckpt.save_checkpoint(tmp_path / "run", reference, tokenizer=CharTokenizer.train(TEXT))
+    model, _ = ckpt.load_model(tmp_path / "run")
+    assert not model.training
+    idx = torch.arange(10)[None]
+    with torch.no_grad():
+        assert torch.equal(model(idx).logits, model(idx).logits)
+    explicit, _ = ckpt.load_model(tmp_path / "run", attention="explicit")
+    assert explicit.config.attention == "explicit" and explicit.config.dropout == 0.2
+    with torch.no_grad():
+        out = explicit(idx, return_attention=True)
+        assert out.attentions is not None and len(out.attentions) == 1
+        assert torch.allclose(out.logits, model(idx).logits, atol=1e-5)
+
+
+def test_a_compiled_model_saves_like_the_plain_one(tmp_path: Path) -> None:
+    """``torch.compile`` wraps the model (its keys gain ``_orig_mod.``): the checkpoint holds the plain
+    names, so it loads into an uncompiled model."""
+    reference = _tiny_model()
+    ckpt.save_checkpoint(tmp_path / "run", torch.compile(reference), tokenizer=CharTokenizer.train(TEXT))
+    model, _ = ckpt.load_model(tmp_path / "run")
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in reference.state_dict().items())

@@ -297,6 +297,27 @@ def test_playground_chart_reshapes_with_the_sliders(model, tokenizer):
     app.close()
 
 
+def test_playground_chart_leaves_out_a_padded_vocabulary(tokenizer):
+    """A model with more rows than its tokenizer has ids: the chart ranks only ids it can label."""
+    n = tokenizer.vocab_size
+    torch.manual_seed(0)
+    padded = GPT(GPTConfig(vocab_size=n + 5, block_size=32, n_layer=1, n_head=2, n_embd=16))
+
+    def favour_padding(module, args, output) -> None:  # the padding rows would be the most likely
+        output.logits[..., n:] += 50.0
+
+    handle = padded.register_forward_hook(favour_padding)
+    try:
+        app = widgets.SamplingPlayground(padded, tokenizer, "the c", max_new_tokens=4)
+        shown = [int(c.rsplit("#", 1)[1]) for c in app.figure.data[0].x]
+        assert shown and max(shown) < n
+        app.top_p.value = 0.5
+        assert max(int(c.rsplit("#", 1)[1]) for c in app.figure.data[1].x) < n
+        app.close()
+    finally:
+        handle.remove()
+
+
 def test_playground_generates_the_same_tokens_as_generate_and_escapes_the_prompt(model, tokenizer):
     app = widgets.SamplingPlayground(model, tokenizer, XSS, max_new_tokens=12, seed=5)
     app.temperature.value, app.top_p.value = 0.8, 0.9
@@ -444,3 +465,29 @@ def test_closing_a_dashboard_stops_the_run_it_started(tokenizer, tmp_path):
         thread.join(timeout=120)
     assert not training_threads()
     assert trainer.step == 2 and trainer.stop_requested
+
+
+def test_dashboard_says_start_before_the_first_step(tokenizer):
+    dashboard = widgets.TrainingDashboard(make_trainer(tokenizer, None, max_iters=3))
+    assert dashboard.start_button.description == "Start" and not dashboard.start_button.disabled
+    dashboard.close()
+
+
+def test_a_stopped_run_without_a_run_directory_does_not_claim_a_checkpoint(tokenizer):
+    trainer = make_trainer(tokenizer, None, max_iters=30)
+    dashboard = widgets.TrainingDashboard(trainer, redraw_interval_s=0.0)
+    trainer.callbacks.append(StopAt(dashboard, 3))
+    dashboard.start()
+    dashboard.wait(timeout=120)
+    assert trainer.step == 3 and dashboard.error is None
+    assert "stopped" in dashboard.status.value and "checkpoint" not in dashboard.status.value
+    dashboard.close()
+
+
+def test_playground_notes_only_a_prompt_longer_than_the_context(model, tokenizer):
+    app = widgets.SamplingPlayground(model, tokenizer, "the cat sat on the mat. the dog ", max_new_tokens=1)
+    assert len(tokenizer.encode(app.prompt.value)) == model.config.block_size
+    assert "last" not in app.status.value  # exactly the context: nothing is cut off
+    app._generate()
+    assert "done: 1 token" in app.status.value and "1 tokens" not in app.status.value
+    app.close()

@@ -178,3 +178,61 @@ def test_export_command_names_an_unknown_recipe_and_exits_2(capsys):
 def test_the_corpus_size_is_part_of_the_cache_key(tiny_recipe):
     smaller = zoo.Recipe(**{**tiny_recipe.__dict__, "corpus_size": 1_000})
     assert smaller.key() != tiny_recipe.key()
+
+
+def test_gpu_scale_trains_on_the_gpu(monkeypatch):
+    """train_recipe defaults to the CPU: a GPU-scale recipe must ask for the best device itself."""
+    monkeypatch.setenv("ARLM_SCALE", "gpu")
+    assert all(zoo.get_recipe(name).train["device"] == "auto" for name in zoo.RECIPES)
+    monkeypatch.setenv("ARLM_SCALE", "cpu")
+    assert all("device" not in zoo.get_recipe(name).train for name in zoo.RECIPES)
+
+
+def test_export_replaces_a_stale_shipped_file_readable_by_everyone(
+    tiny_recipe, tmp_path, monkeypatch, capsys
+):
+    import os
+    import stat
+
+    shipped = tmp_path / "shipped"
+    monkeypatch.setattr(zoo, "PRETRAINED_DIR", shipped)
+    shipped.mkdir()
+    stale = shipped / "test-tiny-0123456789ab.safetensors"  # the export of an earlier recipe
+    other = shipped / "tiny-copy-0123456789ab.safetensors"  # another model's file
+    stale.write_bytes(b"old")
+    other.write_bytes(b"other")
+    assert zoo.main(["list", "test-tiny"]) == 0
+    assert "shipped: no" in capsys.readouterr().out
+    previous = os.umask(0o077)  # a private umask: the package file must still be readable by every user
+    try:
+        new = zoo.export("test-tiny", progress=False, cache_dir=tmp_path / "cache")
+    finally:
+        os.umask(previous)
+    assert sorted(shipped.iterdir()) == sorted([new, other])
+    assert stat.S_IMODE(new.stat().st_mode) == 0o644
+    assert zoo.main(["list", "test-tiny"]) == 0
+    assert "shipped: yes" in capsys.readouterr().out
+
+
+def test_a_model_trained_by_another_process_while_waiting_is_loaded_not_retrained(
+    tiny_recipe, tmp_path, monkeypatch
+):
+    """Two notebooks ask for the same model: the second waits for the first's lock and then loads the
+    checkpoint the first wrote, instead of training it a second time."""
+    import shutil
+
+    done = zoo.trained("test-tiny", cache_dir=tmp_path / "first")
+    real_wait = zoo._wait_for_lock
+
+    def wait_while_the_other_finishes(run_dir, checkpoint_file, poll_s=2.0):
+        shutil.copy(done.run_dir / "checkpoint.safetensors", checkpoint_file)  # the other one finished
+        return real_wait(run_dir, checkpoint_file, poll_s)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained a second time")
+
+    monkeypatch.setattr(zoo, "_wait_for_lock", wait_while_the_other_finishes)
+    monkeypatch.setattr(zoo, "train_recipe", no_training)
+    second = zoo.trained("test-tiny", cache_dir=tmp_path / "second")
+    a, b = done.model.state_dict(), second.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
