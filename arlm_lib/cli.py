@@ -615,10 +615,13 @@ COMMANDS = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "corpus"
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (0 ok, 1 the OS refused a file operation, 2 bad
-    input, 3 diverged, 4 out of memory)."""
+    input, 3 diverged, 4 out of memory, 130 interrupted)."""
     previous_format, warnings.formatwarning = warnings.formatwarning, _one_line_warning
     try:
         return _main(argv)
+    except KeyboardInterrupt:  # also while the parser imports torch, in the first second
+        print("interrupted", file=sys.stderr)
+        return 130
     finally:
         warnings.formatwarning = previous_format
 
@@ -637,9 +640,6 @@ def _main(argv: Sequence[str] | None) -> int:
     except ArlmError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
     except BrokenPipeError:
         return 0
     except OSError as exc:  # full disk, permissions: still one line, not a traceback

@@ -604,3 +604,15 @@ def test_help_shows_real_defaults_and_never_none(capsys, command):
     assert "(default: None)" not in out
     if command == "train":
         assert "(default: 1000)" in out and "(default lr/10)" in out  # real defaults, and the help's own
+
+
+def test_ctrl_c_while_the_parser_loads_exits_130_in_one_line(capsys, monkeypatch):
+    """The parser imports torch (a second or more): a Ctrl-C then is "interrupted", not a traceback."""
+    import arlm_lib.cli as cli
+
+    def interrupted_import():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "build_parser", interrupted_import)
+    assert main(["corpus", "list"]) == 130
+    assert capsys.readouterr().err.strip() == "interrupted"
