@@ -146,6 +146,12 @@ def test_shipped_checkpoint_is_used_instead_of_training(tiny_recipe, tmp_path, m
 
 
 def test_every_shipped_checkpoint_matches_a_current_recipe():
+    # Every recipe ships (the book loads each one; a missing file would make the build train it for
+    # minutes), and no file is left over from an old recipe.
+    for name in zoo.RECIPES:
+        assert zoo.shipped_checkpoint(name).is_file(), (
+            f"{name} is not shipped: `python -m arlm_lib.zoo export {name}`"
+        )
     for path in zoo.PRETRAINED_DIR.glob("*.safetensors"):
         name = path.name.rsplit("-", 1)[0]
         assert name in zoo.RECIPES, f"{path.name}: no recipe named {name!r}"
