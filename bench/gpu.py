@@ -19,6 +19,10 @@ It measures, in bf16 (fp16 on GPUs without bf16), with TF32 allowed and fused Ad
   whose logits are nearly tied, that alone can flip a greedy pick; the bf16 runs report how many
   tokens agree.
 
+The header also names the attention kernel PyTorch's dispatcher picks for each preset's training call
+(FLASH_ATTENTION expected on a GPU), and each compiled row counts the graphs torch.compile built (one
+expected: more means a recompile or a graph break), two things a low MFU would otherwise leave open.
+
 Order: the quick eager items first, then the compiled ``gpt2`` (the number the GPU run is for), then
 generation, then the compiled ``small``: a run cut short by the budget or the session loses the least.
 
@@ -33,6 +37,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import signal
 import statistics
 import sys
@@ -79,11 +84,44 @@ def release_memory(device: torch.device) -> None:
         torch.cuda.reset_peak_memory_stats(device)
 
 
+def sdpa_backends(args, device: torch.device, dtype: torch.dtype) -> dict[str, str]:
+    """The kernel scaled_dot_product_attention picks for each preset's training call (q, k, v as views of
+    one c_attn output, causal, no mask, the preset's dropout, in the training dtype). FLASH_ATTENTION is
+    what a high MFU needs; MATH would explain a low one, and a one-off GPU run has no other way to tell.
+    ``torch._fused_sdp_choice`` is private (present since torch 2.0), so a failure is reported, never raised.
+    """
+    backends = {}
+    for preset in args.presets:
+        try:
+            from torch.nn.attention import SDPBackend
+
+            c = bench_config(preset, args.reduced)
+            shape = (1, c.block_size, c.n_head, c.head_dim)
+            qkv = torch.zeros(1, c.block_size, 3 * c.n_embd, device=device, dtype=dtype, requires_grad=True)
+            q, k, v = (t.view(shape).transpose(1, 2) for t in qkv.split(c.n_embd, dim=2))
+            backends[preset] = SDPBackend(torch._fused_sdp_choice(q, k, v, None, c.dropout, True)).name
+        except Exception as exc:
+            backends[preset] = f"unknown ({type(exc).__name__}: {str(exc).strip()[:200]})"
+    return backends
+
+
+def dynamo_counts() -> tuple[int, int] | None:
+    """Graphs torch.compile has built and graph breaks it has met so far in this process (private
+    counters, which ``torch._dynamo.reset()`` does not clear; None where they are missing)."""
+    try:
+        from torch._dynamo.utils import counters
+
+        return int(counters["stats"]["unique_graphs"]), int(sum(counters["graph_break"].values()))
+    except Exception:
+        return None
+
+
 def train_item(preset: str, compile: bool, args, device: torch.device, peaks: dict) -> dict:
     config = bench_config(preset, args.reduced)
     batch = 2 if args.reduced else GPU_BATCH[preset]
     halved_from = []
     while True:
+        before = dynamo_counts()  # per attempt: an attempt that ran out of memory may have compiled too
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")  # every warning, every time: the JSON row lists them
@@ -106,12 +144,18 @@ def train_item(preset: str, compile: bool, args, device: torch.device, peaks: di
         {f"{w.category.__name__}: {(str(w.message).strip().splitlines() or [''])[0][:300]}" for w in caught}
     )
     achieved = result["flops_per_token"] * result["tokens_per_s"]
+    # One graph per compiled item is expected; more means a recompile or a graph break, and a recompile
+    # after the warm-up steps would land in the timing (the median of the timed steps mostly hides it).
+    after = dynamo_counts()
+    graphs = [b - a for a, b in zip(before, after)] if compile and before and after else None
     return {
         "item": "train",
         "preset": preset,
         "compile": compile,
         "compiled": result["compiled"],
         "compile_fallback": fallback[0] if fallback else None,
+        "compiled_graphs": graphs[0] if graphs else None,
+        "graph_breaks": graphs[1] if graphs else None,
         "oom_halved_from": halved_from,
         **{
             k: result[k]
@@ -221,6 +265,12 @@ def print_tables(results: dict) -> None:
                 f"{r['tokens_agreeing']} of {r['new_tokens']} | "
                 f"{fmt(r['cache_peak_memory_GiB'], '.2f')} / {fmt(r['no_cache_peak_memory_GiB'], '.2f', suffix=' GiB')} |"
             )
+    for r in train:
+        if (r.get("compiled_graphs") or 0) > 1 or r.get("graph_breaks"):
+            print(
+                f"note: {r['preset']} compiled {r['compiled_graphs']} graphs with {r['graph_breaks']} graph "
+                "break(s): a recompile or a break, where one graph was expected"
+            )
     for name in results["skipped"]:
         print(f"skipped (time budget): {name}")
     for failure in results["failed"]:
@@ -269,10 +319,12 @@ def main(argv: list[str] | None = None) -> int:
     # A GPU idles at a low clock: time the matmul for a second, not the default quarter, so it ramps up.
     measured = measure_peak_flops(device, dtype, min_time_s=1.0 if cuda else 0.25)
     peaks = {"spec": spec_peak_flops(device, dtype), "measured": measured}
+    attention = sdpa_backends(args, device, dtype)
     print(" | ".join(f"{k}: {v}" for k, v in machine.items()))
     print(
         f"mode: {'reduced (CPU, scaled-down models)' if args.reduced else 'CUDA'} | dtype {args.dtype} | "
-        f"peak FLOP/s: datasheet {fmt(peaks['spec'], '.3g')}, measured matmul {peaks['measured']:.3g}",
+        f"peak FLOP/s: datasheet {fmt(peaks['spec'], '.3g')}, measured matmul {peaks['measured']:.3g} | "
+        f"attention kernel (training): {', '.join(f'{k} {v}' for k, v in attention.items())}",
         flush=True,
     )
     results = {
@@ -282,6 +334,7 @@ def main(argv: list[str] | None = None) -> int:
         "steps": args.steps,
         "warmup": args.warmup,
         "peak_flops": peaks,
+        "sdpa_backend": attention,
         "items": [],
         "skipped": [],
         "failed": [],
@@ -291,7 +344,12 @@ def main(argv: list[str] | None = None) -> int:
     def save() -> None:
         results["total_s"] = time.perf_counter() - start
         if args.json:
-            Path(args.json).write_text(json.dumps(results, indent=2))
+            # Through a temporary file: a run killed mid-write (a second signal, the session's own
+            # limit) keeps the last complete file instead of a truncated one.
+            path = Path(args.json)
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_text(json.dumps(results, indent=2))
+            os.replace(tmp, path)
 
     # A `timeout` or a session that ends sends SIGTERM: end like Ctrl-C, with the table printed.
     previous_handler = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))

@@ -72,6 +72,8 @@ def test_gpu_bench_runs_reduced_on_the_cpu_and_writes_json(tmp_path: Path):
         assert 0 <= row["tokens_agreeing"] <= row["new_tokens"]
         assert row["cache_tokens_per_s"] > 0 and row["no_cache_tokens_per_s"] > 0
     assert len(table_rows(stdout, "small")) == 2 and len(table_rows(stdout, "gpt2")) == 2
+    assert set(results["sdpa_backend"]) == {"small", "gpt2"}
+    assert not any(v.startswith("unknown") for v in results["sdpa_backend"].values()), results["sdpa_backend"]
 
 
 def load_gpu_bench():
@@ -93,6 +95,22 @@ def reduced_args() -> argparse.Namespace:
         presets=["small", "gpt2"],
         no_compile=False,
     )
+
+
+def test_gpu_bench_reads_the_attention_kernel_and_the_compile_counters():
+    """Both read private torch API (``torch._fused_sdp_choice``, dynamo's counters) and fall back quietly
+    when it changes: this test is what notices such a change before the one GPU run does."""
+    from torch.nn.attention import SDPBackend
+
+    gpu = load_gpu_bench()
+    backends = gpu.sdpa_backends(reduced_args(), torch.device("cpu"), torch.bfloat16)
+    assert set(backends) == {"small", "gpt2"} and set(backends.values()) <= set(SDPBackend.__members__), (
+        backends
+    )
+    # gpt2 trains without dropout: causal, no mask, head dim 32 here, which the fused kernel takes.
+    assert backends["gpt2"] == "FLASH_ATTENTION"
+    counts = gpu.dynamo_counts()
+    assert counts is not None and all(isinstance(n, int) and n >= 0 for n in counts)
 
 
 def test_gpu_bench_halves_a_batch_that_runs_out_of_memory(monkeypatch, one_thread):
