@@ -271,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--temperature",
         type=non_negative_float,
         default=1.0,
-        help="0 = greedy decoding (then no --top-k, --top-p, --min-p)",
+        help="0 = greedy decoding (then no filter: --top-k, --top-p, --min-p, ...)",
     )
     sample.add_argument("--top-k", type=positive_int, help="keep the k most likely tokens")
     sample.add_argument(
@@ -285,6 +285,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="drop tokens below min_p x top prob",
     )
     sample.add_argument(
+        "--typical-p",
+        type=_number(float, 0, exclusive=True, maximum=1),
+        help="locally typical: keep tokens whose surprisal is nearest the entropy, up to this mass",
+    )
+    sample.add_argument(
+        "--epsilon-cutoff",
+        type=_number(float, 0, maximum=1, max_exclusive=True),
+        help="drop tokens below this probability (try 3e-4)",
+    )
+    sample.add_argument(
+        "--eta-cutoff",
+        type=_number(float, 0, maximum=1, max_exclusive=True),
+        help="drop tokens below min(eta, sqrt(eta) x exp(-entropy)) (try 3e-4)",
+    )
+    sample.add_argument(
         "--repetition-penalty", type=positive_float, help="> 1 discourages tokens already present"
     )
     sample.add_argument(
@@ -293,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument(
         "--beam",
         type=positive_int,
-        help="beam search with this width (deterministic: no --temperature, --top-k, --top-p, --min-p)",
+        help="beam search with this width (deterministic: no --temperature, --top-k, --top-p, ...)",
     )
     sample.add_argument(
         "--num-samples",

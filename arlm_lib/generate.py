@@ -10,10 +10,10 @@ The code lives in ``arlm_lib.generation`` (one module per job); this module is t
 Decisions, in one place:
 
 * **Processor order** (``arlm_lib.generation.processors``): repetition penalty -> no-repeat n-gram
-  -> temperature -> top-k -> top-p -> min-p, as Hugging Face does. Greedy (temperature 0 or
-  ``do_sample=False``) uses only the two penalties, then takes the argmax.
+  -> temperature -> top-k -> top-p -> min-p -> typical -> epsilon -> eta, as Hugging Face does.
+  Greedy (temperature 0 or ``do_sample=False``) uses only the two penalties, then takes the argmax.
 * **Ties**: top-k keeps exactly k tokens; among tokens tied at the k-th score the lower ids win. The
-  same rule orders top-p's nucleus, greedy's argmax and beam candidates.
+  same rule orders top-p's nucleus, typical sampling's set, greedy's argmax and beam candidates.
 * **Reported probabilities**: each token carries ``prob`` (under the processed distribution it was
   drawn from) and ``raw_prob`` / ``logprob`` (the model's plain softmax); ``score_sequence`` sums the
   latter. ``return_top=N`` alternatives: ``top`` lists only tokens the filters left a probability > 0
@@ -32,6 +32,8 @@ from .generation.config import GenerationConfig
 from .generation.context import ContextWindow
 from .generation.metrics import distinct_n, has_repetition, repetition_rate
 from .generation.processors import (
+    EpsilonCutoff,
+    EtaCutoff,
     LogitsProcessor,
     MinP,
     NoRepeatNGram,
@@ -39,6 +41,7 @@ from .generation.processors import (
     Temperature,
     TopK,
     TopP,
+    TypicalP,
     VocabLimit,
     apply_processors,
     processed_probs,
@@ -57,6 +60,8 @@ from .generation.scoring import SequenceScore, generated_perplexity, score_seque
 __all__ = [
     "BeamHypothesis",
     "ContextWindow",
+    "EpsilonCutoff",
+    "EtaCutoff",
     "GeneratedToken",
     "GenerationConfig",
     "GenerationStep",
@@ -68,6 +73,7 @@ __all__ = [
     "Temperature",
     "TopK",
     "TopP",
+    "TypicalP",
     "VocabLimit",
     "apply_processors",
     "beam_search",

@@ -491,7 +491,7 @@ class SamplingPlayground:
     """Prompt, sampling sliders, Generate and Stop; tokens stream in coloured by their probability.
 
     The chart shows the next-token distribution after the prompt, raw and after the current settings,
-    and reshapes as the sliders move. ``top_k=0`` and ``top_p=1`` / ``min_p=0`` mean "off";
+    and reshapes as the sliders move. ``top_k=0``, ``top_p=1``, ``min_p=0`` and ``typical_p=1`` mean "off";
     ``temperature=0`` is greedy decoding.
     """
 
@@ -527,6 +527,9 @@ class SamplingPlayground:
         self.min_p = widgets.FloatSlider(
             value=0.0, min=0.0, max=0.5, step=0.01, description="min-p", **slider
         )
+        self.typical_p = widgets.FloatSlider(
+            value=1.0, min=0.05, max=1.0, step=0.05, description="typical-p", **slider
+        )
         self.max_tokens = widgets.IntSlider(
             value=max_new_tokens, min=1, max=max(500, max_new_tokens), description="max tokens", **slider
         )
@@ -550,13 +553,13 @@ class SamplingPlayground:
         self.figure = self.view.figure
         self.generate_button.on_click(self._on_generate)
         self.stop_button.on_click(self._on_stop)
-        for control in (self.prompt, self.temperature, self.top_k, self.top_p, self.min_p):
+        for control in (self.prompt, self.temperature, self.top_k, self.top_p, self.min_p, self.typical_p):
             control.observe(self._on_settings, names="value")
         self.widget = widgets.VBox(
             [
                 self.prompt,
                 widgets.HBox([self.temperature, self.top_k]),
-                widgets.HBox([self.top_p, self.min_p]),
+                widgets.HBox([self.top_p, self.min_p, self.typical_p]),
                 widgets.HBox([self.max_tokens, self.seed]),
                 widgets.HBox([self.generate_button, self.stop_button, self.status]),
                 self.output,
@@ -574,6 +577,7 @@ class SamplingPlayground:
             top_k=None if greedy else int(self.top_k.value) or None,
             top_p=1.0 if greedy else float(self.top_p.value),
             min_p=0.0 if greedy else float(self.min_p.value),
+            typical_p=1.0 if greedy else float(self.typical_p.value),
         )
 
     def _prompt_ids(self) -> list[int]:

@@ -499,6 +499,22 @@ def test_top_p_of_one_means_off_and_is_accepted(trained_run):
     assert main(argv) == 0
 
 
+@pytest.mark.parametrize(
+    "flag, value", [("--typical-p", 0.2), ("--epsilon-cutoff", 0.2), ("--eta-cutoff", 0.9), ("--min-p", 0.6)]
+)
+def test_each_truncation_flag_reaches_the_sampler(trained_run, flag, value, capsys):
+    """The CLI's text is the library's text under the same filter, and not the unfiltered text."""
+    argv = ["sample", "--checkpoint", str(trained_run), "--prompt", "the ", "--max-new-tokens", "40",
+            "--seed", "2", "--device", "cpu", flag, str(value)]  # fmt: skip
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    model, tokenizer = load_model(trained_run)
+    field = flag[2:].replace("-", "_")
+    filtered = generate_text(model, tokenizer, "the ", max_new_tokens=40, seed=2, **{field: value})
+    assert text == "the " + filtered + "\n"
+    assert filtered != generate_text(model, tokenizer, "the ", max_new_tokens=40, seed=2)
+
+
 def test_resume_applies_a_typed_grad_accum(corpus, tmp_path):
     out = tmp_path / "run"
     base = ["train", "--data", str(corpus), "--out", str(out), "--no-progress", "--eval-interval", "2",

@@ -23,6 +23,8 @@ from torch.nn import functional as F
 
 from arlm_lib.errors import ArlmError, GenerationError, TokenizerError
 from arlm_lib.generate import (
+    EpsilonCutoff,
+    EtaCutoff,
     GenerationConfig,
     MinP,
     NoRepeatNGram,
@@ -30,6 +32,7 @@ from arlm_lib.generate import (
     Temperature,
     TopK,
     TopP,
+    TypicalP,
     apply_processors,
     beam_search,
     distinct_n,
@@ -114,6 +117,13 @@ def greedy_reference(model: GPT, prompt: list[int], n: int, keep: int) -> list[i
         ("top_p", -0.2),
         ("min_p", 1.0),
         ("min_p", -0.1),
+        ("typical_p", 0.0),
+        ("typical_p", 1.5),
+        ("typical_p", float("nan")),
+        ("epsilon_cutoff", 1.0),
+        ("epsilon_cutoff", -1e-4),
+        ("eta_cutoff", 1.0),
+        ("eta_cutoff", float("inf")),
         ("repetition_penalty", 0.0),
         ("repetition_penalty", -1.0),
         ("max_new_tokens", -1),
@@ -148,6 +158,9 @@ def test_numpy_scalars_are_accepted_and_stored_as_python_values():
         (dict(temperature=0, top_k=5), "top_k"),
         (dict(temperature=0.0, top_p=0.5), "top_p"),
         (dict(do_sample=False, min_p=0.1), "min_p"),
+        (dict(temperature=0, typical_p=0.9), "typical_p"),
+        (dict(temperature=0, epsilon_cutoff=3e-4), "epsilon_cutoff"),
+        (dict(do_sample=False, eta_cutoff=3e-4), "eta_cutoff"),
     ],
 )
 def test_filters_that_greedy_decoding_ignores_are_warned_about(options, name):
@@ -175,8 +188,11 @@ def test_the_greedy_filter_warning_points_at_the_callers_line(model):
 def test_greedy_with_neutral_filters_or_penalties_and_sampling_with_filters_do_not_warn():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        GenerationConfig(temperature=0, top_p=1.0, min_p=0.0, repetition_penalty=1.3, no_repeat_ngram_size=2)
-        GenerationConfig(temperature=0.7, top_k=5, top_p=0.9, min_p=0.1)
+        GenerationConfig(
+            temperature=0, top_p=1.0, min_p=0.0, typical_p=1.0, epsilon_cutoff=0.0, eta_cutoff=0.0,
+            repetition_penalty=1.3, no_repeat_ngram_size=2,
+        )  # fmt: skip
+        GenerationConfig(temperature=0.7, top_k=5, top_p=0.9, min_p=0.1, typical_p=0.9, eta_cutoff=3e-4)
 
 
 @pytest.mark.parametrize("config", [{"temperature": 0}, 5, 0, "greedy"])
@@ -334,6 +350,85 @@ def test_min_p_threshold_scales_with_the_top_probability():
     assert torch.equal(kept, probs >= 0.2 * probs.amax(dim=-1, keepdim=True))
 
 
+def brute_force_typical(probs: torch.Tensor, mass: float) -> set[int]:
+    """Meister et al.'s set, written out: rank by |surprisal - entropy| (ties: lower id), fill to mass."""
+    p = [float(x) for x in probs]
+    entropy = -sum(x * math.log(x) for x in p if x > 0)
+    order = sorted((i for i in range(len(p)) if p[i] > 0), key=lambda i: (abs(-math.log(p[i]) - entropy), i))
+    kept, total = set(), 0.0
+    for i in order:
+        kept.add(i)
+        total += p[i]
+        if total >= mass:
+            break
+    return kept
+
+
+@pytest.mark.parametrize("mass", [1e-9, 0.2, 0.5, 0.9, 0.99])
+def test_typical_p_keeps_the_most_typical_tokens_up_to_the_mass(mass):
+    gen = torch.Generator().manual_seed(4)
+    logits = torch.randn(20, 30, generator=gen, dtype=torch.float64) * 2
+    out = TypicalP(mass)(logits, [[]] * 20)
+    probs = F.softmax(logits, dim=-1)
+    for row in range(20):
+        kept = set(torch.nonzero(torch.isfinite(out[row])).flatten().tolist())
+        assert kept == brute_force_typical(probs[row], mass)
+
+
+def test_typical_p_can_drop_the_most_likely_token_where_top_p_keeps_it():
+    # One token at 0.3, six at 0.1 and a tail of 100 at 0.001: the entropy is about 2.43 nats, the six
+    # middle tokens have surprisal 2.30 (typical) and the favourite 1.20 (atypically unsurprising).
+    probs = torch.tensor([[0.3] + [0.1] * 6 + [0.001] * 100], dtype=torch.float64)
+    kept = torch.isfinite(TypicalP(0.45)(probs.log(), [[]]))[0]
+    assert kept.nonzero().flatten().tolist() == [1, 2, 3, 4, 5]  # 5 x 0.1 passes 0.45; not token 0
+    assert torch.isfinite(TopP(0.45)(probs.log(), [[]]))[0, 0]
+
+
+def test_typical_p_ignores_tokens_an_earlier_filter_removed():
+    # The entropy is that of what is left: after top-k the same 4 tokens must give the same set as
+    # those 4 tokens alone (a bug that counted the removed ones as probability 0 in H would differ).
+    gen = torch.Generator().manual_seed(5)
+    logits = torch.randn(6, 12, generator=gen, dtype=torch.float64) * 2
+    filtered = TypicalP(0.6)(TopK(4)(logits, [[]] * 6), [[]] * 6)
+    for row in range(6):
+        top4 = logits[row].topk(4).indices.sort().values
+        alone = TypicalP(0.6)(logits[row, top4].unsqueeze(0), [[]])[0]
+        assert (
+            torch.isfinite(filtered[row]).nonzero().flatten().tolist() == top4[torch.isfinite(alone)].tolist()
+        )
+    equal = torch.zeros(1, 4, dtype=torch.float64)  # every token equally typical: ids break the tie
+    assert torch.isfinite(TypicalP(0.5)(equal, [[]]))[0].tolist() == [True, True, False, False]
+
+
+def test_epsilon_cutoff_drops_tokens_below_epsilon_but_never_the_most_likely():
+    peaked = torch.tensor([[0.9, 0.05, 0.03, 0.02]], dtype=torch.float64).log()
+    assert torch.isfinite(EpsilonCutoff(0.04)(peaked, [[]]))[0].tolist() == [True, True, False, False]
+    flat = torch.zeros(1, 100, dtype=torch.float64)  # 0.01 each, all below 0.05, all tied for first
+    assert torch.isfinite(EpsilonCutoff(0.05)(flat, [[]])).all()
+    lonely = torch.tensor([[0.04, 0.03] + [0.93 / 50] * 50], dtype=torch.float64).log()
+    assert torch.isfinite(EpsilonCutoff(0.5)(lonely, [[]]))[0].tolist() == [True] + [False] * 51
+
+
+def test_eta_cutoff_threshold_falls_as_the_entropy_rises():
+    eta = 0.01  # threshold min(0.01, 0.1 * exp(-H))
+    gen = torch.Generator().manual_seed(6)
+    logits = torch.randn(10, 40, generator=gen, dtype=torch.float64) * 3
+    probs = F.softmax(logits, dim=-1)
+    entropy = -(probs * probs.log()).sum(-1, keepdim=True)
+    threshold = torch.minimum(torch.full_like(entropy, eta), math.sqrt(eta) * torch.exp(-entropy))
+    expected = (probs >= threshold) | (probs == probs.amax(-1, keepdim=True))
+    assert torch.equal(torch.isfinite(EtaCutoff(eta)(logits, [[]] * 10)), expected)
+    # A token at 0.005 survives in a flat distribution (H = ln 200, threshold 0.0005) and not in a
+    # peaked one (H = 0.13 nats, threshold 0.01), where epsilon sampling would drop it either way.
+    flat = torch.full((1, 200), 0.005, dtype=torch.float64).log()
+    peaked = torch.tensor([[0.99, 0.005, 0.005]], dtype=torch.float64).log()
+    assert torch.isfinite(EtaCutoff(eta)(flat, [[]])).all()
+    assert torch.isfinite(EtaCutoff(eta)(peaked, [[]]))[0].tolist() == [True, False, False]
+    assert not torch.isfinite(EpsilonCutoff(eta)(flat[:, :3] + torch.tensor([[5.0, 0, 0]]), [[]]))[
+        0, 1:
+    ].any()
+
+
 def test_repetition_penalty_divides_positive_and_multiplies_negative_seen_logits():
     logits = torch.tensor([[2.0, -2.0, 2.0, -2.0]])
     out = RepetitionPenalty(2.0)(logits, [[0, 1, 1]])
@@ -360,10 +455,13 @@ def test_temperature_to_zero_is_argmax():
 
 def test_processor_order_is_the_documented_one():
     config = GenerationConfig(
-        temperature=0.7, top_k=5, top_p=0.9, min_p=0.1, repetition_penalty=1.3, no_repeat_ngram_size=2
-    )
+        temperature=0.7, top_k=5, top_p=0.9, min_p=0.1, typical_p=0.9, epsilon_cutoff=3e-4,
+        eta_cutoff=3e-4, repetition_penalty=1.3, no_repeat_ngram_size=2,
+    )  # fmt: skip
     kinds = [type(p) for p in config.processors()]
-    assert kinds == [RepetitionPenalty, NoRepeatNGram, Temperature, TopK, TopP, MinP]
+    assert kinds == [
+        RepetitionPenalty, NoRepeatNGram, Temperature, TopK, TopP, MinP, TypicalP, EpsilonCutoff, EtaCutoff
+    ]  # fmt: skip
     with pytest.warns(UserWarning, match="top_k=5 has no effect"):
         greedy = GenerationConfig(temperature=0, top_k=5, repetition_penalty=1.3)
     assert [type(p) for p in greedy.processors()] == [RepetitionPenalty]
@@ -386,11 +484,13 @@ finite_floats = st.floats(allow_nan=False, allow_infinity=False, width=32)  # th
     top_k=st.one_of(st.none(), st.integers(min_value=1, max_value=30)),
     top_p=st.one_of(st.none(), st.floats(min_value=0.0, max_value=1.0, exclude_min=True)),
     min_p=st.one_of(st.none(), st.floats(min_value=0.0, max_value=1.0, exclude_max=True)),
+    typical_p=st.one_of(st.none(), st.floats(min_value=0.0, max_value=1.0, exclude_min=True)),
+    cutoffs=st.tuples(*[st.one_of(st.none(), st.floats(min_value=0.0, max_value=1.0, exclude_max=True))] * 2),
     penalty=st.floats(min_value=0.0, exclude_min=True, allow_nan=False, allow_infinity=False),
     ngram=st.integers(min_value=0, max_value=5),
 )
 def test_processed_distribution_is_always_valid(
-    logits, history, temperature, top_k, top_p, min_p, penalty, ngram
+    logits, history, temperature, top_k, top_p, min_p, typical_p, cutoffs, penalty, ngram
 ):
     """For any finite logits and any valid parameters: non-negative, sums to 1, at least one token."""
     with warnings.catch_warnings():
@@ -400,6 +500,9 @@ def test_processed_distribution_is_always_valid(
             top_k=top_k,
             top_p=top_p,
             min_p=min_p,
+            typical_p=typical_p,
+            epsilon_cutoff=cutoffs[0],
+            eta_cutoff=cutoffs[1],
             repetition_penalty=penalty,
             no_repeat_ngram_size=ngram,
         )
@@ -525,7 +628,9 @@ def test_steps_report_processed_and_raw_probabilities(model):
     assert steps[-1].tokens[0].finish_reason == "length" and steps[-1].finished
 
 
-@pytest.mark.parametrize("filters", [{"top_k": 3}, {"top_p": 1e-9}, {"min_p": 0.5}])
+@pytest.mark.parametrize(
+    "filters", [{"top_k": 3}, {"top_p": 1e-9}, {"min_p": 0.5}, {"typical_p": 0.2}, {"epsilon_cutoff": 0.2}]
+)
 def test_return_top_lists_only_tokens_that_could_have_been_drawn(model, filters):
     # A token a filter removed has probability 0: listing it among the "top alternatives" would
     # claim the sampler might have picked it.
@@ -947,10 +1052,13 @@ def test_sample_cli_prints_and_stream_matches(text_model, tok):
         ({"beam": 2, "top_k": 5}, "--top-k 5"),
         ({"beam": 2, "top_p": 0.9}, "--top-p 0.9"),
         ({"beam": 2, "min_p": 0.1}, "--min-p 0.1"),
+        ({"beam": 2, "typical_p": 0.9}, "--typical-p 0.9"),
+        ({"beam": 2, "epsilon_cutoff": 3e-4}, "--epsilon-cutoff 0.0003"),
         ({"beam": 2, "temperature": 0.7}, "--temperature 0.7"),
         ({"beam": 2, "num_samples": 3}, "--num-samples 3"),
         ({"temperature": 0, "top_k": 5}, "--top-k 5"),
         ({"temperature": 0.0, "top_p": 0.5}, "--top-p 0.5"),
+        ({"temperature": 0, "eta_cutoff": 3e-4}, "--eta-cutoff 0.0003"),
         ({"temperature": 0, "num_samples": 2}, "--num-samples 2"),
     ],
 )
@@ -976,8 +1084,12 @@ def test_sample_cli_accepts_the_options_that_do_combine(text_model, tok, options
 
 
 @pytest.mark.parametrize(
-    "flag, value", [("temperature", -1.0), ("top_k", 0), ("top_p", 2.0), ("beam", 0), ("num_samples", 0)]
-)
+    "flag, value",
+    [
+        ("temperature", -1.0), ("top_k", 0), ("top_p", 2.0), ("typical_p", 0.0), ("epsilon_cutoff", 1.0),
+        ("eta_cutoff", -0.5), ("beam", 0), ("num_samples", 0),
+    ],
+)  # fmt: skip
 def test_sample_cli_errors_name_the_flag(text_model, tok, flag, value):
     with pytest.raises(ArlmError) as info:
         sample_cli(text_model, tok, out=io.StringIO(), **{flag: value})

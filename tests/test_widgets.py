@@ -285,7 +285,10 @@ def test_playground_chart_reshapes_with_the_sliders(model, tokenizer):
     processed_before = list(app.figure.data[1].y)
     app.temperature.value = 0.7
     app.top_k.value = 3
-    assert app.config() == GenerationConfig(max_new_tokens=8, temperature=0.7, top_k=3, top_p=1.0, min_p=0.0)
+    expected = GenerationConfig(
+        max_new_tokens=8, temperature=0.7, top_k=3, top_p=1.0, min_p=0.0, typical_p=1.0
+    )
+    assert app.config() == expected
     assert list(app.figure.data[0].y) == raw_before  # the model's own distribution does not move
     assert list(app.figure.data[1].y) != processed_before
     raw, processed = viz.next_token_probs(model, tokenizer.encode("the c"), app.config())
@@ -442,13 +445,17 @@ def test_attention_explorer_keeps_the_last_block_of_a_long_text(model, tokenizer
     app.close()
 
 
-def test_playground_min_p_slider_reaches_the_config_and_the_chart(model, tokenizer):
+@pytest.mark.parametrize("slider, value", [("min_p", 0.2), ("typical_p", 0.3)])
+def test_playground_mass_sliders_reach_the_config_and_the_chart(model, tokenizer, slider, value):
     app = widgets.SamplingPlayground(model, tokenizer, "the c", max_new_tokens=8)
-    app.min_p.value = 0.2
-    assert app.config().min_p == pytest.approx(0.2)
-    _, processed = viz.next_token_probs(model, tokenizer.encode("the c"), GenerationConfig(min_p=0.2))
+    before = list(app.figure.data[1].y)
+    getattr(app, slider).value = value
+    assert getattr(app.config(), slider) == pytest.approx(value)
+    config = GenerationConfig(**{slider: value})
+    _, processed = viz.next_token_probs(model, tokenizer.encode("the c"), config)
     shown = [int(c.rsplit("#", 1)[1]) for c in app.figure.data[1].x]
     np.testing.assert_allclose(app.figure.data[1].y, processed[shown], atol=1e-5)
+    assert list(app.figure.data[1].y) != before  # the slider really moved the chart
     app.close()
 
 

@@ -23,6 +23,9 @@ FLAG_OF_FIELD = {
     "top_k": "--top-k",
     "top_p": "--top-p",
     "min_p": "--min-p",
+    "typical_p": "--typical-p",
+    "epsilon_cutoff": "--epsilon-cutoff",
+    "eta_cutoff": "--eta-cutoff",
     "repetition_penalty": "--repetition-penalty",
     "no_repeat_ngram_size": "--no-repeat-ngram",
     "num_beams": "--beam",
@@ -37,6 +40,9 @@ DEFAULTS: dict[str, Any] = {
     "top_k": None,
     "top_p": None,
     "min_p": None,
+    "typical_p": None,
+    "epsilon_cutoff": None,
+    "eta_cutoff": None,
     "repetition_penalty": None,
     "no_repeat_ngram": None,
     "beam": None,
@@ -55,7 +61,7 @@ def _flagged(err: GenerationError) -> GenerationError:
 
 
 # Flags that only shape a *random* draw: beam search and greedy decoding have no draw to shape.
-SAMPLING_ONLY = ("top_k", "top_p", "min_p")
+SAMPLING_ONLY = ("top_k", "top_p", "min_p", "typical_p", "epsilon_cutoff", "eta_cutoff")
 
 
 def _options(args: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -89,7 +95,7 @@ def check_sample_options(args: Any = None, **kwargs: Any) -> None:
         if is_int(num_samples) and is_int(beam) and num_samples > beam:
             raise _conflict("num_samples", num_samples, f"with --beam {beam}: it must be <= the beam width")
     elif temperature == 0:
-        # Greedy decoding takes the most likely token; every filter keeps it, so none changes anything.
+        # Greedy decoding takes the most likely token of the unfiltered scores: no filter applies.
         if filters:
             raise _conflict(
                 filters[0],
@@ -149,7 +155,8 @@ def sample_cli(
 
     Options come from ``args`` (an argparse namespace; missing attributes take defaults) and ``kwargs``
     (which win): ``prompt`` (str, "" starts from the document-start token), ``max_new_tokens`` (200),
-    ``temperature`` (1.0; 0 = greedy), ``top_k``, ``top_p``, ``min_p`` (None = off),
+    ``temperature`` (1.0; 0 = greedy), ``top_k``, ``top_p``, ``min_p``, ``typical_p``,
+    ``epsilon_cutoff``, ``eta_cutoff`` (None = off),
     ``repetition_penalty`` (None = 1.0), ``no_repeat_ngram`` (None/0 = off), ``beam`` (None = sample;
     N >= 1 = beam search of width N, deterministic, penalties applied), ``num_samples`` (1:
     independent samples, or the number of best beams to print, at most ``beam``), ``seed`` (None =
@@ -159,7 +166,7 @@ def sample_cli(
 
     Each sample is printed as prompt + continuation, under a ``--- sample i ---`` header when there are
     several. Bad values raise GenerationError naming the flag, and so do flags that would be ignored
-    (see ``check_sample_options``: top-k/top-p/min-p/temperature with ``beam``, filters or several
+    (see ``check_sample_options``: a filter or temperature with ``beam``, filters or several
     samples with temperature 0); an unencodable prompt raises TokenizerError naming ``--prompt``, the
     characters, and the ones the model knows.
     """
@@ -180,6 +187,9 @@ def sample_cli(
                 top_k=opts["top_k"],
                 top_p=opts["top_p"],
                 min_p=opts["min_p"],
+                typical_p=opts["typical_p"],
+                epsilon_cutoff=opts["epsilon_cutoff"],
+                eta_cutoff=opts["eta_cutoff"],
                 repetition_penalty=1.0 if opts["repetition_penalty"] is None else opts["repetition_penalty"],
                 no_repeat_ngram_size=opts["no_repeat_ngram"] or 0,
             )

@@ -13,6 +13,8 @@ from typing import Any
 from ..checks import is_int, is_real, plain_fields
 from ..errors import GenerationError
 from .processors import (
+    EpsilonCutoff,
+    EtaCutoff,
     LogitsProcessor,
     MinP,
     NoRepeatNGram,
@@ -20,6 +22,7 @@ from .processors import (
     Temperature,
     TopK,
     TopP,
+    TypicalP,
 )
 
 __all__ = ["GenerationConfig", "bad_value", "check_int", "resolve_keep"]
@@ -77,8 +80,10 @@ class GenerationConfig:
     """How to pick each next token. Greedy decoding is ``temperature=0`` or ``do_sample=False``.
 
     ``None`` (or the neutral value) switches a filter off: top_k=None, top_p=None or 1.0,
-    min_p=None or 0.0, repetition_penalty=1.0, no_repeat_ngram_size=0. Greedy decoding ignores top_k,
-    top_p and min_p (each keeps the most likely token), so setting one with it warns (UserWarning).
+    min_p=None or 0.0, typical_p=None or 1.0, epsilon_cutoff / eta_cutoff=None or 0.0,
+    repetition_penalty=1.0, no_repeat_ngram_size=0. Greedy decoding ignores the truncation filters
+    (top_k, top_p, min_p, typical_p, epsilon_cutoff, eta_cutoff: they shape a random draw, and greedy
+    draws nothing), so setting one with it warns (UserWarning), as Hugging Face ignores them.
     numpy scalars are accepted, and stored as Python values.
 
     ``context_keep``: what happens when the text outgrows the model's context window (``block_size``
@@ -97,6 +102,9 @@ class GenerationConfig:
     top_k: int | None = None
     top_p: float | None = None
     min_p: float | None = None
+    typical_p: float | None = None
+    epsilon_cutoff: float | None = None
+    eta_cutoff: float | None = None
     repetition_penalty: float = 1.0
     no_repeat_ngram_size: int = 0
     do_sample: bool = True
@@ -115,6 +123,12 @@ class GenerationConfig:
             raise bad_value("top_p", self.top_p, "it must be in (0, 1] (1 keeps every token)")
         if self.min_p is not None and (not _is_finite(self.min_p) or not 0 <= self.min_p < 1):
             raise bad_value("min_p", self.min_p, "it must be in [0, 1) (0 keeps every token)")
+        if self.typical_p is not None and (not _is_finite(self.typical_p) or not 0 < self.typical_p <= 1):
+            raise bad_value("typical_p", self.typical_p, "it must be in (0, 1] (1 keeps every token)")
+        for name in ("epsilon_cutoff", "eta_cutoff"):
+            value = getattr(self, name)
+            if value is not None and (not _is_finite(value) or not 0 <= value < 1):
+                raise bad_value(name, value, "it must be in [0, 1) (0 keeps every token; try 3e-4)")
         if not _is_finite(self.repetition_penalty) or self.repetition_penalty <= 0:
             raise bad_value(
                 "repetition_penalty",
@@ -133,9 +147,9 @@ class GenerationConfig:
             # with top-k set, a grid of temperatures x top-k values), which must keep working.
             name, value = ignored[0]
             warnings.warn(
-                f"{name}={value!r} has no effect with {self._greedy_reason()} (greedy decoding): every "
-                "filter keeps the most likely token, so greedy picks the same one; drop it, or sample "
-                "(temperature > 0 and do_sample=True)",
+                f"{name}={value!r} has no effect with {self._greedy_reason()} (greedy decoding): the "
+                "filters shape a random draw, and greedy takes the model's most likely token; drop it, "
+                "or sample (temperature > 0 and do_sample=True)",
                 UserWarning,
                 stacklevel=_callers_stacklevel(),
             )
@@ -148,6 +162,9 @@ class GenerationConfig:
             ("top_k", self.top_k, self.top_k is not None),
             ("top_p", self.top_p, self.top_p is not None and self.top_p < 1.0),
             ("min_p", self.min_p, self.min_p is not None and self.min_p > 0.0),
+            ("typical_p", self.typical_p, self.typical_p is not None and self.typical_p < 1.0),
+            ("epsilon_cutoff", self.epsilon_cutoff, bool(self.epsilon_cutoff)),
+            ("eta_cutoff", self.eta_cutoff, bool(self.eta_cutoff)),
         ]
         return [(name, value) for name, value, on in active if on]
 
@@ -162,8 +179,8 @@ class GenerationConfig:
     def processors(self) -> list[LogitsProcessor]:
         """The active processors, in the one documented order (see ``arlm_lib.generation.processors``).
 
-        Greedy decoding uses only the two penalties: temperature and the truncation filters all keep the
-        most likely token, so they cannot change the argmax.
+        Greedy decoding uses only the two penalties: it takes the argmax of the penalised scores, and
+        temperature and the truncation filters only shape a random draw (as in Hugging Face).
         """
         procs: list[LogitsProcessor] = []
         if self.repetition_penalty != 1.0:
@@ -180,6 +197,12 @@ class GenerationConfig:
             procs.append(TopP(self.top_p))
         if self.min_p is not None and self.min_p > 0.0:
             procs.append(MinP(self.min_p))
+        if self.typical_p is not None and self.typical_p < 1.0:
+            procs.append(TypicalP(self.typical_p))
+        if self.epsilon_cutoff:
+            procs.append(EpsilonCutoff(self.epsilon_cutoff))
+        if self.eta_cutoff:
+            procs.append(EtaCutoff(self.eta_cutoff))
         return procs
 
     def keep_for(self, block_size: int) -> int:

@@ -14,19 +14,25 @@ the active ones, and :func:`apply_processors` runs them, in ONE order, the one H
 4. :class:`TopK`               (truncation filters run on the *tempered* distribution, so that
 5. :class:`TopP`                top-p's nucleus and min-p's threshold mean "of what will be sampled";
 6. :class:`MinP`                top-k is unaffected by temperature either way)
+7. :class:`TypicalP`
+8. :class:`EpsilonCutoff`
+9. :class:`EtaCutoff`
 
 Generation with a tokenizer that has fewer ids than the model's vocabulary (padded to a multiple of
 64, as GPT-2's 50257 ids in 50304 rows) puts :class:`VocabLimit` before all of them: the padding rows
-decode to nothing, so they must never be drawn, nor count in top-p's or min-p's mass.
+decode to nothing, so they must never be drawn, nor count in top-p's or min-p's mass (nor in the
+entropy that typical and eta sampling measure).
 
-Every filter keeps the most likely token, and every processor keeps at least one finite score, so the
-softmax of the result is always a valid distribution (non-negative, sums to 1, >= 1 token), for any
-finite logits and any valid parameters (this is fuzzed with hypothesis). Processing is in float64, on
-the CPU (see :func:`apply_processors`).
+Every filter except :class:`TypicalP` keeps the most likely token (typical sampling may drop it: that is
+its point), and every processor keeps at least one finite score, so the softmax of the result is always
+a valid distribution (non-negative, sums to 1, >= 1 token), for any finite logits and any valid
+parameters (this is fuzzed with hypothesis). Processing is in float64, on the CPU (see
+:func:`apply_processors`).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -34,6 +40,8 @@ import torch
 from torch.nn import functional as F
 
 __all__ = [
+    "EpsilonCutoff",
+    "EtaCutoff",
     "LogitsProcessor",
     "MinP",
     "NoRepeatNGram",
@@ -41,10 +49,12 @@ __all__ = [
     "Temperature",
     "TopK",
     "TopP",
+    "TypicalP",
     "VocabLimit",
     "apply_processors",
     "banned_ngram_tokens",
     "descending_order",
+    "entropy_nats",
     "processed_probs",
 ]
 
@@ -136,6 +146,27 @@ def descending_order(scores: torch.Tensor) -> torch.Tensor:
     return torch.sort(scores, dim=-1, descending=True, stable=True).indices
 
 
+def _beyond_mass(probs: torch.Tensor, order: torch.Tensor, mass: float) -> torch.Tensor:
+    """Which tokens fall outside the shortest prefix of ``order`` whose probability reaches ``mass``.
+
+    ``order`` ranks each row's tokens (best first); the first token is always kept. A token is kept
+    while the mass of the tokens strictly before it is still < ``mass``, so the set stops at the first
+    token that brings the total to >= ``mass``. The sum is taken in float64, so that a mass close to 1
+    is not cut short by rounding.
+    """
+    cumulative = probs.gather(-1, order).cumsum(dim=-1)
+    before = torch.cat([torch.zeros_like(cumulative[:, :1]), cumulative[:, :-1]], dim=-1)
+    remove_sorted = before >= mass
+    remove_sorted[:, 0] = False
+    return torch.zeros_like(remove_sorted).scatter_(-1, order, remove_sorted)
+
+
+def entropy_nats(logits: torch.Tensor) -> torch.Tensor:
+    """The entropy (B, 1), in nats, of each row's softmax; removed tokens (-inf) contribute nothing."""
+    logp = F.log_softmax(logits.double(), dim=-1)
+    return -torch.where(torch.isfinite(logp), logp.exp() * logp, 0.0).sum(dim=-1, keepdim=True)
+
+
 class TopK:
     """Keep exactly the ``k`` highest-scoring tokens (all of them if k >= vocabulary size).
 
@@ -160,8 +191,6 @@ class TopK:
 class TopP:
     """Nucleus sampling (Holtzman et al. 2020): keep the smallest set of most likely tokens whose total
     probability is >= ``p``; the most likely token is always kept. Ties in the order: lower id first.
-
-    The cumulative sum is taken in float64 so that p close to 1 is not cut short by rounding.
     """
 
     def __init__(self, p: float) -> None:
@@ -171,16 +200,7 @@ class TopP:
         if self.p >= 1.0:
             return logits
         probs = F.softmax(logits.double(), dim=-1)
-        order = descending_order(probs)
-        sorted_probs = probs.gather(-1, order)
-        # Mass of the tokens strictly before each one: a token is kept while that mass is still < p,
-        # so the set stops at the first token that brings the total to >= p.
-        cumulative = sorted_probs.cumsum(dim=-1)
-        before = torch.cat([torch.zeros_like(cumulative[:, :1]), cumulative[:, :-1]], dim=-1)
-        remove_sorted = before >= self.p
-        remove_sorted[:, 0] = False
-        remove = torch.zeros_like(remove_sorted).scatter_(-1, order, remove_sorted)
-        return logits.masked_fill(remove, float("-inf"))
+        return logits.masked_fill(_beyond_mass(probs, descending_order(probs), self.p), float("-inf"))
 
     def __repr__(self) -> str:
         return f"TopP({self.p})"
@@ -202,6 +222,72 @@ class MinP:
 
     def __repr__(self) -> str:
         return f"MinP({self.min_p})"
+
+
+class TypicalP:
+    """Locally typical sampling (Meister et al. 2023): rank tokens by how close their surprisal
+    ``-log p`` is to the entropy ``H`` (the surprisal the model expects), and keep the shortest such
+    prefix whose probability reaches ``mass``.
+
+    Unlike the other filters it can drop the most likely token: where the model is unsure (H high), a
+    token far likelier than the rest is atypically unsurprising. Ties in the ranking: lower id first,
+    as top-p's. This is Hugging Face's ``typical_p``, except at a tie on the cut, where Hugging Face
+    keeps all the tied tokens.
+    """
+
+    def __init__(self, mass: float) -> None:
+        self.mass = float(mass)
+
+    def __call__(self, logits: torch.Tensor, histories: Sequence[Sequence[int]]) -> torch.Tensor:
+        if self.mass >= 1.0:
+            return logits
+        logp = F.log_softmax(logits.double(), dim=-1)
+        distance = (-logp - entropy_nats(logits)).abs()  # +inf for removed tokens: ranked last
+        order = torch.sort(distance, dim=-1, stable=True).indices
+        return logits.masked_fill(_beyond_mass(logp.exp(), order, self.mass), float("-inf"))
+
+    def __repr__(self) -> str:
+        return f"TypicalP({self.mass})"
+
+
+def _drop_below(logits: torch.Tensor, probs: torch.Tensor, threshold: torch.Tensor | float) -> torch.Tensor:
+    """Remove tokens with probability < ``threshold``, but never the most likely one(s)."""
+    remove = (probs < threshold) & (probs < probs.amax(dim=-1, keepdim=True))
+    return logits.masked_fill(remove, float("-inf"))
+
+
+class EpsilonCutoff:
+    """Epsilon sampling (Hewitt et al. 2022): drop tokens with probability below a fixed ``epsilon``
+    (the tail a smoothed model spreads thinly over everything), keeping the most likely token."""
+
+    def __init__(self, epsilon: float) -> None:
+        self.epsilon = float(epsilon)
+
+    def __call__(self, logits: torch.Tensor, histories: Sequence[Sequence[int]]) -> torch.Tensor:
+        if self.epsilon <= 0.0:
+            return logits
+        return _drop_below(logits, F.softmax(logits.double(), dim=-1), self.epsilon)
+
+    def __repr__(self) -> str:
+        return f"EpsilonCutoff({self.epsilon})"
+
+
+class EtaCutoff:
+    """Eta sampling (Hewitt et al. 2022): epsilon sampling whose threshold
+    ``min(epsilon, sqrt(epsilon) * exp(-H))`` falls as the entropy H (nats) rises, so a flat
+    distribution keeps more of its tokens than a peaked one; the most likely token is always kept."""
+
+    def __init__(self, epsilon: float) -> None:
+        self.epsilon = float(epsilon)
+
+    def __call__(self, logits: torch.Tensor, histories: Sequence[Sequence[int]]) -> torch.Tensor:
+        if self.epsilon <= 0.0:
+            return logits
+        threshold = torch.clamp(math.sqrt(self.epsilon) * torch.exp(-entropy_nats(logits)), max=self.epsilon)
+        return _drop_below(logits, F.softmax(logits.double(), dim=-1), threshold)
+
+    def __repr__(self) -> str:
+        return f"EtaCutoff({self.epsilon})"
 
 
 class VocabLimit:
