@@ -292,12 +292,12 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument(
         "--epsilon-cutoff",
         type=_number(float, 0, maximum=1, max_exclusive=True),
-        help="drop tokens below this probability (try 3e-4)",
+        help="drop tokens below this probability (try 3e-4 for GPT-2's vocabulary)",
     )
     sample.add_argument(
         "--eta-cutoff",
         type=_number(float, 0, maximum=1, max_exclusive=True),
-        help="drop tokens below min(eta, sqrt(eta) x exp(-entropy)) (try 3e-4)",
+        help="drop tokens below min(eta, sqrt(eta) x exp(-entropy)) (try 3e-4 for GPT-2's vocabulary)",
     )
     sample.add_argument(
         "--repetition-penalty", type=positive_float, help="> 1 discourages tokens already present"
@@ -309,6 +309,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--beam",
         type=positive_int,
         help="beam search with this width (deterministic: no --temperature, --top-k, --top-p, ...)",
+    )
+    sample.add_argument(
+        "--penalty-alpha",
+        type=_number(float, 0, maximum=1),
+        help="contrastive search: weigh similarity to the context by this much, among --top-k (default 4) "
+        "candidates (deterministic; try 0.6)",
     )
     sample.add_argument(
         "--num-samples",

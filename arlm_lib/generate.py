@@ -1,4 +1,5 @@
-"""Text generation: logits processors, streaming sampling with a KV cache, beam search, scoring, metrics.
+"""Text generation: logits processors, streaming sampling with a KV cache, beam and contrastive search,
+scoring, metrics.
 
 The code lives in ``arlm_lib.generation`` (one module per job); this module is the public face::
 
@@ -30,6 +31,7 @@ from .generation.beam import BeamHypothesis, beam_search
 from .generation.cli import sample_cli
 from .generation.config import GenerationConfig
 from .generation.context import ContextWindow
+from .generation.contrastive import contrastive_search
 from .generation.metrics import distinct_n, has_repetition, repetition_rate
 from .generation.processors import (
     EpsilonCutoff,
@@ -77,6 +79,7 @@ __all__ = [
     "VocabLimit",
     "apply_processors",
     "beam_search",
+    "contrastive_search",
     "distinct_n",
     "generate",
     "generate_ids",

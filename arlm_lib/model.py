@@ -166,6 +166,7 @@ class GPTOutput:
     loss: torch.Tensor | None = None
     attentions: list[torch.Tensor] | None = None  # per layer: (B, n_head, T, T_keys)
     max_attn_logit: float | None = None  # largest pre-softmax score, over all layers and heads
+    hidden_states: torch.Tensor | None = None  # (B, T, n_embd): the final LayerNorm's output, lm_head's input
 
 
 class CausalSelfAttention(nn.Module):
@@ -408,4 +409,5 @@ class GPT(nn.Module):
             loss=loss,
             attentions=attentions if return_attention else None,
             max_attn_logit=max(max_logits) if return_attention else None,
+            hidden_states=x,
         )

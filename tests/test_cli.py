@@ -10,7 +10,7 @@ from torch.nn import functional as F
 
 from arlm_lib.checkpoint import load_checkpoint, load_model
 from arlm_lib.cli import main
-from arlm_lib.generate import generate_text
+from arlm_lib.generate import contrastive_search, generate_text
 
 TINY = ["--n-layer", "1", "--n-head", "2", "--n-embd", "32", "--block-size", "32", "--batch-size", "8"]
 
@@ -513,6 +513,16 @@ def test_each_truncation_flag_reaches_the_sampler(trained_run, flag, value, caps
     filtered = generate_text(model, tokenizer, "the ", max_new_tokens=40, seed=2, **{field: value})
     assert text == "the " + filtered + "\n"
     assert filtered != generate_text(model, tokenizer, "the ", max_new_tokens=40, seed=2)
+
+
+def test_penalty_alpha_prints_the_contrastive_search_continuation(trained_run, capsys):
+    argv = ["sample", "--checkpoint", str(trained_run), "--prompt", "the ", "--max-new-tokens", "30",
+            "--device", "cpu", "--penalty-alpha", "0.6", "--top-k", "3"]  # fmt: skip
+    assert main(argv) == 0
+    model, tokenizer = load_model(trained_run)
+    ids = contrastive_search(model, tokenizer.encode("the "), 30, penalty_alpha=0.6, top_k=3)
+    assert capsys.readouterr().out == "the " + tokenizer.decode(ids) + "\n"
+    assert ids != contrastive_search(model, tokenizer.encode("the "), 30, penalty_alpha=0.0)
 
 
 def test_resume_applies_a_typed_grad_accum(corpus, tmp_path):

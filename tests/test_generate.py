@@ -35,6 +35,7 @@ from arlm_lib.generate import (
     TypicalP,
     apply_processors,
     beam_search,
+    contrastive_search,
     distinct_n,
     generate,
     generate_ids,
@@ -929,6 +930,79 @@ def test_beam_search_matches_the_written_out_algorithm(model, width, length_pena
         assert [h.score for h in got] == pytest.approx([s for _, s in expected], abs=1e-6)
 
 
+# ----------------------------------------------------------------------------- contrastive search
+def contrastive_reference(
+    model: GPT, prompt: list[int], n: int, alpha: float, k: int, keep: int
+) -> list[int]:
+    """Su et al.'s rule written the slow, obvious way: each candidate's window re-run from scratch."""
+    window, out = list(prompt), []
+    with torch.no_grad():
+        for _ in range(n):
+            probs = F.softmax(model(torch.tensor([window])).logits[0, -1].double(), -1)
+            candidates = sorted(range(len(probs)), key=lambda t: (-float(probs[t]), t))[:k]
+            best = None
+            for t in candidates:
+                extended = window + [t]
+                if len(extended) > model.config.block_size:
+                    extended = extended[-keep:]
+                hidden = model(torch.tensor([extended])).hidden_states[0]
+                similarity = (
+                    F.cosine_similarity(hidden[-1:], hidden[:-1], dim=-1).max() if len(hidden) > 1 else 0
+                )
+                score = (1 - alpha) * float(probs[t]) - alpha * float(similarity)
+                if best is None or score > best[0]:  # strict: a tie keeps the more probable candidate
+                    best = (score, t, extended)
+            out.append(best[1])
+            window = best[2]
+    return out
+
+
+@pytest.mark.parametrize("alpha, k, keep", [(0.6, 4, 16), (0.3, 7, 1), (1.0, 3, BLOCK)])
+def test_contrastive_search_matches_the_written_out_rule_with_and_without_the_cache(model, alpha, k, keep):
+    prompt = [4, 9, 2, 7]
+    expected = contrastive_reference(model, prompt, 70, alpha, k, keep)  # 70 > 2 x BLOCK: several cuts
+    for use_cache in (True, False):
+        got = contrastive_search(
+            model, prompt, 70, penalty_alpha=alpha, top_k=k, context_keep=keep, use_cache=use_cache
+        )
+        assert got == expected
+
+
+def test_contrastive_search_with_alpha_zero_or_one_candidate_is_greedy(model):
+    greedy = generate_ids(model, PROMPTS[2], max_new_tokens=50, temperature=0)
+    assert contrastive_search(model, PROMPTS[2], 50, penalty_alpha=0.0, top_k=5) == greedy
+    assert contrastive_search(model, PROMPTS[2], 50, penalty_alpha=0.9, top_k=1) == greedy
+    assert contrastive_search(model, PROMPTS[2], 50, penalty_alpha=0.9, top_k=5) != greedy  # it matters
+
+
+def test_contrastive_search_stops_at_eos_and_respects_the_penalties(model):
+    free = contrastive_search(model, [3, 1], 40)
+    eos = free[5]
+    stopped = contrastive_search(model, [3, 1], 40, eos_id=eos)
+    assert stopped == free[: free.index(eos) + 1]
+    banned = contrastive_search(model, [3, 1], 40, no_repeat_ngram_size=2)
+    pairs = list(zip([3, 1, *banned], [1, *banned]))
+    assert len(pairs) == len(set(pairs))  # no bigram twice, prompt included
+
+
+@pytest.mark.parametrize(
+    "kwargs, field",
+    [
+        (dict(penalty_alpha=-0.1), "penalty_alpha"),
+        (dict(penalty_alpha=1.5), "penalty_alpha"),
+        (dict(penalty_alpha=float("nan")), "penalty_alpha"),
+        (dict(penalty_alpha=True), "penalty_alpha"),
+        (dict(top_k=0), "top_k"),
+        (dict(eos_id=VOCAB), "eos_id"),
+    ],
+)
+def test_contrastive_search_names_a_bad_argument(model, kwargs, field):
+    with pytest.raises(GenerationError, match=rf"{field}=.* is not allowed"):
+        contrastive_search(model, [1, 2], 5, **kwargs)
+    with pytest.raises(GenerationError, match="one prompt"):
+        contrastive_search(model, [[1, 2], [3]], 5)
+
+
 # ----------------------------------------------------------------------------- scoring
 def test_score_equals_the_sum_of_generation_logprobs_even_past_the_context(model):
     prompt = PROMPTS[2]
@@ -1060,6 +1134,10 @@ def test_sample_cli_prints_and_stream_matches(text_model, tok):
         ({"temperature": 0.0, "top_p": 0.5}, "--top-p 0.5"),
         ({"temperature": 0, "eta_cutoff": 3e-4}, "--eta-cutoff 0.0003"),
         ({"temperature": 0, "num_samples": 2}, "--num-samples 2"),
+        ({"penalty_alpha": 0.6, "top_p": 0.9}, "--top-p 0.9"),
+        ({"penalty_alpha": 0.6, "beam": 2}, "--beam 2"),
+        ({"penalty_alpha": 0.6, "temperature": 0.7}, "--temperature 0.7"),
+        ({"penalty_alpha": 0.6, "num_samples": 2}, "--num-samples 2"),
     ],
 )
 def test_sample_cli_refuses_flags_that_would_be_silently_ignored(text_model, tok, options, flag):
@@ -1075,6 +1153,7 @@ def test_sample_cli_refuses_flags_that_would_be_silently_ignored(text_model, tok
     [
         {"beam": 2, "num_samples": 2, "temperature": 1.0, "repetition_penalty": 1.2},
         {"temperature": 0, "repetition_penalty": 1.3, "no_repeat_ngram": 2},
+        {"penalty_alpha": 0.6, "top_k": 3, "repetition_penalty": 1.2},
     ],
 )
 def test_sample_cli_accepts_the_options_that_do_combine(text_model, tok, options):
@@ -1087,7 +1166,7 @@ def test_sample_cli_accepts_the_options_that_do_combine(text_model, tok, options
     "flag, value",
     [
         ("temperature", -1.0), ("top_k", 0), ("top_p", 2.0), ("typical_p", 0.0), ("epsilon_cutoff", 1.0),
-        ("eta_cutoff", -0.5), ("beam", 0), ("num_samples", 0),
+        ("eta_cutoff", -0.5), ("beam", 0), ("num_samples", 0), ("penalty_alpha", 1.5),
     ],
 )  # fmt: skip
 def test_sample_cli_errors_name_the_flag(text_model, tok, flag, value):

@@ -12,6 +12,7 @@ from ..checks import is_int
 from ..errors import GenerationError, TokenizerError
 from .beam import beam_search
 from .config import GenerationConfig, check_int
+from .contrastive import check_penalty_alpha, contrastive_search
 from .sampling import make_generator, stream_text
 
 __all__ = ["FLAG_OF_FIELD", "check_sample_options", "sample_cli"]
@@ -29,6 +30,7 @@ FLAG_OF_FIELD = {
     "repetition_penalty": "--repetition-penalty",
     "no_repeat_ngram_size": "--no-repeat-ngram",
     "num_beams": "--beam",
+    "penalty_alpha": "--penalty-alpha",
     "num_samples": "--num-samples",
     "seed": "--seed",
 }
@@ -46,6 +48,7 @@ DEFAULTS: dict[str, Any] = {
     "repetition_penalty": None,
     "no_repeat_ngram": None,
     "beam": None,
+    "penalty_alpha": None,
     "num_samples": 1,
     "seed": None,
     "stream": False,
@@ -85,7 +88,24 @@ def check_sample_options(args: Any = None, **kwargs: Any) -> None:
     opts = _options(args, kwargs)
     beam, temperature, num_samples = opts["beam"], opts["temperature"], opts["num_samples"]
     filters = [f for f in SAMPLING_ONLY if opts[f] is not None]
-    if beam is not None:
+    if opts["penalty_alpha"] is not None:
+        # Contrastive search is deterministic too; --top-k is its number of candidates.
+        why = "with --penalty-alpha: contrastive search does not sample (drop one of the two)"
+        if beam is not None:
+            raise _conflict("num_beams", beam, "with --penalty-alpha: choose beam or contrastive search")
+        drawn = [f for f in filters if f != "top_k"]
+        if drawn:
+            raise _conflict(drawn[0], opts[drawn[0]], why)
+        if temperature is not None and temperature != 1.0:
+            raise _conflict("temperature", temperature, why)
+        if is_int(num_samples) and num_samples > 1:
+            raise _conflict(
+                "num_samples",
+                num_samples,
+                "with --penalty-alpha: contrastive search is deterministic, so every sample would be the "
+                "same text; use 1",
+            )
+    elif beam is not None:
         # Beam search is deterministic: it keeps the most probable sequences, it never draws a token.
         why = "with --beam: beam search does not sample (drop one of the two)"
         if filters:
@@ -158,11 +178,12 @@ def sample_cli(
     ``temperature`` (1.0; 0 = greedy), ``top_k``, ``top_p``, ``min_p``, ``typical_p``,
     ``epsilon_cutoff``, ``eta_cutoff`` (None = off),
     ``repetition_penalty`` (None = 1.0), ``no_repeat_ngram`` (None/0 = off), ``beam`` (None = sample;
-    N >= 1 = beam search of width N, deterministic, penalties applied), ``num_samples`` (1:
+    N >= 1 = beam search of width N, deterministic, penalties applied), ``penalty_alpha`` (None; a
+    number in [0, 1] = contrastive search among ``top_k`` candidates, default 4), ``num_samples`` (1:
     independent samples, or the number of best beams to print, at most ``beam``), ``seed`` (None =
     unseeded; one generator serves all samples, which run one after another, so the same seed prints
-    the same text with or without ``stream``), ``stream`` (print tokens as they arrive; beam search
-    prints when done).
+    the same text with or without ``stream``), ``stream`` (print tokens as they arrive; beam and
+    contrastive search print when done).
 
     Each sample is printed as prompt + continuation, under a ``--- sample i ---`` header when there are
     several. Bad values raise GenerationError naming the flag, and so do flags that would be ignored
@@ -177,6 +198,8 @@ def sample_cli(
         check_int("num_samples", opts["num_samples"], 1)
         if opts["beam"] is not None:
             check_int("num_beams", opts["beam"], 1)
+        if opts["penalty_alpha"] is not None:
+            check_penalty_alpha(opts["penalty_alpha"])
         with warnings.catch_warnings():
             # GenerationConfig only warns about filters that greedy decoding ignores; the CLI refuses
             # them just below (check_sample_options), in terms of the flags.
@@ -203,6 +226,14 @@ def sample_cli(
         raise _prompt_error(tokenizer, prompt, err) from err
 
     num_samples = opts["num_samples"]
+    if opts["penalty_alpha"] is not None:
+        ids = contrastive_search(
+            model, prompt_ids, config.max_new_tokens, penalty_alpha=opts["penalty_alpha"],
+            top_k=opts["top_k"] or 4, tokenizer=tokenizer, repetition_penalty=config.repetition_penalty,
+            no_repeat_ngram_size=config.no_repeat_ngram_size,
+        )  # fmt: skip
+        print(prompt + tokenizer.decode(ids), file=out, flush=True)
+        return 0
     if opts["beam"] is not None:
         hypotheses = beam_search(
             model, prompt_ids, opts["beam"], config.max_new_tokens, tokenizer=tokenizer,

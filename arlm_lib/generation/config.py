@@ -128,7 +128,11 @@ class GenerationConfig:
         for name in ("epsilon_cutoff", "eta_cutoff"):
             value = getattr(self, name)
             if value is not None and (not _is_finite(value) or not 0 <= value < 1):
-                raise bad_value(name, value, "it must be in [0, 1) (0 keeps every token; try 3e-4)")
+                raise bad_value(
+                    name,
+                    value,
+                    "it must be in [0, 1) (0 keeps every token; try 3e-4 for a GPT-2-sized vocabulary)",
+                )
         if not _is_finite(self.repetition_penalty) or self.repetition_penalty <= 0:
             raise bad_value(
                 "repetition_penalty",

@@ -126,10 +126,20 @@ def crop_prompt(prompt: list[int], block_size: int, row: int = 0) -> list[int]:
 
 
 class ContextWindow:
-    """Per-row token windows and (optionally) their KV cache; gives each row's next-token logits."""
+    """Per-row token windows and (optionally) their KV cache; gives each row's next-token logits.
+
+    With ``track_hidden=True`` it also keeps, per row, the final hidden state of every token of the
+    window (what contrastive search compares a candidate with), computed with the same forward passes.
+    """
 
     def __init__(
-        self, model: nn.Module, windows: Sequence[Sequence[int]], *, keep: int, use_cache: bool = True
+        self,
+        model: nn.Module,
+        windows: Sequence[Sequence[int]],
+        *,
+        keep: int,
+        use_cache: bool = True,
+        track_hidden: bool = False,
     ) -> None:
         self.model = model
         self.block_size: int = model.config.block_size
@@ -141,6 +151,8 @@ class ContextWindow:
         self._mask: torch.Tensor | None = None  # (B, L) 1 = real token; None when no row is padded
         self._pending: list[int] | None = None  # tokens appended but not yet fed through the cache
         self._logits: torch.Tensor | None = None  # (B, V) next-token logits for the current windows
+        self.track_hidden = track_hidden
+        self._hidden: list[torch.Tensor] = []  # per row (window length, n_embd), with the logits
 
     @property
     def batch_size(self) -> int:
@@ -156,6 +168,13 @@ class ContextWindow:
                 self._logits = self._encode()
             self._pending = None
         return self._logits
+
+    def hidden_states(self) -> list[torch.Tensor]:
+        """Per row, the final hidden state (n_tokens, n_embd) of each token of its current window."""
+        if not self.track_hidden:
+            raise ValueError("hidden_states() needs a ContextWindow made with track_hidden=True")
+        self.next_logits()
+        return self._hidden
 
     def append(self, tokens: Sequence[int]) -> None:
         """Add one token to every row's window, applying the past-context cut where a window overflows."""
@@ -184,6 +203,8 @@ class ContextWindow:
             self._mask = self._mask.index_select(0, index)
         if self._logits is not None:
             self._logits = self._logits.index_select(0, index)
+        if self._hidden:  # also between append and the next forward pass, which extends it
+            self._hidden = [self._hidden[r] for r in rows]
         if self._pending is not None:
             self._pending = [self._pending[r] for r in rows]
 
@@ -204,6 +225,8 @@ class ContextWindow:
         out = self.model(idx, attention_mask=mask if padded else None, position_ids=positions, kv_cache=cache)
         self._cache = cache
         self._mask = mask if (padded and cache is not None) else None
+        if self.track_hidden:  # each row's real tokens: the last len(window) positions
+            self._hidden = [out.hidden_states[row, width - n :] for row, n in enumerate(lengths)]
         return out.logits[:, -1, :]
 
     def _feed(self, tokens: list[int]) -> torch.Tensor:
@@ -218,4 +241,6 @@ class ContextWindow:
                 [len(w) - 1 for w in self.windows], dtype=torch.long, device=self.device
             ).unsqueeze(1)
         out = self.model(idx, attention_mask=self._mask, position_ids=positions, kv_cache=self._cache)
+        if self.track_hidden:
+            self._hidden = [torch.cat([h, new]) for h, new in zip(self._hidden, out.hidden_states[:, -1:])]
         return out.logits[:, -1, :]

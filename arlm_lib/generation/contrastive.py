@@ -1,0 +1,128 @@
+"""Contrastive search (Su et al. 2022): deterministic decoding that trades probability for novelty.
+
+At each step the ``top_k`` most likely tokens are candidates; each is scored by
+
+    (1 - penalty_alpha) * p(token)  -  penalty_alpha * max_j cos(h_token, h_j)
+
+where ``h_token`` is the model's final hidden state at the candidate and ``h_j`` those of the tokens
+already in the context window. A candidate whose representation is close to something already said
+(the start of a loop) loses to one that moves on. ``penalty_alpha=0`` is greedy decoding.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ..checks import is_int
+from ..errors import GenerationError
+from .config import GenerationConfig, bad_value, check_int
+from .context import ContextWindow, crop_prompt, eval_no_grad, normalize_prompts
+from .processors import LogitsProcessor, apply_processors, descending_order
+from .sampling import tokenizer_limit, with_vocab_limit
+
+__all__ = ["check_penalty_alpha", "contrastive_search"]
+
+
+def check_penalty_alpha(value: Any) -> None:
+    """Raise GenerationError unless ``value`` is a real number in [0, 1]."""
+    real = not isinstance(value, bool) and isinstance(value, numbers.Real) and math.isfinite(value)
+    if not real or not 0 <= value <= 1:
+        raise bad_value("penalty_alpha", value, "it must be a number in [0, 1] (0 = greedy)")
+
+
+def contrastive_search(
+    model: nn.Module,
+    prompt_ids: Sequence[int] | torch.Tensor,
+    max_new_tokens: int,
+    *,
+    penalty_alpha: float = 0.6,
+    top_k: int = 4,
+    eos_id: int | None = None,
+    bos_id: int | None = None,
+    repetition_penalty: float = 1.0,
+    no_repeat_ngram_size: int = 0,
+    use_cache: bool = True,
+    context_keep: int | None = None,
+    tokenizer: Any = None,
+) -> list[int]:
+    """The new token ids of one prompt's continuation by contrastive search (ending with ``eos_id`` if
+    it stopped there).
+
+    ``penalty_alpha`` in [0, 1] weighs the degeneration penalty (Su et al. use 0.6 with ``top_k`` 4-10;
+    Hugging Face's ``penalty_alpha``); 0 is greedy decoding. Each step runs the ``top_k`` candidates
+    through the model in one batch (with the KV cache, one token each). The context the candidates are
+    compared with is the window the model sees, so past the context window it follows the same policy as
+    :func:`generate` (``context_keep``). Ties go to the more probable candidate, then the lower id. The
+    optional penalties are applied to the probabilities first; ``tokenizer`` gives the default ``bos_id``
+    and keeps a padded vocabulary's extra ids out, as in :func:`generate`.
+    """
+    check_penalty_alpha(penalty_alpha)
+    check_int("top_k", top_k, 1)
+    check_int("max_new_tokens", max_new_tokens, 0)
+    vocab_size, block_size = model.config.vocab_size, model.config.block_size
+    if bos_id is None and tokenizer is not None:
+        bos_id = tokenizer.bos_id
+    if eos_id is not None and (not is_int(eos_id) or not 0 <= eos_id < vocab_size):
+        raise bad_value("eos_id", eos_id, f"it must be None or an integer in 0..{vocab_size - 1}")
+    prompts, single = normalize_prompts(prompt_ids, vocab_size, bos_id)
+    if not single:
+        raise GenerationError(f"contrastive_search takes one prompt, got a batch of {len(prompts)}")
+    config = GenerationConfig(
+        repetition_penalty=repetition_penalty,
+        no_repeat_ngram_size=no_repeat_ngram_size,
+        do_sample=False,
+        context_keep=context_keep,
+    )
+    processors = with_vocab_limit(config.processors(), tokenizer_limit(tokenizer, vocab_size))
+    window = crop_prompt(prompts[0], block_size)
+    with eval_no_grad(model):
+        context = ContextWindow(
+            model, [window], keep=config.keep_for(block_size), use_cache=use_cache, track_hidden=True
+        )
+        return _contrastive_search(
+            context, prompts[0], max_new_tokens, float(penalty_alpha), int(top_k), eos_id, processors
+        )
+
+
+def _contrastive_search(
+    context: ContextWindow,
+    prompt: list[int],
+    max_new_tokens: int,
+    alpha: float,
+    top_k: int,
+    eos_id: int | None,
+    processors: list[LogitsProcessor],
+) -> list[int]:
+    ids: list[int] = []
+    for _ in range(max_new_tokens):
+        logits = apply_processors(context.next_logits(), [prompt + ids], processors)
+        probs = F.softmax(logits, dim=-1)[0]  # float64 on the CPU
+        ranked = descending_order(probs.unsqueeze(0))[0, :top_k].tolist()
+        candidates = [t for t in ranked if probs[t] > 0]  # a banned token is never a candidate
+        # One row per candidate: the context's cache is copied k times, and each row gets its candidate.
+        context.select([0] * len(candidates))
+        context.append(candidates)
+        hidden = context.hidden_states()  # per row: the window's tokens, then the candidate
+        similarity = torch.tensor([_max_similarity(h) for h in hidden], dtype=torch.float64)
+        scores = (1 - alpha) * probs[candidates] - alpha * similarity
+        best = int(descending_order(scores.unsqueeze(0))[0, 0])  # a tie: the more probable candidate
+        context.select([best])  # its logits are the next step's
+        ids.append(candidates[best])
+        if eos_id is not None and candidates[best] == eos_id:
+            break
+    return ids
+
+
+def _max_similarity(hidden: torch.Tensor) -> float:
+    """The largest cosine similarity between the last hidden state and each earlier one (0 if none: a
+    window cut down to the candidate alone, with ``context_keep=1``)."""
+    if len(hidden) < 2:
+        return 0.0
+    return float(F.cosine_similarity(hidden[-1:].float(), hidden[:-1].float(), dim=-1).max())
