@@ -12,6 +12,7 @@ import io
 import json
 import math
 import warnings
+from collections.abc import Sequence
 from types import SimpleNamespace
 
 import numpy as np
@@ -298,28 +299,19 @@ def test_top_k_keeps_exactly_k_with_ties_going_to_lower_ids():
         assert int(torch.isfinite(TopK(k)(logits, [[]])).sum()) == k
 
 
-def brute_force_nucleus(probs: torch.Tensor, p: float) -> set[int]:
-    order = sorted(range(len(probs)), key=lambda i: (-float(probs[i]), i))
-    kept, mass = set(), 0.0
+def fill_to_mass(probs: Sequence[float], order: Sequence[int], mass: float) -> set[int]:
+    """The tokens of ``order``, taken one by one until their probability reaches ``mass``."""
+    kept, total = set(), 0.0
     for i in order:
         kept.add(i)
-        mass += float(probs[i])
-        if mass >= p:
+        total += float(probs[i])
+        if total >= mass:
             break
     return kept
 
 
-@pytest.mark.parametrize("p", [1e-9, 0.1, 0.5, 0.9, 0.99])
-def test_top_p_keeps_the_smallest_set_reaching_p(p):
-    gen = torch.Generator().manual_seed(0)
-    logits = torch.randn(20, 30, generator=gen, dtype=torch.float64) * 2
-    out = TopP(p)(logits, [[]] * 20)
-    probs = F.softmax(logits, dim=-1)
-    for row in range(20):
-        kept = set(torch.nonzero(torch.isfinite(out[row])).flatten().tolist())
-        assert kept == brute_force_nucleus(probs[row], p)
-        assert len(kept) >= 1
-        assert probs[row, sorted(kept)].sum() >= p - 1e-12
+def brute_force_nucleus(probs: torch.Tensor, p: float) -> set[int]:
+    return fill_to_mass(probs, sorted(range(len(probs)), key=lambda i: (-float(probs[i]), i)), p)
 
 
 def test_top_p_stops_as_soon_as_the_mass_reaches_p_and_breaks_ties_by_id():
@@ -356,24 +348,25 @@ def brute_force_typical(probs: torch.Tensor, mass: float) -> set[int]:
     p = [float(x) for x in probs]
     entropy = -sum(x * math.log(x) for x in p if x > 0)
     order = sorted((i for i in range(len(p)) if p[i] > 0), key=lambda i: (abs(-math.log(p[i]) - entropy), i))
-    kept, total = set(), 0.0
-    for i in order:
-        kept.add(i)
-        total += p[i]
-        if total >= mass:
-            break
-    return kept
+    return fill_to_mass(p, order, mass)
 
 
-@pytest.mark.parametrize("mass", [1e-9, 0.2, 0.5, 0.9, 0.99])
-def test_typical_p_keeps_the_most_typical_tokens_up_to_the_mass(mass):
-    gen = torch.Generator().manual_seed(4)
+@pytest.mark.parametrize("mass", [1e-9, 0.1, 0.2, 0.5, 0.9, 0.99])
+@pytest.mark.parametrize(
+    "processor, brute_force",
+    [(TopP, brute_force_nucleus), (TypicalP, brute_force_typical)],
+    ids=["top-p", "typical"],
+)
+def test_mass_filters_keep_the_shortest_ranked_set_reaching_the_mass(processor, brute_force, mass):
+    """Top-p ranks by probability, typical sampling by |surprisal - entropy|; both fill to the mass."""
+    gen = torch.Generator().manual_seed(0)
     logits = torch.randn(20, 30, generator=gen, dtype=torch.float64) * 2
-    out = TypicalP(mass)(logits, [[]] * 20)
+    out = processor(mass)(logits, [[]] * 20)
     probs = F.softmax(logits, dim=-1)
     for row in range(20):
         kept = set(torch.nonzero(torch.isfinite(out[row])).flatten().tolist())
-        assert kept == brute_force_typical(probs[row], mass)
+        assert kept == brute_force(probs[row], mass)
+        assert probs[row, sorted(kept)].sum() >= mass - 1e-12
 
 
 def test_typical_p_can_drop_the_most_likely_token_where_top_p_keeps_it():

@@ -20,12 +20,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..checks import is_int
-from ..errors import GenerationError
-from .config import GenerationConfig, bad_value, check_int
-from .context import ContextWindow, crop_prompt, eval_no_grad, normalize_prompts
+from .config import bad_value, check_int
+from .context import ContextWindow, eval_no_grad
 from .processors import LogitsProcessor, apply_processors, descending_order
-from .sampling import tokenizer_limit, with_vocab_limit
+from .search import start_search
 
 __all__ = ["check_penalty_alpha", "contrastive_search"]
 
@@ -66,28 +64,17 @@ def contrastive_search(
     check_penalty_alpha(penalty_alpha)
     check_int("top_k", top_k, 1)
     check_int("max_new_tokens", max_new_tokens, 0)
-    vocab_size, block_size = model.config.vocab_size, model.config.block_size
-    if bos_id is None and tokenizer is not None:
-        bos_id = tokenizer.bos_id
-    if eos_id is not None and (not is_int(eos_id) or not 0 <= eos_id < vocab_size):
-        raise bad_value("eos_id", eos_id, f"it must be None or an integer in 0..{vocab_size - 1}")
-    prompts, single = normalize_prompts(prompt_ids, vocab_size, bos_id)
-    if not single:
-        raise GenerationError(f"contrastive_search takes one prompt, got a batch of {len(prompts)}")
-    config = GenerationConfig(
-        repetition_penalty=repetition_penalty,
-        no_repeat_ngram_size=no_repeat_ngram_size,
-        do_sample=False,
-        context_keep=context_keep,
-    )
-    processors = with_vocab_limit(config.processors(), tokenizer_limit(tokenizer, vocab_size))
-    window = crop_prompt(prompts[0], block_size)
+    start = start_search(
+        model, prompt_ids, "contrastive_search", eos_id=eos_id, bos_id=bos_id,
+        repetition_penalty=repetition_penalty, no_repeat_ngram_size=no_repeat_ngram_size,
+        context_keep=context_keep, tokenizer=tokenizer,
+    )  # fmt: skip
     with eval_no_grad(model):
         context = ContextWindow(
-            model, [window], keep=config.keep_for(block_size), use_cache=use_cache, track_hidden=True
+            model, [start.window], keep=start.keep, use_cache=use_cache, track_hidden=True
         )
         return _contrastive_search(
-            context, prompts[0], max_new_tokens, float(penalty_alpha), int(top_k), eos_id, processors
+            context, start.prompt, max_new_tokens, float(penalty_alpha), int(top_k), eos_id, start.processors
         )
 
 
