@@ -484,19 +484,24 @@ def test_zoo_command_gives_one_line_for_a_bad_scale(monkeypatch, capsys):
     assert capsys.readouterr().err.strip() == "error: ARLM_SCALE='gpux' is not allowed: use 'cpu' or 'gpu'"
 
 
-def test_top_p_of_one_means_off_and_is_accepted(trained_run):
-    argv = [
-        "sample",
-        "--checkpoint",
-        str(trained_run),
-        "--top-p",
-        "1",
-        "--max-new-tokens",
-        "2",
-        "--device",
-        "cpu",
-    ]
+@pytest.mark.parametrize(
+    "flag, value",
+    [
+        ("--top-p", "1"),
+        ("--typical-p", "1"),
+        ("--min-p", "0"),
+        ("--epsilon-cutoff", "0"),
+        ("--eta-cutoff", "0"),
+    ],
+)
+def test_the_neutral_value_of_a_filter_means_off_and_is_accepted(trained_run, flag, value, capsys):
+    """GenerationConfig documents these values as "off": the parser must take them (and sample the
+    same text as without the flag)."""
+    argv = ["sample", "--checkpoint", str(trained_run), "--max-new-tokens", "8", "--device", "cpu"]
     assert main(argv) == 0
+    plain = capsys.readouterr().out
+    assert main([*argv, flag, value]) == 0
+    assert capsys.readouterr().out == plain
 
 
 @pytest.mark.parametrize(

@@ -423,6 +423,34 @@ def test_eta_cutoff_threshold_falls_as_the_entropy_rises():
     ].any()
 
 
+def test_a_mass_of_one_keeps_every_token_even_where_the_sum_rounds_to_one():
+    # Tokens 60 nats below the favourite have probability ~1e-26: added to it in float64 they change
+    # nothing, so the running sum is exactly 1.0 before them. A mass of 1 means "off" (documented), not
+    # "the prefix whose sum rounds to 1", so every token must stay, for top-p and typical alike.
+    logits = torch.tensor([[0.0] + [-60.0] * 5], dtype=torch.float64)
+    assert F.softmax(logits, -1)[0, 0] == 1.0  # the favourite alone already sums to 1.0
+    assert torch.equal(TypicalP(1.0)(logits, [[]]), logits)
+    assert torch.equal(TopP(1.0)(logits, [[]]), logits)
+
+
+def test_mass_filters_break_even_a_long_tie_by_token_id():
+    # 200 equally likely tokens are equally typical (and equally probable): the set is the lowest ids.
+    # An unstable sort keeps a handful of ties in id order (the 4 tokens above) but scrambles ~100+.
+    # Mass 0.4975 lies between 99 x 0.005 and 100 x 0.005, so exactly 100 tokens are needed.
+    equal = torch.zeros(1, 200, dtype=torch.float64)
+    for processor in (TypicalP(0.4975), TopP(0.4975)):
+        kept = torch.isfinite(processor(equal, [[]]))[0]
+        assert kept.tolist() == [True] * 100 + [False] * 100, processor
+
+
+def test_epsilon_cutoff_keeps_a_token_exactly_at_epsilon():
+    # Only tokens strictly *below* epsilon go (Hewitt et al.; Hugging Face's probs < epsilon): take
+    # epsilon to be exactly the probability the processor computes for token 1, which must then stay.
+    logits = torch.tensor([[2.0, 1.0, 0.5, -1.0]], dtype=torch.float64)
+    epsilon = float(F.softmax(logits, dim=-1)[0, 1])
+    assert torch.isfinite(EpsilonCutoff(epsilon)(logits, [[]]))[0].tolist() == [True, True, False, False]
+
+
 def test_repetition_penalty_divides_positive_and_multiplies_negative_seen_logits():
     logits = torch.tensor([[2.0, -2.0, 2.0, -2.0]])
     out = RepetitionPenalty(2.0)(logits, [[0, 1, 1]])
@@ -459,6 +487,15 @@ def test_processor_order_is_the_documented_one():
     with pytest.warns(UserWarning, match="top_k=5 has no effect"):
         greedy = GenerationConfig(temperature=0, top_k=5, repetition_penalty=1.3)
     assert [type(p) for p in greedy.processors()] == [RepetitionPenalty]
+
+
+def test_neutral_filter_values_add_no_processor():
+    # None and the neutral value both mean "off": neither may add a processor (a TypicalP(1.0) would be
+    # a useless step at every token, and would show in the list that a reader inspects).
+    neutral = GenerationConfig(
+        temperature=0.7, top_p=1.0, min_p=0.0, typical_p=1.0, epsilon_cutoff=0.0, eta_cutoff=0.0
+    )
+    assert [type(p) for p in neutral.processors()] == [Temperature]
 
 
 def test_vocab_limit_removes_exactly_the_ids_past_the_limit():
@@ -672,6 +709,7 @@ def test_a_tokenizer_with_more_ids_than_the_model_is_refused_up_front(tok):
         "stream_text": lambda: list(stream_text(small, tok, "the ", max_new_tokens=3)),
         "generate": lambda: generate(small, [1, 2], tokenizer=tok),
         "beam_search": lambda: beam_search(small, [1, 2], 2, 3, tokenizer=tok),
+        "contrastive_search": lambda: contrastive_search(small, [1, 2], 3, tokenizer=tok),
     }
     for call in calls.values():
         with pytest.raises(GenerationError, match=pattern):
@@ -705,6 +743,13 @@ def test_ids_past_a_smaller_tokenizer_are_never_generated(model, tok):
                 assert len(generate_text(model, tok, "the ", **kw)) == 20  # decodable: one char per id
         for h in beam_search(model, [1, 2], 3, 10, tokenizer=tok):
             assert max(h.ids) < n
+        # Every token a candidate: the padding (probability 0 once limited) must not even be one.
+        assert max(contrastive_search(model, [1, 2], 10, top_k=VOCAB)) >= n  # the hook works here too
+        for use_cache in (True, False):
+            assert (
+                max(contrastive_search(model, [1, 2], 10, top_k=VOCAB, tokenizer=tok, use_cache=use_cache))
+                < n
+            )
     finally:
         handle.remove()
 
@@ -715,6 +760,11 @@ def test_empty_prompt_starts_from_bos(model, tok, text_model):
     )
     text = generate_text(text_model, tok, "", temperature=0, max_new_tokens=10)
     assert text == tok.decode(generate_ids(text_model, [tok.bos_id], temperature=0, max_new_tokens=10))
+    # The searches too: the tokenizer's bos_id is the default start token.
+    assert contrastive_search(text_model, [], 10, tokenizer=tok) == contrastive_search(
+        text_model, [tok.bos_id], 10
+    )
+    assert beam_search(text_model, [], 2, 10, tokenizer=tok) == beam_search(text_model, [tok.bos_id], 2, 10)
     with pytest.raises(GenerationError, match="empty prompt"):
         generate(model, [])
 
@@ -996,6 +1046,83 @@ def test_contrastive_search_names_a_bad_argument(model, kwargs, field):
         contrastive_search(model, [[1, 2], [3]], 5)
 
 
+def test_contrastive_search_defaults_are_alpha_0_6_and_four_candidates(model):
+    # The documented defaults (Su et al.'s alpha, and the 4 candidates the CLI's help promises); the
+    # neighbouring values give other text here, so a changed default would show.
+    got = contrastive_search(model, PROMPTS[0], 40)
+    assert got == contrastive_search(model, PROMPTS[0], 40, penalty_alpha=0.6, top_k=4)
+    assert got != contrastive_search(model, PROMPTS[0], 40, penalty_alpha=0.5, top_k=4)
+    assert got != contrastive_search(model, PROMPTS[0], 40, penalty_alpha=0.6, top_k=5)
+
+
+def test_contrastive_search_never_picks_a_banned_token(model):
+    # With alpha = 1 the score ignores probability, so a banned token (probability 0) that were still a
+    # candidate would win whenever its hidden state is the least similar. Every token is a candidate
+    # here (top_k = VOCAB): only leaving the banned ones out keeps the ban.
+    prompt = [3, 1]
+    out = contrastive_search(model, prompt, 30, penalty_alpha=1.0, top_k=VOCAB, no_repeat_ngram_size=1)
+    assert len(set(prompt + out)) == len(prompt) + 30  # size 1: no token twice (38 are left to use)
+
+
+def test_contrastive_search_at_alpha_zero_is_greedy_under_the_same_penalties_past_a_long_prompt(model):
+    # alpha = 0 scores by probability alone: contrastive search must be greedy decoding with the same
+    # penalties, and those count the whole prompt, even the part cut off the context window. To make
+    # that part matter, it holds the first two tokens that the window alone leads to.
+    window = [(i * 7) % VOCAB for i in range(BLOCK)]
+    for penalties in (dict(repetition_penalty=3.0), dict(no_repeat_ngram_size=2)):
+        window_only = generate_ids(model, window, temperature=0, max_new_tokens=40, **penalties)
+        long_prompt = window_only[:2] + window
+        with pytest.warns(UserWarning, match="cropped"):
+            greedy = generate_ids(model, long_prompt, temperature=0, max_new_tokens=40, **penalties)
+        with pytest.warns(UserWarning, match="cropped"):
+            got = contrastive_search(model, long_prompt, 40, penalty_alpha=0.0, top_k=5, **penalties)
+        assert got == greedy, penalties
+        assert got != window_only, penalties  # the cut-off part really changed the text
+
+
+def test_contrastive_search_without_the_cache_never_makes_one(model, monkeypatch):
+    # Both paths give the same tokens (checked above), so only this shows that use_cache=False reaches
+    # the context window: no KV cache may be allocated.
+    expected = contrastive_search(model, PROMPTS[0], 40)
+
+    def no_cache(*args, **kwargs):
+        raise AssertionError("a KV cache was made with use_cache=False")
+
+    monkeypatch.setattr(model, "new_kv_cache", no_cache)
+    assert contrastive_search(model, PROMPTS[0], 40, use_cache=False) == expected
+
+
+def test_context_window_hidden_states_are_each_row_s_own_tokens(model):
+    """Rows of different lengths share one left-padded forward pass; each row's hidden states must be
+    those of its window run alone (none of the padding), after appends (through the cache or not) and
+    after select repeats and reorders rows, as contrastive search does."""
+    from arlm_lib.generation.context import ContextWindow
+
+    def alone(window: list[int]) -> torch.Tensor:
+        return model(torch.tensor([window])).hidden_states[0]
+
+    def check(context: ContextWindow) -> None:
+        hidden = context.hidden_states()
+        assert len(hidden) == len(context.windows)
+        for h, window in zip(hidden, context.windows):
+            torch.testing.assert_close(h, alone(window), rtol=1e-4, atol=1e-4)
+
+    with torch.no_grad():
+        for use_cache in (True, False):
+            context = ContextWindow(
+                model, [[1, 2, 3, 4, 5], [6, 7]], keep=BLOCK // 2, use_cache=use_cache, track_hidden=True
+            )
+            for step in range(3):
+                check(context)
+                context.append([8 + step, 20 + step])
+            context.select([1, 1, 0])
+            check(context)
+            context.append([30, 31, 32])
+            check(context)
+    with pytest.raises(ValueError, match="track_hidden=True"):
+        ContextWindow(model, [[1, 2]], keep=4).hidden_states()
+
+
 # ----------------------------------------------------------------------------- scoring
 def test_score_equals_the_sum_of_generation_logprobs_even_past_the_context(model):
     prompt = PROMPTS[2]
@@ -1153,6 +1280,31 @@ def test_sample_cli_accepts_the_options_that_do_combine(text_model, tok, options
     out = io.StringIO()
     assert sample_cli(text_model, tok, prompt="the ", max_new_tokens=3, out=out, **options) == 0
     assert out.getvalue().count("the ") == options.get("num_samples", 1)
+
+
+def test_sample_cli_penalty_alpha_runs_contrastive_search_with_the_cli_options(text_model, tok):
+    # The help promises 4 candidates without --top-k, and --top-k and the penalties must reach the
+    # search: the CLI prints exactly the library's text, and each option really changes that text.
+    prompt_ids = tok.encode("the ")
+
+    def search(**options):
+        options = {"penalty_alpha": 0.6, "top_k": 4, **options}
+        return contrastive_search(text_model, prompt_ids, 40, tokenizer=tok, **options)
+
+    plain = search()
+    assert plain != search(top_k=5)  # so a different default number of candidates would show
+    cases = [
+        ({}, {}),
+        ({"top_k": 3}, {"top_k": 3}),
+        ({"repetition_penalty": 2.0}, {"repetition_penalty": 2.0}),
+        ({"no_repeat_ngram": 2}, {"no_repeat_ngram_size": 2}),
+    ]
+    for flags, options in cases:
+        expected = search(**options)
+        out = io.StringIO()
+        sample_cli(text_model, tok, prompt="the ", max_new_tokens=40, penalty_alpha=0.6, out=out, **flags)
+        assert out.getvalue() == "the " + tok.decode(expected) + "\n", flags
+        assert (expected != plain) == bool(flags), flags
 
 
 @pytest.mark.parametrize(

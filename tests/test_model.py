@@ -156,6 +156,21 @@ def test_kv_cache_matches_recomputing_the_prefix():
     torch.testing.assert_close(torch.cat(pieces, dim=1), full, rtol=0, atol=1e-5)
 
 
+def test_hidden_states_are_what_lm_head_reads_with_and_without_the_cache():
+    # Contrastive search compares these vectors: they must be the final LayerNorm's output, the input
+    # of lm_head (so that lm_head of them is the logits), one per position, and the same whether the
+    # positions come in one pass or one at a time through the KV cache.
+    fast, _ = make_pair()
+    idx = torch.randint(0, SMALL.vocab_size, (2, 12))
+    out = fast(idx)
+    assert out.hidden_states.shape == (2, 12, SMALL.n_embd)
+    torch.testing.assert_close(fast.lm_head(out.hidden_states), out.logits, rtol=0, atol=1e-5)
+    cache = fast.new_kv_cache(batch_size=2)
+    pieces = [fast(idx[:, :5], kv_cache=cache).hidden_states]
+    pieces += [fast(idx[:, t : t + 1], kv_cache=cache).hidden_states for t in range(5, 12)]
+    torch.testing.assert_close(torch.cat(pieces, dim=1), out.hidden_states, rtol=0, atol=1e-5)
+
+
 def test_kv_cache_under_autocast_stores_the_autocast_dtype_and_matches_recomputing():
     # Generating inside autocast (float32 weights, bf16 compute; CUDA's usual setting, simulated with
     # CPU autocast): the cache must hold bf16 like the keys it stores, not float32 copies of twice the size.

@@ -378,11 +378,13 @@ def test_playground_explains_edge_settings_and_clears_a_failed_run(model, tokeni
     assert "cannot encode" in app.status.value and app.output.value == ""  # not the last run's text
     app.prompt.value = ""
     assert "empty prompt" in app.status.value
-    app.top_k.value, app.top_p.value = 3, 0.5
+    app.top_k.value, app.top_p.value, app.min_p.value, app.typical_p.value = 3, 0.5, 0.1, 0.5
     app.temperature.value = 0.0
     assert "greedy" in app.status.value
     # Greedy ignores the filter sliders: they are left out of the config, which would otherwise warn.
-    assert app.config().top_k is None and app.config().top_p == 1.0 and app.config().greedy
+    config = app.config()
+    assert config.top_k is None and config.top_p == 1.0 and config.min_p == 0.0 and config.typical_p == 1.0
+    assert config.greedy
     app.prompt.value = "the cat sat on the mat. " * 2  # 48 tokens, more than block_size=32
     assert "48 tokens" in app.status.value and "last 32" in app.status.value
     app._generate()
@@ -456,6 +458,20 @@ def test_playground_mass_sliders_reach_the_config_and_the_chart(model, tokenizer
     shown = [int(c.rsplit("#", 1)[1]) for c in app.figure.data[1].x]
     np.testing.assert_allclose(app.figure.data[1].y, processed[shown], atol=1e-5)
     assert list(app.figure.data[1].y) != before  # the slider really moved the chart
+    app.close()
+
+
+def test_playground_sliders_cannot_reach_an_invalid_setting(model, tokenizer):
+    # Each filter slider, at either end of its range, must give a valid config (top-p and typical-p
+    # refuse 0, min-p refuses 1): a slider that can reach a refused value breaks the chart mid-drag.
+    app = widgets.SamplingPlayground(model, tokenizer, "the c", max_new_tokens=8)
+    # Temperature last: at 0 (greedy) the config leaves the filters out, so it would hide them.
+    for slider in (app.top_k, app.top_p, app.min_p, app.typical_p, app.temperature):
+        start = slider.value
+        for value in (slider.min, slider.max):
+            slider.value = value
+            app.config()  # raises GenerationError on a refused value
+        slider.value = start
     app.close()
 
 
