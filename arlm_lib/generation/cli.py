@@ -227,10 +227,11 @@ def sample_cli(
 
     num_samples = opts["num_samples"]
     if opts["penalty_alpha"] is not None:
+        candidates = {} if opts["top_k"] is None else {"top_k": opts["top_k"]}  # else the search's default
         ids = contrastive_search(
-            model, prompt_ids, config.max_new_tokens, penalty_alpha=opts["penalty_alpha"],
-            top_k=opts["top_k"] or 4, tokenizer=tokenizer, repetition_penalty=config.repetition_penalty,
-            no_repeat_ngram_size=config.no_repeat_ngram_size,
+            model, prompt_ids, config.max_new_tokens, penalty_alpha=opts["penalty_alpha"], tokenizer=tokenizer,
+            repetition_penalty=config.repetition_penalty, no_repeat_ngram_size=config.no_repeat_ngram_size,
+            **candidates,
         )  # fmt: skip
         print(prompt + tokenizer.decode(ids), file=out, flush=True)
         return 0

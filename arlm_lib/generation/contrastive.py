@@ -11,8 +11,6 @@ already in the context window. A candidate whose representation is close to some
 
 from __future__ import annotations
 
-import math
-import numbers
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,6 +18,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..checks import is_real
 from .config import bad_value, check_int
 from .context import ContextWindow, eval_no_grad
 from .processors import LogitsProcessor, apply_processors, descending_order
@@ -30,8 +29,7 @@ __all__ = ["check_penalty_alpha", "contrastive_search"]
 
 def check_penalty_alpha(value: Any) -> None:
     """Raise GenerationError unless ``value`` is a real number in [0, 1]."""
-    real = not isinstance(value, bool) and isinstance(value, numbers.Real) and math.isfinite(value)
-    if not real or not 0 <= value <= 1:
+    if not (is_real(value) and 0 <= value <= 1):  # NaN and inf fail the range
         raise bad_value("penalty_alpha", value, "it must be a number in [0, 1] (0 = greedy)")
 
 
