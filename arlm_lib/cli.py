@@ -317,6 +317,23 @@ def build_parser() -> argparse.ArgumentParser:
         "candidates (deterministic; try 0.6)",
     )
     sample.add_argument(
+        "--draft",
+        type=_checkpoint_arg,
+        metavar="CHECKPOINT",
+        help="speculative decoding: this run directory (or .safetensors file), a smaller model trained with "
+        "the same tokenizer, proposes tokens and the model checks several in one pass: the same text as "
+        "without it at --temperature 0, the same distribution when sampling, in fewer passes of the model "
+        "(a summary goes to stderr); not with --beam, --penalty-alpha or --num-samples > 1; --stream "
+        "prints the text when done",
+    )
+    sample.add_argument(
+        "--draft-tokens",
+        type=non_negative_int,
+        metavar="K",
+        help="with --draft: tokens the draft proposes per pass of the model (default 4; 0 = plain "
+        "decoding, one pass per token)",
+    )
+    sample.add_argument(
         "--num-samples",
         type=positive_int,
         default=1,

@@ -1,5 +1,5 @@
 """Text generation: logits processors, streaming sampling with a KV cache, beam and contrastive search,
-scoring, metrics.
+speculative decoding, scoring, metrics.
 
 The code lives in ``arlm_lib.generation`` (one module per job); this module is the public face::
 
@@ -58,6 +58,7 @@ from .generation.sampling import (
     stream_text,
 )
 from .generation.scoring import SequenceScore, generated_perplexity, score_sequence, score_text
+from .generation.speculative import SpeculativeResult, speculative_generate
 
 __all__ = [
     "BeamHypothesis",
@@ -72,6 +73,7 @@ __all__ = [
     "NoRepeatNGram",
     "RepetitionPenalty",
     "SequenceScore",
+    "SpeculativeResult",
     "Temperature",
     "TopK",
     "TopP",
@@ -92,5 +94,6 @@ __all__ = [
     "sample_cli",
     "score_sequence",
     "score_text",
+    "speculative_generate",
     "stream_text",
 ]

@@ -152,6 +152,12 @@ class KVCache:
         """Empty the cache (its memory is kept for reuse)."""
         self.length = 0
 
+    def truncate(self, length: int) -> None:
+        """Forget every position from ``length`` on (speculative decoding drops rejected draft tokens)."""
+        if not 0 <= length <= self.length:
+            raise ValueError(f"cannot truncate a cache of {self.length} positions to {length}")
+        self.length = length
+
     def select_rows(self, index: torch.Tensor) -> None:
         """Keep only the batch rows in ``index`` (finished sequences leave; beams are reordered)."""
         self.keys = self.keys.index_select(1, index)

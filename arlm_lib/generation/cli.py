@@ -9,11 +9,13 @@ from typing import Any, TextIO
 from torch import nn
 
 from ..checks import is_int
-from ..errors import GenerationError, TokenizerError
+from ..errors import CheckpointError, GenerationError, TokenizerError
 from .beam import beam_search
 from .config import GenerationConfig, check_int
+from .context import model_device
 from .contrastive import check_penalty_alpha, contrastive_search
 from .sampling import make_generator, stream_text
+from .speculative import SpeculativeResult, speculative_generate
 
 __all__ = ["FLAG_OF_FIELD", "check_sample_options", "sample_cli"]
 
@@ -33,6 +35,8 @@ FLAG_OF_FIELD = {
     "penalty_alpha": "--penalty-alpha",
     "num_samples": "--num-samples",
     "seed": "--seed",
+    "draft": "--draft",
+    "num_draft_tokens": "--draft-tokens",
 }
 
 DEFAULTS: dict[str, Any] = {
@@ -52,6 +56,8 @@ DEFAULTS: dict[str, Any] = {
     "num_samples": 1,
     "seed": None,
     "stream": False,
+    "draft": None,
+    "draft_tokens": None,
 }
 
 
@@ -88,6 +94,30 @@ def check_sample_options(args: Any = None, **kwargs: Any) -> None:
     opts = _options(args, kwargs)
     beam, temperature, num_samples = opts["beam"], opts["temperature"], opts["num_samples"]
     filters = [f for f in SAMPLING_ONLY if opts[f] is not None]
+    if opts["draft"] is None:
+        if opts["draft_tokens"] is not None:
+            raise _conflict(
+                "num_draft_tokens",
+                opts["draft_tokens"],
+                "without --draft: it is how many tokens the draft model proposes per pass; add "
+                "--draft CHECKPOINT, or drop it",
+            )
+    else:
+        # Speculative decoding continues one sequence, sampled or greedy, as plain sampling does.
+        if beam is not None:
+            raise _conflict("num_beams", beam, "with --draft: choose beam search or speculative decoding")
+        if opts["penalty_alpha"] is not None:
+            raise _conflict(
+                "penalty_alpha",
+                opts["penalty_alpha"],
+                "with --draft: choose contrastive search or speculative decoding",
+            )
+        if is_int(num_samples) and num_samples > 1:
+            raise _conflict(
+                "num_samples",
+                num_samples,
+                "with --draft: speculative decoding prints one sample; use 1 (and another --seed for another)",
+            )
     if opts["penalty_alpha"] is not None:
         # Contrastive search is deterministic too; --top-k is its number of candidates.
         why = "with --penalty-alpha: contrastive search does not sample (drop one of the two)"
@@ -182,14 +212,19 @@ def sample_cli(
     number in [0, 1] = contrastive search among ``top_k`` candidates, default 4), ``num_samples`` (1:
     independent samples, or the number of best beams to print, at most ``beam``), ``seed`` (None =
     unseeded; one generator serves all samples, which run one after another, so the same seed prints
-    the same text with or without ``stream``), ``stream`` (print tokens as they arrive; beam and
-    contrastive search print when done).
+    the same text with or without ``stream``), ``stream`` (print tokens as they arrive; beam,
+    contrastive search and speculative decoding print when done), ``draft`` (None; a checkpoint path =
+    speculative decoding, :func:`speculative_generate` with the checkpoint's model as the draft: it must
+    hold the model's tokenizer; one sample; a summary of passes and accepted tokens goes to stderr),
+    ``draft_tokens`` (None = speculative_generate's default; tokens drafted per pass).
 
     Each sample is printed as prompt + continuation, under a ``--- sample i ---`` header when there are
     several. Bad values raise GenerationError naming the flag, and so do flags that would be ignored
     (see ``check_sample_options``: a filter or temperature with ``beam``, filters or several
-    samples with temperature 0); an unencodable prompt raises TokenizerError naming ``--prompt``, the
-    characters, and the ones the model knows.
+    samples with temperature 0, ``draft_tokens`` without ``draft``, ``draft`` with ``beam``,
+    ``penalty_alpha`` or several samples); an unencodable prompt raises TokenizerError naming
+    ``--prompt``, the characters, and the ones the model knows; a draft checkpoint that cannot be loaded,
+    holds no tokenizer or another one, or another vocabulary size, raises an error naming ``--draft``.
     """
     out = out or sys.stdout
     opts = _options(args, kwargs)
@@ -200,6 +235,8 @@ def sample_cli(
             check_int("num_beams", opts["beam"], 1)
         if opts["penalty_alpha"] is not None:
             check_penalty_alpha(opts["penalty_alpha"])
+        if opts["draft_tokens"] is not None:
+            check_int("num_draft_tokens", opts["draft_tokens"], 0)
         with warnings.catch_warnings():
             # GenerationConfig only warns about filters that greedy decoding ignores; the CLI refuses
             # them just below (check_sample_options), in terms of the flags.
@@ -226,6 +263,14 @@ def sample_cli(
         raise _prompt_error(tokenizer, prompt, err) from err
 
     num_samples = opts["num_samples"]
+    if opts["draft"] is not None:
+        result = _speculate(
+            model, tokenizer, prompt_ids, config, generator, opts["draft"], opts["draft_tokens"]
+        )
+        print(prompt + tokenizer.decode(result.ids), file=out, flush=True)
+        # On stderr, as warnings are: stdout holds the same text as without --draft, for scripts.
+        print(speculative_summary(result), file=sys.stderr, flush=True)
+        return 0
     if opts["penalty_alpha"] is not None:
         candidates = {} if opts["top_k"] is None else {"top_k": opts["top_k"]}  # else the search's default
         ids = contrastive_search(
@@ -264,3 +309,70 @@ def sample_cli(
                 print("".join(pieces), end="", file=out)
             print(file=out, flush=True)
     return 0
+
+
+def _speculate(
+    model: nn.Module,
+    tokenizer: Any,
+    prompt_ids: list[int],
+    config: GenerationConfig,
+    generator: Any,
+    draft_path: Any,
+    draft_tokens: int | None,
+) -> SpeculativeResult:
+    """``speculative_generate`` with the model of the ``--draft`` checkpoint, loaded as ``--checkpoint``
+    is (safetensors only, verified) onto the model's device, and checked to share its tokenizer."""
+    from ..checkpoint import load_model
+
+    try:
+        draft, draft_tokenizer = load_model(draft_path, device=model_device(model))
+    except (CheckpointError, TokenizerError) as err:
+        raise type(err)(f"--draft: {err}") from err
+    if draft_tokenizer is None:
+        raise CheckpointError(
+            f"--draft {draft_path}: this checkpoint holds no tokenizer, so nothing shows that its token ids "
+            "mean what the model's do; use a checkpoint written by 'train' (it saves its tokenizer)"
+        )
+    # A different vocabulary size is the library's error (below, naming both sizes). The same size is
+    # not enough: two char tokenizers of 30 characters each give the same ids to different characters.
+    if draft.config.vocab_size == model.config.vocab_size and draft_tokenizer != tokenizer:
+        theirs, ours = _describe(draft_tokenizer), _describe(tokenizer)
+        what = f"both {ours}, but not the same tokens" if theirs == ours else f"{theirs}; the model's: {ours}"
+        raise GenerationError(
+            f"--draft {draft_path} was trained with another tokenizer than --checkpoint ({what}): the same "
+            "ids stand for other text in the two models; train the draft on the model's --data with its "
+            "--tokenizer (a tokenizer is learnt from the data), or use another draft"
+        )
+    drafting = {} if draft_tokens is None else {"num_draft_tokens": draft_tokens}  # else the library's
+    try:
+        return speculative_generate(
+            model, draft, prompt_ids, config, seed=generator, tokenizer=tokenizer, **drafting
+        )
+    except GenerationError as err:
+        if getattr(err, "field", None) is not None:
+            raise _flagged(err) from err
+        raise GenerationError(f"--draft {draft_path}: {err}") from err  # the draft does not fit the model
+
+
+def _describe(tokenizer: Any) -> str:
+    return f"a {tokenizer.kind} tokenizer of {tokenizer.vocab_size} tokens"
+
+
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
+
+
+def speculative_summary(result: SpeculativeResult) -> str:
+    """One line: tokens, passes of the model, tokens per pass, and the share of drafted tokens accepted."""
+    tokens = _count(len(result.ids), "token", "tokens")
+    line = f"speculative: {tokens} in {_count(result.target_passes, 'pass', 'passes')} of the model"
+    if result.target_passes:
+        line += f" ({result.tokens_per_pass:.2f} tokens per pass)"
+    if not result.drafted:
+        return line + ", no tokens drafted"
+    percent = round(100 * result.acceptance_rate)
+    if result.accepted < result.drafted:  # never "100%" (or "0%") unless it is exactly so
+        percent = min(percent, 99)
+    if result.accepted:
+        percent = max(percent, 1)
+    return line + f", {percent}% of {result.drafted} drafted tokens accepted"

@@ -155,7 +155,8 @@ def check_text_prompt(prompt: Any) -> tuple[list[str], bool]:
     )
 
 
-def _check_stop_ids(stop_ids: Iterable[int] | int | None, vocab_size: int) -> frozenset[int]:
+def check_stop_ids(stop_ids: Iterable[int] | int | None, vocab_size: int) -> frozenset[int]:
+    """The set of stop ids (one id, an iterable of them, or None); GenerationError for a bad one."""
     if stop_ids is None:
         return frozenset()
     if isinstance(stop_ids, numbers.Integral):
@@ -221,7 +222,7 @@ def generate(
         bos_id = tokenizer.bos_id
     prompts, _ = normalize_prompts(prompt_ids, vocab_size, bos_id)
     keep = config.keep_for(block_size)
-    stops = _check_stop_ids(stop_ids, vocab_size)
+    stops = check_stop_ids(stop_ids, vocab_size)
     strings = _check_stop_strings(stop_strings, tokenizer)
     check_int("return_top", return_top, 0)
     generator = make_generator(seed)
@@ -429,7 +430,7 @@ def generate_text(
     tokenizer_limit(tokenizer, model.config.vocab_size)  # a mismatch first, not as a bad prompt id
     ids = [tokenizer.encode(p) for p in prompts]
     strings = _check_stop_strings(stop_strings, tokenizer)
-    stops = _check_stop_ids(stop_ids, tokenizer.vocab_size)
+    stops = check_stop_ids(stop_ids, tokenizer.vocab_size)
     new = generate_ids(
         model, ids, config, tokenizer=tokenizer, stop_strings=strings, stop_ids=stops, **kwargs
     )
@@ -472,7 +473,7 @@ def stream_text(
     check_config(config)
     tokenizer_limit(tokenizer, model.config.vocab_size)  # a mismatch first, not as a bad prompt id
     strings = _check_stop_strings(stop_strings, tokenizer)
-    stops = _check_stop_ids(stop_ids, tokenizer.vocab_size)
+    stops = check_stop_ids(stop_ids, tokenizer.vocab_size)
     steps = generate(
         model,
         tokenizer.encode(prompt),
