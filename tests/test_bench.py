@@ -243,6 +243,25 @@ def test_generation_bench_checks_the_cache_gives_the_same_tokens():
     assert all(row[-1] == "yes" for row in rows), "the KV cache changed the greedy tokens"
 
 
+def test_speculative_bench_checks_greedy_tokens_and_counts_passes():
+    stdout = run_bench(
+        "speculative.py", "--orders", "3", "--draft-tokens", "0", "3", "--new-tokens", "40", "--repeats", "1"
+    )  # fmt: skip
+    rows = table_rows(stdout, "3-gram")
+    assert [(row[1], row[2]) for row in rows] == [
+        ("0", "greedy"),
+        ("0", "sampling"),
+        ("3", "greedy"),
+        ("3", "sampling"),
+    ]
+    # Greedy: the plain greedy tokens; sampling without drafts: even plain sampling's tokens (one stream).
+    assert [row[-1] for row in rows] == ["yes", "yes", "yes", "-"]
+    per_pass = [float(row[4]) for row in rows]
+    assert per_pass[:2] == [1.0, 1.0]  # no draft: one pass per token
+    assert all(1.0 < x <= 4.0 for x in per_pass[2:])  # k = 3: between 1 and k + 1 tokens per pass
+    assert all(0.0 <= float(row[3]) <= 1.0 for row in rows[2:])
+
+
 def test_memory_bench_samples_memory_during_training():
     stdout = run_bench("memory.py", "--steps", "40", "--every", "20", "--threads", "1")
     assert [

@@ -15,6 +15,7 @@ from arlm_lib.errors import GenerationError
 from arlm_lib.generate import (
     ContextWindow,
     GenerationConfig,
+    SpeculativeResult,
     generate_ids,
     processed_probs,
     speculative_generate,
@@ -109,6 +110,14 @@ def test_a_wrong_draft_is_rejected_and_costs_passes(target, other_model, ngram):
     assert plain.target_passes == 60 and plain.drafted == 0 and math.isnan(plain.acceptance_rate)
 
 
+def test_the_counts_of_a_result():
+    # Four passes: all 4 drafts kept (+ bonus), 1 of 4 kept, the first of 2 rejected, nothing drafted.
+    result = SpeculativeResult(ids=list(range(5 + 2 + 1 + 1)), rounds=[(4, 4), (4, 1), (2, 0), (0, 0)])
+    assert (result.target_passes, result.drafted, result.accepted, result.checked) == (4, 10, 5, 7)
+    assert result.acceptance_rate == 5 / 7  # the two drafts after a rejection were never checked
+    assert result.tokens_per_pass == 9 / 4
+
+
 def test_max_new_tokens_is_never_exceeded_and_stop_ids_end_the_text(target):
     expected = generate_ids(target, [1], max_new_tokens=50, temperature=0)
     for n in (0, 1, 2, 5, 13):
@@ -178,6 +187,13 @@ def test_a_seed_reproduces_the_sampled_text(target, other_model):
     again = speculative_generate(target, other_model, [1], max_new_tokens=40, seed=7, top_p=0.9)
     other = speculative_generate(target, other_model, [1], max_new_tokens=40, seed=8, top_p=0.9)
     assert first == again and first.ids != other.ids
+
+
+def test_without_drafts_sampling_is_plain_sampling_token_for_token(target, ngram):
+    options = dict(max_new_tokens=70, seed=4, top_k=10, repetition_penalty=1.3)
+    plain = generate_ids(target, [2, 5], **options)
+    assert speculative_generate(target, ngram, [2, 5], num_draft_tokens=0, **options).ids == plain
+    assert speculative_generate(target, ngram, [2, 5], num_draft_tokens=2, **options).ids != plain
 
 
 def test_a_padded_vocabulary_never_yields_ids_past_the_tokenizers(target, other_model):

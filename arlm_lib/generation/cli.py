@@ -370,7 +370,7 @@ def speculative_summary(result: SpeculativeResult) -> str:
         line += f" ({result.tokens_per_pass:.2f} tokens per pass)"
     if not result.drafted:
         return line + ", no tokens drafted"
-    percent = round(100 * result.acceptance_rate)
+    percent = round(100 * result.accepted / result.drafted)
     if result.accepted < result.drafted:  # never "100%" (or "0%") unless it is exactly so
         percent = min(percent, 99)
     if result.accepted:

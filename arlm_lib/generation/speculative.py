@@ -13,7 +13,9 @@ Why it is exact: P(emit x) = q(x) min(1, p(x)/q(x)) + P(reject) (p(x) - q(x))+ /
 and since P(reject) = 1 - sum_y min(p(y), q(y)) = sum_y (p(y) - q(y))+, this is
 min(p(x), q(x)) + (p(x) - q(x))+ = p(x). A round emits 1 to ``num_draft_tokens`` + 1 tokens for one
 pass of the target; a good draft makes the passes few. Greedy decoding is the limit case: a draft token
-is accepted when it is the target's argmax, so the text is exactly the target's greedy text.
+is accepted when it is the target's argmax, so the text is the target's greedy text (up to floating-point
+rounding: a pass over several tokens sums in another order than one-token steps, which could flip a
+near-tie between the two most likely tokens).
 """
 
 from __future__ import annotations
@@ -55,9 +57,16 @@ class SpeculativeResult(NamedTuple):
         return sum(a for _, a in self.rounds)
 
     @property
+    def checked(self) -> int:
+        """Draft tokens the rule looked at: the accepted ones, and the first rejected one of each round
+        (the drafts after a rejection are never looked at)."""
+        return self.accepted + sum(a < n for n, a in self.rounds)
+
+    @property
     def acceptance_rate(self) -> float:
-        """Accepted / drafted tokens (NaN if nothing was drafted)."""
-        return self.accepted / self.drafted if self.drafted else math.nan
+        """Accepted / checked draft tokens: the estimate of the per-token acceptance probability
+        (NaN if nothing was drafted). Not accepted / drafted, which also counts unchecked drafts."""
+        return self.accepted / self.checked if self.checked else math.nan
 
     @property
     def tokens_per_pass(self) -> float:
@@ -177,12 +186,15 @@ def speculative_generate(
     ``draft``: a GPT over the same vocabulary (smaller, so cheaper), or a fitted
     :class:`~arlm_lib.ngram.NGramModel`. The text is distributed exactly as :func:`generate`'s with the
     same ``config`` / ``**overrides`` (temperature, filters and penalties apply to the model's and the
-    draft's distributions alike), and greedy decoding gives exactly :func:`generate`'s greedy text, also
-    past the context window (the same windows, ``context_keep``). Only the random stream differs, so a
-    seed reproduces this function's text, not :func:`generate`'s. ``num_draft_tokens=0`` is plain
-    decoding, one pass per token. Stops after a token in ``stop_ids`` (emitted) or ``max_new_tokens``.
-    Returns the ids with per-pass counts (:class:`SpeculativeResult`: ``tokens_per_pass``,
-    ``acceptance_rate``).
+    draft's distributions alike), and greedy decoding gives :func:`generate`'s greedy text, also past
+    the context window (the same windows, ``context_keep``), up to floating-point rounding that could
+    flip a near-tie. Only the random stream differs, so a seed reproduces this function's text, not
+    :func:`generate`'s. ``num_draft_tokens=0`` is plain decoding, one pass per token (and then the random
+    stream is :func:`generate`'s too). The drafts of a round must fit in the current window, so a full
+    window gets none until the next cut, and a true sliding window (``context_keep=block_size``) gets none
+    once the text outgrows the context. Stops after a token in ``stop_ids`` (emitted) or
+    ``max_new_tokens``. Returns the ids with per-pass counts (:class:`SpeculativeResult`:
+    ``tokens_per_pass``, ``acceptance_rate``).
     """
     config = check_config(config).with_overrides(**overrides)
     check_int("num_draft_tokens", num_draft_tokens, 0)
