@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import inspect
+import io
 import re
 
 import pytest
@@ -11,7 +12,9 @@ from test_generate import make_model
 
 from arlm_lib.checkpoint import CHECKPOINT_FILE, load_model, save_checkpoint
 from arlm_lib.cli import main
-from arlm_lib.generate import speculative_generate
+from arlm_lib.errors import GenerationError
+from arlm_lib.generate import SpeculativeResult, speculative_generate
+from arlm_lib.generation.cli import sample_cli, speculative_summary
 from arlm_lib.tokenizers import CharTokenizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
@@ -175,6 +178,31 @@ def test_the_seed_reaches_the_library_and_reproduces_the_text(runs, capsys):
     argv = sample(runs, "--prompt", "the ", "--max-new-tokens", "30", "--draft", str(runs / "draft"))
     texts = [run([*argv, "--seed", seed], capsys)[1] for seed in ("1", "1", "2")]
     assert texts[0] == texts[1] != texts[2]
+
+
+def test_the_summary_counts_in_words_and_never_rounds_to_all_or_nothing():
+    def line(n_ids, rounds):
+        return speculative_summary(SpeculativeResult([7] * n_ids, rounds))
+
+    assert line(0, []) == "speculative: 0 tokens in 0 passes of the model, no tokens drafted"
+    assert line(1, [(0, 0)]) == (
+        "speculative: 1 token in 1 pass of the model (1.00 tokens per pass), no tokens drafted"
+    )
+    assert line(2, [(3, 0), (0, 0)]) == (
+        "speculative: 2 tokens in 2 passes of the model (1.00 tokens per pass), 0% of 3 drafted tokens accepted"
+    )
+    assert line(5, [(4, 4)]).endswith("(5.00 tokens per pass), 100% of 4 drafted tokens accepted")
+    assert line(200, [(200, 199)]).endswith(", 99% of 200 drafted tokens accepted")  # 99.5% is not all
+    assert line(2, [(300, 1)]).endswith(", 1% of 300 drafted tokens accepted")  # 0.3% is not none
+
+
+def test_a_bad_draft_tokens_value_is_refused_as_such_before_any_draft_is_loaded(runs):
+    model, tok = load_model(runs / "target")
+    for draft in (None, str(runs / "missing")):
+        with pytest.raises(
+            GenerationError, match=r"^--draft-tokens -1 is not allowed: it must be an integer >= 0$"
+        ):
+            sample_cli(model, tok, out=io.StringIO(), draft=draft, draft_tokens=-1, max_new_tokens=3)
 
 
 def test_help_names_the_draft_flags_and_the_library_default(capsys):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import types
 import warnings
 
 import pytest
@@ -131,6 +132,52 @@ def test_max_new_tokens_is_never_exceeded_and_stop_ids_end_the_text(target):
     assert got.ids == expected[:end] and got.rounds[-1][1] >= end  # accepted past the stop, then cut
 
 
+def test_no_new_tokens_is_no_pass_and_undefined_rates(target):
+    empty = speculative_generate(target, target, [1], max_new_tokens=0)
+    assert empty.ids == [] and empty.rounds == [] and empty.target_passes == 0 and empty.drafted == 0
+    assert math.isnan(empty.tokens_per_pass) and math.isnan(empty.acceptance_rate)
+
+
+def test_a_pass_drafts_as_many_tokens_as_max_new_tokens_and_the_window_leave(target):
+    # 5 tokens: 4 drafts and the bonus token, all from one pass.
+    got = speculative_generate(target, target, [1], max_new_tokens=5, temperature=0, num_draft_tokens=4)
+    assert got.rounds == [(4, 4)]
+    # A window 2 short of block_size: 2 drafts fit in it, and the bonus token fills it, in one pass.
+    prompt = list(range(1, BLOCK - 1))
+    got = speculative_generate(target, target, prompt, max_new_tokens=3, temperature=0, num_draft_tokens=4)
+    assert got.rounds == [(2, 2)]
+    assert got.ids == generate_ids(target, prompt, max_new_tokens=3, temperature=0)
+
+
+def test_the_target_as_its_own_draft_agrees_under_every_processor(target):
+    """The draft's distribution gets the same temperature, filters and penalties, after the same history
+    (the drafts before it included), as the model's; so does the bonus token after accepted drafts."""
+    penalties = dict(repetition_penalty=1.8, no_repeat_ngram_size=2)
+    expected = generate_ids(target, [2, 3], max_new_tokens=60, temperature=0, **penalties)
+    greedy = speculative_generate(
+        target, target, [2, 3], max_new_tokens=60, temperature=0, num_draft_tokens=4, **penalties
+    )
+    assert greedy.ids == expected and greedy.acceptance_rate == 1.0
+    sampled = speculative_generate(
+        target, target, [2, 3], max_new_tokens=60, temperature=0.7, top_k=5, seed=3, num_draft_tokens=4,
+        **penalties,
+    )  # fmt: skip
+    assert sampled.acceptance_rate == 1.0
+
+
+def test_a_cropped_prompt_gets_the_windows_of_generate_with_any_context_keep(target, other_model):
+    # Cropped to BLOCK tokens, then cut to 8 at a time (with keep=BLOCK every cut moves the start by one,
+    # which hides an off-by-the-cropped-part window).
+    prompt = list(range(1, 40))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = generate_ids(target, prompt, max_new_tokens=40, temperature=0, context_keep=8)
+        got = speculative_generate(
+            target, other_model, prompt, max_new_tokens=40, temperature=0, context_keep=8, num_draft_tokens=3
+        )
+    assert got.ids == expected
+
+
 # ----------------------------------------------------------------------------- sampling: the same law
 def exact_joint(model, prompt, n_tokens, config):
     """P(t_1 .. t_n | prompt) for every sequence, from the model's processed distributions."""
@@ -182,6 +229,69 @@ def test_sampled_text_follows_the_models_own_distribution(vocab, n_tokens, num_d
     assert chi2 < dof + 6 * math.sqrt(2 * dof), f"chi2 {chi2:.1f} with {dof} degrees of freedom"
 
 
+class NGramAsGPT(torch.nn.Module):
+    """A stand-in GPT whose next-token distribution is an n-gram model's (no KV cache)."""
+
+    def __init__(self, ngram, block_size):
+        super().__init__()
+        self.ngram = ngram
+        self.config = types.SimpleNamespace(vocab_size=ngram.vocab_size, block_size=block_size)
+        self.anchor = torch.nn.Parameter(torch.zeros(()))  # a device to run on
+
+    def forward(self, idx, kv_cache=None):
+        assert kv_cache is None
+        tokens = idx[0].tolist()
+        rows = [self.ngram.next_token_probs(tokens[: t + 1]).log() for t in range(len(tokens))]
+        return types.SimpleNamespace(logits=torch.stack(rows).unsqueeze(0))
+
+
+def test_an_ngram_draft_proposes_from_the_ngrams_own_distribution():
+    """Against a model with the n-gram's own distribution, the draft is (almost) never overruled: it
+    draws from the n-gram's probabilities after the whole context the n-gram uses, not from a shorter
+    one or from the probabilities taken as logits."""
+    generator = torch.Generator().manual_seed(0)
+    text = []
+    for _ in range(60):  # the next token is a function of the last two, not of the last one
+        run = torch.randint(1, VOCAB, (2,), generator=generator).tolist()
+        for _ in range(10):
+            run.append((3 * run[-2] + run[-1]) % (VOCAB - 1) + 1)
+        text += run
+    for order in (3, 4):  # order 4: a prompt shorter than the n-gram's context must reach it whole
+        ngram = NGramModel(order=order, vocab_size=VOCAB).fit(text)
+        twin = NGramAsGPT(ngram, block_size=64)
+        for prompt in ([1], [text[0]], [5, 9]):
+            for options in ({"temperature": 0}, {"seed": 0}):
+                got = speculative_generate(twin, ngram, prompt, max_new_tokens=30, use_cache=False, **options)
+                assert got.acceptance_rate > 0.99, (order, prompt, options, got.rounds)
+
+
+def test_the_cache_feeds_each_token_about_once_and_use_cache_false_runs_without_one(target, other_model):
+    def fed(use_cache):
+        """Tokens fed per call, and whether a cache came with them: for the model, then the draft."""
+        calls = {target: [], other_model: []}
+        hooks = [
+            m.register_forward_pre_hook(
+                lambda mod, args, kwargs: calls[mod].append((args[0].shape[1], kwargs.get("kv_cache"))),
+                with_kwargs=True,
+            )
+            for m in calls
+        ]
+        try:
+            speculative_generate(
+                target, other_model, [1], max_new_tokens=60, temperature=0, num_draft_tokens=3,
+                use_cache=use_cache,
+            )  # fmt: skip
+        finally:
+            for hook in hooks:
+                hook.remove()
+        return calls[target], calls[other_model]
+
+    for cached, full in zip(fed(True), fed(False)):
+        assert all(cache is not None for _, cache in cached) and all(cache is None for _, cache in full)
+        assert len(cached) == len(full)  # the same passes
+        assert sum(n for n, _ in cached) < sum(n for n, _ in full) / 3  # fewer tokens run through
+
+
 def test_a_seed_reproduces_the_sampled_text(target, other_model):
     first = speculative_generate(target, other_model, [1], max_new_tokens=40, seed=7, top_p=0.9)
     again = speculative_generate(target, other_model, [1], max_new_tokens=40, seed=7, top_p=0.9)
@@ -216,6 +326,8 @@ def test_training_mode_is_restored_and_dropout_is_off_while_decoding():
     assert target.training and draft.training
     target.eval()
     assert got.ids == generate_ids(target, [1], max_new_tokens=30, temperature=0)
+    draft.eval()  # the draft's dropout was off too: the same drafts, accepted in the same rounds
+    assert speculative_generate(target, draft, [1], max_new_tokens=30, temperature=0) == got
 
 
 # ----------------------------------------------------------------------------- the cache

@@ -144,7 +144,9 @@ class _NGramDraft:
         self.context = max(0, ngram.order - 1)
 
     def next_logits(self, history: list[int]) -> torch.Tensor:
-        return self.ngram.next_token_probs(history[len(history) - self.context :]).log()
+        # The n-gram reads at most its last order - 1 tokens: pass no more (converting a long history
+        # costs time at every draft token), but all of a shorter one.
+        return self.ngram.next_token_probs(history[max(0, len(history) - self.context) :]).log()
 
 
 def _as_draft(draft: Any, vocab_size: int, use_cache: bool) -> _ModelDraft | _NGramDraft:
