@@ -58,19 +58,19 @@ class SpeculativeResult(NamedTuple):
 
     @property
     def checked(self) -> int:
-        """Draft tokens the rule looked at: the accepted ones, and the first rejected one of each round
+        """Draft tokens the rule looked at, the accepted ones and the first rejected one of each round
         (the drafts after a rejection are never looked at)."""
         return self.accepted + sum(a < n for n, a in self.rounds)
 
     @property
     def acceptance_rate(self) -> float:
-        """Accepted / checked draft tokens: the estimate of the per-token acceptance probability
+        """Accepted / checked draft tokens, the estimate of the per-token acceptance probability
         (NaN if nothing was drafted). Not accepted / drafted, which also counts unchecked drafts."""
         return self.accepted / self.checked if self.checked else math.nan
 
     @property
     def tokens_per_pass(self) -> float:
-        """New tokens per forward pass of the target: the speed-up over plain decoding, in passes."""
+        """New tokens per forward pass of the target, the speed-up over plain decoding in passes."""
         return len(self.ids) / self.target_passes if self.target_passes else math.nan
 
 
