@@ -324,7 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
         "the same tokenizer, proposes tokens and the model checks several in one pass: the same text as "
         "without it at --temperature 0, the same distribution when sampling, in fewer passes of the model "
         "(a summary goes to stderr); not with --beam, --penalty-alpha or --num-samples > 1; --stream "
-        "prints the text when done",
+        "prints the tokens of each pass as it ends",
     )
     sample.add_argument(
         "--draft-tokens",

@@ -12,9 +12,9 @@ from test_generate import make_model
 
 from arlm_lib.checkpoint import CHECKPOINT_FILE, load_model, save_checkpoint
 from arlm_lib.cli import main
-from arlm_lib.errors import GenerationError
+from arlm_lib.errors import CheckpointError, GenerationError
 from arlm_lib.generate import SpeculativeResult, speculative_generate
-from arlm_lib.generation.cli import sample_cli, speculative_summary
+from arlm_lib.generation.cli import _StreamPrinter, sample_cli, speculative_summary
 from arlm_lib.tokenizers import CharTokenizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
@@ -114,7 +114,51 @@ def test_the_summary_is_the_library_count_and_stdout_keeps_its_shape(runs, capsy
     code, streamed, _ = run(
         [*argv, "--draft", str(runs / "draft"), "--draft-tokens", "3", "--stream"], capsys
     )
-    assert code == 0 and streamed == text  # --stream prints the same text, when done
+    assert code == 0 and streamed == text  # --stream prints the same text
+
+
+class Writes(io.StringIO):
+    """A stdout that remembers each write."""
+
+    def __init__(self):
+        super().__init__()
+        self.pieces = []
+
+    def write(self, text):
+        self.pieces.append(text)
+        return super().write(text)
+
+
+def test_stream_prints_each_pass_as_it_ends_and_nothing_before_a_bad_draft(runs):
+    model, tok = load_model(runs / "target")
+    options = dict(prompt="the ", temperature=0, max_new_tokens=40, draft_tokens=3)
+    out = Writes()
+    assert sample_cli(model, tok, out=out, draft=str(runs / "draft"), stream=True, **options) == 0
+    plain = io.StringIO()
+    sample_cli(model, tok, out=plain, draft=str(runs / "draft"), **options)
+    assert out.getvalue() == plain.getvalue()
+    pieces = [p for p in out.pieces if p]
+    draft, _ = load_model(runs / "draft")
+    result = speculative_generate(model, draft, tok.encode("the "), max_new_tokens=40, temperature=0,
+                                  num_draft_tokens=3, tokenizer=tok)  # fmt: skip
+    assert len(pieces) == result.target_passes + 1  # one piece per pass (the prompt with the first), "\n"
+    out = Writes()
+    with pytest.raises(CheckpointError):
+        sample_cli(model, tok, out=out, draft=str(runs / "missing"), stream=True, **options)
+    assert out.getvalue() == ""
+
+
+def test_the_stream_holds_back_a_partial_utf8_character():
+    class Bytes:  # token ids are bytes
+        def decode(self, ids):
+            return bytes(ids).decode("utf-8", errors="replace")
+
+    out = Writes()
+    printer = _StreamPrinter(Bytes(), "> ", out)
+    for ids in ([104, 105], [0xC3], [0xA9, 33], []):  # "hi", then the two bytes of "é", then "!"
+        printer(ids)
+    printer.finish()
+    assert [p for p in out.pieces if p] == ["> hi", "é!", "\n"]
 
 
 def test_draft_tokens_zero_is_plain_decoding_one_pass_per_token(runs, capsys):

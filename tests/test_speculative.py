@@ -178,6 +178,26 @@ def test_a_cropped_prompt_gets_the_windows_of_generate_with_any_context_keep(tar
     assert got.ids == expected
 
 
+def test_on_tokens_gets_each_pass_new_tokens_as_they_come(target, other_model):
+    pieces = []
+    result = speculative_generate(
+        target, other_model, [1], max_new_tokens=50, seed=2, num_draft_tokens=3, on_tokens=pieces.append
+    )
+    assert [t for piece in pieces for t in piece] == result.ids
+    assert [len(piece) for piece in pieces] == [accepted + 1 for _, accepted in result.rounds]
+    # A stop token: the last piece ends with it, and nothing comes after.
+    pieces = []
+    stop = result.ids[9]
+    end = result.ids.index(stop) + 1
+    stopped = speculative_generate(
+        target, other_model, [1], max_new_tokens=50, seed=2, num_draft_tokens=3, stop_ids=stop,
+        on_tokens=pieces.append,
+    )  # fmt: skip
+    assert stopped.ids == result.ids[:end] and [t for piece in pieces for t in piece] == stopped.ids
+    with pytest.raises(GenerationError, match="on_tokens must be a function.*list"):
+        speculative_generate(target, other_model, [1], max_new_tokens=3, on_tokens=[])
+
+
 # ----------------------------------------------------------------------------- sampling: the same law
 def exact_joint(model, prompt, n_tokens, config):
     """P(t_1 .. t_n | prompt) for every sequence, from the model's processed distributions."""

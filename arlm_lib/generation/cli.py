@@ -212,8 +212,8 @@ def sample_cli(
     number in [0, 1] = contrastive search among ``top_k`` candidates, default 4), ``num_samples`` (1:
     independent samples, or the number of best beams to print, at most ``beam``), ``seed`` (None =
     unseeded; one generator serves all samples, which run one after another, so the same seed prints
-    the same text with or without ``stream``), ``stream`` (print tokens as they arrive; beam,
-    contrastive search and speculative decoding print when done), ``draft`` (None; a checkpoint path =
+    the same text with or without ``stream``), ``stream`` (print tokens as they arrive; beam
+    and contrastive search print when done, speculative decoding after each pass of the model), ``draft`` (None; a checkpoint path =
     speculative decoding, :func:`speculative_generate` with the checkpoint's model as the draft: it must
     hold the model's tokenizer; one sample; a summary of passes and accepted tokens goes to stderr),
     ``draft_tokens`` (None = speculative_generate's default; tokens drafted per pass).
@@ -264,10 +264,14 @@ def sample_cli(
 
     num_samples = opts["num_samples"]
     if opts["draft"] is not None:
+        printer = _StreamPrinter(tokenizer, prompt, out) if opts["stream"] else None
         result = _speculate(
-            model, tokenizer, prompt_ids, config, generator, opts["draft"], opts["draft_tokens"]
+            model, tokenizer, prompt_ids, config, generator, opts["draft"], opts["draft_tokens"], printer
         )
-        print(prompt + tokenizer.decode(result.ids), file=out, flush=True)
+        if printer is None:
+            print(prompt + tokenizer.decode(result.ids), file=out, flush=True)
+        else:
+            printer.finish()
         # On stderr, as warnings are: stdout holds the same text as without --draft, for scripts.
         print(speculative_summary(result), file=sys.stderr, flush=True)
         return 0
@@ -319,6 +323,7 @@ def _speculate(
     generator: Any,
     draft_path: Any,
     draft_tokens: int | None,
+    on_tokens: Any = None,
 ) -> SpeculativeResult:
     """``speculative_generate`` with the model of the ``--draft`` checkpoint, loaded as ``--checkpoint``
     is (safetensors only, verified) onto the model's device, and checked to share its tokenizer."""
@@ -346,12 +351,47 @@ def _speculate(
     drafting = {} if draft_tokens is None else {"num_draft_tokens": draft_tokens}  # else the library's
     try:
         return speculative_generate(
-            model, draft, prompt_ids, config, seed=generator, tokenizer=tokenizer, **drafting
+            model,
+            draft,
+            prompt_ids,
+            config,
+            seed=generator,
+            tokenizer=tokenizer,
+            on_tokens=on_tokens,
+            **drafting,
         )
     except GenerationError as err:
         if getattr(err, "field", None) is not None:
             raise _flagged(err) from err
         raise GenerationError(f"--draft {draft_path}: {err}") from err  # the draft does not fit the model
+
+
+class _StreamPrinter:
+    """Prints the prompt, then the continuation as its tokens arrive, holding back a trailing partial
+    UTF-8 character (decoded as U+FFFD until its last byte comes). Nothing is printed before the first
+    tokens, so that an error before them (a bad draft) leaves stdout empty."""
+
+    def __init__(self, tokenizer: Any, prompt: str, out: TextIO) -> None:
+        self.tokenizer, self.out = tokenizer, out
+        self.pending = prompt  # printed with the first piece
+        self.ids: list[int] = []
+        self.shown = 0
+
+    def __call__(self, new_ids: list[int]) -> None:
+        self.ids += new_ids
+        text = self.tokenizer.decode(self.ids)
+        end = len(text.rstrip("\ufffd"))
+        if end > self.shown:
+            self._print(text[self.shown : end])
+            self.shown = end
+
+    def finish(self) -> None:
+        """Print what is left, and the final newline."""
+        self._print(self.tokenizer.decode(self.ids)[self.shown :] + "\n")
+
+    def _print(self, piece: str) -> None:
+        print(self.pending + piece, end="", file=self.out, flush=True)
+        self.pending = ""
 
 
 def _describe(tokenizer: Any) -> str:

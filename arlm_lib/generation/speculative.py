@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
 
 import torch
@@ -181,6 +181,7 @@ def speculative_generate(
     stop_ids: Iterable[int] | int | None = None,
     tokenizer: Any = None,
     bos_id: int | None = None,
+    on_tokens: Callable[[list[int]], Any] | None = None,
     **overrides: Any,
 ) -> SpeculativeResult:
     """Continue one prompt with ``model``, letting ``draft`` propose ``num_draft_tokens`` at a time.
@@ -195,11 +196,16 @@ def speculative_generate(
     stream is :func:`generate`'s too). The drafts of a round must fit in the current window, so a full
     window gets none until the next cut, and a true sliding window (``context_keep=block_size``) gets none
     once the text outgrows the context. Stops after a token in ``stop_ids`` (emitted) or
-    ``max_new_tokens``. Returns the ids with per-pass counts (:class:`SpeculativeResult`:
+    ``max_new_tokens``. ``on_tokens`` (optional) is called after each pass with the tokens it added, to
+    show them as they come. Returns the ids with per-pass counts (:class:`SpeculativeResult`:
     ``tokens_per_pass``, ``acceptance_rate``).
     """
     config = check_config(config).with_overrides(**overrides)
     check_int("num_draft_tokens", num_draft_tokens, 0)
+    if on_tokens is not None and not callable(on_tokens):
+        raise GenerationError(
+            f"on_tokens must be a function of a list of ids, got {type(on_tokens).__name__}"
+        )
     vocab_size, block_size = model.config.vocab_size, model.config.block_size
     drafter = _as_draft(draft, vocab_size, use_cache)
     limit = tokenizer_limit(tokenizer, vocab_size)
@@ -216,7 +222,7 @@ def speculative_generate(
     with eval_no_grad(model), draft_mode:
         return _speculate(
             _PrefixRunner(model, use_cache), drafter, prompts[0], config, processors, int(num_draft_tokens),
-            block_size, keep, generator, stops,
+            block_size, keep, generator, stops, on_tokens,
         )  # fmt: skip
 
 
@@ -231,6 +237,7 @@ def _speculate(
     keep: int,
     generator: torch.Generator | None,
     stops: frozenset[int],
+    on_tokens: Callable[[list[int]], Any] | None = None,
 ) -> SpeculativeResult:
     greedy = config.greedy
     offset = len(prompt) - len(crop_prompt(prompt, block_size))  # prompt tokens the model never sees
@@ -260,11 +267,16 @@ def _speculate(
         if new is None:  # every draft accepted (or none drafted): the bonus token, from the same pass
             new = _pick(_probs(logits[n], history + drafts, processors), greedy, generator)
         rounds.append((n, accepted))
-        for token in drafts[:accepted] + [new]:
-            ids.append(token)
-            history.append(token)
-            if token in stops:
-                return SpeculativeResult(ids, rounds)
+        emitted = drafts[:accepted] + [new]
+        stop = next((i for i, token in enumerate(emitted) if token in stops), None)
+        if stop is not None:
+            emitted = emitted[: stop + 1]  # the text ends at the stop token: later drafts are dropped
+        ids += emitted
+        history += emitted
+        if on_tokens is not None:
+            on_tokens(list(emitted))
+        if stop is not None:
+            break
     return SpeculativeResult(ids, rounds)
 
 
