@@ -333,6 +333,22 @@ def test_figure_html_labels_a_wrapped_title_with_its_words():
     assert f'aria-label="{display.escape(long)}"' in html
 
 
+def test_the_execution_fingerprint_follows_the_files_chapters_read(tmp_path, monkeypatch):
+    """Chapter 5 shows bench/RESULTS.md: new results must re-execute it, not leave the cached page."""
+    assert (REPO_ROOT / "bench" / "RESULTS.md").resolve() in [p.resolve() for p in arlm_book.READ_BY_CHAPTERS]
+    results = tmp_path / "RESULTS.md"
+    monkeypatch.setattr(arlm_book, "READ_BY_CHAPTERS", [results])
+    monkeypatch.setattr(arlm_book, "library_fingerprint", lambda: "library v1")
+    missing = arlm_book.execution_fingerprint()
+    results.write_text("| no GPU |", encoding="utf-8")
+    before = arlm_book.execution_fingerprint()
+    assert before != missing and arlm_book.execution_fingerprint() == before
+    results.write_text("| H200 | 43.7% |", encoding="utf-8")
+    assert arlm_book.execution_fingerprint() != before
+    monkeypatch.setattr(arlm_book, "library_fingerprint", lambda: "library v2")
+    assert len({before, arlm_book.execution_fingerprint()}) == 2
+
+
 def test_library_fingerprint_follows_file_names(tmp_path, monkeypatch):
     package = tmp_path / "renamed_pkg"
     package.mkdir()

@@ -8,8 +8,9 @@
 - ``ARLM_BOOK_BUILD=1`` is put in the build's environment, which the notebook kernels inherit, so a
   plain ``jupyter-book build .`` renders figures the same way ``make book`` does.
 - jupyter-cache keys a notebook's outputs on its code cells only, so a change to ``arlm_lib`` alone
-  would leave every chapter showing numbers from the old library. When the library's files change,
-  the execution cache is cleared and every notebook is read (and so executed) again.
+  would leave every chapter showing numbers from the old library. When the library's files change, or
+  a file a chapter reads (``bench/RESULTS.md``), the execution cache is cleared and every notebook is
+  read (and so executed) again.
 - A notebook output that is an ipywidget would be a frozen, dead control in the static page: it is a
   build warning (and so, under ``-W``, an error) that names the fix.
 """
@@ -168,6 +169,19 @@ def tree_digest(roots: Any) -> str:
     return digest.hexdigest()
 
 
+#: Files outside arlm_lib that a chapter reads while it executes: chapter 5 shows the benchmark results.
+READ_BY_CHAPTERS = [Path(__file__).resolve().parents[2] / "bench" / "RESULTS.md"]
+
+
+def execution_fingerprint() -> str:
+    """A hash of what the notebooks' outputs depend on besides their own code: the library, and the
+    files of :data:`READ_BY_CHAPTERS`."""
+    digest = hashlib.sha256(library_fingerprint().encode())
+    for path in READ_BY_CHAPTERS:
+        digest.update(hashlib.sha256(path.read_bytes() if path.is_file() else b"missing").digest())
+    return digest.hexdigest()
+
+
 def invalidate_cache_on_library_change(
     app: Sphinx, env: Any, added: set[str], changed: set[str], removed: set[str]
 ) -> list[str]:
@@ -182,12 +196,14 @@ def invalidate_cache_on_library_change(
         getattr(config, "execution_cache_path", "") or Path(app.outdir).parent / ".jupyter_cache"
     )
     stamp = cache_dir / "arlm_lib.sha256"
-    fingerprint = library_fingerprint()
+    fingerprint = execution_fingerprint()
     if stamp.is_file() and stamp.read_text().strip() == fingerprint:
         return []
     had_cache = cache_dir.exists()
     if had_cache:
-        LOGGER.info("[arlm] arlm_lib changed since the last build: clearing %s", cache_dir)
+        LOGGER.info(
+            "[arlm] arlm_lib or bench/RESULTS.md changed since the last build: clearing %s", cache_dir
+        )
         shutil.rmtree(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     # Written now: everything executed from here on runs against this version of the library.
