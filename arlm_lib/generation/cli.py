@@ -14,7 +14,7 @@ from .beam import beam_search
 from .config import GenerationConfig, check_int
 from .context import model_device
 from .contrastive import check_penalty_alpha, contrastive_search
-from .sampling import make_generator, stream_text
+from .sampling import make_generator, safe_length, stream_text
 from .speculative import SpeculativeResult, speculative_generate
 
 __all__ = ["FLAG_OF_FIELD", "check_sample_options", "sample_cli"]
@@ -380,7 +380,7 @@ class _StreamPrinter:
     def __call__(self, new_ids: list[int]) -> None:
         self.ids += new_ids
         text = self.tokenizer.decode(self.ids)
-        end = len(text.rstrip("\ufffd"))
+        end = safe_length(text, ())
         if end > self.shown:
             self._print(text[self.shown : end])
             self.shown = end

@@ -438,7 +438,7 @@ def generate_text(
     return texts[0] if single else texts
 
 
-def _safe_length(text: str, stop_strings: Sequence[str]) -> int:
+def safe_length(text: str, stop_strings: Sequence[str]) -> int:
     """How much of ``text`` can be shown for sure: not a trailing partial UTF-8 character (shown as
     U+FFFD until its last byte arrives) and not a suffix that might be the start of a stop string."""
     n = len(text.rstrip("\ufffd"))
@@ -488,7 +488,7 @@ def stream_text(
     for step in steps:
         ids.append(step.tokens[0].token_id)
         text, stopped = _cut_at_stop(_continuation_text(tokenizer, ids, stops), strings)
-        end = len(text) if (stopped or step.finished) else _safe_length(text, strings)
+        end = len(text) if (stopped or step.finished) else safe_length(text, strings)
         if end > shown:
             yield text[shown:end]
             shown = end

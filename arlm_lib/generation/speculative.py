@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from ..errors import GenerationError
-from .config import GenerationConfig, check_int
+from .config import GenerationConfig, check_int, resolve_keep
 from .context import crop_prompt, eval_no_grad, model_device, normalize_prompts
 from .processors import LogitsProcessor, processed_probs
 from .sampling import check_config, check_stop_ids, make_generator, tokenizer_limit, with_vocab_limit
@@ -129,7 +129,7 @@ class _ModelDraft:
     def __init__(self, model: nn.Module, use_cache: bool) -> None:
         self.runner = _PrefixRunner(model, use_cache)
         self.block_size = model.config.block_size
-        self.keep = max(1, self.block_size // 2)
+        self.keep = resolve_keep(None, self.block_size)  # generate's default cut
 
     def next_logits(self, history: list[int]) -> torch.Tensor:
         window = history[window_start(len(history), self.block_size, self.keep) :]
