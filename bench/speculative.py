@@ -25,6 +25,7 @@ import time
 
 import torch
 
+from arlm_lib.device import synchronize
 from arlm_lib.generate import generate_ids, speculative_generate
 from arlm_lib.ngram import NGramModel
 from arlm_lib.zoo import trained
@@ -37,11 +38,10 @@ def timed(fn, device: str):
         start = time.process_time()
         out = fn()
         return out, time.process_time() - start
-    sync = torch.cuda.synchronize if device.startswith("cuda") else torch.mps.synchronize
-    sync()
+    synchronize(torch.device(device))
     start = time.perf_counter()
     out = fn()
-    sync()
+    synchronize(torch.device(device))
     return out, time.perf_counter() - start
 
 
