@@ -137,6 +137,8 @@ class KVCache:
         self.max_length = max_length
         self.length = 0
 
+    fixed_shape = False  # see StaticKVCache
+
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Store this step's keys/values for ``layer``; return all keys/values seen so far."""
         start, end = self.length, self.length + k.size(2)
@@ -162,6 +164,64 @@ class KVCache:
         """Keep only the batch rows in ``index`` (finished sequences leave; beams are reordered)."""
         self.keys = self.keys.index_select(1, index)
         self.values = self.values.index_select(1, index)
+
+
+class StaticKVCache(KVCache):
+    """A :class:`KVCache` whose forward passes keep the same shapes from one step to the next.
+
+    A plain cache hands attention the keys written so far, ``keys[..., :length, :]``: one more at every
+    step, so a compiled decoding step would be recompiled (or traced with dynamic shapes) at every token
+    and could not be replayed as a CUDA graph. This cache always hands over the whole buffer and hides
+    the slots that hold no token yet (and left padding) with a mask built from tensors. So one compiled
+    step, or one captured CUDA graph, serves every token (as in gpt-fast and Hugging Face's static cache).
+
+    The caller says where each forward pass writes with :meth:`prepare` before it, which also moves
+    ``length``; nothing in the forward pass reads or changes a Python number that moves per token.
+    """
+
+    fixed_shape = True
+
+    def __init__(self, n_layer, batch_size, n_head, max_length, head_dim, device="cpu", dtype=torch.float32):
+        super().__init__(n_layer, batch_size, n_head, max_length, head_dim, device, dtype)
+        self.slots = torch.arange(max_length, device=device)
+        self.real = torch.zeros(batch_size, max_length, dtype=torch.bool, device=device)  # slot holds a token
+        self.write_at = self.slots[:0]  # slots the next forward pass writes
+
+    def prepare(self, n_new: int, real: torch.Tensor | None = None) -> None:
+        """Have the next forward pass write ``n_new`` tokens per row after the ``length`` stored ones.
+
+        ``real`` (batch, n_new): 1 for a token, 0 for left padding (never attended); default all tokens.
+        """
+        start, end = self.length, self.length + n_new
+        if end > self.max_length:
+            raise ValueError(f"cannot add {n_new} positions to a cache holding {start} of {self.max_length}")
+        self.write_at = self.slots[start:end]
+        self.real[:, start:end] = True if real is None else real.to(torch.bool)
+        self.length = end
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write this pass's keys/values at the prepared slots; return the whole buffers."""
+        self.keys[layer].index_copy_(2, self.write_at, k.to(self.keys.dtype))
+        self.values[layer].index_copy_(2, self.write_at, v.to(self.values.dtype))
+        return self.keys[layer], self.values[layer]
+
+    def visible(self) -> torch.Tensor:
+        """(batch, 1, n_new, max_length) attention mask: each new token sees the real tokens up to its own
+        slot, and always itself (so a padding query gets a finite softmax row, as in :meth:`GPT.forward`)."""
+        query_slots = self.write_at[:, None]  # (n_new, 1)
+        earlier = self.slots <= query_slots  # (n_new, max_length)
+        return ((earlier & self.real[:, None, :]) | (self.slots == query_slots))[:, None]
+
+    def advance(self, n: int) -> None:
+        """Nothing to count: :meth:`prepare` has moved ``length`` already (outside any compiled code)."""
+
+    def reset(self) -> None:
+        self.length = 0
+        self.real.zero_()
+
+    def select_rows(self, index: torch.Tensor) -> None:
+        super().select_rows(index)
+        self.real = self.real.index_select(0, index)
 
 
 @dataclass
@@ -276,6 +336,24 @@ class Block(nn.Module):
         return x, weights, max_logit
 
 
+def attention_mask_4d(
+    n_new: int, past: int, attention_mask: torch.Tensor | None, device=None
+) -> torch.Tensor | None:
+    """The (B or 1, 1, n_new, past + n_new) mask for ``n_new`` tokens after ``past`` cached ones, with
+    ``attention_mask`` (B, past + n_new; 0 = padding) hiding padded keys; None for a plain causal pass
+    over a fresh sequence (the fused kernel's fast case)."""
+    if not past and attention_mask is None:
+        return None
+    mask = causal_mask(n_new, past + n_new, device=device).unsqueeze(0).unsqueeze(0)  # (1,1,T,Tk)
+    if attention_mask is not None:
+        keys_real = attention_mask.to(torch.bool)[:, None, None, :]  # (B,1,1,Tk)
+        # A padding query would otherwise see no key at all (a NaN softmax row); letting it see
+        # itself keeps it finite, and real tokens never look at padding anyway.
+        own = torch.eye(n_new, past + n_new, dtype=torch.bool, device=device).roll(past, dims=1)
+        mask = mask & (keys_real | own)
+    return mask
+
+
 def causal_mask(n_queries: int, n_keys: int, device=None) -> torch.Tensor:
     """Boolean (n_queries, n_keys) mask; True where attention is allowed.
 
@@ -339,9 +417,10 @@ class GPT(nn.Module):
         return 6 * self.num_params() + 12 * c.n_layer * c.n_head * c.head_dim * T
 
     def new_kv_cache(
-        self, batch_size: int, max_length: int | None = None, device=None, dtype=None
+        self, batch_size: int, max_length: int | None = None, device=None, dtype=None, static: bool = False
     ) -> KVCache:
-        """An empty cache for ``batch_size`` sequences of up to ``max_length`` (default: block_size) tokens."""
+        """An empty cache for ``batch_size`` sequences of up to ``max_length`` (default: block_size) tokens;
+        a :class:`StaticKVCache` with ``static=True``."""
         max_length = max_length or self.config.block_size
         if max_length > self.config.block_size:
             raise ConfigError(
@@ -355,7 +434,8 @@ class GPT(nn.Module):
             autocast = torch.is_autocast_enabled(device.type)
             dtype = torch.get_autocast_dtype(device.type) if autocast else weight.dtype
         c = self.config
-        return KVCache(c.n_layer, batch_size, c.n_head, max_length, c.head_dim, device, dtype)
+        kind = StaticKVCache if static else KVCache
+        return kind(c.n_layer, batch_size, c.n_head, max_length, c.head_dim, device, dtype)
 
     def forward(
         self,
@@ -375,24 +455,23 @@ class GPT(nn.Module):
         ``kv_cache``: with a cache, ``idx`` holds only the new tokens; the cache grows by T.
         """
         B, T = idx.shape
-        past = kv_cache.length if kv_cache is not None else 0
+        if kv_cache is not None and kv_cache.fixed_shape:
+            # A StaticKVCache (compiled decoding): where the new tokens go and what each one may see
+            # come from the cache's tensors, set by its prepare(), which also checked the length.
+            if attention_mask is not None:
+                raise ConfigError("with a StaticKVCache, pass padding to its prepare(real=...), not attention_mask")
+            past, mask, positions = 0, kv_cache.visible(), kv_cache.write_at
+        else:
+            past = kv_cache.length if kv_cache is not None else 0
+            mask = attention_mask_4d(T, past, attention_mask, idx.device)
+            positions = torch.arange(past, past + T, device=idx.device)
         if past + T > self.config.block_size:
             raise ConfigError(
                 f"sequence length {past + T} exceeds the model's context (block_size={self.config.block_size})"
             )
         if position_ids is None:
-            position_ids = torch.arange(past, past + T, device=idx.device).unsqueeze(0)
+            position_ids = positions.unsqueeze(0)
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(position_ids))
-
-        mask = None  # None: plain causal attention over a fresh sequence (the fused kernel's fast case)
-        if past or attention_mask is not None:
-            mask = causal_mask(T, past + T, device=idx.device).unsqueeze(0).unsqueeze(0)  # (1,1,T,Tk)
-            if attention_mask is not None:
-                keys_real = attention_mask.to(torch.bool)[:, None, None, :]  # (B,1,1,Tk)
-                # A padding query would otherwise see no key at all (a NaN softmax row); letting it
-                # see itself keeps it finite, and real tokens never look at padding anyway.
-                own = torch.eye(T, past + T, dtype=torch.bool, device=idx.device).roll(past, dims=1)
-                mask = mask & (keys_real | own)
 
         attentions, max_logits = [], []
         for layer, block in enumerate(self.transformer.h):

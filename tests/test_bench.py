@@ -243,6 +243,19 @@ def test_generation_bench_checks_the_cache_gives_the_same_tokens():
     assert all(row[-1] == "yes" for row in rows), "the KV cache changed the greedy tokens"
 
 
+@pytest.mark.slow
+def test_generation_bench_times_compiled_decoding_and_checks_its_tokens():
+    stdout = run_bench(
+        "generation.py", "--presets", "tiny", "--new-tokens", "140", "--repeats", "1", "--threads", "1",
+        "--compile",
+    )  # fmt: skip
+    assert "compiled cache (tok/s)" in stdout
+    rows = table_rows(stdout, "tiny")
+    assert len(rows) == 2, stdout
+    assert all(float(row[7]) > 0 for row in rows)  # the compiled column
+    assert all(row[-1] == "yes" for row in rows), "compiled decoding changed the greedy tokens"
+
+
 def test_speculative_bench_checks_greedy_tokens_and_counts_passes():
     stdout = run_bench(
         "speculative.py", "--orders", "3", "--draft-tokens", "0", "3", "--new-tokens", "40", "--repeats", "1"

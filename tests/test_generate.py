@@ -970,7 +970,9 @@ def test_beam_search_matches_the_written_out_algorithm(model, width, length_pena
         expected = beam_reference(model, prompt, width, 10, length_penalty, eos)
         got = beam_search(model, prompt, width, 10, length_penalty=length_penalty, eos_id=eos)
         assert [h.ids for h in got] == [ids for ids, _ in expected], eos
-        assert [h.score for h in got] == pytest.approx([s for _, s in expected], abs=1e-6)
+        # The reference runs each beam alone, without the cache: float32 logits that differ in the last
+        # bits (how much depends on the CPU's kernels), summed over 10 tokens of about -2 each.
+        assert [h.score for h in got] == pytest.approx([s for _, s in expected], abs=1e-5)
 
 
 # ----------------------------------------------------------------------------- contrastive search

@@ -22,7 +22,8 @@ import torch
 from torch import nn
 
 from ..errors import GenerationError
-from ..model import KVCache
+from ..model import KVCache, StaticKVCache
+from .compiled import compiled_decode_step, static_caches
 
 __all__ = ["ContextWindow", "eval_no_grad", "is_single_prompt", "model_device", "normalize_prompts"]
 
@@ -140,6 +141,7 @@ class ContextWindow:
         keep: int,
         use_cache: bool = True,
         track_hidden: bool = False,
+        compile: bool = False,
     ) -> None:
         self.model = model
         self.block_size: int = model.config.block_size
@@ -148,6 +150,12 @@ class ContextWindow:
         self.device = model_device(model)
         self.windows = [list(w) for w in windows]
         self._cache: KVCache | None = None
+        # compile=True: one StaticKVCache, reused when the windows are re-encoded (its tensors keep their
+        # addresses, which a captured CUDA graph needs), and a compiled one-token step.
+        self._static: StaticKVCache | None = None
+        if compile and track_hidden:
+            raise ValueError("compile=True gives logits only: it cannot track hidden states")
+        self._decode = compiled_decode_step(self.device.type) if compile and use_cache else None
         self._mask: torch.Tensor | None = None  # (B, L) 1 = real token; None when no row is padded
         self._pending: list[int] | None = None  # tokens appended but not yet fed through the cache
         self._logits: torch.Tensor | None = None  # (B, V) next-token logits for the current windows
@@ -196,7 +204,9 @@ class ContextWindow:
         rows = [int(r) for r in rows]
         self.windows = [list(self.windows[r]) for r in rows]
         index = torch.as_tensor(rows, dtype=torch.long, device=self.device)
-        if self._cache is not None:
+        if self._cache is not None and self._cache is self._static:
+            self._select_static(index)
+        elif self._cache is not None:
             # Row selection on the preallocated tensors: the cache keeps its length and capacity.
             self._cache.select_rows(index)
         if self._mask is not None:
@@ -221,13 +231,45 @@ class ContextWindow:
         padded = min(lengths) < width
         # Positions count real tokens only, so a left-padded row gets the positions it has alone.
         positions = (mask.cumsum(1) - 1).clamp(min=0) if padded else None
-        cache = self.model.new_kv_cache(len(lengths)) if self.use_cache else None
-        out = self.model(idx, attention_mask=mask if padded else None, position_ids=positions, kv_cache=cache)
+        if self._decode is not None:
+            cache = self._static_cache(len(lengths))
+            cache.prepare(width, real=mask if padded else None)
+            out = self.model(idx, position_ids=positions, kv_cache=cache)  # the prompt: eager, any length
+        else:
+            cache = self.model.new_kv_cache(len(lengths)) if self.use_cache else None
+            out = self.model(idx, attention_mask=mask if padded else None, position_ids=positions, kv_cache=cache)
         self._cache = cache
         self._mask = mask if (padded and cache is not None) else None
         if self.track_hidden:  # each row's real tokens: the last len(window) positions
             self._hidden = [out.hidden_states[row, width - n :] for row, n in enumerate(lengths)]
         return out.logits[:, -1, :]
+
+    def _static_cache(self, batch_size: int) -> StaticKVCache:
+        """This window's static cache, emptied; another one from the pool if the batch changed size."""
+        if self._static is None or self._static.keys.size(1) != batch_size:
+            self.close()
+            self._static = static_caches.acquire(self.model, batch_size)
+        self._static.reset()
+        return self._static
+
+    def _select_static(self, index: torch.Tensor) -> None:
+        """Row selection for the static cache: the rows move into a pooled cache of the new size (tensors
+        the compiled step already knows), not into fresh tensors as ``KVCache.select_rows`` makes."""
+        old = self._static
+        new = static_caches.acquire(self.model, len(index))
+        for name in ("keys", "values"):
+            getattr(new, name).copy_(getattr(old, name).index_select(1, index))
+        new.real.copy_(old.real.index_select(0, index))
+        new.length = old.length
+        static_caches.release(self.model, old)
+        self._static = self._cache = new
+
+    def close(self) -> None:
+        """Give the static cache (``compile=True``) back to the pool, for the next generation call."""
+        if self._static is not None:
+            static_caches.release(self.model, self._static)
+            self._static = None
+            self._cache = None
 
     def _feed(self, tokens: list[int]) -> torch.Tensor:
         """Feed one new token per row through the cache."""
@@ -240,6 +282,9 @@ class ContextWindow:
             positions = torch.as_tensor(
                 [len(w) - 1 for w in self.windows], dtype=torch.long, device=self.device
             ).unsqueeze(1)
+        if self._decode is not None:
+            self._cache.prepare(1)
+            return self._decode(self.model, idx, positions, self._cache)
         out = self.model(idx, attention_mask=self._mask, position_ids=positions, kv_cache=self._cache)
         if self.track_hidden:
             self._hidden = [torch.cat([h, new]) for h, new in zip(self._hidden, out.hidden_states[:, -1:])]

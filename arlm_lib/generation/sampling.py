@@ -188,6 +188,7 @@ def generate(
     *,
     seed: int | torch.Generator | None = None,
     use_cache: bool = True,
+    compile: bool = False,
     stop_ids: Iterable[int] | int | None = None,
     stop_strings: Iterable[str] | str | None = None,
     tokenizer: Any = None,
@@ -209,6 +210,10 @@ def generate(
     ``seed``: an int or a CPU ``torch.Generator`` makes sampling reproducible; None uses torch's global RNG.
     A sequence stops on a token in ``stop_ids`` (the token is emitted), when its generated text contains
     one of ``stop_strings`` (needs ``tokenizer``), or after ``max_new_tokens``; the others go on.
+    ``compile=True`` decodes through a :class:`~arlm_lib.model.StaticKVCache` with a compiled one-token
+    step (a CUDA graph on a GPU; see :mod:`arlm_lib.generation.compiled`): the same tokens, up to
+    floating-point rounding, faster once compiled. The first call compiles (seconds to a minute); later
+    calls with the same model and batch size reuse it. It needs ``use_cache=True``.
     ``return_top=N`` fills each token's ``top`` / ``top_raw`` with the N most likely tokens (``top``:
     only those the filters left a probability > 0).
     ``tokenizer`` may have fewer ids than the model's vocabulary (one padded to a multiple of 64): the
@@ -225,6 +230,11 @@ def generate(
     stops = check_stop_ids(stop_ids, vocab_size)
     strings = _check_stop_strings(stop_strings, tokenizer)
     check_int("return_top", return_top, 0)
+    for name, value in (("use_cache", use_cache), ("compile", compile)):
+        if not isinstance(value, bool):
+            raise bad_value(name, value, "it must be True or False")
+    if compile and not use_cache:
+        raise GenerationError("compile=True decodes through a static KV cache: it needs use_cache=True")
     generator = make_generator(seed)
     windows = [crop_prompt(p, block_size, row) for row, p in enumerate(prompts)]
     return _steps(
@@ -234,6 +244,7 @@ def generate(
         config,
         keep,
         use_cache,
+        compile,
         generator,
         stops,
         strings,
@@ -304,6 +315,7 @@ def _steps(
     config: GenerationConfig,
     keep: int,
     use_cache: bool,
+    compile: bool,
     generator: torch.Generator | None,
     stop_ids: frozenset[int],
     stop_strings: tuple[str, ...],
@@ -317,7 +329,7 @@ def _steps(
     generated: list[list[int]] = [[] for _ in range(n_rows)]
     active = list(range(n_rows))  # rows still generating; ContextWindow row j is prompt active[j]
     processors = with_vocab_limit(config.processors(), limit)
-    context = ContextWindow(model, windows, keep=keep, use_cache=use_cache)
+    context = ContextWindow(model, windows, keep=keep, use_cache=use_cache, compile=compile)
     # Eval mode for the whole stream (switching modes walks every submodule: too slow per token),
     # restored when the stream ends, is closed, or is garbage-collected.
     was_training = model.training
@@ -369,6 +381,7 @@ def _steps(
                 context.append([generated[row][-1] for row in active])
     finally:
         model.train(was_training)
+        context.close()
 
 
 def generate_ids(
