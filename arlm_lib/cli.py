@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import math
+import re
 import sys
 import warnings
 from collections.abc import Sequence
@@ -70,6 +71,31 @@ def _checkpoint_arg(text: str) -> str:
             f"{text!r} is not allowed: give a run directory or a .safetensors file"
         )
     return text
+
+
+# ``--stop``: a shell passes '\n' on as a backslash and an "n", and a stop at the end of a line needs the
+# newline itself. Only these four escapes are read, not all of Python's: codecs' "unicode_escape" would
+# also read non-ASCII text as Latin-1 and garble it. Any other backslash is refused rather than guessed
+# at; $'...' in bash, or a real newline inside quotes, works too.
+STOP_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
+
+
+def _stop_arg(text: str) -> str:
+    """``--stop``: a non-empty text, with the escapes of STOP_ESCAPES read."""
+    if not text:
+        raise argparse.ArgumentTypeError(
+            "'' is not allowed: a stop text must be at least one character (\\n for the end of a line)"
+        )
+
+    def escape(match: re.Match) -> str:
+        if match.group(1) not in STOP_ESCAPES:
+            raise argparse.ArgumentTypeError(
+                f"'{text}' has '\\{match.group(1)}', which is not an escape --stop reads: use \\n (newline), "
+                "\\t (tab), \\r (carriage return) or \\\\ (a backslash)"
+            )
+        return STOP_ESCAPES[match.group(1)]
+
+    return re.sub(r"\\(.?)", escape, text, flags=re.DOTALL)
 
 
 def _peak_flops(text: str) -> float | str:
@@ -332,6 +358,17 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="K",
         help="with --draft: tokens the draft proposes per pass of the model (default 4; 0 = plain "
         "decoding, one pass per token)",
+    )
+    sample.add_argument(
+        "--stop",
+        type=_stop_arg,
+        action="append",
+        metavar="TEXT",
+        help="end each sample just before its new text first contains TEXT, which is not printed "
+        "(repeatable: the first to appear ends it). \\n, \\t, \\r and \\\\ are read as escapes: "
+        "--stop '\\n' ends at the end of a line, --stop '\\n\\n' at the end of a paragraph. --beam and "
+        "--penalty-alpha end on a token, not a text: one --stop, that the tokenizer encodes as one token "
+        "(one character with a char tokenizer); --draft takes any, as sampling does",
     )
     sample.add_argument(
         "--num-samples",

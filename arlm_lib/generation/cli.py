@@ -14,7 +14,7 @@ from .beam import beam_search
 from .config import GenerationConfig, check_int
 from .context import model_device
 from .contrastive import check_penalty_alpha, contrastive_search
-from .sampling import make_generator, safe_length, stream_text
+from .sampling import _cut_at_stop, make_generator, safe_length, stream_text
 from .speculative import SpeculativeResult, speculative_generate
 
 __all__ = ["FLAG_OF_FIELD", "check_sample_options", "sample_cli"]
@@ -37,6 +37,7 @@ FLAG_OF_FIELD = {
     "seed": "--seed",
     "draft": "--draft",
     "num_draft_tokens": "--draft-tokens",
+    "stop": "--stop",
 }
 
 DEFAULTS: dict[str, Any] = {
@@ -58,6 +59,7 @@ DEFAULTS: dict[str, Any] = {
     "stream": False,
     "draft": None,
     "draft_tokens": None,
+    "stop": None,
 }
 
 
@@ -94,6 +96,7 @@ def check_sample_options(args: Any = None, **kwargs: Any) -> None:
     opts = _options(args, kwargs)
     beam, temperature, num_samples = opts["beam"], opts["temperature"], opts["num_samples"]
     filters = [f for f in SAMPLING_ONLY if opts[f] is not None]
+    _check_one_stop(opts)
     if opts["draft"] is None:
         if opts["draft_tokens"] is not None:
             raise _conflict(
@@ -161,8 +164,81 @@ def check_sample_options(args: Any = None, **kwargs: Any) -> None:
             )
 
 
-def _prompt_error(tokenizer: Any, prompt: str, err: TokenizerError) -> TokenizerError:
-    """An unencodable ``--prompt``, explained in terms a command-line user can act on.
+# Beam and contrastive search end a sequence on one token id (their ``eos_id``): they never decode the
+# text, so they cannot watch it for a stop text, only for that token.
+# Each such search by its option: (its flag, its name).
+TOKEN_STOP_SEARCHES = {
+    "beam": ("--beam", "beam search"),
+    "penalty_alpha": ("--penalty-alpha", "contrastive search"),
+}
+
+
+def _token_stop_search(opts: dict[str, Any]) -> tuple[str, str] | None:
+    """(flag, name) of the search chosen in ``opts`` that stops on a token only, if one is."""
+    return next((TOKEN_STOP_SEARCHES[k] for k in TOKEN_STOP_SEARCHES if opts[k] is not None), None)
+
+
+def check_stops(stops: Any) -> tuple[str, ...]:
+    """The ``--stop`` texts as a tuple (None: none); GenerationError naming an empty or non-str one."""
+    if stops is None:
+        return ()
+    stops = (stops,) if isinstance(stops, str) else tuple(stops)
+    for stop in stops:
+        if not isinstance(stop, str) or not stop:
+            raise GenerationError(
+                f"--stop {stop!r} is not allowed: a stop text must be a non-empty str "
+                "(\\n for the end of a line)"
+            )
+    return stops
+
+
+def _check_one_stop(opts: dict[str, Any]) -> None:
+    """Beam and contrastive search take one stop token (cheap: before loading; its token count needs the
+    tokenizer, see ``_stop_token``)."""
+    stops = check_stops(opts["stop"])
+    search = _token_stop_search(opts)
+    if search is None or len(stops) <= 1:
+        return
+    flag, name = search
+    shown = ", ".join(repr(s) for s in stops)
+    raise GenerationError(
+        f"--stop given {len(stops)} times ({shown}) is not allowed with {flag}: {name} ends on one "
+        f"token, so give one --stop (or sample without {flag}, which takes several)"
+    )
+
+
+def _stop_token(tokenizer: Any, stop: str, search: tuple[str, str]) -> int:
+    """The one token id of ``stop``, for ``search`` (flag, name); GenerationError if it is more."""
+    ids = tokenizer.encode(stop)
+    if len(ids) == 1:
+        return ids[0]
+    flag, name = search
+    pieces = ", ".join(repr(tokenizer.decode([i])) for i in ids[:10]) + (" ..." if len(ids) > 10 else "")
+    raise GenerationError(
+        f"--stop {stop!r} is not allowed with {flag}: {name} ends on one token, and {stop!r} is "
+        f"{len(ids)} tokens ({pieces}); use a stop of one token (one character with a char tokenizer), "
+        f"or sample without {flag}, which stops on any text"
+    )
+
+
+def _without_stop_token(ids: list[int], stop_id: int | None) -> list[int]:
+    """A search's ids without the stop token that ended them: the printed text stops before the stop,
+    as sampling's does (generate_text cuts the stop text too)."""
+    return ids[:-1] if stop_id is not None and ids and ids[-1] == stop_id else ids
+
+
+def _encode_stops(tokenizer: Any, stops: tuple[str, ...]) -> None:
+    """Refuse a stop text with a character the model cannot produce: it could never stop anything."""
+    for stop in stops:
+        try:
+            tokenizer.encode(stop)
+        except TokenizerError as err:
+            raise _unencodable(tokenizer, f"--stop {stop!r}", stop, err) from err
+
+
+def _unencodable(tokenizer: Any, what: str, text: str, err: TokenizerError) -> TokenizerError:
+    """An unencodable ``--prompt`` or ``--stop`` (``what`` names it), explained in terms a command-line
+    user can act on.
 
     The tokenizer's own message suggests ``unknown='replace'``, a Python option that cannot help here:
     the checkpoint's vocabulary is fixed, so the only fix is to use the characters it knows. Only a char
@@ -170,23 +246,23 @@ def _prompt_error(tokenizer: Any, prompt: str, err: TokenizerError) -> Tokenizer
     surrogate from an undecodable byte in the command line), which its own message already says.
     """
     if getattr(tokenizer, "kind", None) != "char":
-        return TokenizerError(f"--prompt: {err}")
-    unknown = unknown_characters(tokenizer, prompt)
+        return TokenizerError(f"{what}: {err}")
+    unknown = unknown_characters(tokenizer, text)
     if not unknown:
-        return TokenizerError(f"--prompt: {err}")
+        return TokenizerError(f"{what}: {err}")
     known = "".join(tokenizer.decode([i]) for i in range(tokenizer.vocab_size))
     if len(known) > 200:
         known = known[:200] + "..."
     shown = ", ".join(repr(c) for c in unknown[:10]) + (" ..." if len(unknown) > 10 else "")
     return TokenizerError(
-        f"--prompt has {len(unknown)} character(s) this model never saw in training: {shown}; "
+        f"{what} has {len(unknown)} character(s) this model never saw in training: {shown}; "
         f"use only the characters of its vocabulary: {known!r}"
     )
 
 
 def unknown_characters(tokenizer: Any, text: str) -> list[str]:
     """The characters of ``text`` the tokenizer cannot encode, in order of first appearance (for the
-    command line's messages about --prompt and --data)."""
+    command line's messages about --prompt, --stop and --data)."""
     return [c for c in dict.fromkeys(text) if not _encodes(tokenizer, c)]
 
 
@@ -216,14 +292,18 @@ def sample_cli(
     and contrastive search print when done, speculative decoding after each pass of the model), ``draft`` (None; a checkpoint path =
     speculative decoding, :func:`speculative_generate` with the checkpoint's model as the draft: it must
     hold the model's tokenizer; one sample; a summary of passes and accepted tokens goes to stderr),
-    ``draft_tokens`` (None = speculative_generate's default; tokens drafted per pass).
+    ``draft_tokens`` (None = speculative_generate's default; tokens drafted per pass), ``stop`` (None, or
+    a list of non-empty texts: each sample ends where its new text first contains one, and is printed up
+    to, not including, it, as :func:`generate_text` returns it; with ``draft`` too; beam and contrastive
+    search take one, of one token, as their ``eos_id``, and print the text before it).
 
     Each sample is printed as prompt + continuation, under a ``--- sample i ---`` header when there are
     several. Bad values raise GenerationError naming the flag, and so do flags that would be ignored
     (see ``check_sample_options``: a filter or temperature with ``beam``, filters or several
     samples with temperature 0, ``draft_tokens`` without ``draft``, ``draft`` with ``beam``,
-    ``penalty_alpha`` or several samples); an unencodable prompt raises TokenizerError naming
-    ``--prompt``, the characters, and the ones the model knows; a draft checkpoint that cannot be loaded,
+    ``penalty_alpha`` or several samples, several stops or a stop of several tokens with ``beam`` or
+    ``penalty_alpha``); an unencodable prompt or stop raises TokenizerError naming ``--prompt`` or
+    ``--stop``, the characters, and the ones the model knows; a draft checkpoint that cannot be loaded,
     holds no tokenizer or another one, or another vocabulary size, raises an error naming ``--draft``.
     """
     out = out or sys.stdout
@@ -254,22 +334,34 @@ def sample_cli(
                 no_repeat_ngram_size=opts["no_repeat_ngram"] or 0,
             )
         generator = make_generator(opts["seed"])
+        stops = check_stops(opts["stop"])
         check_sample_options(**opts)  # after the values: a bad value is reported as such, not as a clash
     except GenerationError as err:
         raise _flagged(err) from err
     try:
         prompt_ids = tokenizer.encode(prompt)
     except TokenizerError as err:
-        raise _prompt_error(tokenizer, prompt, err) from err
+        raise _unencodable(tokenizer, "--prompt", prompt, err) from err
+    _encode_stops(tokenizer, stops)
+    search = _token_stop_search(opts)
+    stop_id = _stop_token(tokenizer, stops[0], search) if search and stops else None
 
     num_samples = opts["num_samples"]
     if opts["draft"] is not None:
-        printer = _StreamPrinter(tokenizer, prompt, out) if opts["stream"] else None
+        printer = _StreamPrinter(tokenizer, prompt, out, stops) if opts["stream"] else None
         result = _speculate(
-            model, tokenizer, prompt_ids, config, generator, opts["draft"], opts["draft_tokens"], printer
+            model,
+            tokenizer,
+            prompt_ids,
+            config,
+            generator,
+            opts["draft"],
+            opts["draft_tokens"],
+            printer,
+            stops,
         )
         if printer is None:
-            print(prompt + tokenizer.decode(result.ids), file=out, flush=True)
+            print(prompt + _cut_at_stop(tokenizer.decode(result.ids), stops)[0], file=out, flush=True)
         else:
             printer.finish()
         # On stderr, as warnings are: stdout holds the same text as without --draft, for scripts.
@@ -280,20 +372,20 @@ def sample_cli(
         ids = contrastive_search(
             model, prompt_ids, config.max_new_tokens, penalty_alpha=opts["penalty_alpha"], tokenizer=tokenizer,
             repetition_penalty=config.repetition_penalty, no_repeat_ngram_size=config.no_repeat_ngram_size,
-            **candidates,
+            eos_id=stop_id, **candidates,
         )  # fmt: skip
-        print(prompt + tokenizer.decode(ids), file=out, flush=True)
+        print(prompt + tokenizer.decode(_without_stop_token(ids, stop_id)), file=out, flush=True)
         return 0
     if opts["beam"] is not None:
         hypotheses = beam_search(
-            model, prompt_ids, opts["beam"], config.max_new_tokens, tokenizer=tokenizer,
+            model, prompt_ids, opts["beam"], config.max_new_tokens, tokenizer=tokenizer, eos_id=stop_id,
             repetition_penalty=config.repetition_penalty, no_repeat_ngram_size=config.no_repeat_ngram_size,
         )  # fmt: skip
         shown = hypotheses[:num_samples]
         for i, hyp in enumerate(shown):
             if len(shown) > 1:
                 print(f"--- beam {i + 1} (score {hyp.score:.4f}) ---", file=out)
-            print(prompt + tokenizer.decode(hyp.ids), file=out, flush=True)
+            print(prompt + tokenizer.decode(_without_stop_token(hyp.ids, stop_id)), file=out, flush=True)
         return 0
 
     for i in range(num_samples):
@@ -304,7 +396,7 @@ def sample_cli(
         # long sample still prints the text generated so far (on its own line, before "interrupted").
         pieces: list[str] = []
         try:
-            for piece in stream_text(model, tokenizer, prompt, config, seed=generator):
+            for piece in stream_text(model, tokenizer, prompt, config, seed=generator, stop_strings=stops):
                 pieces.append(piece)
                 if opts["stream"]:
                     print(piece, end="", file=out, flush=True)
@@ -324,6 +416,7 @@ def _speculate(
     draft_path: Any,
     draft_tokens: int | None,
     on_tokens: Any = None,
+    stops: tuple[str, ...] = (),
 ) -> SpeculativeResult:
     """``speculative_generate`` with the model of the ``--draft`` checkpoint, loaded as ``--checkpoint``
     is (safetensors only, verified) onto the model's device, and checked to share its tokenizer."""
@@ -358,6 +451,7 @@ def _speculate(
             seed=generator,
             tokenizer=tokenizer,
             on_tokens=on_tokens,
+            stop_strings=stops,
             **drafting,
         )
     except GenerationError as err:
@@ -368,26 +462,31 @@ def _speculate(
 
 class _StreamPrinter:
     """Prints the prompt, then the continuation as its tokens arrive, holding back a trailing partial
-    UTF-8 character (decoded as U+FFFD until its last byte comes). Nothing is printed before the first
-    tokens, so that an error before them (a bad draft) leaves stdout empty."""
+    UTF-8 character (decoded as U+FFFD until its last byte comes) and what may be the start of a stop
+    text, as stream_text does; the text ends before the first stop text. Nothing is printed before the
+    first tokens, so that an error before them (a bad draft) leaves stdout empty."""
 
-    def __init__(self, tokenizer: Any, prompt: str, out: TextIO) -> None:
-        self.tokenizer, self.out = tokenizer, out
+    def __init__(self, tokenizer: Any, prompt: str, out: TextIO, stops: tuple[str, ...] = ()) -> None:
+        self.tokenizer, self.out, self.stops = tokenizer, out, stops
         self.pending = prompt  # printed with the first piece
         self.ids: list[int] = []
         self.shown = 0
 
     def __call__(self, new_ids: list[int]) -> None:
         self.ids += new_ids
-        text = self.tokenizer.decode(self.ids)
-        end = safe_length(text, ())
+        text, stopped = self._text()
+        end = len(text) if stopped else safe_length(text, self.stops)
         if end > self.shown:
             self._print(text[self.shown : end])
             self.shown = end
 
     def finish(self) -> None:
         """Print what is left, and the final newline."""
-        self._print(self.tokenizer.decode(self.ids)[self.shown :] + "\n")
+        self._print(self._text()[0][self.shown :] + "\n")
+
+    def _text(self) -> tuple[str, bool]:
+        """The continuation so far, cut before the first stop text, and whether one was found."""
+        return _cut_at_stop(self.tokenizer.decode(self.ids), self.stops)
 
     def _print(self, piece: str) -> None:
         print(self.pending + piece, end="", file=self.out, flush=True)

@@ -32,7 +32,14 @@ from ..errors import GenerationError
 from .config import GenerationConfig, check_int, resolve_keep
 from .context import crop_prompt, eval_no_grad, model_device, normalize_prompts
 from .processors import LogitsProcessor, processed_probs
-from .sampling import check_config, check_stop_ids, make_generator, tokenizer_limit, with_vocab_limit
+from .sampling import (
+    _check_stop_strings,
+    check_config,
+    check_stop_ids,
+    make_generator,
+    tokenizer_limit,
+    with_vocab_limit,
+)
 
 __all__ = ["SpeculativeResult", "speculative_generate", "window_start"]
 
@@ -179,6 +186,7 @@ def speculative_generate(
     seed: int | torch.Generator | None = None,
     use_cache: bool = True,
     stop_ids: Iterable[int] | int | None = None,
+    stop_strings: Iterable[str] | str | None = None,
     tokenizer: Any = None,
     bos_id: int | None = None,
     on_tokens: Callable[[list[int]], Any] | None = None,
@@ -195,9 +203,11 @@ def speculative_generate(
     :func:`generate`'s. ``num_draft_tokens=0`` is plain decoding, one pass per token (and then the random
     stream is :func:`generate`'s too). The drafts of a round must fit in the current window, so a full
     window gets none until the next cut, and a true sliding window (``context_keep=block_size``) gets none
-    once the text outgrows the context. Stops after a token in ``stop_ids`` (emitted) or
-    ``max_new_tokens``. ``on_tokens`` (optional) is called after each pass with the tokens it added, to
-    show them as they come. Returns the ids with per-pass counts (:class:`SpeculativeResult`:
+    once the text outgrows the context. Stops after a token in ``stop_ids`` (emitted), once the
+    generated text contains one of ``stop_strings`` (needs ``tokenizer``; as in :func:`generate`, the
+    token that completes it is the last, and cutting the text before it is the caller's job, as
+    :func:`generate_text` does), or after ``max_new_tokens``. ``on_tokens`` (optional) is called after
+    each pass with the tokens it added, to show them as they come. Returns the ids with per-pass counts (:class:`SpeculativeResult`:
     ``tokens_per_pass``, ``acceptance_rate``).
     """
     config = check_config(config).with_overrides(**overrides)
@@ -216,13 +226,14 @@ def speculative_generate(
         raise GenerationError(f"speculative_generate takes one prompt, got a batch of {len(prompts)}")
     keep = config.keep_for(block_size)
     stops = check_stop_ids(stop_ids, vocab_size)
+    strings = _check_stop_strings(stop_strings, tokenizer)
     generator = make_generator(seed)
     processors = with_vocab_limit(config.processors(), limit)
     draft_mode = eval_no_grad(draft) if isinstance(draft, nn.Module) else contextlib.nullcontext()
     with eval_no_grad(model), draft_mode:
         return _speculate(
             _PrefixRunner(model, use_cache), drafter, prompts[0], config, processors, int(num_draft_tokens),
-            block_size, keep, generator, stops, on_tokens,
+            block_size, keep, generator, stops, on_tokens, strings, tokenizer,
         )  # fmt: skip
 
 
@@ -238,6 +249,8 @@ def _speculate(
     generator: torch.Generator | None,
     stops: frozenset[int],
     on_tokens: Callable[[list[int]], Any] | None = None,
+    stop_strings: tuple[str, ...] = (),
+    tokenizer: Any = None,
 ) -> SpeculativeResult:
     greedy = config.greedy
     offset = len(prompt) - len(crop_prompt(prompt, block_size))  # prompt tokens the model never sees
@@ -268,7 +281,7 @@ def _speculate(
             new = _pick(_probs(logits[n], history + drafts, processors), greedy, generator)
         rounds.append((n, accepted))
         emitted = drafts[:accepted] + [new]
-        stop = next((i for i, token in enumerate(emitted) if token in stops), None)
+        stop = _stop_index(ids, emitted, stops, stop_strings, tokenizer)
         if stop is not None:
             emitted = emitted[: stop + 1]  # the text ends at the stop token: later drafts are dropped
         ids += emitted
@@ -278,6 +291,20 @@ def _speculate(
         if stop is not None:
             break
     return SpeculativeResult(ids, rounds)
+
+
+def _stop_index(
+    ids: list[int], emitted: list[int], stops: frozenset[int], stop_strings: tuple[str, ...], tokenizer: Any
+) -> int | None:
+    """The index in ``emitted`` (the tokens of one pass, after ``ids``) of the first token that ends
+    the text: a stop id, or the one after which the generated text contains a stop string."""
+    for i, token in enumerate(emitted):
+        if token in stops:
+            return i
+        # Decoded whole, as generate does: a stop string may span tokens, or lie inside one.
+        if stop_strings and any(s in tokenizer.decode(ids + emitted[: i + 1]) for s in stop_strings):
+            return i
+    return None
 
 
 def _probs(logits: torch.Tensor, history: list[int], processors: list[LogitsProcessor]) -> torch.Tensor:
