@@ -459,7 +459,9 @@ class GPT(nn.Module):
             # A StaticKVCache (compiled decoding): where the new tokens go and what each one may see
             # come from the cache's tensors, set by its prepare(), which also checked the length.
             if attention_mask is not None:
-                raise ConfigError("with a StaticKVCache, pass padding to its prepare(real=...), not attention_mask")
+                raise ConfigError(
+                    "with a StaticKVCache, pass padding to its prepare(real=...), not attention_mask"
+                )
             past, mask, positions = 0, kv_cache.visible(), kv_cache.write_at
         else:
             past = kv_cache.length if kv_cache is not None else 0

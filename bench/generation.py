@@ -28,8 +28,8 @@ import time
 
 import torch
 
-from arlm_lib.generate import GenerationConfig, generate_ids
 from arlm_lib.device import synchronize
+from arlm_lib.generate import GenerationConfig, generate_ids
 from arlm_lib.generation.context import model_device
 from arlm_lib.model import GPT, GPTConfig
 

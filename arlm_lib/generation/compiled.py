@@ -42,7 +42,9 @@ class _CompiledStep:
         # CUDA graphs remove the per-kernel launch cost that dominates one-token steps on a GPU; other
         # devices have no graphs to capture, and the default mode's fusion is what helps there.
         self.cuda = device_type == "cuda"
-        self._compiled = torch.compile(decode_step, mode="reduce-overhead" if self.cuda else None, dynamic=False)
+        self._compiled = torch.compile(
+            decode_step, mode="reduce-overhead" if self.cuda else None, dynamic=False
+        )
         self._state = "untried"  # "untried" -> "compiled" or "eager"
 
     def __call__(self, model, idx, position_ids, cache):

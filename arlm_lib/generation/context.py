@@ -237,7 +237,9 @@ class ContextWindow:
             out = self.model(idx, position_ids=positions, kv_cache=cache)  # the prompt: eager, any length
         else:
             cache = self.model.new_kv_cache(len(lengths)) if self.use_cache else None
-            out = self.model(idx, attention_mask=mask if padded else None, position_ids=positions, kv_cache=cache)
+            out = self.model(
+                idx, attention_mask=mask if padded else None, position_ids=positions, kv_cache=cache
+            )
         self._cache = cache
         self._mask = mask if (padded and cache is not None) else None
         if self.track_hidden:  # each row's real tokens: the last len(window) positions
