@@ -14,7 +14,7 @@ from .beam import beam_search
 from .config import GenerationConfig, check_int
 from .context import model_device
 from .contrastive import check_penalty_alpha, contrastive_search
-from .sampling import _cut_at_stop, make_generator, safe_length, stream_text
+from .sampling import cut_at_stop, make_generator, safe_length, stream_text
 from .speculative import SpeculativeResult, speculative_generate
 
 __all__ = ["FLAG_OF_FIELD", "check_sample_options", "sample_cli"]
@@ -361,7 +361,7 @@ def sample_cli(
             stops,
         )
         if printer is None:
-            print(prompt + _cut_at_stop(tokenizer.decode(result.ids), stops)[0], file=out, flush=True)
+            print(prompt + cut_at_stop(tokenizer.decode(result.ids), stops)[0], file=out, flush=True)
         else:
             printer.finish()
         # On stderr, as warnings are: stdout holds the same text as without --draft, for scripts.
@@ -486,7 +486,7 @@ class _StreamPrinter:
 
     def _text(self) -> tuple[str, bool]:
         """The continuation so far, cut before the first stop text, and whether one was found."""
-        return _cut_at_stop(self.tokenizer.decode(self.ids), self.stops)
+        return cut_at_stop(self.tokenizer.decode(self.ids), self.stops)
 
     def _print(self, piece: str) -> None:
         print(self.pending + piece, end="", file=self.out, flush=True)

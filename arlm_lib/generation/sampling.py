@@ -169,7 +169,7 @@ def check_stop_ids(stop_ids: Iterable[int] | int | None, vocab_size: int) -> fro
     return frozenset(out)
 
 
-def _check_stop_strings(stop_strings: Iterable[str] | str | None, tokenizer: Any) -> tuple[str, ...]:
+def check_stop_strings(stop_strings: Iterable[str] | str | None, tokenizer: Any) -> tuple[str, ...]:
     if stop_strings is None:
         return ()
     strings = (stop_strings,) if isinstance(stop_strings, str) else tuple(stop_strings)
@@ -228,7 +228,7 @@ def generate(
     prompts, _ = normalize_prompts(prompt_ids, vocab_size, bos_id)
     keep = config.keep_for(block_size)
     stops = check_stop_ids(stop_ids, vocab_size)
-    strings = _check_stop_strings(stop_strings, tokenizer)
+    strings = check_stop_strings(stop_strings, tokenizer)
     check_int("return_top", return_top, 0)
     for name, value in (("use_cache", use_cache), ("compile", compile)):
         if not isinstance(value, bool):
@@ -409,7 +409,7 @@ def generate_ids(
     return out[0] if single else out
 
 
-def _cut_at_stop(text: str, stop_strings: Sequence[str]) -> tuple[str, bool]:
+def cut_at_stop(text: str, stop_strings: Sequence[str]) -> tuple[str, bool]:
     """``text`` up to (not including) the first stop string in it, and whether one was found."""
     cuts = [i for i in (text.find(s) for s in stop_strings) if i >= 0]
     return (text[: min(cuts)], True) if cuts else (text, False)
@@ -442,12 +442,12 @@ def generate_text(
     check_config(config)
     tokenizer_limit(tokenizer, model.config.vocab_size)  # a mismatch first, not as a bad prompt id
     ids = [tokenizer.encode(p) for p in prompts]
-    strings = _check_stop_strings(stop_strings, tokenizer)
+    strings = check_stop_strings(stop_strings, tokenizer)
     stops = check_stop_ids(stop_ids, tokenizer.vocab_size)
     new = generate_ids(
         model, ids, config, tokenizer=tokenizer, stop_strings=strings, stop_ids=stops, **kwargs
     )
-    texts = [_cut_at_stop(_continuation_text(tokenizer, row, stops), strings)[0] for row in new]
+    texts = [cut_at_stop(_continuation_text(tokenizer, row, stops), strings)[0] for row in new]
     return texts[0] if single else texts
 
 
@@ -485,7 +485,7 @@ def stream_text(
         )
     check_config(config)
     tokenizer_limit(tokenizer, model.config.vocab_size)  # a mismatch first, not as a bad prompt id
-    strings = _check_stop_strings(stop_strings, tokenizer)
+    strings = check_stop_strings(stop_strings, tokenizer)
     stops = check_stop_ids(stop_ids, tokenizer.vocab_size)
     steps = generate(
         model,
@@ -500,7 +500,7 @@ def stream_text(
     shown = 0
     for step in steps:
         ids.append(step.tokens[0].token_id)
-        text, stopped = _cut_at_stop(_continuation_text(tokenizer, ids, stops), strings)
+        text, stopped = cut_at_stop(_continuation_text(tokenizer, ids, stops), strings)
         end = len(text) if (stopped or step.finished) else safe_length(text, strings)
         if end > shown:
             yield text[shown:end]

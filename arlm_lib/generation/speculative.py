@@ -33,9 +33,9 @@ from .config import GenerationConfig, check_int, resolve_keep
 from .context import crop_prompt, eval_no_grad, model_device, normalize_prompts
 from .processors import LogitsProcessor, processed_probs
 from .sampling import (
-    _check_stop_strings,
     check_config,
     check_stop_ids,
+    check_stop_strings,
     make_generator,
     tokenizer_limit,
     with_vocab_limit,
@@ -226,7 +226,7 @@ def speculative_generate(
         raise GenerationError(f"speculative_generate takes one prompt, got a batch of {len(prompts)}")
     keep = config.keep_for(block_size)
     stops = check_stop_ids(stop_ids, vocab_size)
-    strings = _check_stop_strings(stop_strings, tokenizer)
+    strings = check_stop_strings(stop_strings, tokenizer)
     generator = make_generator(seed)
     processors = with_vocab_limit(config.processors(), limit)
     draft_mode = eval_no_grad(draft) if isinstance(draft, nn.Module) else contextlib.nullcontext()
