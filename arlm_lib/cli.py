@@ -360,6 +360,13 @@ def build_parser() -> argparse.ArgumentParser:
         "decoding, one pass per token)",
     )
     sample.add_argument(
+        "--compile",
+        action="store_true",
+        help="compiled decoding: a static KV cache and a torch.compile'd one-token step, replayed as a CUDA "
+        "graph on a GPU, where one-token steps are otherwise bound by Python and kernel launches. The "
+        "first sample compiles (seconds to a minute); the tokens are the same. On a CPU it is not faster",
+    )
+    sample.add_argument(
         "--stop",
         type=_stop_arg,
         action="append",

@@ -11,11 +11,14 @@ import warnings
 import pytest
 import torch
 
+from arlm_lib.checkpoint import save_checkpoint
+from arlm_lib.cli import main
 from arlm_lib.errors import ConfigError, GenerationError
 from arlm_lib.generate import GenerationConfig, generate, generate_ids
 from arlm_lib.generation import compiled
 from arlm_lib.generation.context import ContextWindow
 from arlm_lib.model import GPT, GPTConfig, StaticKVCache, attention_mask_4d
+from arlm_lib.tokenizers import CharTokenizer
 
 VOCAB, BLOCK = 40, 32
 
@@ -172,3 +175,46 @@ def test_a_failing_compiler_falls_back_to_eager_with_one_warning(model, monkeypa
     assert len(messages) == 1 and "RuntimeError: no C++ compiler found" in messages[0]
     assert "more detail" not in messages[0]
     assert len(calls) == 1, "after a failed compile, the step must not be retried at every token"
+
+
+# ----------------------------------------------------------------------------- the CLI's --compile
+def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
+    try:
+        code = main(argv)
+    except SystemExit as exc:
+        code = exc.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    root = tmp_path_factory.mktemp("compiled")
+    tok = CharTokenizer.train("the cat sat on the mat.\n")
+    save_checkpoint(root / "ckpt", make_model(), tokenizer=tok)
+    return root / "ckpt"
+
+
+@pytest.mark.parametrize(
+    "flags, named",
+    [
+        (["--beam", "2"], "--beam 2"),
+        (["--penalty-alpha", "0.5"], "--penalty-alpha 0.5"),
+        (["--draft", "DRAFT"], "--draft"),
+    ],
+)
+def test_cli_compile_refuses_the_decoders_with_their_own_loops(checkpoint, capsys, flags, named):
+    flags = [str(checkpoint) if f == "DRAFT" else f for f in flags]
+    code, out, err = run_cli(["sample", "--checkpoint", str(checkpoint), "--compile", *flags], capsys)
+    assert code == 2 and out == ""
+    assert named in err and "with --compile" in err
+
+
+@pytest.mark.slow
+def test_cli_compile_prints_the_text_of_plain_decoding(checkpoint, capsys):
+    base = ["sample", "--checkpoint", str(checkpoint), "--device", "cpu", "--prompt", "the ",
+            "--max-new-tokens", "45", "--seed", "3", "--num-samples", "2"]  # fmt: skip
+    code, plain, _ = run_cli(base, capsys)
+    assert code == 0 and plain.count("--- sample") == 2
+    assert run_cli([*base, "--compile"], capsys)[:2] == (0, plain)
+    assert run_cli([*base, "--compile", "--stream"], capsys)[:2] == (0, plain)

@@ -38,6 +38,7 @@ FLAG_OF_FIELD = {
     "draft": "--draft",
     "num_draft_tokens": "--draft-tokens",
     "stop": "--stop",
+    "compile": "--compile",
 }
 
 DEFAULTS: dict[str, Any] = {
@@ -60,6 +61,7 @@ DEFAULTS: dict[str, Any] = {
     "draft": None,
     "draft_tokens": None,
     "stop": None,
+    "compile": False,
 }
 
 
@@ -97,6 +99,15 @@ def check_sample_options(args: Any = None, **kwargs: Any) -> None:
     beam, temperature, num_samples = opts["beam"], opts["temperature"], opts["num_samples"]
     filters = [f for f in SAMPLING_ONLY if opts[f] is not None]
     _check_one_stop(opts)
+    if opts["compile"]:
+        # Compiled decoding is the sampling loop's (generate's): the other decoders run their own loops.
+        for field, flag in (("draft", "draft"), ("beam", "num_beams"), ("penalty_alpha", "penalty_alpha")):
+            if opts[field] is not None:
+                raise _conflict(
+                    flag,
+                    opts[field],
+                    "with --compile: compiled decoding serves sampling and greedy decoding only; drop one",
+                )
     if opts["draft"] is None:
         if opts["draft_tokens"] is not None:
             raise _conflict(
@@ -295,7 +306,8 @@ def sample_cli(
     ``draft_tokens`` (None = speculative_generate's default; tokens drafted per pass), ``stop`` (None, or
     a list of non-empty texts: each sample ends where its new text first contains one, and is printed up
     to, not including, it, as :func:`generate_text` returns it; with ``draft`` too; beam and contrastive
-    search take one, of one token, as their ``eos_id``, and print the text before it).
+    search take one, of one token, as their ``eos_id``, and print the text before it), ``compile``
+    (False; True = compiled decoding, ``generate(..., compile=True)``: sampling and greedy only).
 
     Each sample is printed as prompt + continuation, under a ``--- sample i ---`` header when there are
     several. Bad values raise GenerationError naming the flag, and so do flags that would be ignored
@@ -396,7 +408,9 @@ def sample_cli(
         # long sample still prints the text generated so far (on its own line, before "interrupted").
         pieces: list[str] = []
         try:
-            for piece in stream_text(model, tokenizer, prompt, config, seed=generator, stop_strings=stops):
+            for piece in stream_text(
+                model, tokenizer, prompt, config, seed=generator, stop_strings=stops, compile=opts["compile"]
+            ):
                 pieces.append(piece)
                 if opts["stream"]:
                     print(piece, end="", file=out, flush=True)
