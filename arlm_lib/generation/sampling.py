@@ -211,7 +211,7 @@ def generate(
     A sequence stops on a token in ``stop_ids`` (the token is emitted), when its generated text contains
     one of ``stop_strings`` (needs ``tokenizer``), or after ``max_new_tokens``; the others go on.
     ``compile=True`` decodes through a :class:`~arlm_lib.model.StaticKVCache` with a compiled one-token
-    step (a CUDA graph on a GPU; see :mod:`arlm_lib.generation.compiled`): the same tokens, up to
+    step (a CUDA graph on a GPU; see ``arlm_lib/generation/compiled.py``): the same tokens, up to
     floating-point rounding, faster once compiled. The first call compiles (seconds to a minute); later
     calls with the same model and batch size reuse it. It needs ``use_cache=True``.
     ``return_top=N`` fills each token's ``top`` / ``top_raw`` with the N most likely tokens (``top``:
