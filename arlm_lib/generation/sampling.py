@@ -212,7 +212,8 @@ def generate(
     one of ``stop_strings`` (needs ``tokenizer``), or after ``max_new_tokens``; the others go on.
     ``compile=True`` decodes through a :class:`~arlm_lib.model.StaticKVCache` with a compiled one-token
     step (a CUDA graph on a GPU; see ``arlm_lib/generation/compiled.py``): the same tokens, up to
-    floating-point rounding, faster once compiled. The first call compiles (seconds to a minute); later
+    floating-point rounding. It is meant for GPUs, where one-token steps are bound by kernel launches;
+    on a CPU it is slower than the plain cache. The first call compiles (seconds to a minute); later
     calls with the same model and batch size reuse it. It needs ``use_cache=True``.
     ``return_top=N`` fills each token's ``top`` / ``top_raw`` with the N most likely tokens (``top``:
     only those the filters left a probability > 0).
