@@ -98,6 +98,17 @@ def _stop_arg(text: str) -> str:
     return re.sub(r"\\(.?)", escape, text, flags=re.DOTALL)
 
 
+def _compile_mode(text: str) -> str:
+    """``--compile-mode``: one of the modes this torch's ``torch.compile`` knows (asked only when the flag
+    is given: asking imports the compiler, which every other command would pay for as ``choices``)."""
+    from .device import compile_modes
+
+    modes = compile_modes()
+    if text not in modes:
+        raise argparse.ArgumentTypeError(f"{text!r} is not allowed: choose one of {', '.join(modes)}")
+    return text
+
+
 def _peak_flops(text: str) -> float | str:
     """``--peak-flops``: a positive number of FLOP/s, or ``auto`` to measure one."""
     return "auto" if text == "auto" else positive_float(text)
@@ -261,6 +272,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--compile", action="store_true", help="torch.compile the model (falls back to eager if unavailable)"
     )
     sysg.add_argument(
+        "--compile-mode",
+        type=_compile_mode,
+        metavar="MODE",
+        help="with --compile: torch.compile's mode, e.g. max-autotune-no-cudagraphs (tunes the GPU kernels "
+        "while compiling: minutes longer) or reduce-overhead; default: torch's default mode",
+    )
+    sysg.add_argument(
         "--peak-flops",
         type=_peak_flops,
         help="one device's peak FLOP/s (e.g. 989e12 for an H100 in bf16), or 'auto' to measure a matmul; adds MFU",
@@ -270,7 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=positive_float,
         default=None,
         help="under torchrun: seconds a rank waits for the others before giving up with an error "
-        "(default 120, or 600 with --compile: each rank compiles at its own pace before the first all-reduce)",
+        "(default 120, or 600 with --compile, 1800 with a max-autotune --compile-mode: each rank compiles "
+        "at its own pace before the first all-reduce)",
     )
     sysg.add_argument(
         "--progress",
@@ -459,6 +478,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         device=args.device,
         dtype=args.dtype,
         compile=args.compile,
+        compile_mode=args.compile_mode,
         seed=args.seed,
         peak_flops=args.peak_flops,
         progress=args.progress,

@@ -100,10 +100,29 @@ def enable_fast_matmul(device: torch.device) -> None:
         torch.backends.cudnn.allow_tf32 = True
 
 
-def compile_or_warn(model: torch.nn.Module, warn: bool = True) -> torch.nn.Module:
-    """``torch.compile(model)``, or ``model`` itself with a warning if compiling is not possible here."""
+# torch.compile's modes, for a torch without ``torch._inductor.list_mode_options`` to ask.
+KNOWN_COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def compile_modes() -> tuple[str, ...]:
+    """The ``mode=`` values this torch's ``torch.compile`` knows.
+
+    Read from torch itself where it can tell (the list grows between versions); importing the compiler
+    to ask takes about a second, so only code that is about to compile calls this.
+    """
     try:
-        return torch.compile(model)
+        from torch._inductor import list_mode_options
+
+        return tuple(list_mode_options())
+    except Exception:  # an older or trimmed torch: the modes every torch 2.x has
+        return KNOWN_COMPILE_MODES
+
+
+def compile_or_warn(model: torch.nn.Module, warn: bool = True, mode: str | None = None) -> torch.nn.Module:
+    """``torch.compile(model, mode=mode)``, or ``model`` itself with a warning if compiling is not
+    possible here. ``mode=None`` leaves torch.compile's own default."""
+    try:
+        return torch.compile(model) if mode is None else torch.compile(model, mode=mode)
     except Exception as exc:  # compile is an optimisation: never a reason to lose the run
         if warn:
             warn_compile_fallback(exc)

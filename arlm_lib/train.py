@@ -26,6 +26,7 @@ from .checks import is_int, is_real, is_seed, plain_fields
 from .data import check_positive_int, check_token_stream, get_batch
 from .device import (
     autocast_context,
+    compile_modes,
     compile_or_warn,
     enable_fast_matmul,
     fall_back_if_ops_missing,
@@ -76,11 +77,14 @@ class TrainConfig:
     device: str = "auto"
     dtype: str = "auto"
     compile: bool = False
+    # torch.compile's mode (e.g. "max-autotune-no-cudagraphs"); None is torch's default. Needs compile=True.
+    compile_mode: str | None = None
     seed: int = 1337
     peak_flops: float | str | None = None  # one device's peak FLOP/s for the MFU column; "auto" measures it
     progress: bool = True
-    # A collective waiting longer than this fails (a dead or hung rank). None: 120 s, or 600 s with compile,
-    # because every rank compiles at its own pace before the first gradient all-reduce.
+    # A collective waiting longer than this fails (a dead or hung rank). None: 120 s, or 600 s with compile
+    # (1800 s in a max-autotune mode), because every rank compiles at its own pace before the first
+    # gradient all-reduce.
     ddp_timeout_s: float | None = None
     # On a NaN/inf loss or gradient norm: "stop" raises TrainingDivergedError; "rollback" restores the
     # state of the last checkpoint step (kept in host memory), halves lr and continues, at most
@@ -147,6 +151,7 @@ class TrainConfig:
         for name in ("compile", "progress"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name}={getattr(self, name)!r} is not allowed: it must be True or False")
+        self._check_compile_mode()
         for name in ("device", "dtype"):
             if not isinstance(getattr(self, name), str):
                 raise ConfigError(
@@ -161,7 +166,21 @@ class TrainConfig:
         if timeout is not None and (not is_real(timeout) or not timeout > 0):
             raise ConfigError(
                 f"ddp_timeout_s={timeout!r} is not allowed: it must be a number of seconds > 0, or None "
-                "(120 s, 600 s with compile)"
+                "(120 s, 600 s with compile, 1800 s in a max-autotune compile_mode)"
+            )
+
+    def _check_compile_mode(self) -> None:
+        mode = self.compile_mode
+        if mode is None:
+            return
+        modes = compile_modes()
+        if mode not in modes:
+            raise ConfigError(
+                f"compile_mode={mode!r} is not allowed: choose one of {modes}, or None for torch.compile's default"
+            )
+        if not self.compile:  # a mode without compiling would be ignored: a speed-up that silently is not
+            raise ConfigError(
+                f"compile_mode={mode!r} needs compile=True (--compile): without it the model is not compiled"
             )
 
     @property
@@ -169,7 +188,10 @@ class TrainConfig:
         """The seconds a collective waits for the other ranks (``ddp_timeout_s``, or its default)."""
         if self.ddp_timeout_s is not None:
             return float(self.ddp_timeout_s)
-        return 600.0 if self.compile else 120.0
+        if not self.compile:
+            return 120.0
+        # max-autotune benchmarks candidate kernels while it compiles: minutes more than the default mode.
+        return 1800.0 if (self.compile_mode or "").startswith("max-autotune") else 600.0
 
     def to_dict(self) -> dict[str, Any]:
         """Every field, JSON-able (what a checkpoint stores)."""
@@ -503,7 +525,7 @@ class Trainer:
         """
         model: torch.nn.Module = self.raw_model
         if use_compile:
-            model = compile_or_warn(model, warn=self.is_main)
+            model = compile_or_warn(model, warn=self.is_main, mode=self.config.compile_mode)
             self._compiled_ok = model is self.raw_model  # nothing left to fall back from
         if self.world_size > 1:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
@@ -618,7 +640,7 @@ class Trainer:
                 f"{run_dir} holds weights only (no training config), so it cannot be resumed"
             )
         try:
-            saved = TrainConfig.from_dict(checkpoint.train_config)
+            saved = TrainConfig.from_dict(_resumable_compile_mode(checkpoint.train_config, config_overrides))
         except (ConfigError, TypeError, ValueError) as exc:
             raise CheckpointError(
                 f"{run_dir} holds a training config this version cannot use: {exc}"
@@ -993,6 +1015,28 @@ class Trainer:
                 signal.signal(sig, old)
 
         return restore
+
+
+def _resumable_compile_mode(saved: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """A saved training config, less a compile mode the resume cannot or will not use.
+
+    The mode is a speed knob, like ``compile`` itself: a resume that turns compile off, or that runs on a
+    torch which does not know the saved mode, trains on in torch.compile's default instead of refusing.
+    """
+    mode = saved.get("compile_mode")
+    if mode is None:
+        return saved
+    if "compile_mode" in overrides or not overrides.get("compile", saved.get("compile")):
+        return {**saved, "compile_mode": None}  # replaced by the override, or not compiled at all
+    if mode not in compile_modes():
+        warnings.warn(
+            f"the run was compiled with compile_mode={mode!r}, which this torch does not know "
+            f"(it knows {compile_modes()}): resuming in torch.compile's default mode",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return {**saved, "compile_mode": None}
+    return saved
 
 
 def _backward_compiled_now():

@@ -173,6 +173,49 @@ def test_an_empty_checkpoint_flag_is_refused_naming_the_empty_value(command, cap
     assert len(err.strip().splitlines()) == 1
 
 
+def test_an_unknown_compile_mode_is_refused_naming_it_and_the_modes(tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(
+            [
+                "train",
+                "--data",
+                "synthetic",
+                "--out",
+                str(tmp_path / "run"),
+                "--compile",
+                "--compile-mode",
+                "bogus",
+            ]
+        )
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --compile-mode: 'bogus' is not allowed" in err
+    assert "max-autotune-no-cudagraphs" in err and "reduce-overhead" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
+
+
+def test_the_compile_mode_flag_reaches_torch_compile_and_the_checkpoint(corpus, tmp_path, monkeypatch):
+    calls = []
+
+    def recording_compile(model, **kwargs):  # compiles nothing: only the wiring is under test
+        calls.append(kwargs)
+        return model
+
+    monkeypatch.setattr(torch, "compile", recording_compile)
+    out = tmp_path / "run"
+    argv = ["train", "--data", str(corpus), "--out", str(out), "--max-iters", "2", "--no-progress", *TINY]
+    assert main([*argv, "--device", "cpu", "--compile", "--compile-mode", "max-autotune-no-cudagraphs"]) == 0
+    assert calls == [{"mode": "max-autotune-no-cudagraphs"}]
+    assert load_checkpoint(out).train_config["compile_mode"] == "max-autotune-no-cudagraphs"
+
+
+def test_a_compile_mode_without_compile_is_refused(tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(["train", "--data", "synthetic", "--out", str(out), "--compile-mode", "max-autotune", *TINY])
+    assert code == 2 and not out.exists()
+    assert "compile_mode='max-autotune' needs compile=True (--compile)" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("command", [["sample"], ["eval", "--data", "synthetic"]])
 def test_a_checkpoint_without_tokenizer_is_one_line_error_not_a_traceback(command, tmp_path, capsys):
     import torch

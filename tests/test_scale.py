@@ -215,6 +215,118 @@ def test_running_out_of_memory_in_the_compiled_model_is_not_taken_for_a_compile_
             trainer.train()
 
 
+# ----------------------------------------------------------------------------- compile mode
+def _recording_compile(calls: list):
+    """A stand-in for torch.compile that records its keyword arguments and compiles nothing."""
+
+    def compile(model, **kwargs):
+        calls.append(kwargs)
+        return model
+
+    return compile
+
+
+@pytest.mark.parametrize(
+    "mode, passed", [(None, {}), ("max-autotune-no-cudagraphs", {"mode": "max-autotune-no-cudagraphs"})]
+)
+def test_the_compile_mode_reaches_torch_compile(data, monkeypatch, mode, passed):
+    tokenizer, train, val = data
+    calls = []
+    monkeypatch.setattr(torch, "compile", _recording_compile(calls))
+    trainer = Trainer(small_model(tokenizer.vocab_size), train, val, config(compile=True, compile_mode=mode))
+    assert calls == [passed]  # no mode: torch.compile's own default, not a mode= of ours
+    assert trainer.config.compile_mode == mode
+
+
+def test_a_resume_keeps_the_compile_mode_and_dropping_compile_drops_it(data, monkeypatch, tmp_path):
+    tokenizer, train, val = data
+    calls = []
+    monkeypatch.setattr(torch, "compile", _recording_compile(calls))
+    mode = "max-autotune-no-cudagraphs"
+    first = Trainer(
+        small_model(tokenizer.vocab_size),
+        train,
+        val,
+        config(max_iters=2, schedule="constant", compile=True, compile_mode=mode),
+        tokenizer,
+        out_dir=tmp_path,
+    )
+    first.train()
+    assert ckpt.load_checkpoint(tmp_path).train_config["compile_mode"] == mode
+    assert Trainer.resume(tmp_path, train, val, max_iters=3).config.compile_mode == mode
+    assert calls == [{"mode": mode}, {"mode": mode}]
+    # A speed knob, like compile itself: turning compile off on resume must not be refused for the mode.
+    eager = Trainer.resume(tmp_path, train, val, max_iters=3, compile=False)
+    assert (eager.config.compile, eager.config.compile_mode) == (False, None)
+    assert len(calls) == 2, "compile=False still compiled"
+
+
+def test_a_resume_on_a_torch_without_the_saved_compile_mode_compiles_in_the_default(
+    data, monkeypatch, tmp_path
+):
+    import arlm_lib.train
+
+    tokenizer, train, val = data
+    calls = []
+    monkeypatch.setattr(torch, "compile", _recording_compile(calls))
+    cfg = config(max_iters=2, schedule="constant", compile=True, compile_mode="max-autotune-no-cudagraphs")
+    Trainer(small_model(tokenizer.vocab_size), train, val, cfg, tokenizer, out_dir=tmp_path).train()
+    monkeypatch.setattr(arlm_lib.train, "compile_modes", lambda: ("default", "reduce-overhead"))
+    with pytest.warns(RuntimeWarning, match="compile_mode='max-autotune-no-cudagraphs'.*default mode"):
+        resumed = Trainer.resume(tmp_path, train, val, max_iters=3)
+    assert (resumed.config.compile, resumed.config.compile_mode) == (True, None)
+    assert calls[-1] == {}
+    # A mode given for the resume replaces the saved one, which then needs no warning.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        replaced = Trainer.resume(tmp_path, train, val, max_iters=3, compile_mode="reduce-overhead")
+    assert replaced.config.compile_mode == "reduce-overhead" and calls[-1] == {"mode": "reduce-overhead"}
+
+
+@pytest.mark.parametrize("bad", ["max_autotune", "MAX-AUTOTUNE", "", 3])
+def test_an_unknown_compile_mode_is_refused_naming_it_and_the_modes(bad):
+    with pytest.raises(ConfigError) as info:
+        TrainConfig(compile=True, compile_mode=bad)
+    message = str(info.value)
+    assert f"compile_mode={bad!r}" in message
+    for mode in ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"):
+        assert repr(mode) in message
+
+
+def test_a_compile_mode_without_compile_is_refused():
+    with pytest.raises(ConfigError, match=r"compile_mode='max-autotune' needs compile=True"):
+        TrainConfig(compile_mode="max-autotune")
+
+
+def test_the_compile_modes_are_torchs_own(monkeypatch):
+    import torch._inductor
+
+    from arlm_lib.device import KNOWN_COMPILE_MODES, compile_modes
+
+    assert set(KNOWN_COMPILE_MODES) <= set(compile_modes())
+    monkeypatch.setattr(torch._inductor, "list_mode_options", lambda: {"default": {}, "newer-mode": {}})
+    assert compile_modes() == ("default", "newer-mode")
+    assert TrainConfig(compile=True, compile_mode="newer-mode").compile_mode == "newer-mode"
+    monkeypatch.delattr(torch._inductor, "list_mode_options")  # an older torch
+    assert compile_modes() == KNOWN_COMPILE_MODES
+
+
+def test_the_compile_mode_round_trips_and_an_older_checkpoints_config_loads():
+    import json
+
+    saved = TrainConfig(compile=True, compile_mode="reduce-overhead")
+    assert TrainConfig.from_dict(json.loads(json.dumps(saved.to_dict()))) == saved
+    older = {k: v for k, v in TrainConfig(compile=True).to_dict().items() if k != "compile_mode"}
+    assert TrainConfig.from_dict(older).compile_mode is None
+
+
+def test_max_autotune_gives_the_ranks_longer_to_compile():
+    default = TrainConfig(compile=True).collective_timeout_s
+    assert TrainConfig(compile=True, compile_mode="max-autotune-no-cudagraphs").collective_timeout_s > default
+    assert TrainConfig(compile=True, compile_mode="reduce-overhead").collective_timeout_s == default
+    assert TrainConfig(compile=True, compile_mode="max-autotune", ddp_timeout_s=30).collective_timeout_s == 30
+
+
 # ----------------------------------------------------------------------------- devices
 def test_cuda_requested_without_cuda_is_a_clear_error(tmp_path, capsys):
     if torch.cuda.is_available():
