@@ -74,9 +74,11 @@ def measure_training(
     compile: bool = False,
     peak_flops: float | str | None = None,
     min_time_s: float = 0.0,
+    compile_mode: str | None = None,
 ) -> dict:
     """Train on random tokens: ``warmup`` untimed steps, then at least ``steps`` timed steps and
-    ``min_time_s`` seconds; the median tokens/s and MFU of the timed steps."""
+    ``min_time_s`` seconds; the median tokens/s and MFU of the timed steps. ``compile_mode`` is
+    torch.compile's mode (with ``compile``; None: its default)."""
     torch.manual_seed(0)
     model = GPT(config)
     tokens = torch.randint(config.vocab_size, (max(200_000, 4 * batch_size * (config.block_size + 1)),))
@@ -91,6 +93,7 @@ def measure_training(
         device=device,
         dtype=dtype,
         compile=compile,
+        compile_mode=compile_mode,
         peak_flops=peak_flops,
         progress=False,
     )
@@ -132,6 +135,7 @@ def measure_training(
         "attention": config.attention,
         "dtype": str(trainer.dtype).removeprefix("torch."),
         "compiled": hasattr(trainer.model, "_orig_mod"),
+        "compile_mode": trainer.config.compile_mode,
         "tokens_per_s": statistics.median(tokens_per_s),
         "ms_per_step": 1000 * batch_size * config.block_size / statistics.median(tokens_per_s),
         "tokens_per_cpu_s": timed_steps * batch_size * config.block_size / cpu_s if cpu_s > 0 else None,

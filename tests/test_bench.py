@@ -94,6 +94,7 @@ def reduced_args() -> argparse.Namespace:
         gen_repeats=1,
         presets=["small", "gpt2"],
         no_compile=False,
+        tune=False,
     )
 
 
@@ -134,7 +135,7 @@ def test_gpu_bench_halves_a_batch_that_runs_out_of_memory(monkeypatch, one_threa
 def test_gpu_bench_runs_the_compiled_gpt2_right_after_the_quick_items():
     gpu = load_gpu_bench()
     args = reduced_args()
-    names = [name for name, _ in gpu.build_plan(args, torch.device("cpu"), torch.float32, {})]
+    names = [name for name, _, _ in gpu.build_plan(args, torch.device("cpu"), torch.float32, {})]
     assert names == [
         "train small compile off",
         "train gpt2 compile off",
@@ -144,9 +145,76 @@ def test_gpu_bench_runs_the_compiled_gpt2_right_after_the_quick_items():
         "train small compile on",
     ]
     args.no_compile = True
-    assert [n for n, _ in gpu.build_plan(args, torch.device("cpu"), torch.float32, {})] == names[:2] + names[
-        3:5
+    assert [n for n, _, _ in gpu.build_plan(args, torch.device("cpu"), torch.float32, {})] == names[
+        :2
+    ] + names[3:5]
+
+
+def test_gpu_bench_tune_runs_its_gpt2_variants_after_the_compiled_gpt2(one_thread, capsys):
+    """``--tune`` in the reduced mode: each variant trains for real (the mode reaches the trainer, the batch
+    is doubled) and gets a row that names it. Only the tune items run here: each compiles, which on a
+    CPU takes tens of seconds."""
+    gpu = load_gpu_bench()
+    args = reduced_args()
+    args.tune = True
+    plan = gpu.build_plan(args, torch.device("cpu"), torch.float32, {"spec": None, "measured": 1e9})
+    names = [name for name, _, _ in plan]
+    tune = ["train gpt2 compile on, batch x2", "train gpt2 compile on, max-autotune-no-cudagraphs"]
+    at = names.index("train gpt2 compile on")
+    assert names[at + 1 : at + 3] == tune and names[at + 3] == "generate small"
+    rows = [run() for name, run, _ in plan if name in tune]
+    assert [(r["variant"], r["compile_mode"], r["batch_size"]) for r in rows] == [
+        ("batch x2", None, 2 * 2),
+        ("max-autotune-no-cudagraphs", "max-autotune-no-cudagraphs", 2),
     ]
+    for row in rows:
+        assert row["compiled"] is True and row["compile_fallback"] is None, row["warnings"]
+        assert row["tokens_per_s"] > 0
+    gpu.print_tables({"items": rows, "skipped": [], "failed": []})
+    table = table_rows(capsys.readouterr().out, "gpt2")
+    assert [(row[2], row[4]) for row in table] == [
+        ("4x64", "batch x2"),
+        ("2x64", "max-autotune-no-cudagraphs"),
+    ]
+
+
+def test_gpu_bench_tune_fits_the_default_budget_on_a_gpu():
+    """On a GPU every item carries its expected seconds (a missing estimate would end the one GPU run with
+    a KeyError), and the tune variants are expected to end within the default budget."""
+    gpu = load_gpu_bench()
+    args = reduced_args()
+    args.reduced, args.tune = False, True
+    plan = gpu.build_plan(args, torch.device("cpu"), torch.float32, {})
+    assert all(seconds > 0 for _, _, seconds in plan)
+    last_tune = max(i for i, (name, _, _) in enumerate(plan) if "max-autotune" in name)
+    assert sum(seconds for _, _, seconds in plan[: last_tune + 1]) <= gpu.DEFAULT_BUDGET_S
+
+
+def test_gpu_bench_skips_an_item_expected_to_end_after_the_budget(monkeypatch, one_thread, tmp_path, capsys):
+    gpu = load_gpu_bench()
+
+    def plan(args, device, dtype, peaks):
+        assert args.tune  # the flag reaches the plan
+        fake = lambda name: lambda: {"item": "fake", "name": name}  # noqa: E731
+        return [
+            ("quick", fake("quick"), 0.0),
+            ("too long", fake("too long"), 1e9),
+            ("after", fake("after"), 0.0),
+        ]
+
+    monkeypatch.setattr(gpu, "build_plan", plan)
+    out = tmp_path / "gpu.json"
+    assert gpu.main(["--reduced", "--tune", "--budget-s", "600", "--json", str(out)]) == 0
+    results = json.loads(out.read_text())
+    assert [r["name"] for r in results["items"]] == ["quick", "after"] and results["skipped"] == ["too long"]
+    assert "skipped (time budget): too long" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("flags", [["--tune", "--no-compile"], ["--tune", "--presets", "small"]])
+def test_gpu_bench_refuses_tune_without_the_compiled_gpt2(flags, capsys):
+    with pytest.raises(SystemExit) as info:
+        load_gpu_bench().main(flags)
+    assert info.value.code == 2 and "--tune" in capsys.readouterr().err
 
 
 def test_gpu_bench_runs_from_a_checkout_where_arlm_lib_is_not_installed(tmp_path: Path):
