@@ -13,6 +13,11 @@ It measures, in bf16 (fp16 on GPUs without bf16), with TF32 allowed and fused Ad
   trainer's FLOPs per token, 6N + 12·L·H·Q·T, divided by the datasheet peak of the GPU (when known, as
   nanoGPT and llm.c report it) and by a measured bf16 matmul peak. A batch that runs out of memory is
   halved and retried (the row says so) instead of losing the item;
+* compiled decoding (``generate(..., compile=True)``: a static KV cache and a compiled one-token step,
+  captured as a CUDA graph) against the plain KV cache, greedy, batch 1, a one-token prompt to the end
+  of the context: tokens/s of each, how many tokens agree in bf16, and the first call's compile time.
+  The H200 run found one-token steps bound by the host (3.7 ms of wall time for 0.64 ms of GPU work);
+  this measures the remedy. It runs right after the compiled ``gpt2`` (and ``--tune``'s cheap variant);
 * greedy generation from a one-token prompt to the end of the context with and without the KV cache
   (``arlm_lib.generate.generate_ids``), batch 1: tokens/s, peak memory, and whether both give the same
   tokens. That check is made in float32 (TF32 off), on the first 64 tokens: in bf16 the two paths
@@ -36,13 +41,16 @@ the H200 run measured 43.7% with the compiled batch-64 row), each a row of its o
   more). Without CUDA graphs: they save kernel launches, a small share of a 130 ms step whose optimizer
   runs outside the graph anyway, and they would add a memory pool and input copies of their own.
 
-Order: the quick eager items first, then the compiled ``gpt2`` (the number the GPU run is for), then with
-``--tune`` the cheap ``batch x2`` variant and the costly ``max-autotune-no-cudagraphs`` one, then
-generation (measured before, and no tuning changes it), then the compiled ``small``: a run cut short by
-the budget or the session loses the least. Each item carries about how long it took on the H200 (an
-estimate for the tune items; max-autotune's compile time is the least known), and an item expected to end
-after ``--budget-s`` is skipped, not started: the default budget keeps a ``--tune`` run within the
-9 minutes of ``timeout 540``. In the reduced mode only the start of each item is checked.
+Order: the quick eager items first, then the compiled ``gpt2`` (the number the GPU run is for), with
+``--tune`` its cheap ``batch x2`` variant, then compiled decoding of ``gpt2`` (new since the H200 run),
+then ``--tune``'s costly ``max-autotune-no-cudagraphs`` variant, then plain generation (measured before,
+and no tuning changes it), then the compiled ``small`` and its compiled decoding: a run cut short by the
+budget or the session loses the least. Each item carries about how long it took on the H200 (an
+estimate for the new items; max-autotune's compile time is the least known), and an item expected to
+end after ``--budget-s`` is skipped, not started. The default budget (480 s) keeps a plain run within
+``timeout 540``; a ``--tune`` run expects about 515 s up to the max-autotune item, so its default
+budget is 540 s, for ``timeout 590`` (the command in bench/RESULTS.md). In the reduced mode only
+the start of each item is checked.
 
 Without CUDA (or with ``--reduced``) it runs the same code on the CPU with scaled-down models (2 layers,
 64 wide, context 64) and 2 timed steps, so the script is known to work before a GPU is at hand; those
@@ -95,10 +103,14 @@ H200_SECONDS = {
     "train gpt2 compile on, max-autotune-no-cudagraphs": 300,
     "generate small": 50,
     "generate gpt2": 180,
+    # Estimates: compiling the one-token step and capturing its CUDA graph, then 3 runs each way.
+    "decode small compiled": 50,
+    "decode gpt2 compiled": 100,
     "train small compile on": 15,
 }
 REDUCED = dict(n_layer=2, n_head=2, n_embd=64, block_size=64)
 DEFAULT_BUDGET_S = 480.0  # with `timeout 540`: room for the start-up and an estimate that ran over
+TUNE_BUDGET_S = 540.0  # --tune, with `timeout 590`: the max-autotune row is the one the run is for
 CHECK_TOKENS = 64  # float32 cache-vs-no-cache check: tokens generated
 
 
@@ -283,6 +295,41 @@ def generation_item(preset: str, args, device: torch.device, dtype: torch.dtype)
     return row
 
 
+def compiled_decoding_item(preset: str, args, device: torch.device, dtype: torch.dtype) -> dict:
+    """Greedy decoding with the plain KV cache against ``generate(..., compile=True)`` (a static cache
+    and a compiled one-token step, a CUDA graph on a GPU), batch 1, one-token prompt to the full context.
+    The first compiled call (compile and capture) is timed on its own, outside the tokens/s."""
+    torch.manual_seed(0)
+    model = GPT(bench_config(preset, args.reduced)).to(device=device, dtype=dtype).eval()
+    new_tokens = model.config.block_size - 1
+    config = GenerationConfig(max_new_tokens=new_tokens, temperature=0)
+    generate_ids(model, [0], config, max_new_tokens=4)  # warm-up of the plain path
+    synchronize(device)
+    start = time.perf_counter()
+    generate_ids(model, [0], config, max_new_tokens=4, compile=True)
+    synchronize(device)
+    row = {
+        "item": "decode",
+        "preset": preset,
+        "new_tokens": new_tokens,
+        "first_call_s": time.perf_counter() - start,
+    }
+    outputs, times = {}, {True: [], False: []}
+    for _ in range(args.gen_repeats):  # alternated: a drifting clock or load affects both alike
+        for compiled in (True, False):
+            synchronize(device)
+            start = time.perf_counter()
+            outputs[compiled] = generate_ids(model, [0], config, compile=compiled)
+            synchronize(device)
+            times[compiled].append(time.perf_counter() - start)
+    row["compiled_tokens_per_s"] = new_tokens / statistics.median(times[True])
+    row["cache_tokens_per_s"] = new_tokens / statistics.median(times[False])
+    row["speedup"] = row["compiled_tokens_per_s"] / row["cache_tokens_per_s"]
+    # In bf16 the two round differently (fused kernels), so near-tied random logits may flip a pick.
+    row["tokens_agreeing"] = agreeing_prefix(outputs[True], outputs[False])
+    return row
+
+
 def fmt(value, spec: str = ",.0f", scale: float = 1.0, suffix: str = "") -> str:
     return "n/a" if value is None else f"{value * scale:{spec}}{suffix}"
 
@@ -320,6 +367,19 @@ def print_tables(results: dict) -> None:
                 f"{r['tokens_agreeing']} of {r['new_tokens']} | "
                 f"{fmt(r['cache_peak_memory_GiB'], '.2f')} / {fmt(r['no_cache_peak_memory_GiB'], '.2f', suffix=' GiB')} |"
             )
+    decode = [r for r in results["items"] if r["item"] == "decode"]
+    if decode:
+        print(
+            "\n| preset | new tokens | compiled decoding tokens/s | KV cache tokens/s | speed-up "
+            f"| tokens agreeing ({results['dtype']}) | first call (compile) |"
+        )
+        print("|" + "---|" * 7)
+        for r in decode:
+            print(
+                f"| {r['preset']} | {r['new_tokens']} | {fmt(r['compiled_tokens_per_s'])} | "
+                f"{fmt(r['cache_tokens_per_s'])} | {r['speedup']:.1f}x | {r['tokens_agreeing']} of {r['new_tokens']} "
+                f"| {r['first_call_s']:.0f} s |"
+            )
     for r in train:
         if (r.get("compiled_graphs") or 0) > 1 or r.get("graph_breaks"):
             label = r["preset"] + (f" ({r['variant']})" if r["variant"] else "")
@@ -349,7 +409,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--dtype", default="auto", help="auto = bf16, or fp16 on GPUs without bf16")
     parser.add_argument("--presets", nargs="+", default=["small", "gpt2"], choices=["small", "gpt2"])
-    parser.add_argument("--no-compile", action="store_true", help="skip the compile-on training items")
+    parser.add_argument(
+        "--no-compile", action="store_true", help="skip every compiled item (training and decoding)"
+    )
     parser.add_argument(
         "--tune",
         action="store_true",
@@ -361,10 +423,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--budget-s",
         type=float,
-        default=DEFAULT_BUDGET_S,
-        help="start no item expected to end after this many seconds (on a GPU; reduced: to start after)",
+        help=f"start no item expected to end after this many seconds (on a GPU; reduced: to start after); "
+        f"default {DEFAULT_BUDGET_S:.0f}, {TUNE_BUDGET_S:.0f} with --tune",
     )
     args = parser.parse_args(argv)
+    if args.budget_s is None:
+        args.budget_s = TUNE_BUDGET_S if args.tune else DEFAULT_BUDGET_S
     if args.tune and (args.no_compile or "gpt2" not in args.presets):
         parser.error("--tune varies the compiled gpt2: it needs the gpt2 preset and no --no-compile")
 
@@ -470,11 +534,16 @@ def build_plan(
         item(f"train {p} compile on", lambda p=p: train_item(p, True, args, device, peaks))
         for p in sorted(presets, key=lambda p: p != "gpt2")
     ]
+    decode = [
+        item(f"decode {p} compiled", lambda p=p: compiled_decoding_item(p, args, device, dtype))
+        for p in sorted(presets, key=lambda p: p != "gpt2")
+    ]
     if args.no_compile:
-        compiled = []
+        compiled, decode = [], []
     plan += compiled[:1]
+    tune = []
     if args.tune:
-        plan += [
+        tune = [
             item(
                 f"train gpt2 compile on, {variant}",
                 lambda variant=variant, mode=mode, multiplier=multiplier: train_item(
@@ -483,8 +552,12 @@ def build_plan(
             )
             for variant, mode, multiplier in TUNE_VARIANTS
         ]
+        plan += tune[:1]
+    plan += decode[:1]  # new since the H200 run: before the costly max-autotune variant
+    if args.tune:
+        plan += tune[1:]
     plan += [item(f"generate {p}", lambda p=p: generation_item(p, args, device, dtype)) for p in presets]
-    plan += compiled[1:]
+    plan += compiled[1:] + decode[1:]
     return plan
 
 

@@ -140,14 +140,16 @@ def test_gpu_bench_runs_the_compiled_gpt2_right_after_the_quick_items():
         "train small compile off",
         "train gpt2 compile off",
         "train gpt2 compile on",
+        "decode gpt2 compiled",
         "generate small",
         "generate gpt2",
         "train small compile on",
+        "decode small compiled",
     ]
-    args.no_compile = True
+    args.no_compile = True  # nothing compiled: neither training nor decoding
     assert [n for n, _, _ in gpu.build_plan(args, torch.device("cpu"), torch.float32, {})] == names[
         :2
-    ] + names[3:5]
+    ] + names[4:6]
 
 
 def test_gpu_bench_tune_runs_its_gpt2_variants_after_the_compiled_gpt2(one_thread, capsys):
@@ -161,7 +163,7 @@ def test_gpu_bench_tune_runs_its_gpt2_variants_after_the_compiled_gpt2(one_threa
     names = [name for name, _, _ in plan]
     tune = ["train gpt2 compile on, batch x2", "train gpt2 compile on, max-autotune-no-cudagraphs"]
     at = names.index("train gpt2 compile on")
-    assert names[at + 1 : at + 3] == tune and names[at + 3] == "generate small"
+    assert names[at + 1 : at + 5] == [tune[0], "decode gpt2 compiled", tune[1], "generate small"]
     rows = [run() for name, run, _ in plan if name in tune]
     assert [(r["variant"], r["compile_mode"], r["batch_size"]) for r in rows] == [
         ("batch x2", None, 2 * 2),
@@ -187,7 +189,20 @@ def test_gpu_bench_tune_fits_the_default_budget_on_a_gpu():
     plan = gpu.build_plan(args, torch.device("cpu"), torch.float32, {})
     assert all(seconds > 0 for _, _, seconds in plan)
     last_tune = max(i for i, (name, _, _) in enumerate(plan) if "max-autotune" in name)
-    assert sum(seconds for _, _, seconds in plan[: last_tune + 1]) <= gpu.DEFAULT_BUDGET_S
+    assert sum(seconds for _, _, seconds in plan[: last_tune + 1]) <= gpu.TUNE_BUDGET_S
+
+
+def test_gpu_bench_times_compiled_decoding_against_the_plain_cache(one_thread, capsys):
+    """The decode item in the reduced mode, in float32: compiled decoding gives every plain-cache token."""
+    gpu = load_gpu_bench()
+    row = gpu.compiled_decoding_item("small", reduced_args(), torch.device("cpu"), torch.float32)
+    assert row["item"] == "decode" and row["new_tokens"] == gpu.REDUCED["block_size"] - 1
+    assert row["tokens_agreeing"] == row["new_tokens"]
+    assert row["compiled_tokens_per_s"] > 0 and row["cache_tokens_per_s"] > 0 and row["first_call_s"] > 0
+    assert row["speedup"] == pytest.approx(row["compiled_tokens_per_s"] / row["cache_tokens_per_s"])
+    gpu.print_tables({"items": [row], "skipped": [], "failed": [], "dtype": "float32"})
+    (printed,) = table_rows(capsys.readouterr().out, "small")
+    assert printed[5] == f"{row['new_tokens']} of {row['new_tokens']}"
 
 
 def test_gpu_bench_skips_an_item_expected_to_end_after_the_budget(monkeypatch, one_thread, tmp_path, capsys):
