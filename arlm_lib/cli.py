@@ -1,4 +1,4 @@
-"""The command line: ``python -m arlm_lib train | sample | eval | corpus``.
+"""The command line: ``python -m arlm_lib train | sample | eval | import-gpt2 | corpus``.
 
 Every bad value is caught before anything is written, reported in one line that names the flag or the
 value and what is allowed, and turned into a non-zero exit status.
@@ -429,6 +429,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--device", default="auto", help=f"one of {DEVICE_CHOICES}")
 
+    # --- import-gpt2
+    gpt2 = commands.add_parser(
+        "import-gpt2",
+        help="turn OpenAI's GPT-2 weights (Hugging Face files) into a checkpoint for sample and eval",
+        formatter_class=_HelpFormatter,
+        description="Convert a Hugging Face GPT-2 (gpt2, gpt2-medium, distilgpt2, ...) that you downloaded "
+        "yourself (model.safetensors, config.json, tokenizer.json) into an arlm checkpoint. Nothing is "
+        "downloaded.",
+    )
+    gpt2.add_argument(
+        "--weights",
+        required=True,
+        type=_checkpoint_arg,
+        help="model.safetensors, or the directory holding it (and config.json and tokenizer.json)",
+    )
+    gpt2.add_argument(
+        "--config", help="config.json, for the number of heads (default: the one next to --weights)"
+    )
+    gpt2.add_argument("--tokenizer", help="tokenizer.json (default: the one next to --weights)")
+    gpt2.add_argument(
+        "--out",
+        required=True,
+        help="run directory for the checkpoint; refused if it holds one already, or other files",
+    )
+
     # --- corpus
     corpus = commands.add_parser(
         "corpus", help="list the built-in corpora or describe one", formatter_class=_HelpFormatter
@@ -704,6 +729,47 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import_gpt2(args: argparse.Namespace) -> int:
+    """``import-gpt2``: Hugging Face GPT-2 files -> an arlm checkpoint in ``--out`` (nothing on failure)."""
+    from .checkpoint import save_checkpoint
+    from .errors import TokenizerError
+    from .gpt2_weights import TOKENIZER_FILE, find_gpt2_file, load_gpt2_tokenizer, load_gpt2_weights
+    from .rundir import RunLock, prepare_run_dir
+
+    how = "delete it to import again"
+    prepare_run_dir(args.out, resume=False, how_to_resume=how, create=False)  # fail before the slow load
+    model = load_gpt2_weights(args.weights, config_json=args.config)
+    tokenizer_path = find_gpt2_file(args.weights, args.tokenizer, TOKENIZER_FILE)
+    if tokenizer_path is None:
+        raise TokenizerError(
+            f"no {TOKENIZER_FILE} next to --weights {args.weights}: sample and eval need GPT-2's tokenizer; "
+            f"download the model's {TOKENIZER_FILE} too, or pass it with --tokenizer"
+        )
+    tokenizer = load_gpt2_tokenizer(tokenizer_path)
+    c = model.config
+    if tokenizer.vocab_size != c.vocab_size:
+        raise TokenizerError(
+            f"--tokenizer {tokenizer_path} has {tokenizer.vocab_size:,} tokens but the weights embed "
+            f"{c.vocab_size:,}: they are not from the same model"
+        )
+    existed = Path(args.out).exists()
+    out = prepare_run_dir(args.out, resume=False, how_to_resume=how)
+    lock = RunLock(out).acquire()
+    try:
+        prepare_run_dir(out, resume=False, how_to_resume=how, create=False)  # no one wrote it meanwhile
+        path = save_checkpoint(out, model, tokenizer=tokenizer)
+    finally:
+        lock.release()
+        if not existed and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # a failed import leaves nothing behind
+    print(
+        f"imported {model.num_params() / 1e6:.2f}M parameters | {c.n_layer} layers, {c.n_head} heads, "
+        f"{c.n_embd} wide, context {c.block_size} | vocab {c.vocab_size:,} -> {path}\n"
+        f"try: python -m arlm_lib sample --checkpoint {out} --prompt 'Hello, my name is'"
+    )
+    return 0
+
+
 def cmd_corpus(args: argparse.Namespace) -> int:
     """``corpus list`` / ``corpus info NAME``."""
     from .corpus import format_corpus_info, format_corpus_list
@@ -712,7 +778,13 @@ def cmd_corpus(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "corpus": cmd_corpus}
+COMMANDS = {
+    "train": cmd_train,
+    "sample": cmd_sample,
+    "eval": cmd_eval,
+    "import-gpt2": cmd_import_gpt2,
+    "corpus": cmd_corpus,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

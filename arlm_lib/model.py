@@ -30,6 +30,7 @@ from .errors import ConfigError
 
 NORM_POSITIONS = ("pre", "post")
 ATTENTION_PATHS = ("fast", "explicit")
+ACTIVATIONS = ("gelu", "gelu_tanh")
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,7 @@ class GPTConfig:
     qk_layernorm: bool = False  # LayerNorm on queries and keys: bounds attention logits at high lr
     attention: str = "fast"  # "fast" (fused SDPA kernel) or "explicit" (returns the weights)
     residual: bool = True  # False removes the skip connections (stability chapter only)
+    activation: str = "gelu"  # the MLP's GELU: "gelu" (exact) or "gelu_tanh" (the approximation GPT-2 used)
 
     def __post_init__(self) -> None:
         plain_fields(self)  # numpy scalars (from a sweep or an array) become JSON-able Python values
@@ -72,6 +74,8 @@ class GPTConfig:
             )
         if self.attention not in ATTENTION_PATHS:
             raise ConfigError(f"attention={self.attention!r} is not allowed: choose one of {ATTENTION_PATHS}")
+        if self.activation not in ACTIVATIONS:
+            raise ConfigError(f"activation={self.activation!r} is not allowed: choose one of {ACTIVATIONS}")
 
     @property
     def head_dim(self) -> int:
@@ -298,7 +302,7 @@ class MLP(nn.Module):
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
         self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
-        self.gelu = nn.GELU()
+        self.gelu = nn.GELU(approximate="tanh" if config.activation == "gelu_tanh" else "none")
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
 

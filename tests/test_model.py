@@ -3,6 +3,7 @@
 import json
 import math
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -91,8 +92,13 @@ def reference_forward(model: GPT, idx: torch.Tensor) -> tuple[torch.Tensor, floa
         y = (weights @ v).transpose(1, 2).reshape(B, T, c.n_embd)
         return linear(y, f"{pre}.attn.c_proj")
 
+    def gelu(x):
+        if c.activation == "gelu_tanh":  # GPT-2's approximation
+            return 0.5 * x * (1 + torch.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))
+        return 0.5 * x * (1 + torch.erf(x / math.sqrt(2)))
+
     def mlp(h, pre):
-        return linear(F.gelu(linear(h, f"{pre}.mlp.c_fc")), f"{pre}.mlp.c_proj")
+        return linear(gelu(linear(h, f"{pre}.mlp.c_fc")), f"{pre}.mlp.c_proj")
 
     x = p["transformer.wte.weight"][idx] + p["transformer.wpe.weight"][torch.arange(T)]
     for layer in range(c.n_layer):
@@ -121,8 +127,9 @@ def reference_forward(model: GPT, idx: torch.Tensor) -> tuple[torch.Tensor, floa
         dict(residual=False),
         dict(norm_position="post", residual=False, qk_layernorm=True),
         dict(bias=False),
+        dict(activation="gelu_tanh"),
     ],
-    ids=["pre", "post", "qk_layernorm", "no_residual", "post_no_residual_qk", "no_bias"],
+    ids=["pre", "post", "qk_layernorm", "no_residual", "post_no_residual_qk", "no_bias", "gelu_tanh"],
 )
 def test_both_attention_paths_compute_the_written_out_transformer(overrides):
     """An independent oracle: each architecture switch (pre/post LayerNorm, skip connections, QK
@@ -275,6 +282,7 @@ def test_presets_and_parameter_counts():
         (dict(bias="no"), "bias='no'"),
         (dict(residual=0), "residual=0"),
         (dict(qk_layernorm="yes"), "qk_layernorm='yes'"),
+        (dict(activation="relu"), r"activation='relu' is not allowed: choose one of \('gelu', 'gelu_tanh'\)"),
         (dict(n_lyr=3), r"n_lyr.*allowed fields.*n_layer"),
     ],
 )
@@ -312,6 +320,26 @@ def test_config_round_trip_rejects_unknown_fields():
     assert GPTConfig.from_dict(data) == PRESETS["tiny"]
     with pytest.raises(ConfigError, match="rotary"):
         GPTConfig.from_dict({**data, "rotary": True})
+
+
+def test_checkpoints_saved_before_the_activation_field_load_with_exact_gelu():
+    from arlm_lib.checkpoint import load_checkpoint
+
+    shipped = sorted((Path(__file__).parent.parent / "arlm_lib" / "pretrained").glob("*.safetensors"))
+    assert shipped
+    for path in shipped:
+        saved = load_checkpoint(path)
+        assert saved.model_config.activation == "gelu"
+    old = {k: v for k, v in PRESETS["tiny"].to_dict().items() if k != "activation"}
+    assert GPTConfig.from_dict(old) == PRESETS["tiny"]
+    assert GPT(GPTConfig.from_dict(old)).transformer.h[0].mlp.gelu.approximate == "none"
+
+
+def test_gelu_tanh_is_the_tanh_approximation():
+    x = torch.linspace(-4, 4, 101)
+    for activation, approximate in (("gelu", "none"), ("gelu_tanh", "tanh")):
+        mlp = GPT(replace(SMALL, activation=activation)).transformer.h[0].mlp
+        torch.testing.assert_close(mlp.gelu(x), F.gelu(x, approximate=approximate), rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("device", ["gpu", "cuda:x", "tpu"])
