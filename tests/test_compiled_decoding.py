@@ -7,6 +7,7 @@ against eager decoding, for its recompiles, and for its fallback (slow: compilin
 from __future__ import annotations
 
 import warnings
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -218,3 +219,252 @@ def test_cli_compile_prints_the_text_of_plain_decoding(checkpoint, capsys):
     assert code == 0 and plain.count("--- sample") == 2
     assert run_cli([*base, "--compile"], capsys)[:2] == (0, plain)
     assert run_cli([*base, "--compile", "--stream"], capsys)[:2] == (0, plain)
+
+
+# ----------------------------------------------------------------------------- the compile=True path, eagerly
+@pytest.fixture
+def eager_step(monkeypatch):
+    """compile=True's whole path (static cache, pooled caches, row moves, the step's states) with
+    decode_step itself as the "compiled" function: the same code without compiling, so fast. It records
+    the cache of every call, and uses a pool of its own."""
+    step = compiled._CompiledStep("cpu")
+    caches: list[StaticKVCache] = []
+
+    def eager(model, idx, position_ids, cache):
+        caches.append(cache)
+        return compiled.decode_step(model, idx, position_ids, cache)
+
+    monkeypatch.setattr(step, "_compiled", eager)
+    monkeypatch.setattr("arlm_lib.generation.context.compiled_decode_step", lambda device_type: step)
+    pool = compiled.CachePool()
+    monkeypatch.setattr(compiled, "static_caches", pool)
+    monkeypatch.setattr("arlm_lib.generation.context.static_caches", pool)
+    return SimpleNamespace(step=step, caches=caches, pool=pool)
+
+
+def test_static_path_gives_the_plain_tokens(model, eager_step):
+    """Past the context (re-encoded windows), seeded sampling, and a left-padded batch whose FIRST row
+    stops early (the other rows move into a smaller pooled cache, not a prefix of the rows)."""
+    config = GenerationConfig(max_new_tokens=2 * BLOCK + 5, temperature=0)
+    assert generate_ids(model, [1, 2, 3], config, compile=True) == generate_ids(model, [1, 2, 3], config)
+    assert eager_step.caches and all(isinstance(c, StaticKVCache) for c in eager_step.caches)
+    sampled = dict(max_new_tokens=40, temperature=1.0, top_k=10, seed=7)
+    assert generate_ids(model, [5], compile=True, **sampled) == generate_ids(model, [5], **sampled)
+
+    batch = [[7, 8, 9, 10, 11, 12, 13], [3, 4, 5], [20, 21, 22, 23, 24]]
+    full = generate_ids(model, batch, config)
+    stop = full[0][6]
+    expected = generate_ids(model, batch, config, stop_ids=[stop])
+    assert len(expected[0]) < min(len(expected[1]), len(expected[2])), "row 0 must stop first"
+    eager_step.caches.clear()
+    assert generate_ids(model, batch, config, stop_ids=[stop], compile=True) == expected
+    sizes = [c.keys.size(1) for c in eager_step.caches]
+    assert sizes[0] == 3 and 2 in sizes
+
+
+def test_static_path_re_encodes_a_full_cache_after_rows_left(model, eager_step):
+    """A long row stops early: the short one fills the cache (sized by the long row) before its own
+    window overflows, so the windows are re-encoded, as with the plain cache."""
+    config = GenerationConfig(max_new_tokens=BLOCK, temperature=0)
+    batch = [list(range(1, BLOCK - 2)), [5]]
+    full = generate_ids(model, batch, config)
+    stop = full[0][0]
+    assert stop not in full[1][: BLOCK // 2]
+    expected = generate_ids(model, batch, config, stop_ids=[stop])
+    assert len(expected[0]) == 1 and len(expected[1]) > 4
+    assert generate_ids(model, batch, config, stop_ids=[stop], compile=True) == expected
+
+
+def test_generation_returns_its_static_cache_to_the_pool(model, eager_step):
+    config = GenerationConfig(max_new_tokens=5, temperature=0)
+    generate_ids(model, [1, 2], config, compile=True)
+    first = eager_step.caches[-1]
+    assert eager_step.pool._free[model] == [first], "the finished stream must release its cache"
+    generate_ids(model, [4, 5, 6], config, compile=True)
+    assert eager_step.caches[-1] is first, "a later call must reuse the pooled cache"
+    stream = generate(model, [1, 2], config, compile=True)
+    next(stream)
+    assert eager_step.pool._free[model] == []
+    stream.close()  # a stream closed early gives its cache back too
+    assert eager_step.pool._free[model] == [first]
+
+
+def test_interleaved_streams_get_their_own_caches_eagerly(model, eager_step):
+    config = GenerationConfig(max_new_tokens=12, temperature=0)
+    generate_ids(model, [3], config, compile=True)  # leaves one cache in the pool
+    a_ref, b_ref = generate_ids(model, [1, 2], config), generate_ids(model, [9], config)
+    a, b = [], []
+    for step_a, step_b in zip(
+        generate(model, [1, 2], config, compile=True), generate(model, [9], config, compile=True)
+    ):
+        a.append(step_a.token_ids[0])
+        b.append(step_b.token_ids[0])
+    assert (a, b) == (a_ref, b_ref)
+    assert len({id(c) for c in eager_step.caches[-20:]}) == 2
+
+
+def test_select_moves_rows_into_a_pooled_cache(model, eager_step):
+    """Row selection on the static cache: keys, values, which slots are real, and the length move to a
+    pooled cache of the new size; the old one goes back to the pool; the logits are the plain ones."""
+    windows = [[1, 2, 3, 4, 5], [6, 7], [8, 9, 10]]
+    static = ContextWindow(model, windows, keep=16, compile=True)
+    plain = ContextWindow(model, windows, keep=16)
+    with torch.no_grad():
+        for token in (11, 12):
+            static.next_logits(), plain.next_logits()
+            static.append([token] * 3), plain.append([token] * 3)
+        static.next_logits(), plain.next_logits()
+        old = static._static
+        rows = torch.tensor([2, 0])
+        old_real, old_keys = old.real.clone(), old.keys.clone()
+        static.select([2, 0]), plain.select([2, 0])
+        new = static._static
+        assert new is not old and static._cache is new and new.keys.size(1) == 2
+        assert new.length == old.length == 7
+        assert torch.equal(new.real, old_real.index_select(0, rows))
+        assert torch.equal(new.keys, old_keys.index_select(1, rows))
+        assert eager_step.pool._free[model] == [old]
+        for token in (13, 14):
+            static.append([token] * 2), plain.append([token] * 2)
+            torch.testing.assert_close(static.next_logits(), plain.next_logits())
+    static.close()
+    assert static._static is None and static._cache is None
+    assert eager_step.pool._free[model] == [old, new]
+
+
+def test_select_after_a_cut_re_encodes_into_a_cache_of_the_new_size(model, eager_step):
+    """append() that cuts a window drops the cache; a select() before the next forward pass leaves
+    fewer rows, so the re-encode needs a cache of that size, not the window's old one."""
+    windows = [list(range(1, BLOCK + 1)), [5, 6], [7]]
+    static = ContextWindow(model, windows, keep=8, compile=True)
+    plain = ContextWindow(model, windows, keep=8)
+    with torch.no_grad():
+        static.next_logits(), plain.next_logits()
+        static.append([1, 2, 3]), plain.append([1, 2, 3])  # row 0 overflows: re-encode next time
+        static.select([2, 0]), plain.select([2, 0])
+        torch.testing.assert_close(static.next_logits(), plain.next_logits())
+    assert static._static.keys.size(1) == 2
+    static.close()
+
+
+def test_a_closed_window_never_writes_into_its_released_cache(model, eager_step):
+    window = ContextWindow(model, [[1, 2, 3]], keep=16, compile=True)
+    with torch.no_grad():
+        window.next_logits()
+        window.append([4])
+        released = window._static
+        window.close()
+        other = eager_step.pool.acquire(model, 1)  # another caller now holds the released cache
+        assert other is released
+        reference = ContextWindow(model, [[1, 2, 3, 4]], keep=16).next_logits()
+        torch.testing.assert_close(window.next_logits(), reference)  # re-encoded, in another cache
+    assert other.length == 0 and not other.real.any()
+    assert window._static is not other
+    window.close()
+
+
+def test_context_window_refuses_compile_without_the_cache(model):
+    with pytest.raises(ValueError, match="use_cache"):
+        ContextWindow(model, [[1, 2]], keep=16, compile=True, use_cache=False)
+
+
+def test_cli_compile_decodes_through_the_static_cache(checkpoint, capsys, eager_step):
+    base = ["sample", "--checkpoint", str(checkpoint), "--device", "cpu", "--prompt", "the ",
+            "--max-new-tokens", "12", "--seed", "3"]  # fmt: skip
+    code, plain, _ = run_cli(base, capsys)
+    assert code == 0 and eager_step.caches == []
+    assert run_cli([*base, "--compile"], capsys)[:2] == (0, plain)
+    assert eager_step.caches, "sample --compile must decode through the compiled step"
+
+
+# ----------------------------------------------------------------------------- the step and the pool
+def test_the_compiled_step_is_one_per_device_type():
+    assert compiled.compiled_decode_step("cpu") is compiled.compiled_decode_step("cpu")
+
+
+def test_the_step_compiles_with_cuda_graphs_on_cuda_only(monkeypatch):
+    modes = []
+    monkeypatch.setattr(
+        torch, "compile", lambda fn, mode=None, dynamic=None: modes.append((mode, dynamic)) or fn
+    )
+    compiled._CompiledStep("cuda"), compiled._CompiledStep("cpu")
+    assert modes == [("reduce-overhead", False), (None, False)]
+
+
+def test_the_step_returns_logits_a_later_step_cannot_overwrite(model):
+    """A CUDA graph's outputs live in its memory pool and are overwritten by the next replay (another
+    stream's, interleaved): the step must hand out a copy, or a caller still holding one step's logits
+    (ContextWindow.select reorders them after the other stream ran) reads the other stream's."""
+    step = compiled._CompiledStep("cpu")
+    buffer = torch.zeros(1, VOCAB)
+
+    def replay(model, idx, position_ids, cache):
+        buffer.fill_(float(idx[0, 0]))  # a graph writes its output where it was captured
+        return buffer
+
+    step._compiled = replay
+    first = step(model, torch.tensor([[1]]), None, None)  # the first call (compiling)
+    second = step(model, torch.tensor([[2]]), None, None)  # and the later ones
+    third = step(model, torch.tensor([[3]]), None, None)
+    assert first.eq(1).all() and second.eq(2).all() and third.eq(3).all()
+
+
+def test_a_compile_that_worked_does_not_fall_back_later(model):
+    """Only the first call may fall back: an error after it (a bug, not a missing compiler) is raised."""
+    step = compiled._CompiledStep("cpu")
+    outcomes = iter([torch.zeros(1, VOCAB), RuntimeError("a real error")])
+
+    def flaky(*args):
+        out = next(outcomes)
+        if isinstance(out, Exception):
+            raise out
+        return out
+
+    step._compiled = flaky
+    step(model, None, None, None)
+    with pytest.raises(RuntimeError, match="a real error"):
+        step(model, None, None, None)
+
+
+def test_pool_matches_size_dtype_and_never_lends_one_cache_twice(model):
+    pool = compiled.CachePool()
+    a = pool.acquire(model, 2)
+    a.prepare(3)
+    pool.release(model, a)
+    pool.release(model, a)  # twice: still kept once
+    assert pool.acquire(model, 3).keys.size(1) == 3  # not the free 2-row cache
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        bf16 = pool.acquire(model, 2)
+    assert bf16 is not a and bf16.keys.dtype == torch.bfloat16  # under autocast: the autocast dtype
+    again = pool.acquire(model, 2)
+    assert again is a and again.length == 0 and not again.real.any()  # handed out empty
+    assert pool.acquire(model, 2) is not a
+    for cache in [pool.acquire(model, 1) for _ in range(6)]:
+        pool.release(model, cache)
+    assert len(pool._free[model]) == 4  # at most a few kept
+
+
+def test_pool_marks_cuda_caches_as_static_addresses(monkeypatch):
+    """On CUDA a replayed graph reads and writes the cache in place: the pool marks its tensors."""
+    marked = []
+    monkeypatch.setattr(torch._dynamo, "mark_static_address", lambda t, *a, **k: marked.append(t))
+    fake = SimpleNamespace(device=torch.device("cuda"), dtype=torch.float32, shape=(2, 1))
+
+    class Model:
+        config = SimpleNamespace(n_layer=2, block_size=8)
+
+        def new_kv_cache(self, batch_size, static=False):
+            return SimpleNamespace(keys=fake, values=object(), real=object(), slots=object(), max_length=8)
+
+    cache = compiled.CachePool().acquire(Model(), 1)
+    assert [id(t) for t in marked] == [id(cache.keys), id(cache.values), id(cache.real), id(cache.slots)]
+
+
+def test_static_select_rows_and_reset_keep_the_real_slots_in_step():
+    cache = StaticKVCache(1, 3, 1, max_length=6, head_dim=2)
+    cache.prepare(3, real=torch.tensor([[0, 0, 1], [0, 1, 1], [1, 1, 1]]))
+    cache.select_rows(torch.tensor([2, 0]))
+    assert cache.real[:, :3].tolist() == [[True, True, True], [False, False, True]]
+    assert cache.keys.size(1) == 2
+    cache.reset()
+    assert cache.length == 0 and not cache.real.any()

@@ -51,7 +51,9 @@ class _CompiledStep:
         if self._state == "eager":
             return decode_step(model, idx, position_ids, cache)
         if self._state == "compiled":
-            return self._compiled(model, idx, position_ids, cache)
+            # A copy: on CUDA the output lives in the graph's memory pool, which the next replay (this
+            # stream's or an interleaved one's) overwrites; the caller may still read it after that.
+            return self._compiled(model, idx, position_ids, cache).clone()
         try:  # the first call compiles: the only one allowed to fall back
             logits = self._compiled(model, idx, position_ids, cache)
         except Exception as exc:
@@ -65,7 +67,7 @@ class _CompiledStep:
             )
             return decode_step(model, idx, position_ids, cache)
         self._state = "compiled"
-        return logits
+        return logits.clone()
 
 
 @functools.cache

@@ -155,7 +155,9 @@ class ContextWindow:
         self._static: StaticKVCache | None = None
         if compile and track_hidden:
             raise ValueError("compile=True gives logits only: it cannot track hidden states")
-        self._decode = compiled_decode_step(self.device.type) if compile and use_cache else None
+        if compile and not use_cache:
+            raise ValueError("compile=True decodes through a static KV cache: it needs use_cache=True")
+        self._decode = compiled_decode_step(self.device.type) if compile else None
         self._mask: torch.Tensor | None = None  # (B, L) 1 = real token; None when no row is padded
         self._pending: list[int] | None = None  # tokens appended but not yet fed through the cache
         self._logits: torch.Tensor | None = None  # (B, V) next-token logits for the current windows
