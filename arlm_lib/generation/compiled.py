@@ -92,19 +92,20 @@ class CachePool:
         wanted = model.new_kv_cache(0, static=True)  # no memory: only to learn the device and dtype
         free = self._free.setdefault(model, [])
         for i, cache in enumerate(free):
+            layer = cache.layer_keys[0]
             if (
-                cache.keys.shape[:2] == (model.config.n_layer, batch_size)
+                (len(cache.layer_keys), cache.batch_size) == (model.config.n_layer, batch_size)
                 and cache.max_length == model.config.block_size
-                and (cache.keys.device, cache.keys.dtype) == (wanted.keys.device, wanted.keys.dtype)
+                and (layer.device, layer.dtype) == (wanted.layer_keys[0].device, wanted.layer_keys[0].dtype)
             ):
                 cache = free.pop(i)
                 cache.reset()
                 return cache
         cache = model.new_kv_cache(batch_size, static=True)
-        if cache.keys.device.type == "cuda":
+        if cache.real.device.type == "cuda":
             # A replayed graph reads and writes the cache in place: torch must not copy these tensors
             # into buffers of its own, and must recompile should they ever be other tensors.
-            for tensor in (cache.keys, cache.values, cache.real, cache.slots):
+            for tensor in cache.tensors():
                 torch._dynamo.mark_static_address(tensor)
         return cache
 

@@ -250,7 +250,7 @@ class ContextWindow:
 
     def _static_cache(self, batch_size: int) -> StaticKVCache:
         """This window's static cache, emptied; another one from the pool if the batch changed size."""
-        if self._static is None or self._static.keys.size(1) != batch_size:
+        if self._static is None or self._static.batch_size != batch_size:
             self.close()
             self._static = static_caches.acquire(self.model, batch_size)
         self._static.reset()
@@ -261,10 +261,7 @@ class ContextWindow:
         the compiled step already knows), not into fresh tensors as ``KVCache.select_rows`` makes."""
         old = self._static
         new = static_caches.acquire(self.model, len(index))
-        for name in ("keys", "values"):
-            getattr(new, name).copy_(getattr(old, name).index_select(1, index))
-        new.real.copy_(old.real.index_select(0, index))
-        new.length = old.length
+        new.copy_rows(old, index)
         static_caches.release(self.model, old)
         self._static = self._cache = new
 

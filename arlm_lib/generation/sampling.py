@@ -213,8 +213,9 @@ def generate(
     ``compile=True`` decodes through a :class:`~arlm_lib.model.StaticKVCache` with a compiled one-token
     step (a CUDA graph on a GPU; see ``arlm_lib/generation/compiled.py``): the same tokens, up to
     floating-point rounding. It is meant for GPUs, where one-token steps are bound by kernel launches;
-    on a CPU it is slower than the plain cache. The first call compiles (seconds to a minute); later
-    calls with the same model and batch size reuse it. It needs ``use_cache=True``.
+    on a CPU it removes only Python's share of a step, which helps small models most. The first call
+    compiles (seconds to a minute); later calls with the same model and batch size reuse it. It needs
+    ``use_cache=True``.
     ``return_top=N`` fills each token's ``top`` / ``top_raw`` with the N most likely tokens (``top``:
     only those the filters left a probability > 0).
     ``tokenizer`` may have fewer ids than the model's vocabulary (one padded to a multiple of 64): the
