@@ -188,8 +188,9 @@ def _read_header(path: Path) -> tuple[dict[str, str], dict[str, tuple[int, ...]]
 
 
 def load_gpt2_weights(path: str | os.PathLike, config_json: str | os.PathLike | None = None) -> GPT:
-    """A :class:`GPT` holding the Hugging Face GPT-2 weights in ``path`` (``model.safetensors`` or its
-    directory), in eval mode on the CPU, with ``activation="gelu_tanh"``, biases and no dropout.
+    """A :class:`~arlm_lib.model.GPT` holding the Hugging Face GPT-2 weights in ``path``
+    (``model.safetensors`` or its directory), in eval mode on the CPU, with ``activation="gelu_tanh"``,
+    biases and no dropout.
 
     ``config_json`` (default: the ``config.json`` next to the weights) gives the number of heads. Every
     defect raises :class:`~arlm_lib.errors.CheckpointError` or :class:`~arlm_lib.errors.ConfigError`
@@ -305,11 +306,12 @@ def _natural(name: str) -> tuple:
 
 
 def load_gpt2_tokenizer(path: str | os.PathLike) -> BPETokenizer:
-    """GPT-2's byte-level BPE from a Hugging Face ``tokenizer.json``, as a :class:`BPETokenizer`.
+    """GPT-2's byte-level BPE from a Hugging Face ``tokenizer.json``, as a
+    :class:`~arlm_lib.tokenizers.BPETokenizer`.
 
     GPT-2's file was written by an early version of ``tokenizers`` and gives its model no ``"type":
-    "BPE"`` tag, which :meth:`BPETokenizer.from_dict` requires. Hugging Face reads such an untagged model
-    by trying each model kind in turn; loading the file once and writing it back out gives the same
+    "BPE"`` tag, which :meth:`~arlm_lib.tokenizers.BPETokenizer.from_dict` requires. Hugging Face reads
+    such an untagged model by trying each model kind in turn; loading the file once and writing it back out gives the same
     tokenizer with its tag (and every setting spelled out), which then goes through all of
     ``from_dict``'s checks unchanged. Its other settings pass those checks as they are: no normalizer,
     a ByteLevel pre-tokenizer without a prefix space, a ByteLevel decoder, and a ByteLevel post-processor

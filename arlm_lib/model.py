@@ -200,12 +200,13 @@ class StaticKVCache(KVCache):
 
     @property
     def keys(self) -> torch.Tensor:
-        """Every layer's keys as one (n_layer, batch, n_head, max_length, head_dim) tensor: a copy, to read."""
+        """Every layer's keys stacked into one tensor of shape (n_layer, batch, n_head, max_length,
+        head_dim), as in :class:`KVCache`. It is a copy, for reading; writes go through :meth:`update`."""
         return torch.stack(self.layer_keys)
 
     @property
     def values(self) -> torch.Tensor:
-        """Every layer's values, as :attr:`keys`: a copy, to read."""
+        """Every layer's values stacked into one tensor, as :attr:`keys` (a copy, for reading)."""
         return torch.stack(self.layer_values)
 
     @property
