@@ -249,8 +249,12 @@ class StaticKVCache(KVCache):
         """Nothing to count: :meth:`prepare` has moved ``length`` already (outside any compiled code)."""
 
     def reset(self) -> None:
+        """Empty the cache for reuse. Keys and values are zeroed too: a masked slot gets zero weight,
+        and zero times a stale inf or NaN would still be NaN."""
         self.length = 0
         self.real.zero_()
+        for tensor in self.layer_keys + self.layer_values:
+            tensor.zero_()
 
     def select_rows(self, index: torch.Tensor) -> None:
         """Keep only the batch rows in ``index``, in new tensors (see :meth:`copy_rows` to keep these)."""

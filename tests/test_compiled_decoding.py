@@ -36,8 +36,7 @@ def make_model(seed: int = 0) -> GPT:
 
 
 @pytest.fixture(scope="module")
-def model() -> GPT:
-    torch.set_num_threads(1)
+def model(one_thread) -> GPT:
     return make_model()
 
 
@@ -482,3 +481,21 @@ def test_static_select_rows_and_reset_keep_the_real_slots_in_step():
     assert cache.keys.size(1) == 2
     cache.reset()
     assert cache.length == 0 and not cache.real.any()
+
+
+def test_a_reused_static_cache_cannot_leak_a_stale_nan_into_attention():
+    """A pooled cache is reused: a slot left from an earlier call is masked out, but zero weight times a
+    NaN value is still NaN, so reset() must clear the values too."""
+    model = make_model()
+    cache = model.new_kv_cache(1, static=True)
+    with torch.no_grad():
+        cache.prepare(4)
+        model(torch.tensor([[1, 2, 3, 4]]), kv_cache=cache)
+        for tensor in cache.layer_keys + cache.layer_values:
+            tensor[..., 2:, :] = float("nan")  # as if an earlier, longer text had left garbage there
+        cache.reset()
+        cache.prepare(2)
+        logits = model(torch.tensor([[5, 6]]), kv_cache=cache).logits
+    assert torch.isfinite(logits).all()
+    expected = model(torch.tensor([[5, 6]])).logits
+    torch.testing.assert_close(logits, expected)

@@ -72,8 +72,7 @@ def make_model(vocab_size: int = VOCAB, block_size: int = BLOCK, seed: int = 0, 
 
 
 @pytest.fixture(scope="module")
-def model() -> GPT:
-    torch.set_num_threads(1)
+def model(one_thread) -> GPT:
     return make_model()
 
 

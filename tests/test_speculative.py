@@ -28,8 +28,7 @@ VOCAB, BLOCK = 40, 32
 
 
 @pytest.fixture(scope="module")
-def target():
-    torch.set_num_threads(1)
+def target(one_thread):
     return make_model(VOCAB, BLOCK, seed=0)
 
 
