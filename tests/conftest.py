@@ -55,3 +55,16 @@ def built_html() -> Path:
     if not (BUILD_HTML / "index.html").is_file():
         skip_or_fail(f"no built book at {BUILD_HTML}: run `make book` first")
     return BUILD_HTML
+
+
+def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
+    """``python -m arlm_lib ARGV`` in this process: (exit status, stdout, stderr), with argparse's
+    SystemExit counted as an exit status."""
+    from arlm_lib.cli import main
+
+    try:
+        code = main(argv)
+    except SystemExit as exc:
+        code = exc.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err

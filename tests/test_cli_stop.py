@@ -8,6 +8,7 @@ import io
 import re
 
 import pytest
+from conftest import run_cli as run
 from test_generate import make_model
 
 from arlm_lib.checkpoint import load_model, save_checkpoint
@@ -49,16 +50,6 @@ def runs(tmp_path_factory):
 @pytest.fixture(scope="module")
 def target(runs):
     return load_model(runs / "target")
-
-
-def run(argv: list[str], capsys) -> tuple[int, str, str]:
-    """main(argv) -> (exit status, stdout, stderr); argparse's SystemExit counts as an exit status."""
-    try:
-        code = main(argv)
-    except SystemExit as exc:
-        code = exc.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def sample(runs, *flags: str) -> list[str]:

@@ -11,28 +11,16 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from conftest import run_cli
+from test_generate import BLOCK, VOCAB, make_model
 
 from arlm_lib.checkpoint import save_checkpoint
-from arlm_lib.cli import main
 from arlm_lib.errors import ConfigError, GenerationError
 from arlm_lib.generate import GenerationConfig, generate, generate_ids
 from arlm_lib.generation import compiled
 from arlm_lib.generation.context import ContextWindow
-from arlm_lib.model import GPT, GPTConfig, StaticKVCache, attention_mask_4d
+from arlm_lib.model import GPT, StaticKVCache, attention_mask_4d
 from arlm_lib.tokenizers import CharTokenizer
-
-VOCAB, BLOCK = 40, 32
-
-
-def make_model(seed: int = 0) -> GPT:
-    """A tiny random GPT with weights scaled up, so greedy text varies and near-ties are rare."""
-    torch.manual_seed(seed)
-    model = GPT(GPTConfig(vocab_size=VOCAB, block_size=BLOCK, n_layer=2, n_head=2, n_embd=32, dropout=0.0))
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() > 1:
-                p.mul_(8.0)
-    return model.eval()
 
 
 @pytest.fixture(scope="module")
@@ -178,15 +166,6 @@ def test_a_failing_compiler_falls_back_to_eager_with_one_warning(model, monkeypa
 
 
 # ----------------------------------------------------------------------------- the CLI's --compile
-def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
-    try:
-        code = main(argv)
-    except SystemExit as exc:
-        code = exc.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     root = tmp_path_factory.mktemp("compiled")
