@@ -277,8 +277,9 @@ class ContextWindow:
         idx = torch.as_tensor(tokens, dtype=torch.long, device=self.device).unsqueeze(1)
         positions = None
         if self._mask is not None:
-            ones = torch.ones(len(tokens), 1, dtype=self._mask.dtype, device=self.device)
-            self._mask = torch.cat([self._mask, ones], dim=1)
+            if self._decode is None:  # a static cache records the padding itself (StaticKVCache.real)
+                ones = torch.ones(len(tokens), 1, dtype=self._mask.dtype, device=self.device)
+                self._mask = torch.cat([self._mask, ones], dim=1)
             # The new token sits at (window length - 1) in its own row's numbering.
             positions = torch.as_tensor(
                 [len(w) - 1 for w in self.windows], dtype=torch.long, device=self.device
