@@ -63,9 +63,10 @@ def chromium_browser() -> Iterator[Any]:
             browser.close()
 
 
-def offline_context(browser: Any, blocked: list[str]) -> Any:
-    """A fresh browser context in which every non-local request is aborted and appended to ``blocked``."""
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
+def offline_context(browser: Any, blocked: list[str], viewport: dict[str, int] | None = None) -> Any:
+    """A fresh browser context in which every non-local request is aborted and appended to ``blocked``;
+    1280 x 900 unless ``viewport`` says otherwise."""
+    context = browser.new_context(viewport=viewport or {"width": 1280, "height": 900})
 
     def route(route: Any) -> None:
         if urlsplit(route.request.url).hostname in LOCAL_HOSTS:

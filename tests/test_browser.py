@@ -3,7 +3,8 @@
 What a reader of the static book must get (DESIGN.md, "Three places a reader meets the same view"):
 no JS errors, no blank figure (each plotly figure painted, each equation typeset), no broken internal
 link, no dead widget, every chapter of the table of contents present, and on the view test page,
-selectors and sliders that change the plotted data with no kernel.
+selectors and sliders that change the plotted data with no kernel. Every page also passes axe-core's
+WCAG 2.x A/AA and best-practice rules, at a desktop width, on a phone and in dark mode.
 
 Needs ``make book`` and Debian's ``chromium`` (``/usr/bin/chromium``); without them it skips loudly, and
 under ``CI=true`` it fails instead.
@@ -111,10 +112,14 @@ class PageVisit:
     dialogs: list[str] = field(default_factory=list)
 
 
-def visit(browser: Any, url: str) -> PageVisit:
-    """Open ``url`` offline (non-local requests aborted and recorded) and wait for figures and math."""
+def visit(browser: Any, url: str, viewport: dict[str, int] | None = None, dark: bool = False) -> PageVisit:
+    """Open ``url`` offline (non-local requests aborted and recorded) and wait for figures and math;
+    at ``viewport``'s size, and in the theme's dark mode with ``dark`` (as a reader's saved choice)."""
     blocked: list[str] = []
-    page = offline_context(browser, blocked).new_page()
+    context = offline_context(browser, blocked, viewport)
+    if dark:
+        context.add_init_script("localStorage.setItem('mode', 'dark')")
+    page = context.new_page()
     record = PageVisit(page=page, url=url, blocked=blocked)
 
     def on_dialog(dialog: Any) -> None:
@@ -641,3 +646,94 @@ def test_the_keyboard_reads_a_figures_values(browser: Any, tmp_path: Path):
         page.keyboard.press("Tab")  # the focus moves on: the keyboard's label goes
         assert page.evaluate("() => document.querySelectorAll('.hoverlayer .hovertext').length") == 0
     assert errors == []
+
+
+# ------------------------------------------------------------------------------------ accessibility
+
+#: axe-core's rule sets: WCAG 2.0, 2.1 and 2.2 at levels A and AA, and Deque's best practices.
+AXE_TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "wcag22aa", "best-practice"]
+PHONE = {"width": 390, "height": 844}
+
+
+#: The rules whose outcome depends on the width or the colours: all a phone or dark mode can change.
+PHONE_RULES = ["scrollable-region-focusable", "meta-viewport", "target-size", "region", "landmark-one-main"]
+DARK_RULES = ["color-contrast", "link-in-text-block"]
+#: What the book styles itself (notebook outputs, its notes); the theme's own dark mode is the theme's.
+BOOK_STYLED = ".cell_output, .admonition"
+
+
+def axe_violations(page: Any, rules: list[str] | None = None, within: str | None = None) -> list[str]:
+    """axe-core's violations on the page as it is now, one line each: rule, impact, where. All the rules
+    of :data:`AXE_TAGS`, or only ``rules``, on the whole page or on the elements the CSS selector
+    ``within`` matches (axe takes up to 20 s on a chapter of thousands of nodes, most of it colour
+    contrast)."""
+    from axe_playwright_python.sync_playwright import Axe
+
+    run_only = {"type": "rule", "values": rules} if rules else {"type": "tag", "values": AXE_TAGS}
+    options = {"runOnly": run_only, "resultTypes": ["violations"]}
+    found = Axe().run(page, context=within, options=options).response["violations"]
+    lines = []
+    for violation in found:
+        where = ["/".join(map(str, node["target"])) for node in violation["nodes"]]
+        shown = ", ".join(where[:4]) + (f" and {len(where) - 4} more" if len(where) > 4 else "")
+        lines.append(f"{violation['id']} ({violation['impact']}): {violation['help']}; at {shown}")
+    return lines
+
+
+@pytest.mark.parametrize("docname", toc_docnames())
+def test_page_passes_axe_core_rules(docname: str, visits: dict[str, PageVisit]):
+    """No WCAG A/AA or best-practice violation on a desktop-sized page, once figures and math are drawn."""
+    violations = axe_violations(visits[docname].page)
+    assert not violations, f"{docname}: " + "\n  ".join([""] + violations)
+
+
+@pytest.mark.parametrize("docname", toc_docnames())
+@pytest.mark.parametrize("setting", ["phone", "dark"])
+def test_page_passes_axe_core_rules_on_a_phone_and_in_dark_mode(
+    docname: str, setting: str, browser: Any, base_url: str
+):
+    """The rules a setting can change, at a phone's width (formulas and tables that scroll sideways must be
+    reachable by keyboard) and in the theme's dark mode (colour contrast of the book's own styles)."""
+    url = urljoin(base_url, f"{docname}.html")
+    record = visit(browser, url, viewport=PHONE) if setting == "phone" else visit(browser, url, dark=True)
+    try:
+        if setting == "dark":
+            assert record.page.evaluate("document.documentElement.dataset.theme") == "dark"
+        if setting == "phone":
+            violations = axe_violations(record.page, PHONE_RULES)
+        else:
+            # A page with no notebook output or note (the glossary, say) is short: check its whole text.
+            styled = record.page.locator(BOOK_STYLED).count() > 0
+            violations = axe_violations(
+                record.page, DARK_RULES, within=BOOK_STYLED if styled else ".bd-article"
+            )
+    finally:
+        record.page.context.close()
+    assert not violations, f"{docname} ({setting}): " + "\n  ".join([""] + violations)
+
+
+WIDE_FORMULAS_JS = """() => Array.from(document.querySelectorAll('mjx-container[display="true"]')).map(m => ({
+    overflows: m.scrollWidth > m.clientWidth + 1,
+    tabStop: m.getAttribute('tabindex') === '0' && m.getAttribute('role') === 'group'
+        && (m.getAttribute('aria-label') || '').startsWith('Formula wider than the page'),
+}))"""
+
+
+def test_only_formulas_wider_than_the_page_are_tab_stops(browser: Any, base_url: str):
+    """arlm-a11y.js: on a phone the formulas that scroll sideways are named tab stops, the others are not;
+    widening the window to a desktop takes the stop away from those that now fit."""
+    record = visit(browser, urljoin(base_url, "book/03_attention.html"), viewport=PHONE)
+    page = record.page
+    try:
+        on_phone = page.evaluate(WIDE_FORMULAS_JS)
+        assert any(f["overflows"] for f in on_phone) and not all(f["overflows"] for f in on_phone)
+        assert all(f["tabStop"] == f["overflows"] for f in on_phone), on_phone
+        page.set_viewport_size({"width": 1280, "height": 900})
+        page.wait_for_function(
+            f"() => ({WIDE_FORMULAS_JS})().every(f => f.tabStop === f.overflows)", timeout=FIGURE_TIMEOUT_MS
+        )
+        on_desktop = page.evaluate(WIDE_FORMULAS_JS)
+        fewer = sum(f["tabStop"] for f in on_desktop) < sum(f["tabStop"] for f in on_phone)
+        assert fewer, (on_phone, on_desktop)
+    finally:
+        page.context.close()

@@ -13,6 +13,9 @@
   read (and so executed) again.
 - A notebook output that is an ipywidget would be a frozen, dead control in the static page: it is a
   build warning (and so, under ``-W``, an error) that names the fix.
+- Accessibility repairs that axe-core asked for: every page loads ``book/_static/arlm-a11y.js`` (a
+  landmark for the theme's sidebar, keyboard-scrollable wide formulas), and the bibliography's entries
+  get the list-item role their list needs.
 """
 
 from __future__ import annotations
@@ -39,6 +42,8 @@ PLOTLY_BUNDLE = Path(__file__).resolve().parents[1] / "_vendor" / "plotly.js-car
 PLOTLY_JS = "arlm/plotly-cartesian.min.js"
 #: Draws the figures of a page (served from book/_static, which is in html_static_path).
 FIGURE_LOADER_JS = "arlm-figures.js"
+#: Accessibility repairs every page gets (a landmark for the sidebar, keyboard-scrollable wide formulas).
+A11Y_JS = "arlm-a11y.js"
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 WIDGET_STATE_MIME = "application/vnd.jupyter.widget-state+json"
 # plotly's bundle looks for this before it loads; "local" stops it reconfiguring the page's MathJax.
@@ -99,6 +104,18 @@ def add_plotly_to_page(
         app.add_js_file(PLOTLY_JS, priority=401, loading_method="defer")
         app.add_js_file(FIGURE_LOADER_JS, priority=402, loading_method="defer")
     tidy_page_scripts(context)
+    if "body" in context:
+        context["body"] = fix_citation_roles(context["body"])
+
+
+def fix_citation_roles(body: str) -> str:
+    """Give the bibliography's entries the ARIA role their list needs.
+
+    docutils writes the citation list as ``<div role="list">`` whose entries carry
+    ``role="doc-biblioentry"``, a role DPUB-ARIA 1.1 deprecates and that does not count as a list item:
+    to a screen reader (and axe-core) that is a list with no items. Each entry becomes a ``listitem``.
+    """
+    return body.replace('role="doc-biblioentry"', 'role="listitem"')
 
 
 def _script_key(script: Any) -> tuple[Any, ...]:
@@ -258,8 +275,20 @@ def record_static_copied(app: Sphinx, exception: BaseException | None) -> None:
         app.arlm_static_fingerprint = None
 
 
+def extension_fingerprint() -> str:
+    """A hash of this file's source.
+
+    What this extension does to a page (its scripts, the citation roles) shows only when Sphinx writes
+    the page, and Sphinx rewrites only pages it considers out of date. Registered as an ``"html"``
+    config value, the hash lands in the HTML builder's build info: after an edit here, every page is
+    written again (from the saved doctrees, without executing any notebook).
+    """
+    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
+
+
 def setup(app: Sphinx) -> dict[str, Any]:
     """Register the hooks; the extension keeps no state between builds."""
+    app.add_config_value("arlm_book_extension_fingerprint", extension_fingerprint(), "html")
     # Kernels that myst-nb / jupyter-cache start inherit this process's environment.
     os.environ.setdefault("ARLM_BOOK_BUILD", "1")
     # A progress bar is noise in a static page (and a widget in a notebook kernel).
@@ -270,5 +299,6 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.connect("build-finished", record_static_copied)
     # After the other extensions (default priority 500) have added this page's scripts.
     app.connect("html-page-context", add_plotly_to_page, priority=900)
+    app.add_js_file(A11Y_JS, loading_method="defer")
     app.add_post_transform(WarnOnWidgetOutput)
     return {"version": "1.0", "parallel_read_safe": True, "parallel_write_safe": True}
