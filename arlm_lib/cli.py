@@ -165,6 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     from .model import PRESETS
     from .train import SCHEDULES
 
+    devices = [f"{name}, {name}:N" if name == "cuda" else name for name in DEVICE_CHOICES]
+    device_help = f"{', '.join(devices[:-1])} or {devices[-1]}"  # auto, cpu, cuda, cuda:N or mps
     parser = _Parser(
         prog="python -m arlm_lib",
         description="Train, sample from and evaluate small GPT-style language models.",
@@ -231,7 +233,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="step at which the decay reaches --min-lr (default --max-iters; steps after it train at min-lr)",
     )
     opt.add_argument(
-        "--schedule", choices=SCHEDULES, default="cosine", help="learning-rate decay after warmup"
+        "--schedule",
+        choices=SCHEDULES,
+        default="cosine",
+        help="cosine or linear: warmup, then decay to --min-lr; constant: --lr at every step, no warmup "
+        "(--warmup-iters and --min-lr are not used)",
     )
     opt.add_argument(
         "--weight-decay", type=non_negative_float, default=0.1, help="AdamW decoupled weight decay"
@@ -240,7 +246,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--grad-clip", type=non_negative_float, default=1.0, help="global-norm clip threshold; 0 disables"
     )
     opt.add_argument(
-        "--eval-interval", type=positive_int, default=100, help="evaluate and checkpoint every N steps"
+        "--eval-interval",
+        type=positive_int,
+        default=100,
+        help="evaluate every N steps (and checkpoint, unless --checkpoint-interval says otherwise)",
     )
     opt.add_argument("--eval-iters", type=positive_int, default=20, help="batches per evaluation")
     opt.add_argument(
@@ -262,9 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="on a NaN/inf loss: stop (exit 3), or roll back to the last checkpoint, halve lr and continue (at most 3 times)",
     )
     sysg = train.add_argument_group("system")
-    sysg.add_argument(
-        "--device", default="auto", help=f"one of {DEVICE_CHOICES}; auto = cuda, then mps, then cpu"
-    )
+    sysg.add_argument("--device", default="auto", help=f"{device_help}; auto = cuda, then mps, then cpu")
     sysg.add_argument(
         "--dtype", default="auto", choices=DTYPE_CHOICES, help="autocast precision; auto = bf16 on CUDA"
     )
@@ -309,14 +316,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="run directory (or .safetensors file) of a trained model",
     )
     sample.add_argument(
-        "--prompt", default="", help="text to continue; empty starts from the start-of-document token"
+        "--prompt",
+        default="",
+        help="text to continue (default: empty, which starts from the start-of-document token)",
     )
     sample.add_argument("--max-new-tokens", type=non_negative_int, default=200, help="tokens to generate")
     sample.add_argument(
         "--temperature",
         type=non_negative_float,
         default=1.0,
-        help="0 = greedy decoding (then no filter: --top-k, --top-p, --min-p, ...)",
+        help="0 = greedy decoding; the filters (--top-k, --top-p, --min-p, ...) and --num-samples > 1 are "
+        "then refused",
     )
     sample.add_argument("--top-k", type=positive_int, help="keep the k most likely tokens")
     sample.add_argument(
@@ -368,7 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="speculative decoding: this run directory (or .safetensors file), a smaller model trained with "
         "the same tokenizer, proposes tokens and the model checks several in one pass: the same text as "
         "without it at --temperature 0, the same distribution when sampling, in fewer passes of the model "
-        "(a summary goes to stderr); not with --beam, --penalty-alpha or --num-samples > 1; --stream "
+        "(a summary goes to stderr); not with --beam, --penalty-alpha, --compile or --num-samples > 1; --stream "
         "prints the tokens of each pass as it ends",
     )
     sample.add_argument(
@@ -384,7 +394,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="compiled decoding: a static KV cache and a torch.compile'd one-token step, replayed as a CUDA "
         "graph on a GPU, where one-token steps are otherwise bound by Python and kernel launches. The "
         "first sample compiles (seconds to a minute); the tokens are the same. On a CPU it removes only "
-        "Python's share of a step, which helps small models most",
+        "Python's share of a step, which helps small models most. Sampling and greedy decoding only (not with "
+        "--beam, --penalty-alpha or --draft)",
     )
     sample.add_argument(
         "--stop",
@@ -407,7 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--seed", type=seed_int, default=1337, help="sampling seed; the same seed reproduces the text"
     )
     sample.add_argument("--stream", action="store_true", help="print tokens as they are generated")
-    sample.add_argument("--device", default="auto", help=f"one of {DEVICE_CHOICES}")
+    sample.add_argument("--device", default="auto", help=device_help)
 
     # --- eval
     evaluate = commands.add_parser(
@@ -423,12 +434,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--split", choices=("val", "train", "all"), default="val", help="which part of --data to score"
     )
     evaluate.add_argument(
-        "--block-size", type=positive_int, help="evaluation window (at most the model's context)"
+        "--block-size", type=positive_int, help="evaluation window (default and maximum: the model's context)"
     )
     evaluate.add_argument(
         "--max-tokens", type=positive_int, default=200_000, help="score at most this many tokens"
     )
-    evaluate.add_argument("--device", default="auto", help=f"one of {DEVICE_CHOICES}")
+    evaluate.add_argument("--device", default="auto", help=device_help)
 
     # --- import-gpt2
     gpt2 = commands.add_parser(

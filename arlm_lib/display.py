@@ -1,7 +1,6 @@
 """Show a view the right way for where the reader is: the static HTML book or a live kernel.
 
-A reader meets each figure in two kinds of places (see DESIGN.md, "Three places a reader meets the same
-view"). In a kernel (JupyterLab, VS Code, Colab, Binder) plotly's own renderer draws the figure and
+A reader meets each figure in two kinds of places: a live kernel or the static book. In a kernel (JupyterLab, VS Code, Colab, Binder) plotly's own renderer draws the figure and
 ipywidgets run. In the static book there is no kernel: the figure must be self-contained HTML that uses
 the plotly.js the book serves once per page from ``_static``, and a widget must give way to a note with a
 launch link, never a frozen control that does nothing. The book build sets ``ARLM_BOOK_BUILD=1`` in
@@ -89,7 +88,8 @@ def figure_html(fig: Any, *, div_id: str | None = None, config: dict[str, Any] |
     """The figure as an HTML fragment for the static book: a sized, empty div and the figure as JSON.
 
     The book's figure loader (``book/_static/arlm-figures.js``, which the book loads after plotly.js on
-    every page with a figure) draws it: figures in view first, then the rest while the browser is idle.
+    every page with a figure) draws it: figures in view first, any figure coming within a screen of the viewport, then the rest in
+    page order, one per task.
     Drawing every figure while the page was still being parsed held the text and the first figure back
     by seconds (``bench/page_weight.py``). The fragment loads nothing itself (no inline plotly.js, no CDN).
 
@@ -172,7 +172,7 @@ def glue(name: str, value: Any, display: bool = True) -> None:
 def kernel_only(note_text: str, launch: bool = True, *, notebook: str | None = None) -> Any:
     """An HTML note standing in for a control that needs a live kernel (for the static book).
 
-    ``notebook`` is the path from the repository root (``book/attention.ipynb``); with it the note links
+    ``notebook`` is the path from the repository root (``book/03_attention.ipynb``); with it the note links
     straight to that notebook on Binder and Colab, otherwise to the repository on Binder.
     """
     from IPython.display import HTML

@@ -300,7 +300,8 @@ def _load(name: str, recipe: Recipe, path: Path, run_dir: Path) -> TrainedModel:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m arlm_lib.zoo export [NAME ...]``: retrain recipes and write the shipped checkpoints."""
+    """python -m arlm_lib.zoo list | export [NAME ...]: list the recipes (and whether each ships with the
+    package), or retrain them and write the shipped checkpoints."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m arlm_lib.zoo", description=main.__doc__)

@@ -4,7 +4,7 @@ On a machine with CUDA (about 5 minutes on one H100/H200; it starts no item it e
 ``--budget-s`` seconds, 480 by default, so it ends within about 9 minutes)::
 
     python bench/gpu.py --json bench/gpu_results.json
-    python bench/gpu.py --tune --json bench/gpu_results.json   # also the gpt2 tuning variants, ~8 minutes
+    python bench/gpu.py --tune --json bench/gpu_results.json   # also the gpt2 tuning variants, ~9 minutes
 
 It measures, in bf16 (fp16 on GPUs without bf16), with TF32 allowed and fused AdamW:
 
