@@ -136,6 +136,18 @@ class _Parser(argparse.ArgumentParser):
         kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
 
+    def parse_known_args(self, args=None, namespace=None):
+        args = sys.argv[1:] if args is None else list(args)
+        for arg in args:
+            # Python 3.11's argparse drops a "--" value: --lr=-- reached the checks as an empty list,
+            # --grad-clip=-- silently turned clipping off and --preset=-- raised a TypeError.
+            if arg.startswith("-") and arg.endswith("=--"):
+                flag = arg.split("=", 1)[0]
+                self.error(
+                    f"{flag} got the value '--', which this Python's argparse cannot pass on; give a real value"
+                )
+        return super().parse_known_args(args, namespace)
+
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 

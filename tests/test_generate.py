@@ -456,6 +456,35 @@ def test_repetition_penalty_divides_positive_and_multiplies_negative_seen_logits
     assert out.tolist() == [[1.0, -4.0, 2.0, -2.0]]
 
 
+def test_penalties_use_each_rows_own_history():
+    """A token seen in one row (or beam) must not be penalised in another."""
+    out = RepetitionPenalty(2.0)(torch.full((2, 4), 2.0), [[0], [3]])
+    assert out.tolist() == [[1.0, 2.0, 2.0, 2.0], [2.0, 2.0, 2.0, 1.0]]
+    model = make_model()
+    prompts = [[3, 4, 5], [1], [7, 8, 9, 10, 11, 12, 13]]
+    for penalty in (dict(repetition_penalty=1.8), dict(no_repeat_ngram_size=2)):
+        batched = generate_ids(model, prompts, temperature=0, max_new_tokens=30, **penalty)
+        assert batched == [
+            generate_ids(model, p, temperature=0, max_new_tokens=30, **penalty) for p in prompts
+        ]
+
+
+def test_sample_cli_beam_prints_the_penalised_beam_search():
+    """``sample --beam N`` passes the penalties on: its text is the penalised beam, not the plain one."""
+    tok = CharTokenizer.train("the quick brown fox jumps over the lazy dog.\nTHE END!")
+    model = make_model(tok.vocab_size)
+    prompt = tok.encode("the ")
+    for penalties, flags in (
+        (dict(repetition_penalty=3.0), dict(repetition_penalty=3.0)),
+        (dict(no_repeat_ngram_size=1), dict(no_repeat_ngram=1)),
+    ):
+        expected = beam_search(model, prompt, 2, 20, tokenizer=tok, **penalties)[0].ids
+        assert expected != beam_search(model, prompt, 2, 20, tokenizer=tok)[0].ids  # the penalty acts here
+        out = io.StringIO()
+        sample_cli(model, tok, prompt="the ", max_new_tokens=20, beam=2, out=out, **flags)
+        assert out.getvalue() == "the " + tok.decode(expected) + "\n"
+
+
 def test_no_repeat_ngram_bans_completions_and_never_bans_everything():
     history = [5, 6, 7, 5, 6]  # the bigram (5, 6) was followed by 7; 6 is the last token
     out = NoRepeatNGram(3)(torch.zeros(1, 10), [history])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -149,3 +150,51 @@ def test_backoff_refuses_a_k_too_small_for_its_sums_and_add_k_allows_it():
     assert float(smallest.next_token_probs([1]).sum()) == pytest.approx(1.0, abs=1e-6)
     ml = NGramModel(2, 4, smoothing="add_k", k=1e-9).fit(tokens).next_token_probs([1])
     assert ml[1].item() == pytest.approx(2 / 4, abs=1e-6)  # after 1 come 1, 1, 0 and 2
+
+
+def reference_ngram_probs(tokens, V, order, smoothing, k, d, context):
+    """The module docstring's formulas, written out recursively with Counters (orders >= 3: the book
+    uses 6 and 7, where each level mixes in the next-shorter context, not the unigram)."""
+    counts = {
+        n: Counter(tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)) for n in range(1, order + 1)
+    }
+    N = len(tokens)
+    unigram = [(counts[1][(w,)] + k) / (N + k * V) for w in range(V)]
+
+    def dist(h):
+        if not h:
+            return unigram
+        c = [counts[len(h) + 1][h + (w,)] for w in range(V)]
+        total, types = sum(c), sum(x > 0 for x in c)
+        if total == 0:
+            return [1 / V] * V if smoothing == "add_k" else dist(h[1:])
+        if smoothing == "add_k":
+            return [(x + k) / (total + k * V) for x in c]
+        lower = dist(h[1:])
+        if smoothing == "interpolated":
+            return [max(x - d, 0) / total + d * types / total * lo for x, lo in zip(c, lower)]
+        if types >= V:
+            return [x / total for x in c]
+        alpha = (d * types / total) / (1 - sum(lo for x, lo in zip(c, lower) if x > 0))
+        return [(x - d) / total if x > 0 else alpha * lo for x, lo in zip(c, lower)]
+
+    h = tuple(context[max(0, len(context) - (order - 1)) :]) if order > 1 else ()
+    return dist(h)
+
+
+@pytest.mark.parametrize("smoothing", ["add_k", "interpolated", "backoff"])
+@pytest.mark.parametrize("order", [3, 4])
+def test_higher_order_ngrams_follow_the_written_out_formulas(smoothing, order):
+    V = 4
+    rng = np.random.default_rng(0)
+    x = np.arange(300) % V
+    noise = rng.random(300) < 0.3
+    x[noise] = rng.integers(0, V, noise.sum())
+    tokens = x.tolist()
+    model = NGramModel(order, V, smoothing=smoothing, k=0.5, discount=0.6).fit(tokens)
+    for n in range(0, 4):
+        for context in itertools.product(range(V), repeat=n):
+            expected = reference_ngram_probs(tokens, V, order, smoothing, 0.5, 0.6, list(context))
+            assert model.next_token_probs(list(context)).tolist() == pytest.approx(expected, abs=1e-12), (
+                context
+            )

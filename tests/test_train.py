@@ -1,5 +1,6 @@
 """The trainer: schedule, clipping, history, callbacks, exact resume, divergence."""
 
+import copy
 import math
 from fractions import Fraction
 
@@ -7,7 +8,7 @@ import pytest
 import torch
 
 from arlm_lib import checkpoint as ckpt
-from arlm_lib.data import encode_text, split_train_val
+from arlm_lib.data import encode_text, get_batch, split_train_val
 from arlm_lib.errors import CheckpointError, ConfigError, DataError, DeviceError, TrainingDivergedError
 from arlm_lib.model import GPT, GPTConfig
 from arlm_lib.tokenizers import CharTokenizer
@@ -745,3 +746,36 @@ def test_a_tokenizer_with_more_ids_than_the_model_is_refused(data):
         Trainer(
             small, train % (tokenizer.vocab_size - 1), val % (tokenizer.vocab_size - 1), config(), tokenizer
         )
+
+
+def test_evaluate_is_the_eval_mode_loss_on_seeded_validation_batches(data):
+    """Trainer.evaluate (every history's val_loss) against a written-out mean: the validation stream (not
+    the training one), eval mode (dropout off), and batches from a generator seeded with seed + 1."""
+    tokenizer, train, _ = data
+    val = torch.randint(0, tokenizer.vocab_size, (600,), generator=torch.Generator().manual_seed(9))
+    trainer = Trainer(tiny_model(tokenizer), train, val, config(eval_iters=3, seed=5))
+    reference = copy.deepcopy(trainer.raw_model).eval()
+    generator = torch.Generator().manual_seed(5 + 1)
+    with torch.no_grad():
+        expected = [reference(*get_batch(val, 8, 32, generator)).loss.item() for _ in range(3)]
+    assert trainer.evaluate() == pytest.approx(sum(expected) / 3, rel=1e-6)
+    assert trainer.raw_model.training  # and the model is back in training mode
+
+
+def test_elapsed_seconds_continue_across_a_resume(data, tmp_path):
+    """``elapsed_s`` counts training time across resumes: it never goes back, one value per step."""
+    tokenizer, train, val = data
+
+    class StopAtTwo(Callback):
+        def on_step_end(self, trainer, record):
+            if record["step"] == 2:
+                trainer.request_stop()
+
+    cfg = config(max_iters=4, eval_interval=2, eval_iters=1)
+    Trainer(tiny_model(tokenizer), train, val, cfg, tokenizer, [StopAtTwo()], out_dir=tmp_path).train()
+    resumed = Trainer.resume(tmp_path, train, val)
+    before = resumed.history.column("elapsed_s")[-1]
+    resumed.train()
+    elapsed = resumed.history.column("elapsed_s")
+    assert len(elapsed) == 4 and all(b >= a for a, b in zip(elapsed, elapsed[1:]))
+    assert elapsed[2] >= before > 0
