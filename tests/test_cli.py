@@ -1,5 +1,6 @@
 """The command line end to end: train a few steps, then sample and evaluate from the checkpoint."""
 
+import shutil
 import subprocess
 import sys
 import warnings
@@ -142,24 +143,29 @@ def test_sample_continues_the_prompt(trained_run, capsys):
     assert text == "the cat" + continuation + "\n"
 
 
-def test_resume_continues_from_the_saved_step(trained_run, corpus, capsys):
-    assert (
-        main(
-            [
-                "train",
-                "--data",
-                str(corpus),
-                "--out",
-                str(trained_run),
-                "--resume",
-                "--max-iters",
-                "40",
-                "--no-progress",
-            ]
-        )
-        == 0
-    )
+def test_resume_continues_from_the_saved_step(trained_run, corpus, capsys, tmp_path):
+    """A copy of the shared run (other tests read it at step 30) resumed to step 40 keeps its first 30
+    steps and adds ten."""
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    before = load_checkpoint(run).trainer_state
+    argv = [
+        "train",
+        "--data",
+        str(corpus),
+        "--out",
+        str(run),
+        "--resume",
+        "--max-iters",
+        "40",
+        "--no-progress",
+    ]
+    assert main(argv) == 0
     assert "resuming" in capsys.readouterr().out
+    after = load_checkpoint(run).trainer_state
+    assert before["step"] == 30 and after["step"] == 40
+    losses = after["history"]["train_loss"]
+    assert len(losses) == 40 and losses[:30] == before["history"]["train_loss"]
 
 
 @pytest.mark.parametrize("command", [["sample"], ["eval", "--data", "synthetic"]])
