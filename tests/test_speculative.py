@@ -21,7 +21,7 @@ from arlm_lib.generate import (
     processed_probs,
     speculative_generate,
 )
-from arlm_lib.generation.speculative import window_start
+from arlm_lib.generation.speculative import _accept, _replacement, window_start
 from arlm_lib.ngram import NGramModel
 
 VOCAB, BLOCK = 40, 32
@@ -386,3 +386,30 @@ def test_bad_drafts_and_arguments_are_named(target, ngram):
         speculative_generate(target, ngram, [1], max_new_tokens=3, stop_ids=[40])
     with pytest.raises(GenerationError, match="unknown generation option"):
         speculative_generate(target, ngram, [1], max_new_tokens=3, beams=2)
+
+
+def test_a_rejected_draft_is_replaced_from_the_mass_the_draft_lacked():
+    """The replacement is drawn from (p - q)+, normalised, never from p itself: here only token 1 has
+    more target than draft probability, so every replacement is token 1. (The chi-square test above
+    checks the whole rule too, but it is slow; this runs in the fast suite.)"""
+    p = torch.tensor([0.5, 0.5, 0.0], dtype=torch.float64)
+    q = torch.tensor([0.9, 0.1, 0.0], dtype=torch.float64)
+    generator = torch.Generator().manual_seed(0)
+    assert {_replacement(p, q, False, generator) for _ in range(200)} == {1}
+
+
+def test_accept_or_replace_emits_the_target_distribution():
+    """One speculative position, drawn 40,000 times: a draft token from q kept with probability
+    min(1, p/q), else a replacement from (p - q)+, is distributed as p (Leviathan et al., theorem 1)."""
+    p = torch.tensor([0.1, 0.2, 0.3, 0.4], dtype=torch.float64)
+    q = torch.tensor([0.4, 0.3, 0.2, 0.1], dtype=torch.float64)
+    generator = torch.Generator().manual_seed(1)
+    n = 40_000
+    counts = torch.zeros(4, dtype=torch.float64)
+    drafts = torch.multinomial(q, n, replacement=True, generator=generator).tolist()
+    for token in drafts:
+        kept = _accept(p, q, token, False, generator)
+        counts[token if kept else _replacement(p, q, False, generator)] += 1
+    # Five standard errors per cell (largest about 0.0025); drawing replacements from p instead of
+    # (p - q)+ moves token 3 from 0.40 to 0.26.
+    assert torch.allclose(counts / n, p, atol=5 * math.sqrt(0.25 / n))
