@@ -1,7 +1,7 @@
 """Show a view the right way for where the reader is: the static HTML book or a live kernel.
 
-A reader meets each figure in two kinds of places: a live kernel or the static book. In a kernel (JupyterLab, VS Code, Colab, Binder) plotly's own renderer draws the figure and
-ipywidgets run. In the static book there is no kernel: the figure must be self-contained HTML that uses
+A reader meets each figure in two kinds of places: a live kernel or the static book. In a kernel
+(JupyterLab, VS Code, Colab, Binder) plotly's own renderer draws the figure and ipywidgets run. In the static book there is no kernel: the figure must be self-contained HTML that uses
 the plotly.js the book serves once per page from ``_static``, and a widget must give way to a note with a
 launch link, never a frozen control that does nothing. The book build sets ``ARLM_BOOK_BUILD=1`` in
 the environment of the kernels it starts; this module reads it to choose.
@@ -88,8 +88,8 @@ def figure_html(fig: Any, *, div_id: str | None = None, config: dict[str, Any] |
     """The figure as an HTML fragment for the static book: a sized, empty div and the figure as JSON.
 
     The book's figure loader (``book/_static/arlm-figures.js``, which the book loads after plotly.js on
-    every page with a figure) draws it: figures in view first, any figure coming within a screen of the viewport, then the rest in
-    page order, one per task.
+    every page with a figure) draws it: figures in view first, any figure coming within a screen of the
+    viewport, then the rest in page order, one per task.
     Drawing every figure while the page was still being parsed held the text and the first figure back
     by seconds (``bench/page_weight.py``). The fragment loads nothing itself (no inline plotly.js, no CDN).
 

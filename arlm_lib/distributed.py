@@ -48,9 +48,9 @@ filesystem every machine sees, for ``--resume`` to read the same checkpoint ever
 
 When a rank dies
 ----------------
-Every collective has a timeout, ``TrainConfig.ddp_timeout_s`` (default 120 s; 600 s with ``compile``, 1800 s
-with a max-autotune ``compile_mode``, as every rank compiles at its own pace before the first gradient all-reduce). With gloo a peer that
-exits closes its sockets and the survivors fail at their next collective, at once; a peer that hangs
+Every collective has a timeout, ``TrainConfig.ddp_timeout_s`` (default 120 s; 600 s with ``compile``,
+1800 s with a max-autotune ``compile_mode``, as every rank compiles at its own pace before the first
+gradient all-reduce). With gloo a peer that exits closes its sockets and the survivors fail at their next collective, at once; a peer that hangs
 makes them fail after the timeout. The failure is raised as :class:`DistributedError` naming the rank
 and step (the command line prints it as one line and exits non-zero). Under ``torchrun`` the launcher
 also stops the remaining workers as soon as one exits with an error, and reports which rank failed.

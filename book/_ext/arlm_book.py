@@ -104,18 +104,19 @@ def add_plotly_to_page(
         app.add_js_file(PLOTLY_JS, priority=401, loading_method="defer")
         app.add_js_file(FIGURE_LOADER_JS, priority=402, loading_method="defer")
     tidy_page_scripts(context)
-    if "body" in context:
-        context["body"] = fix_citation_roles(context["body"])
 
 
-def fix_citation_roles(body: str) -> str:
+def fix_citation_roles(
+    app: Sphinx, pagename: str, templatename: str, context: dict[str, Any], doctree: Any
+) -> None:
     """Give the bibliography's entries the ARIA role their list needs.
 
     docutils writes the citation list as ``<div role="list">`` whose entries carry
     ``role="doc-biblioentry"``, a role DPUB-ARIA 1.1 deprecates and that does not count as a list item:
     to a screen reader (and axe-core) that is a list with no items. Each entry becomes a ``listitem``.
     """
-    return body.replace('role="doc-biblioentry"', 'role="listitem"')
+    if "body" in context:
+        context["body"] = context["body"].replace('role="doc-biblioentry"', 'role="listitem"')
 
 
 def _script_key(script: Any) -> tuple[Any, ...]:
@@ -299,6 +300,7 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.connect("build-finished", record_static_copied)
     # After the other extensions (default priority 500) have added this page's scripts.
     app.connect("html-page-context", add_plotly_to_page, priority=900)
+    app.connect("html-page-context", fix_citation_roles)
     app.add_js_file(A11Y_JS, loading_method="defer")
     app.add_post_transform(WarnOnWidgetOutput)
     return {"version": "1.0", "parallel_read_safe": True, "parallel_write_safe": True}
