@@ -8,6 +8,7 @@ import torch
 
 from arlm_lib.data import (
     check_long_enough,
+    check_token_stream,
     encode_file,
     encode_file_to_memmap,
     encode_text,
@@ -137,6 +138,14 @@ def test_get_batch_rejects_bad_arguments() -> None:
         get_batch(tokens.tolist(), 2, 4, _gen(0))  # type: ignore[arg-type]
 
 
+def test_get_batch_refuses_bool_sizes() -> None:
+    # True is an int to Python: it would silently mean a batch of one row.
+    with pytest.raises(ConfigError, match="batch_size must be an integer >= 1, got True"):
+        get_batch(_stream(), True, 4, _gen(0))  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="world_size must be an integer >= 1, got True"):
+        get_batch(_stream(), 2, 4, _gen(0), world_size=True)  # type: ignore[arg-type]
+
+
 def test_get_batch_needs_one_full_window() -> None:
     tokens = torch.arange(10)
     get_batch(tokens, 2, 9, _gen(0))  # exactly T + 1 tokens: one window
@@ -192,6 +201,19 @@ def test_check_long_enough_names_the_corpus() -> None:
     check_long_enough(torch.arange(33), 32)
     with pytest.raises(DataError, match="my corpus has 32 tokens, but block_size=32 needs at least 33"):
         check_long_enough(torch.arange(32), 32, "my corpus")
+
+
+def test_check_token_stream_accepts_every_id_of_the_vocabulary_and_nothing_else() -> None:
+    vocab = 7
+    check_token_stream(torch.tensor([0, 3, vocab - 1, 2]), 3, vocab, "train tokens")  # both ends allowed
+    for bad in (vocab, -1):  # one past the end, and a negative id (an embedding would wrap it around)
+        tokens = torch.tensor([0, 3, bad, 2])
+        with pytest.raises(
+            DataError, match=rf"train tokens hold token id {bad}, outside .* 0\.\.{vocab - 1}"
+        ):
+            check_token_stream(tokens, 3, vocab, "train tokens")
+    with pytest.raises(DataError, match="has 3 tokens"):
+        check_token_stream(torch.tensor([0, 1, 2]), 3, vocab, "train tokens")
 
 
 @pytest.mark.parametrize("fraction", [0, 1, -0.1, 1.5, "0.1"])

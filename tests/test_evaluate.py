@@ -157,6 +157,12 @@ def test_the_first_id_past_the_vocabulary_is_named(model: GPT):
         evaluate_tokens(model, None, torch.tensor([1, 2, 12, 3]))
 
 
+def test_a_negative_id_is_named_not_wrapped_around(model: GPT):
+    # An embedding would read id -1 as the last row, or fail deep in torch: it is named up front.
+    with pytest.raises(DataError, match="token id -1 is outside the model's vocabulary 0..11"):
+        evaluate_tokens(model, None, torch.tensor([1, 2, -1, 3]))
+
+
 def test_evaluating_a_model_in_training_leaves_it_in_training():
     """A notebook evaluates in the middle of training: dropout must be back on afterwards."""
     torch.manual_seed(0)

@@ -829,6 +829,30 @@ def test_the_text_ends_before_the_earliest_stop_string(text_model, tok):
     assert tok.decode([s.tokens[0].token_id for s in steps]) == full[: i + 2]  # emitted up to the stop
 
 
+def test_a_stop_string_at_the_very_start_of_the_continuation_leaves_no_text(text_model, tok):
+    # The first new character is itself a stop string: it sits at offset 0 of the continuation, which
+    # is a match like any other (find() returns 0, not -1), so nothing at all is returned or streamed.
+    kw = dict(seed=5, max_new_tokens=25)
+    full = generate_text(text_model, tok, "the ", **kw)
+    assert generate_text(text_model, tok, "the ", stop_strings=[full[0]], **kw) == ""
+    assert list(stream_text(text_model, tok, "the ", stop_strings=[full[:2]], **kw)) == []
+    steps = list(generate(text_model, tok.encode("the "), stop_strings=[full[0]], tokenizer=tok, **kw))
+    assert len(steps) == 1 and steps[0].tokens[0].finish_reason == "stop_string"
+
+
+def test_a_stop_string_in_the_prompt_does_not_stop_the_generation(text_model, tok):
+    # Stop strings are looked for in the generated text only: the prompt "the " holds "he", which
+    # must not end the continuation at its first token (only an "he" the model writes does).
+    kw = dict(seed=5, max_new_tokens=25)
+    full = generate_text(text_model, tok, "the ", **kw)
+    expected = full.split("he")[0]
+    assert len(expected) >= 2  # the model does not write "he" at once: the prompt's would end it early
+    assert generate_text(text_model, tok, "the ", stop_strings=["he"], **kw) == expected
+    assert "".join(stream_text(text_model, tok, "the ", stop_strings=["he"], **kw)) == expected
+    steps = list(generate(text_model, tok.encode("the "), stop_strings=["he"], tokenizer=tok, **kw))
+    assert len(steps) == (len(full) if expected == full else len(expected) + 2)
+
+
 def test_stream_text_holds_back_what_may_become_a_stop_string(text_model, tok):
     kw = dict(seed=5, max_new_tokens=25)
     full = generate_text(text_model, tok, "the ", **kw)

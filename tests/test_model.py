@@ -11,7 +11,7 @@ import torch
 from torch.nn import functional as F
 
 from arlm_lib.errors import ConfigError
-from arlm_lib.model import GPT, PRESETS, GPTConfig
+from arlm_lib.model import GPT, PRESETS, GPTConfig, attention_mask_4d
 
 SMALL = GPTConfig(vocab_size=37, block_size=24, n_layer=2, n_head=4, n_embd=32)
 
@@ -206,10 +206,51 @@ def test_left_padding_with_mask_and_positions_matches_the_unpadded_sequence():
         torch.testing.assert_close(out[:, pad:], model(idx).logits, rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("past", [0, 3])
+def test_the_4d_mask_is_causal_hides_padding_and_lets_each_query_see_itself(past):
+    """Brute force over every (row, query, key): key j is visible to new token i (at position past + i)
+    when it is not in the future and is a real token, or when it is that token itself (so a padding
+    query, even after a cache, keeps one finite score instead of a NaN softmax row)."""
+    n_new, length = 3, past + 3
+    rows = [[1] * length, [0] * length, [j % 2 for j in range(length)], [0, 0] + [1] * (length - 2)]
+    keys = torch.tensor(rows)
+    mask = attention_mask_4d(n_new, past, keys)
+    assert mask.shape == (len(rows), 1, n_new, length)
+    for b, row in enumerate(rows):
+        for i in range(n_new):
+            for j in range(length):
+                expected = j <= past + i and (row[j] == 1 or j == past + i)
+                assert bool(mask[b, 0, i, j]) == expected, (b, i, j)
+    if past:
+        plain = attention_mask_4d(n_new, past, None)[0, 0]
+        assert plain.tolist() == [[j <= past + i for j in range(length)] for i in range(n_new)]
+    else:
+        assert attention_mask_4d(n_new, 0, None) is None  # the fused kernel's plain causal case
+
+
 def test_context_longer_than_block_size_is_an_error():
     model = GPT(SMALL)
     with pytest.raises(ConfigError, match="block_size=24"):
         model(torch.zeros(1, 25, dtype=torch.long))
+
+
+@torch.no_grad()
+def test_the_context_limit_counts_the_tokens_already_in_the_kv_cache():
+    # The limit is on past + new tokens: one token at a time through a cache must still stop at
+    # block_size with the same ConfigError, before any position past the table is looked up.
+    model = GPT(SMALL).eval()
+    cache = model.new_kv_cache(batch_size=1)
+    model(torch.zeros(1, 20, dtype=torch.long), kv_cache=cache)
+    model(torch.zeros(1, 4, dtype=torch.long), kv_cache=cache)  # exactly block_size: allowed
+    assert cache.length == SMALL.block_size == 24
+    with pytest.raises(
+        ConfigError, match=r"sequence length 25 exceeds the model's context \(block_size=24\)"
+    ):
+        model(torch.zeros(1, 1, dtype=torch.long), kv_cache=cache)
+    assert cache.length == 24  # the refused call stored nothing
+    assert model.new_kv_cache(batch_size=1, max_length=24).max_length == 24
+    with pytest.raises(ConfigError, match=r"max_length=25 exceeds the model's context \(block_size=24\)"):
+        model.new_kv_cache(batch_size=1, max_length=25)
 
 
 def test_loss_at_initialisation_is_log_vocab_size():

@@ -326,6 +326,29 @@ def test_a_checkpoint_is_on_disk_before_it_replaces_the_previous_one(tmp_path, m
     assert ("fsync", inode) in events[:published], events
 
 
+def test_the_rename_is_made_durable_by_syncing_the_directory(tmp_path, monkeypatch) -> None:
+    """The rename lives in the directory: until the directory is flushed, a power cut can bring back the
+    previous checkpoint (or none). The directory is fsynced after the rename."""
+    events: list[tuple] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append(("fsync", os.fstat(fd).st_ino))
+        return real_fsync(fd)
+
+    def replace(src, dst):
+        events.append(("replace", Path(dst).name))
+        return real_replace(src, dst)
+
+    run = tmp_path / "run"
+    run.mkdir()
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    ckpt.save_checkpoint(run, _model(vocab_size=10))
+    published = events.index(("replace", ckpt.CHECKPOINT_FILE))
+    assert ("fsync", run.stat().st_ino) in events[published + 1 :], events
+
+
 # ==================================================================================== 3. non-finite loss
 @pytest.mark.slow
 def test_absurd_lr_stops_with_exit_3_naming_the_step_and_keeps_finite_checkpoint(corpus, tmp_path) -> None:

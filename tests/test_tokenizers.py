@@ -176,6 +176,12 @@ def test_bpe_special_tokens_round_trip_whatever_their_characters(special: str) -
         assert tok.decode(tok.encode(text)) == text
 
 
+@pytest.mark.parametrize("min_frequency", [-1, 1.5, "2"])
+def test_bpe_min_frequency_validation(min_frequency: object) -> None:
+    with pytest.raises(ConfigError, match=f"min_frequency must be an integer >= 0, got {min_frequency!r}"):
+        BPETokenizer.train("abc", vocab_size=300, min_frequency=min_frequency)  # type: ignore[arg-type]
+
+
 def test_bpe_empty_training_text() -> None:
     with pytest.raises(TokenizerError, match="empty"):
         BPETokenizer.train("", vocab_size=300)
@@ -337,6 +343,12 @@ def _bpe_spec_with(bpe: BPETokenizer, change) -> dict:
     return dict(bpe.to_dict(), hf_tokenizer=json.dumps(spec))
 
 
+def _added_token(**flags) -> dict:
+    """An added token "zz" (id 400, just past the fixture's vocabulary) with the given flags set."""
+    token = {"id": 400, "content": "zz", "single_word": False, "lstrip": False, "rstrip": False}
+    return {**token, "normalized": False, "special": True, **flags}
+
+
 def _last_id_moved_to(spec: dict, new_id: int | None) -> None:
     vocab = spec["model"]["vocab"]
     last = max(vocab, key=vocab.get)
@@ -353,6 +365,23 @@ def _last_id_moved_to(spec: dict, new_id: int | None) -> None:
             ),
             "truncation must be null",
         ),  # fmt: skip
+        # Fixed-length padding appends pad ids to every encoding.
+        (
+            lambda s: s.update(
+                padding={
+                    "strategy": {"Fixed": 8},
+                    "direction": "Right",
+                    "pad_to_multiple_of": None,
+                    "pad_id": 0,
+                    "pad_type_id": 0,
+                    "pad_token": "[PAD]",
+                }
+            ),
+            "padding must be null",
+        ),
+        # A WordPiece-style prefix or suffix is not byte-level BPE: decode would keep the markers.
+        (lambda s: s["model"].update(continuing_subword_prefix="##"), "continuing_subword_prefix='##'"),
+        (lambda s: s["model"].update(end_of_word_suffix="</w>"), "end_of_word_suffix='</w>'"),
         # BPE dropout: the same text gets different ids on every call.
         (lambda s: s["model"].update(dropout=0.5), "dropout=0.5"),
         # Without the regex split, merges cross newlines and chunked encoding differs from whole.
@@ -372,6 +401,9 @@ def _last_id_moved_to(spec: dict, new_id: int | None) -> None:
             ),
             "'zz' has rstrip=true",
         ),  # fmt: skip
+        # lstrip swallows the whitespace before the token; single_word changes where it matches.
+        (lambda s: s["added_tokens"].append(_added_token(lstrip=True)), "'zz' has lstrip=true"),
+        (lambda s: s["added_tokens"].append(_added_token(single_word=True)), "'zz' has single_word=true"),
         # An id past vocab_size would index past the model's embedding table.
         (lambda s: _last_id_moved_to(s, 5000), r"ids \[5000\] out of range"),
         # Two tokens sharing an id cannot both decode correctly.
@@ -406,6 +438,10 @@ def test_load_tokenizer_errors(tmp_path) -> None:
     bad.write_text("{not json", encoding="utf-8")
     with pytest.raises(TokenizerError, match="not valid JSON"):
         load_tokenizer(bad)
+    latin1 = tmp_path / "latin1.json"
+    latin1.write_bytes('{"kind": "char", "chars": ["\\n", "é"]}'.encode("latin-1"))
+    with pytest.raises(TokenizerError, match=r"cannot read tokenizer file .*latin1\.json"):
+        load_tokenizer(latin1)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -463,6 +499,21 @@ def test_a_cut_before_a_crlf_is_found_when_its_newline_is_at_the_end() -> None:
     text = "aaaaaaa\r\na"  # the one safe cut is at 7, before "\r\n"
     assert [last_safe_boundary(text, end) for end in (6, 7, 8, 9, 10)] == [0, 7, 7, 7, 7]
     assert list(split_at_safe_boundaries(text, 1))[0] == "aaaaaaa"
+
+
+def test_a_cut_before_a_crlf_is_never_at_start_itself() -> None:
+    # The only candidate cut sits at 1, before "\r\n": allowed from start 0, not from start 1 (cuts are
+    # strictly after start, or a piece would be empty).
+    text = "a\r\nb"
+    assert last_safe_boundary(text, len(text)) == 1
+    assert last_safe_boundary(text, len(text), start=1) == 0
+
+
+def test_pieces_need_a_positive_size() -> None:
+    # With max_chars=0 the splitter would yield empty pieces forever.
+    for max_chars in (0, -5):
+        with pytest.raises(ConfigError, match=f"max_chars must be >= 1, got {max_chars}"):
+            next(split_at_safe_boundaries("some text", max_chars))
 
 
 def test_splitting_searches_back_only_to_the_current_piece() -> None:

@@ -178,6 +178,32 @@ def test_seeded_cpu_runs_are_reproducible(data):
     assert a == b and a != c
 
 
+def test_training_does_not_depend_on_the_global_rng_before_the_trainer(data):
+    """The trainer seeds torch's global RNG (dropout's) with config.seed: whatever drew random numbers
+    before it was built (a notebook cell, another model's init) must not change the run."""
+    tokenizer, train, val = data
+    runs = []
+    for draws in (0, 5):
+        model = tiny_model(tokenizer, dropout=0.3)
+        torch.rand(draws)  # someone else's random numbers, between building the model and the trainer
+        trainer = Trainer(model, train, val, config(batch_size=4, max_iters=3, eval_iters=1))
+        runs.append(trainer.train().column("train_loss"))
+    assert runs[0] == runs[1]
+
+
+def test_train_switches_a_model_left_in_eval_mode_to_training_mode(data):
+    """A model handed over in eval mode (after a look at its samples, say) still trains with dropout
+    on: train() sets training mode; only evaluation runs in eval mode."""
+    tokenizer, train, val = data
+    model = tiny_model(tokenizer, dropout=0.3).eval()
+    trainer = Trainer(model, train, val, config(max_iters=2, eval_interval=10, eval_iters=1))
+    modes = []
+    model.register_forward_pre_hook(lambda module, args: modes.append(module.training))
+    trainer.train()
+    assert modes == [True, True, False]  # two training steps, then the final evaluation
+    assert model.training
+
+
 def test_resume_50_plus_50_is_bit_identical_to_100_straight(data, tmp_path):
     tokenizer, train, val = data
     cfg = config(max_iters=100, eval_interval=25)
@@ -270,6 +296,19 @@ def test_divergence_before_the_first_checkpoint_does_not_promise_one(data, tmp_p
     trainer = poisoned_trainer(data, tmp_path, step=1)
     with pytest.raises(TrainingDivergedError, match="step 2 .*nothing to resume from"):
         trainer.train()
+
+
+def test_a_nonfinite_gradient_with_a_finite_loss_stops_before_the_update(data):
+    """Without a loss scaler, an inf gradient norm is a divergence even where the loss is finite (an
+    overflow in the backward pass): the step must raise before AdamW turns the weights into NaN."""
+    tokenizer, train, val = data
+    trainer = Trainer(tiny_model(tokenizer), train, val, config(batch_size=4, max_iters=3))
+    weight = trainer.raw_model.transformer.wpe.weight
+    weight.register_hook(lambda grad: torch.full_like(grad, math.inf) if trainer.step == 1 else grad)
+    with pytest.raises(TrainingDivergedError, match=r"gradient norm became inf at step 2"):
+        trainer.train()
+    assert trainer.step == 1 and math.isfinite(trainer.history.column("train_loss")[0])
+    assert all(torch.isfinite(p).all() for p in trainer.raw_model.parameters())
 
 
 @pytest.mark.parametrize(
@@ -378,6 +417,34 @@ def test_an_fp16_rollback_leaves_the_loss_scaler_ready_for_the_next_step(data, t
     assert trainer.rollbacks == [{"step": 5, "restored_step": 3, "lr": cfg.lr / 2}]
     assert trainer.config.lr == cfg.lr / 2 and cfg.lr == config().lr  # the caller's config is untouched
     assert trainer.step == 8 and all(math.isfinite(v) for v in history.column("train_loss"))
+
+
+def test_a_rollback_halves_the_whole_schedule_min_lr_included(data):
+    """A rollback halves lr and an explicit min_lr alike: the decay must not end above the new peak's
+    floor (min_lr=None follows lr / 10 by itself). The redone steps follow lr_at of the halved config."""
+    from dataclasses import replace
+
+    tokenizer, train, val = data
+    cfg = config(
+        batch_size=4, max_iters=6, eval_interval=2, eval_iters=1, lr=1e-2, min_lr=1e-3, lr_decay_iters=4,
+        on_nonfinite="rollback",
+    )  # fmt: skip
+    trainer = Trainer(tiny_model(tokenizer), train, val, cfg)
+    poisoned = {4}
+
+    def poison(module, args, output):
+        if module.training and trainer.step + 1 in poisoned:
+            poisoned.discard(trainer.step + 1)
+            output.loss = output.loss * math.nan
+        return output
+
+    trainer.raw_model.register_forward_hook(poison)
+    history = trainer.train()
+    assert trainer.rollbacks == [{"step": 4, "restored_step": 2, "lr": 5e-3}]
+    assert (trainer.config.lr, trainer.config.min_lr) == (5e-3, 5e-4)
+    halved = replace(cfg, lr=5e-3, min_lr=5e-4)
+    assert history.column("lr") == [lr_at(s, cfg) for s in range(2)] + [lr_at(s, halved) for s in range(2, 6)]
+    assert history.column("lr")[-2:] == [5e-4, 5e-4]  # past lr_decay_iters: the halved floor
 
 
 @pytest.mark.parametrize("interrupt_at", ["backward", "host read"])
@@ -604,6 +671,34 @@ def test_resuming_below_the_saved_step_is_refused(data, tmp_path):
         assert Trainer.resume(tmp_path, train, val, max_iters=9).step == 6
 
 
+@pytest.mark.parametrize(
+    "interval, eval_interval, expected",
+    [(2, 3, [2, 4, 5]), (None, 3, [3, 5]), (0, 2, [5])],
+    ids=["every 2", "default: eval_interval", "0: only at the end"],
+)
+def test_checkpoints_are_written_every_checkpoint_interval_steps(
+    data, tmp_path, interval, eval_interval, expected
+):
+    """``checkpoint_interval`` sets how often a run is saved, independently of ``eval_interval`` (None:
+    every eval_interval steps; 0: only at the end); the end of train() always saves."""
+    tokenizer, train, val = data
+    cfg = config(
+        batch_size=4, max_iters=5, eval_interval=eval_interval, eval_iters=1, checkpoint_interval=interval
+    )
+    trainer = Trainer(tiny_model(tokenizer), train, val, cfg, tokenizer, out_dir=tmp_path)
+    saved_at = []
+    original = trainer.save_checkpoint
+
+    def spy():
+        original()
+        saved_at.append(ckpt.load_checkpoint(tmp_path).trainer_state["step"])
+
+    trainer.save_checkpoint = spy
+    trainer.train()
+    every = eval_interval if interval is None else interval
+    assert saved_at == expected == [s for s in range(1, 5) if every and s % every == 0] + [5]
+
+
 # ---------------------------------------------------------------------------- what a step computes
 def test_gradient_accumulation_averages_the_micro_batches(data):
     """A step's loss and gradient are those of the mean over its micro-batches, as one big batch."""
@@ -735,6 +830,41 @@ def test_callbacks_need_a_hook_and_may_define_only_some(data):
         tiny_model(tokenizer), train, val, config(max_iters=4, eval_interval=2), callbacks=[evals]
     ).train()
     assert evals.steps == [2, 4]
+
+
+def test_callback_hooks_run_in_order_and_on_train_end_even_when_training_fails(data, tmp_path):
+    """on_train_begin, then per step on_step_end (and on_eval on evaluated steps), then on_train_end after
+    the final checkpoint; on_train_end also runs when train() raises, so a dashboard can close."""
+    tokenizer, train, val = data
+
+    class Log(Callback):
+        def __init__(self, fail_at=None):
+            self.calls, self.fail_at = [], fail_at
+
+        def on_train_begin(self, trainer):
+            self.calls.append(("begin", trainer.step))
+
+        def on_step_end(self, trainer, record):
+            self.calls.append(("step", record["step"]))
+            if record["step"] == self.fail_at:
+                raise RuntimeError("callback bug")
+
+        def on_eval(self, trainer, record):
+            self.calls.append(("eval", record["step"]))
+
+        def on_train_end(self, trainer):
+            saved = ckpt.load_checkpoint(tmp_path).trainer_state["step"] if self.fail_at is None else None
+            self.calls.append(("end", trainer.step, saved))
+
+    cfg = config(batch_size=4, max_iters=3, eval_interval=2, eval_iters=1, checkpoint_interval=0)
+    log = Log()
+    Trainer(tiny_model(tokenizer), train, val, cfg, tokenizer, [log], out_dir=tmp_path).train()
+    expected = [("begin", 0), ("step", 1), ("step", 2), ("eval", 2), ("step", 3), ("eval", 3), ("end", 3, 3)]
+    assert log.calls == expected
+    failing = Log(fail_at=1)
+    with pytest.raises(RuntimeError, match="callback bug"):
+        Trainer(tiny_model(tokenizer), train, val, cfg, callbacks=[failing]).train()
+    assert failing.calls == [("begin", 0), ("step", 1), ("end", 1, None)]
 
 
 def test_a_tokenizer_with_more_ids_than_the_model_is_refused(data):

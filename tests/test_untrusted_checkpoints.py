@@ -247,6 +247,25 @@ CASES = {
         r"NaN or inf weights.*wpe\.weight",
     ),
     "bad-rng": (lambda t, m: t.__setitem__("rng.torch_cpu", torch.zeros(3)), r"random-generator states"),
+    "bad-rng-2d": (
+        lambda t, m: t.__setitem__("rng.torch_cpu", torch.zeros(2, 3, dtype=torch.uint8)),
+        r"random-generator states",
+    ),
+    # A bare prefix is no name this format defines, even with an allowed prefix's spelling.
+    "tensor-without-a-dot": (_add("model"), r"tensors this format does not define.*'model'"),
+    # "tied" pointing at a tensor the file lacks: the head is named missing, not a KeyError.
+    "tied-to-nothing": (
+        lambda t, m: m.__setitem__("tied", json.dumps({"lm_head.weight": "no.such.tensor"})),
+        r"missing tensors.*lm_head\.weight",
+    ),
+    "optimizer-groups-not-a-list": (
+        lambda t, m: m.__setitem__("optimizer", json.dumps({"param_groups": 5, "scalars": {}})),
+        r"invalid optimizer state",
+    ),
+    "optimizer-without-groups": (
+        lambda t, m: m.__setitem__("optimizer", json.dumps({"scalars": {}})),
+        r"invalid optimizer state",
+    ),
     "bad-json": (
         lambda t, m: m.__setitem__("trainer_state", "{not json"),
         r"'trainer_state' entry is not valid JSON",
@@ -336,8 +355,10 @@ def test_flipped_byte_in_weights_is_caught_by_the_checksum(tmp_path: Path, good_
         (b'\\"dropout\\": 0.0', b'\\"dropout\\": 0.1'),
         # A tensor's dimensions swapped in the header: a (96, 32) matrix read as (32, 96), same bytes.
         (b'"shape":[96,32]', b'"shape":[32,96]'),
+        # A tensor's dtype changed in the header: the same bytes read as int32 instead of float32.
+        (b'"dtype":"F32"', b'"dtype":"I32"'),
     ],
-    ids=["config value", "tensor shape"],
+    ids=["config value", "tensor shape", "tensor dtype"],
 )
 def test_an_edit_that_keeps_the_file_well_formed_is_caught_by_the_checksum(
     tmp_path: Path, good_run: Path, old: bytes, new: bytes
@@ -483,6 +504,27 @@ def test_load_model_is_ready_for_inference_and_takes_weight_free_overrides(tmp_p
         out = explicit(idx, return_attention=True)
         assert out.attentions is not None and len(out.attentions) == 1
         assert torch.allclose(out.logits, model(idx).logits, atol=1e-5)
+
+
+def test_a_tokenizer_with_more_ids_than_the_model_is_refused(tmp_path: Path) -> None:
+    """Ids past the model's vocabulary would index past its embedding table at the first prompt."""
+    model = _tiny_model(vocab_size=5)
+    ckpt.save_checkpoint(tmp_path / "run", model, tokenizer=CharTokenizer.train(TEXT))
+    with pytest.raises(CheckpointError, match=r"its tokenizer has \d+ tokens but the model only 5"):
+        ckpt.load_model(tmp_path / "run")
+
+
+def test_load_model_checks_weight_changing_overrides_before_building_the_model(
+    tmp_path: Path, good_run: Path, monkeypatch
+) -> None:
+    """An override is checked like a stored config: an absurd width is refused, not allocated."""
+
+    def no_model(config):
+        raise AssertionError(f"a model was built for {config}")
+
+    monkeypatch.setattr(ckpt, "GPT", no_model)
+    with pytest.raises(CheckpointError, match=r"asks for at least .* parameters"):
+        ckpt.load_model(good_run, n_embd=2**20, n_head=1)
 
 
 def test_a_compiled_model_saves_like_the_plain_one(tmp_path: Path) -> None:

@@ -22,10 +22,19 @@ def tiny_recipe(monkeypatch, tmp_path):
     return recipe
 
 
-def test_trains_once_then_loads_identical_weights(tiny_recipe, tmp_path):
+def test_trains_once_then_loads_identical_weights(tiny_recipe, tmp_path, monkeypatch):
     first = zoo.trained("test-tiny", cache_dir=tmp_path / "cache")
     assert len(first.history) == 8
+
+    def no_tokenizer_training(*args, **kwargs):
+        # Loading splits the corpus with the tokenizer saved in the checkpoint: a new one could give other
+        # ids (and BPE on a big corpus takes minutes).
+        raise AssertionError("a cached model must not train its tokenizer again")
+
+    monkeypatch.setattr(zoo, "train_tokenizer", no_tokenizer_training)
     second = zoo.trained("test-tiny", cache_dir=tmp_path / "cache")
+    assert second.tokenizer == first.tokenizer
+    assert torch.equal(second.train_tokens, first.train_tokens)
     a, b = first.model.state_dict(), second.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert second.history.to_dict() == first.history.to_dict()
@@ -251,3 +260,27 @@ def test_a_model_trained_by_another_process_while_waiting_is_loaded_not_retraine
     second = zoo.trained("test-tiny", cache_dir=tmp_path / "second")
     a, b = done.model.state_dict(), second.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_waiting_for_a_busy_model_stops_once_its_checkpoint_exists(tmp_path, monkeypatch):
+    """Another process holds the run's lock: wait, and stop waiting (holding no lock) as soon as its
+    checkpoint appears, rather than until the other process lets go of the lock."""
+    from arlm_lib.rundir import RunLock
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    checkpoint = run_dir / "checkpoint.safetensors"
+    sleeps = []
+
+    def sleep(seconds):
+        sleeps.append(seconds)
+        if len(sleeps) > 3:
+            raise AssertionError("still waiting although the checkpoint exists")
+        checkpoint.write_bytes(b"finished by the other process")
+
+    monkeypatch.setattr(zoo.time, "sleep", sleep)
+    with RunLock(run_dir):  # the other process, training this model
+        lock = zoo._wait_for_lock(run_dir, checkpoint, poll_s=0.5)
+        assert sleeps == [0.5]  # waited once, then saw the checkpoint
+        assert not isinstance(lock, RunLock)
+        lock.release()
