@@ -3,6 +3,7 @@
 * ``resolve_device("auto")`` picks CUDA, then Apple MPS, then the CPU.
 * ``resolve_dtype("auto")`` picks bf16 on GPUs that have it, fp16 (with a loss scaler in the trainer)
   on older GPUs, and float32 elsewhere.
+* :func:`cpu_threads` is how many CPU threads to give torch: what the machine (or container) allows.
 * :func:`measure_peak_flops` times a large matmul: the "peak" an MFU figure is measured against when
   no datasheet number is given. :func:`spec_peak_flops` knows the datasheet numbers of a few GPUs.
 
@@ -16,12 +17,17 @@ missing ops on the CPU (with its own warning) and keep the rest on the GPU; the 
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 import warnings
 
 import torch
 
 from .errors import ConfigError, DeviceError
+
+#: Where Linux states a container's CPU quota: cgroup v2, then v1 (quota and period files).
+_CGROUP_CPU_MAX = "/sys/fs/cgroup/cpu.max"
+_CGROUP_V1_QUOTA = ("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", "/sys/fs/cgroup/cpu/cpu.cfs_period_us")
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 DTYPE_CHOICES = ("auto", "float32", "bfloat16", "float16")
@@ -41,6 +47,42 @@ SPEC_PEAK_FLOPS_BF16: tuple[tuple[str, float], ...] = (
     ("L4", 121e12),
     ("A10", 125e12),
 )
+
+
+def _cgroup_cpu_quota() -> float | None:
+    """The container's CPU quota in CPUs (1.5 = one and a half), or None where it sets none."""
+    try:
+        with open(_CGROUP_CPU_MAX) as f:
+            quota, period = f.read().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        with open(_CGROUP_V1_QUOTA[0]) as fq, open(_CGROUP_V1_QUOTA[1]) as fp:
+            quota_us, period_us = int(fq.read()), int(fp.read())
+        return None if quota_us <= 0 else quota_us / period_us
+    except (OSError, ValueError):
+        return None
+
+
+def cpu_threads(at_most: int = 2) -> int:
+    """How many threads torch should use on the CPU: the CPUs this process may run on, at most ``at_most``.
+
+    Counts the CPUs in the process's affinity mask, and a container's CPU quota where one is set (Binder's
+    pods see every core of the host but may use about one). More threads than CPUs is far slower, not
+    faster: torch's threads spin while they wait for a core. The book's chapters use at most 2, the
+    threads its numbers were computed with.
+    """
+    if isinstance(at_most, bool) or not isinstance(at_most, int) or at_most < 1:
+        raise ConfigError(f"at_most must be a positive integer, got {at_most!r}")
+    try:
+        available = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS and Windows have no affinity mask
+        available = os.cpu_count() or 1
+    quota = _cgroup_cpu_quota()
+    if quota is not None:
+        available = min(available, max(1, int(quota)))
+    return max(1, min(available, at_most))
 
 
 def resolve_device(name: str = "auto") -> torch.device:

@@ -7,15 +7,18 @@ launch link, never a frozen control that does nothing. The book build sets ``ARL
 the environment of the kernels it starts; this module reads it to choose.
 
 Chapters use only :func:`show` for plotly figures, :func:`show_widget` (or :func:`kernel_only`) for
-kernel apps, and :func:`glue` to hand numbers to the prose.
+kernel apps, :func:`glue` to hand numbers to the prose, and :func:`show_source` for the library's code.
 """
 
 from __future__ import annotations
 
 import hashlib
 import html
+import inspect
 import os
 import re
+import sys
+import textwrap
 from typing import Any
 
 #: Environment variable the book build sets (Makefile ``book`` target and ``book/_ext/arlm_book.py``).
@@ -211,4 +214,41 @@ def show_widget(app: Any, note_text: str, *, notebook: str | None = None) -> Non
         return
     import ipywidgets
 
+    if "google.colab" in sys.modules:
+        # Colab draws only its own widgets until asked; plotly's FigureWidget (an anywidget) would stay
+        # blank inside an app's VBox, because anywidget asks only when it is displayed itself.
+        from google.colab import output
+
+        output.enable_custom_widget_manager()
     display(app if isinstance(app, ipywidgets.Widget) else getattr(app, "widget", app))
+
+
+def source_listing(*objects: Any) -> str:
+    """The source of each object (a function, class or method), dedented, as fenced Python blocks.
+
+    The fence is longer than any run of backticks in the source, so the listing survives Markdown.
+    """
+    if not objects:
+        raise TypeError("source_listing() needs at least one function, class or method")
+    blocks = []
+    for obj in objects:
+        try:
+            source = textwrap.dedent(inspect.getsource(obj)).rstrip()
+        except (TypeError, OSError) as exc:
+            raise TypeError(
+                f"cannot show the source of {obj!r}: a function, class or method defined in a file is needed ({exc})"
+            ) from None
+        fence = "`" * max(3, 1 + max((len(run) for run in re.findall(r"`+", source)), default=0))
+        blocks.append(f"{fence}python\n{source}\n{fence}")
+    return "\n\n".join(blocks)
+
+
+def show_source(*objects: Any) -> None:
+    """Display the library's own code for each object: the book's code listings.
+
+    A listing is Markdown output, so it reads the same in the static book (a highlighted code block) and
+    in a live kernel. A Sphinx ``literalinclude`` in a Markdown cell would show as raw text there.
+    """
+    from IPython.display import Markdown, display
+
+    display(Markdown(source_listing(*objects)))

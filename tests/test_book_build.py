@@ -11,9 +11,12 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import re
 import sys
+import textwrap
+import types
 from pathlib import Path
 from typing import Any
 
@@ -220,6 +223,66 @@ def test_show_widget_puts_a_note_in_the_book_and_the_widget_in_a_kernel(monkeypa
     assert "This control needs a live kernel" in displayed[2]._repr_html_()
 
 
+def test_show_widget_on_colab_first_turns_on_its_third_party_widget_manager(monkeypatch, displayed):
+    import ipywidgets
+
+    calls: list[str] = []
+    output = types.ModuleType("google.colab.output")
+    output.enable_custom_widget_manager = lambda: calls.append(f"enabled after {len(displayed)} displays")
+    colab = types.ModuleType("google.colab")
+    colab.output = output
+    monkeypatch.setitem(sys.modules, "google.colab", colab)
+    monkeypatch.setitem(sys.modules, "google.colab.output", output)
+    monkeypatch.delenv(display.BOOK_BUILD_ENV, raising=False)
+    display.show_widget(ipywidgets.IntSlider(), "Drag it")
+    assert calls == ["enabled after 0 displays"], "plotly's FigureWidget stays blank on Colab without it"
+    assert len(displayed) == 1
+
+
+def _fenced_blocks(markdown: str) -> list[tuple[str, str]]:
+    """(language, code) of each fenced block, as a CommonMark parser (myst-nb's) reads them."""
+    from markdown_it import MarkdownIt
+
+    return [
+        (t.info.strip(), t.content) for t in MarkdownIt("commonmark").parse(markdown) if t.type == "fence"
+    ]
+
+
+def test_show_source_displays_each_objects_code_dedented_as_a_python_block(displayed):
+    import ast
+
+    from arlm_lib.model import causal_mask
+    from arlm_lib.train import Trainer
+
+    display.show_source(causal_mask, Trainer._train_step)
+    (listing,) = displayed
+    blocks = _fenced_blocks(listing.data)
+    assert [language for language, _ in blocks] == ["python", "python"]
+    train_py = (REPO_ROOT / "arlm_lib" / "train.py").read_text(encoding="utf-8")
+    for (_, code), name in zip(blocks, ["causal_mask", "_train_step"], strict=True):
+        (definition,) = ast.parse(code).body  # a method's body parses only once dedented
+        assert definition.name == name
+    method = blocks[1][1]
+    assert textwrap.indent(method, "    ") in train_py, "the method, line for line, as the library has it"
+    assert method.rstrip().endswith("return record"), "the listing runs to the method's last line"
+
+
+def test_show_source_fences_code_that_contains_backticks():
+    def has_a_fence():
+        return "```"  # a Markdown fence inside the code
+
+    (block,) = _fenced_blocks(display.source_listing(has_a_fence))
+    assert block[1].rstrip("\n") == textwrap.dedent(inspect.getsource(has_a_fence)).rstrip()
+
+
+@pytest.mark.parametrize("bad", [3, "causal_mask", None])
+def test_show_source_refuses_what_has_no_source(bad):
+    with pytest.raises(TypeError, match=re.escape(repr(bad))):
+        display.source_listing(bad)
+    with pytest.raises(TypeError, match="at least one"):
+        display.source_listing()
+
+
 # ------------------------------------------------------------------------------ book/_ext/arlm_book.py
 
 
@@ -244,6 +307,32 @@ def test_duplicate_inline_scripts_and_widget_state_are_dropped():
     bodies = [s.attributes.get("body") for s in context["script_files"]]
     assert bodies == [None, thebe, "var other = 1"]
     assert context["script_files"] is scripts, "must edit the page's list in place"
+
+
+@pytest.mark.parametrize("thebe_on", [False, True])
+def test_sphinx_thebe_leaves_no_trace_without_a_live_code_button(thebe_on):
+    from types import SimpleNamespace
+
+    from sphinx.builders.html._assets import _CascadingStyleSheet, _JavaScript
+
+    app = SimpleNamespace(config=SimpleNamespace(html_theme_options={"launch_buttons": {"thebe": thebe_on}}))
+    scripts = [
+        _JavaScript("_static/a.js"),
+        _JavaScript(None, body='const THEBE_JS_URL = "https://unpkg.com/thebe@0.8.2/lib/index.js"'),
+        _JavaScript("_static/sphinx-thebe.js?v=c100c467", **{"async": "async"}),
+    ]
+    styles = [
+        _CascadingStyleSheet("_static/sphinx-thebe.css?v=4fa983c6"),
+        _CascadingStyleSheet("_static/a.css"),
+    ]
+    config = '<script type="text/x-thebe-config">\n{ binderOptions: { repo: "x/y" } }\n</script>\n'
+    body = f"<p>text</p>\n{config}<script>kernelName = 'python3'</script>"
+    context = {"script_files": list(scripts), "css_files": list(styles), "body": body}
+    arlm_book.drop_unused_thebe(app, "book/a", "page.html", context, None)
+    if thebe_on:
+        assert context == {"script_files": scripts, "css_files": styles, "body": body}
+    else:
+        assert context == {"script_files": scripts[:1], "css_files": styles[1:], "body": "<p>text</p>"}
 
 
 def test_library_fingerprint_follows_file_contents(tmp_path, monkeypatch):
@@ -507,7 +596,8 @@ def test_launch_buttons_point_at_the_notebook_in_the_repository(built_html):
         html = (built_html / f"{name}.html").read_text(encoding="utf-8")
         assert f"mybinder.org/v2/gh/arlm-guide/arlm/main?urlpath=lab/tree/{name}.ipynb" in html
         assert f"colab.research.google.com/github/arlm-guide/arlm/blob/main/{name}.ipynb" in html
-        assert "launch-thebe" in html, f"{name}: no Live Code button"
+        # Thebe draws neither plotly output nor ipywidgets 8: a Live Code button would blank the figures.
+        assert "thebe" not in html.lower(), f"{name}: a Live Code button, or sphinx-thebe's unused assets"
 
 
 def _pins(path: Path) -> dict[str, str]:

@@ -60,6 +60,26 @@ def test_first_code_cell_installs_arlm_lib_when_missing(path: Path):
     assert "import arlm_lib" in source, f"{path.name}: the setup cell must try `import arlm_lib`"
     assert "except ImportError" in source, f"{path.name}: the setup cell must install only when missing"
     assert "pip install" in source, f"{path.name}: the setup cell must `%pip install` arlm_lib"
+    repository, branch = _published_repository()
+    install = f'"arlm_lib @ git+https://github.com/{repository}@{branch}"'
+    assert install in source, f"{path.name}: the setup cell must install {install} (_config.yml's repository)"
+
+
+def _published_repository() -> tuple[str, str]:
+    """("owner/name", branch) of the repository _config.yml publishes, whose launch buttons readers use."""
+    import yaml
+
+    repository = yaml.safe_load((REPO_ROOT / "_config.yml").read_text(encoding="utf-8"))["repository"]
+    match = re.fullmatch(r"https://github\.com/([\w.-]+/[\w.-]+?)/?", repository["url"])
+    assert match, f"_config.yml repository.url is not a GitHub repository: {repository['url']!r}"
+    return match.group(1), repository["branch"]
+
+
+def test_launch_links_of_the_library_name_the_published_repository():
+    from arlm_lib import display
+
+    repository, branch = _published_repository()
+    assert (display.REPOSITORY, display.BRANCH) == (repository, branch), "arlm_lib.display's launch links"
 
 
 def _source_file(docname: str) -> Path | None:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+import re
 import warnings
 
 import pytest
@@ -13,6 +14,7 @@ from arlm_lib import checkpoint as ckpt
 from arlm_lib.cli import main as cli_main
 from arlm_lib.data import encode_text, split_train_val
 from arlm_lib.device import (
+    cpu_threads,
     fall_back_if_ops_missing,
     measure_peak_flops,
     resolve_device,
@@ -442,3 +444,53 @@ def test_auto_prefers_cuda_and_a_gpu_index_must_exist(monkeypatch):
     assert resolve_device("cuda:0") == torch.device("cuda:0")
     with pytest.raises(DeviceError, match=r"'cuda:1' does not exist: this machine has 1 GPU\(s\)"):
         resolve_device("cuda:1")
+
+
+@pytest.fixture
+def cgroup(monkeypatch, tmp_path):
+    """Point the device module's cgroup files at files this test writes; 8 CPUs in the affinity mask."""
+    from arlm_lib import device
+
+    v2, quota, period = tmp_path / "cpu.max", tmp_path / "cfs_quota_us", tmp_path / "cfs_period_us"
+    monkeypatch.setattr(device, "_CGROUP_CPU_MAX", str(v2))
+    monkeypatch.setattr(device, "_CGROUP_V1_QUOTA", (str(quota), str(period)))
+    monkeypatch.setattr(device.os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    return v2, quota, period
+
+
+@pytest.mark.parametrize(
+    ("v2_text", "v1_quota", "at_most", "expected"),
+    [
+        (None, None, 2, 2),  # no quota anywhere: the affinity mask, capped
+        (None, None, 16, 8),
+        ("max 100000", None, 16, 8),  # cgroup v2 without a limit
+        ("150000 100000", None, 16, 1),  # 1.5 CPUs: one thread, not two fighting for a core and a half
+        ("400000 100000", None, 16, 4),
+        ("50000 100000", None, 2, 1),  # half a CPU still gets one thread
+        (None, "200000", 16, 2),  # cgroup v1: quota 200 ms per 100 ms period
+        (None, "-1", 16, 8),  # cgroup v1 without a limit
+    ],
+)
+def test_cpu_threads_respects_the_affinity_mask_and_a_container_quota(
+    cgroup, v2_text, v1_quota, at_most, expected
+):
+    v2, quota, period = cgroup
+    if v2_text is not None:
+        v2.write_text(v2_text + "\n")
+    if v1_quota is not None:
+        quota.write_text(v1_quota + "\n")
+        period.write_text("100000\n")
+    assert cpu_threads(at_most) == expected
+
+
+def test_cpu_threads_uses_the_one_cpu_a_process_is_pinned_to(cgroup, monkeypatch):
+    from arlm_lib import device
+
+    monkeypatch.setattr(device.os, "sched_getaffinity", lambda pid: {3}, raising=False)
+    assert cpu_threads(2) == 1
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2"])
+def test_cpu_threads_refuses_a_cap_that_is_not_a_positive_integer(bad):
+    with pytest.raises(ConfigError, match=re.escape(repr(bad))):
+        cpu_threads(bad)

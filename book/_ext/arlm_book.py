@@ -106,6 +106,43 @@ def add_plotly_to_page(
     tidy_page_scripts(context)
 
 
+#: What sphinx-thebe, which jupyter-book always loads, adds to every page for a Live Code button.
+THEBE_ASSETS = ("sphinx-thebe.js", "sphinx-thebe.css")
+THEBE_PAGE_CONFIG = re.compile(
+    r'\s*<script type="text/x-thebe-config">.*?</script>\s*<script>kernelName = [^<]*</script>', re.DOTALL
+)
+
+
+def thebe_enabled(app: Sphinx) -> bool:
+    """Whether _config.yml asks for the Live Code (Thebe) launch button."""
+    launch_buttons = (app.config.html_theme_options or {}).get("launch_buttons") or {}
+    return bool(launch_buttons.get("thebe"))
+
+
+def _is_thebe_asset(asset: Any) -> bool:
+    filename = str(getattr(asset, "filename", asset) or "")
+    body = str((getattr(asset, "attributes", {}) or {}).get("body", ""))
+    return Path(filename.split("?")[0]).name in THEBE_ASSETS or "THEBE_JS_URL" in body
+
+
+def drop_unused_thebe(
+    app: Sphinx, pagename: str, templatename: str, context: dict[str, Any], doctree: Any
+) -> None:
+    """Without the Live Code button, remove sphinx-thebe's script, stylesheet and per-page Binder config.
+
+    They would do nothing but load on every page, and the config names a CDN (unpkg) and, by default,
+    another project's Binder repository.
+    """
+    if thebe_enabled(app):
+        return
+    for key in ("script_files", "css_files"):
+        assets = context.get(key)
+        if isinstance(assets, list):
+            assets[:] = [asset for asset in assets if not _is_thebe_asset(asset)]
+    if isinstance(context.get("body"), str):
+        context["body"] = THEBE_PAGE_CONFIG.sub("", context["body"])
+
+
 def fix_citation_roles(
     app: Sphinx, pagename: str, templatename: str, context: dict[str, Any], doctree: Any
 ) -> None:
@@ -301,6 +338,7 @@ def setup(app: Sphinx) -> dict[str, Any]:
     # After the other extensions (default priority 500) have added this page's scripts.
     app.connect("html-page-context", add_plotly_to_page, priority=900)
     app.connect("html-page-context", fix_citation_roles)
+    app.connect("html-page-context", drop_unused_thebe, priority=900)
     app.add_js_file(A11Y_JS, loading_method="defer")
     app.add_post_transform(WarnOnWidgetOutput)
     return {"version": "1.0", "parallel_read_safe": True, "parallel_write_safe": True}
