@@ -88,6 +88,28 @@ def test_figure_html_reserves_the_figure_size():
     assert 'style="height:320px; width:600px;"' in display.figure_html(sized)
 
 
+def test_figure_html_sizes_from_the_template_and_from_fractional_pixels():
+    templated = small_figure()
+    templated.update_layout(template={"layout": {"height": 333}})
+    assert 'style="height:333px; width:100%;"' in display.figure_html(templated)
+    fractional = small_figure()
+    fractional.update_layout(height=320.5)
+    assert 'style="height:320.5px; width:100%;"' in display.figure_html(fractional)
+
+
+def test_figure_html_config_overrides_the_defaults_and_keeps_the_rest():
+    spec = figure_spec(display.figure_html(small_figure(), config={"responsive": False, "scrollZoom": True}))
+    assert spec["config"] == {**display.PLOTLY_CONFIG, "responsive": False, "scrollZoom": True}
+
+
+def test_figure_html_gives_the_same_figure_in_two_cells_two_ids(monkeypatch):
+    ids = []
+    for count in ("7", "8"):
+        monkeypatch.setattr(display, "_execution_salt", lambda count=count: count)
+        ids.append(re.search(r'id="(arlm-fig-[0-9a-f]+)"', display.figure_html(small_figure())).group(1))
+    assert ids[0] != ids[1]
+
+
 def test_figure_html_refuses_animation_frames():
     fig = small_figure()
     fig.frames = [go.Frame(data=[go.Scatter(y=[1, 2, 3])])]

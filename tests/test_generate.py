@@ -1261,6 +1261,19 @@ def test_metrics_treat_a_list_of_scalar_tensors_as_one_generation():
     assert has_repetition(list(looping))
 
 
+def test_metrics_read_a_1d_tensor_as_one_generation_and_a_2d_tensor_as_rows():
+    ids = torch.tensor([5, 6, 5, 6, 5, 6, 7])
+    assert distinct_n(ids, 2) == distinct_n(ids.tolist(), 2)
+    rows = torch.tensor([[1, 2, 1, 2, 1, 2], [3, 4, 5, 6, 7, 8]])
+    assert distinct_n(rows, 2) == distinct_n(rows.tolist(), 2)
+    assert repetition_rate(rows) == repetition_rate(rows.tolist()) == pytest.approx(1 / 2)
+    assert repetition_rate(torch.tensor([1, 2, 1, 2, 1, 2])) == 1.0
+
+
+def test_repetition_rate_of_no_generations_is_zero():
+    assert repetition_rate([]) == 0.0
+
+
 def test_repetition_rate_holtzman_loop_at_the_end():
     loop_at_end = [9, 8, 7, 1, 2, 1, 2, 1, 2]
     loop_in_middle = [1, 2, 1, 2, 1, 2, 9, 8, 7]

@@ -117,6 +117,8 @@ def test_other_bad_input_is_rejected():
             NGramModel(2, V, k=k)
     with pytest.raises(ConfigError, match="discount must be a number"):
         NGramModel(2, V, discount="0.5")
+    with pytest.raises(ConfigError, match="discount"):
+        NGramModel(2, V, discount=0.0)  # no mass left for unseen followers: probabilities of 0
     with pytest.raises(ConfigError, match="fitted"):
         NGramModel(2, V).logprob([0, 1])
     model = NGramModel(2, V)

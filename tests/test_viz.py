@@ -797,3 +797,149 @@ def test_long_token_labels_are_cut_to_the_label_width():
     label = viz.token_label("abcdefghijklmnopqrstuvwxyz")
     assert len(label) == viz.THEME.label_chars and label.endswith("…")
     assert viz.token_label("abc", 3) == "abc" and viz.token_label("abcd", 3) == "ab…"
+
+
+def test_attention_array_reads_every_layout_and_the_chosen_batch_row():
+    """A list per layer of (H, T, T) or (B, H, T, T), or one (L, H, T, T) array, all give (L, H, T, T)
+    of the row asked for."""
+    rng = np.random.default_rng(0)
+    batched = rng.random((2, 3, 4, 5, 5))  # (L, B, H, T, T)
+    for b in range(3):
+        np.testing.assert_array_equal(viz.attention_array(list(batched), batch_index=b), batched[:, b])
+    one = batched[:, 1]  # (L, H, T, T)
+    np.testing.assert_array_equal(viz.attention_array(one), one)
+    np.testing.assert_array_equal(viz.attention_array(list(one)), one)  # a list per layer of (H, T, T)
+
+
+def test_attention_figure_starts_on_the_asked_layer_and_head_and_keeps_it_in_the_menus(sample):
+    ids, tokens, attentions = sample
+    n_head = 3
+    fig = as_dict(viz.attention_figure(attentions, tokens, layer=1, head=2, decimals=None))
+    assert visible_traces(fig) == [1 * (n_head + 1) + 2]
+    layer_menu, head_menu = fig["layout"]["updatemenus"]
+    assert (layer_menu["active"], head_menu["active"]) == (1, 2)
+    click_menu(fig, 0, 0)  # another layer, the same head
+    assert visible_traces(fig) == [0 * (n_head + 1) + 2]
+    click_menu(fig, 1, 0)  # another head, the layer just picked
+    assert visible_traces(fig) == [0]
+
+
+def test_attention_heatmap_names_a_negative_layer_or_head_by_its_index(sample):
+    ids, tokens, attentions = sample
+    fig = viz.attention_heatmap(attentions, tokens, layer=-1, head=-1)
+    assert "layer 1, head 2" in fig.layout.title.text
+    np.testing.assert_allclose(
+        np.nan_to_num(lower_triangle(fig.data[0].z)), attentions[1][0, 2].numpy(), atol=1e-3
+    )
+
+
+def test_attention_grid_puts_head_h_in_row_h_div_cols_and_column_h_mod_cols():
+    n_head, cols = 5, 2
+    weights = np.tril(np.ones((1, n_head, 3, 3)))
+    weights /= weights.sum(-1, keepdims=True)
+    fig = viz.attention_grid(weights, list("abc"), cols=cols, controls=False)
+    for h, trace in enumerate(fig.data):
+        row, col = h // cols + 1, h % cols + 1
+        subplot = (row - 1) * cols + col
+        assert trace.xaxis == ("x" if subplot == 1 else f"x{subplot}")
+        assert trace.yaxis == ("y" if subplot == 1 else f"y{subplot}")
+
+
+def test_token_attention_bars_of_the_last_queries_label_and_highlight_their_own_tokens():
+    """A (T_q < T_k) map: query q is token T_k - T_q + q, so its label, title and highlighted bar are
+    that token's, and the bar's height is the query's weight on itself."""
+    weights = np.array([[0.1, 0.2, 0.7, 0.0], [0.4, 0.3, 0.2, 0.1]])
+    tokens = list("abcd")
+    fig = as_dict(viz.token_attention_bars(weights, tokens, query_index=0, decimals=None))
+    slider = fig["layout"]["sliders"][0]
+    assert slider["active"] == 0
+    assert [s["label"] for s in slider["steps"]] == ["c", "d"]
+    assert "query c" in fig["layout"]["title"]["text"]
+    shape = fig["layout"]["shapes"][0]
+    assert shape["x0"] < 2 < shape["x1"] and shape["y1"] == pytest.approx(weights[0, 2])
+    move_slider(fig, 0, 1)
+    np.testing.assert_allclose(fig["data"][0]["y"], weights[1])
+    assert "query d" in fig["layout"]["title"]["text"]
+    shape = fig["layout"]["shapes"][0]
+    assert shape["x0"] < 3 < shape["x1"] and shape["y1"] == pytest.approx(weights[1, 3])
+
+
+def test_induction_scores_add_up_the_weight_on_every_earlier_occurrence():
+    """Three copies of "a b": a query in the third copy that splits its attention between the two
+    tokens after its earlier occurrences is a full induction head (score 1), not half of one."""
+    ids = [0, 1, 0, 1, 0, 1]
+    weights = np.zeros((1, 1, 6, 6))  # (L=1, H=1, T, T)
+    for t in range(6):
+        weights[0, 0, t, t] = 1.0  # attend to yourself where there is no induction target
+    weights[0, 0, 2, :] = 0
+    weights[0, 0, 2, 1] = 1.0  # position 2 ("a"): the token after the first "a"
+    weights[0, 0, 3, :] = 0
+    weights[0, 0, 3, 2] = 1.0  # position 3 ("b"): the token after the first "b"
+    weights[0, 0, 4, :] = 0
+    weights[0, 0, 4, [1, 3]] = 0.5  # position 4 ("a"): split between the two targets
+    weights[0, 0, 5, :] = 0
+    weights[0, 0, 5, [2, 4]] = 0.5
+    np.testing.assert_allclose(viz.induction_scores(weights, ids), [[1.0]])
+
+
+def test_induction_scores_use_one_token_sequence_for_a_whole_batch():
+    rng = np.random.default_rng(1)
+    ids = [3, 5, 3, 5]
+    batch = rng.random((1, 2, 2, 4, 4))  # (L, B, H, T, T)
+    each = [viz.induction_scores(batch[:, b], ids) for b in range(2)]
+    np.testing.assert_allclose(viz.induction_scores(list(batch), ids), (each[0] + each[1]) / 2)
+
+
+def test_previous_token_scores_average_the_batch_and_place_the_last_queries():
+    rng = np.random.default_rng(2)
+    square = rng.random((2, 2, 3, 4, 4))  # (L, B, H, T, T)
+    expected = np.mean([square[:, :, :, t, t - 1] for t in range(1, 4)], axis=0).mean(axis=1)
+    np.testing.assert_allclose(viz.previous_token_scores(square), expected)
+    # The last two queries over four keys: query q is position 2 + q, its previous token 1 + q.
+    last = rng.random((1, 3, 2, 4))  # (L, H, T_q, T_k)
+    expected = np.mean([last[:, :, 0, 1], last[:, :, 1, 2]], axis=0)
+    np.testing.assert_allclose(viz.previous_token_scores(last), expected)
+
+
+def test_head_scores_figure_puts_heads_across_and_layers_down():
+    scores = np.arange(6, dtype=float).reshape(2, 3) / 10  # 2 layers, 3 heads
+    (trace,) = viz.head_scores_figure(scores).data
+    assert list(trace.x) == [0, 1, 2] and list(trace.y) == [0, 1]
+    np.testing.assert_allclose(trace.z, scores)
+
+
+def test_training_curves_thin_only_past_max_points_and_keep_the_last_step():
+    history = fake_history(300, 1.0)
+    for i in range(len(history)):
+        history.columns["train_loss"][i] = 1.0  # flat: each bucket's min and max are its first point
+    exact = viz.training_curves(history, max_points=300).data[0]
+    assert list(exact.x) == list(range(1, 301))
+    thinned = viz.training_curves(history, max_points=100).data[0]
+    assert len(thinned.x) < 300 and thinned.x[0] == 1 and thinned.x[-1] == 300
+
+
+def test_next_token_probs_penalise_tokens_from_the_whole_history_not_just_the_window(model, tokenizer):
+    """As in generate(): the model sees the last block_size tokens, the repetition penalty all of them."""
+    block = model.config.block_size
+    early, late = tokenizer.encode("x")[0], tokenizer.encode("a")[0]
+    ids = [early] + [late] * block  # "x" only before the window
+    config = GenerationConfig(repetition_penalty=3.0)
+    _, processed = viz.next_token_probs(model, ids, config)
+    with torch.no_grad():
+        logits = model(torch.tensor([ids[-block:]])).logits[0, -1].float()
+    expected = processed_probs(logits[None], [ids], config.processors())[0]
+    np.testing.assert_allclose(processed, expected.numpy(), atol=1e-9)
+    in_window = processed_probs(logits[None], [ids[-block:]], config.processors())[0]
+    assert processed[early] < in_window[early]  # the early token is penalised too
+
+
+def test_next_token_distribution_shows_tokens_the_settings_make_likely_and_labels_them_by_id():
+    raw = np.array([0.5, 0.3, 0.15, 0.05])
+    processed = np.array([0.0, 0.0, 0.0, 1.0])  # e.g. a bias toward a token the model finds unlikely
+    labels = ["w", "x", "y", "z"]
+    fig = viz.next_token_distribution(raw, labels, top=2, processed=processed)
+    shown = [int(c.rsplit("#", 1)[1]) for c in fig.data[0].x]
+    assert shown == [3, 0]  # ranked by the larger of the two probabilities
+    assert list(fig.layout.xaxis.ticktext) == [labels[i] for i in shown]
+    assert f"hold {raw[shown].sum():.0%} of the model's probability" in fig.layout.annotations[0].text
+    assert f"and {processed[shown].sum():.0%} after" in fig.layout.annotations[0].text

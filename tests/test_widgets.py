@@ -92,6 +92,25 @@ def test_attention_explorer_recomputes_on_new_text_and_selections(model, tokeniz
     app.close()
 
 
+def test_attention_explorer_mean_over_heads_and_all_heads_follow_the_chosen_layer(
+    model, tokenizer, monkeypatch
+):
+    monkeypatch.setattr(widgets, "_figure_widget_available", lambda: False)
+    text = "the cat sat"
+    app = widgets.AttentionExplorer(model, tokenizer, text, layer=1)
+    with torch.no_grad():
+        out = model(torch.tensor([tokenizer.encode(text)]), return_attention=True)
+    layer1 = out.attentions[1][0].numpy()  # (H, T, T)
+    lower = np.tril_indices(layer1.shape[-1])
+    app.head.value = None  # "mean over heads"
+    np.testing.assert_allclose(z_lower(app.figure.data[0].z), layer1.mean(0)[lower], atol=1e-4)
+    np.testing.assert_allclose(app.bars.figure.data[0].y, layer1.mean(0)[-1], atol=1e-4)
+    app.view.value = "all heads"
+    for h, trace in enumerate(app.figure.data):
+        np.testing.assert_allclose(z_lower(trace.z), layer1[h][lower], atol=1e-3)
+    app.close()
+
+
 def test_attention_explorer_starts_on_text_it_cannot_encode_and_explains_edge_cases(model, tokenizer):
     app = widgets.AttentionExplorer(model, tokenizer, "zebra")  # the reader's first text has unknown chars
     assert "cannot encode" in app.status.value
