@@ -6,6 +6,7 @@ when either is missing, and fail under CI (``CI=true``), where ``.ci/run`` provi
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -68,3 +69,18 @@ def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
         code = exc.code
     captured = capsys.readouterr()
     return code, captured.out, captured.err
+
+
+def inject_nan_loss(trainer, steps: set[int], times: int = 1) -> None:
+    """Make the training loss NaN for the first ``times`` attempts at each of ``steps`` (1-based, as in
+    history), with a forward hook on the model: evaluation (eval mode) is left alone."""
+    remaining = dict.fromkeys(steps, times)
+
+    def poison(module, args, output):
+        step = trainer.step + 1
+        if module.training and output.loss is not None and remaining.get(step, 0) > 0:
+            remaining[step] -= 1
+            output.loss = output.loss * math.nan
+        return output
+
+    trainer.raw_model.register_forward_hook(poison)

@@ -6,6 +6,7 @@ from fractions import Fraction
 
 import pytest
 import torch
+from conftest import inject_nan_loss
 
 from arlm_lib import checkpoint as ckpt
 from arlm_lib.data import encode_text, get_batch, split_train_val
@@ -404,15 +405,7 @@ def test_an_fp16_rollback_leaves_the_loss_scaler_ready_for_the_next_step(data, t
     cfg = config(max_iters=8, eval_interval=3, on_nonfinite="rollback")
     trainer = Trainer(tiny_model(tokenizer), train, val, cfg, tokenizer, out_dir=tmp_path)
     trainer.scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
-    poisoned = {5}
-
-    def poison(module, args, output):
-        if module.training and trainer.step + 1 in poisoned:
-            poisoned.discard(trainer.step + 1)
-            output.loss = output.loss * math.nan
-        return output
-
-    trainer.raw_model.register_forward_hook(poison)
+    inject_nan_loss(trainer, {5})
     history = trainer.train()
     assert trainer.rollbacks == [{"step": 5, "restored_step": 3, "lr": cfg.lr / 2}]
     assert trainer.config.lr == cfg.lr / 2 and cfg.lr == config().lr  # the caller's config is untouched
@@ -430,15 +423,7 @@ def test_a_rollback_halves_the_whole_schedule_min_lr_included(data):
         on_nonfinite="rollback",
     )  # fmt: skip
     trainer = Trainer(tiny_model(tokenizer), train, val, cfg)
-    poisoned = {4}
-
-    def poison(module, args, output):
-        if module.training and trainer.step + 1 in poisoned:
-            poisoned.discard(trainer.step + 1)
-            output.loss = output.loss * math.nan
-        return output
-
-    trainer.raw_model.register_forward_hook(poison)
+    inject_nan_loss(trainer, {4})
     history = trainer.train()
     assert trainer.rollbacks == [{"step": 4, "restored_step": 2, "lr": 5e-3}]
     assert (trainer.config.lr, trainer.config.min_lr) == (5e-3, 5e-4)
