@@ -11,9 +11,7 @@ from torch.nn import functional as F
 
 from arlm_lib.checkpoint import load_checkpoint, load_model
 from arlm_lib.cli import main
-from arlm_lib.errors import GenerationError
 from arlm_lib.generate import contrastive_search, generate_text
-from arlm_lib.generation.cli import check_sample_options
 
 TINY = ["--n-layer", "1", "--n-head", "2", "--n-embd", "32", "--block-size", "32", "--batch-size", "8"]
 
@@ -698,35 +696,3 @@ def test_ctrl_c_while_the_parser_loads_exits_130_in_one_line(capsys, monkeypatch
     monkeypatch.setattr(cli, "build_parser", interrupted_import)
     assert main(["corpus", "list"]) == 130
     assert capsys.readouterr().err.strip() == "interrupted"
-
-
-@pytest.mark.parametrize(
-    "options, message",
-    [
-        ({"penalty_alpha": 0.6, "beam": 2}, "--beam 2 is not allowed with --penalty-alpha"),
-        ({"penalty_alpha": 0.6, "top_p": 0.9}, "--top-p 0.9 is not allowed with --penalty-alpha"),
-        ({"penalty_alpha": 0.6, "temperature": 0.7}, "--temperature 0.7 is not allowed with --penalty-alpha"),
-        ({"penalty_alpha": 0.6, "num_samples": 2}, "--num-samples 2 is not allowed with --penalty-alpha"),
-        ({"beam": 3, "temperature": 0.5}, "--temperature 0.5 is not allowed with --beam"),
-        ({"temperature": 0, "num_samples": 2}, "--num-samples 2 is not allowed with --temperature 0"),
-    ],
-)
-def test_sample_options_that_would_be_ignored_are_refused_by_name(options, message):
-    with pytest.raises(GenerationError) as err:
-        check_sample_options(**options)
-    assert str(err.value).startswith(message)
-
-
-@pytest.mark.parametrize(
-    "options",
-    [
-        {"penalty_alpha": 0.6, "top_k": 4},  # contrastive search's candidates
-        {"penalty_alpha": 0.6, "temperature": 1.0},
-        {"beam": 3, "num_samples": 3},
-        {"beam": 3, "temperature": 1.0},
-        {"temperature": 0, "num_samples": 1},
-        {"temperature": 0.8, "top_k": 5, "num_samples": 4},
-    ],
-)
-def test_sample_options_that_all_take_effect_pass(options):
-    check_sample_options(**options)

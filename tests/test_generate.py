@@ -50,6 +50,7 @@ from arlm_lib.generate import (
     score_text,
     stream_text,
 )
+from arlm_lib.generation.cli import check_sample_options
 from arlm_lib.generation.processors import VocabLimit
 from arlm_lib.model import GPT, GPTConfig
 from arlm_lib.tokenizers import CharTokenizer, train_tokenizer
@@ -1315,16 +1316,16 @@ def test_sample_cli_prints_and_stream_matches(text_model, tok):
         ({"beam": 2, "min_p": 0.1}, "--min-p 0.1"),
         ({"beam": 2, "typical_p": 0.9}, "--typical-p 0.9"),
         ({"beam": 2, "epsilon_cutoff": 3e-4}, "--epsilon-cutoff 0.0003"),
-        ({"beam": 2, "temperature": 0.7}, "--temperature 0.7"),
+        ({"beam": 2, "temperature": 0.7}, "--temperature 0.7 is not allowed with --beam"),
         ({"beam": 2, "num_samples": 3}, "--num-samples 3"),
         ({"temperature": 0, "top_k": 5}, "--top-k 5"),
         ({"temperature": 0.0, "top_p": 0.5}, "--top-p 0.5"),
         ({"temperature": 0, "eta_cutoff": 3e-4}, "--eta-cutoff 0.0003"),
-        ({"temperature": 0, "num_samples": 2}, "--num-samples 2"),
-        ({"penalty_alpha": 0.6, "top_p": 0.9}, "--top-p 0.9"),
-        ({"penalty_alpha": 0.6, "beam": 2}, "--beam 2"),
-        ({"penalty_alpha": 0.6, "temperature": 0.7}, "--temperature 0.7"),
-        ({"penalty_alpha": 0.6, "num_samples": 2}, "--num-samples 2"),
+        ({"temperature": 0, "num_samples": 2}, "--num-samples 2 is not allowed with --temperature 0"),
+        ({"penalty_alpha": 0.6, "top_p": 0.9}, "--top-p 0.9 is not allowed with --penalty-alpha"),
+        ({"penalty_alpha": 0.6, "beam": 2}, "--beam 2 is not allowed with --penalty-alpha"),
+        ({"penalty_alpha": 0.6, "temperature": 0.7}, "--temperature 0.7 is not allowed with --penalty-alpha"),
+        ({"penalty_alpha": 0.6, "num_samples": 2}, "--num-samples 2 is not allowed with --penalty-alpha"),
     ],
 )
 def test_sample_cli_refuses_flags_that_would_be_silently_ignored(text_model, tok, options, flag):
@@ -1333,6 +1334,21 @@ def test_sample_cli_refuses_flags_that_would_be_silently_ignored(text_model, tok
         sample_cli(text_model, tok, prompt="the ", max_new_tokens=3, out=out, **options)
     assert flag in str(info.value) and "\n" not in str(info.value)
     assert out.getvalue() == ""  # refused before anything is printed
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"penalty_alpha": 0.6, "top_k": 4},  # contrastive search's candidates
+        {"penalty_alpha": 0.6, "temperature": 1.0},
+        {"beam": 3, "num_samples": 3},
+        {"beam": 3, "temperature": 1.0},
+        {"temperature": 0, "num_samples": 1},
+        {"temperature": 0.8, "top_k": 5, "num_samples": 4},
+    ],
+)
+def test_sample_options_that_all_take_effect_pass(options):
+    check_sample_options(**options)
 
 
 @pytest.mark.parametrize(
