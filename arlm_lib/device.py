@@ -195,6 +195,11 @@ def warn_compile_fallback(exc: BaseException) -> None:
     )
 
 
+def runs_asynchronously(device: torch.device) -> bool:
+    """True where the host only queues the work (CUDA, MPS): a timing then needs a sync point."""
+    return device.type in ("cuda", "mps")
+
+
 def synchronize(device: torch.device) -> None:
     """Wait for queued GPU work, so wall-clock timings measure the work and not just its launch."""
     if device.type == "cuda":

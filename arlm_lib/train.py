@@ -33,6 +33,7 @@ from .device import (
     resolve_device,
     resolve_dtype,
     resolve_peak_flops,
+    runs_asynchronously,
     synchronize,
     warn_compile_fallback,
 )
@@ -359,7 +360,8 @@ class Callback:
 
     A step's ``record`` is a dict: ``step`` (int, counted from 1), ``lr``, ``train_loss`` (nats, the mean
     over the step's micro-batches and ranks), ``grad_norm`` (before clipping), ``grad_norm_clipped``,
-    ``tokens_per_s`` (floats), ``elapsed_s`` (seconds since the run began, across resumes), ``val_loss``
+    ``tokens_per_s`` (floats; on a GPU a step is timed from the previous step's loss read to its own,
+    so no second sync point is needed), ``elapsed_s`` (seconds since the run began, across resumes), ``val_loss``
     (nats; ``None`` on steps without an evaluation) and ``mfu`` (a fraction; ``None`` without a
     ``peak_flops``). :class:`History` stores the same columns, with NaN for ``None``.
     """
@@ -491,6 +493,10 @@ class Trainer:
         self.rollbacks: list[dict[str, float]] = []  # one entry per non-finite step rolled back
         self._good_state: dict[str, Any] | None = None  # rollback target (on_nonfinite="rollback" only)
         self._pending_record: dict[str, Any] | None = None  # a step applied but not yet recorded
+        # On a GPU a step's time is the period between its host read and the previous step's (see
+        # _step_seconds); None when the previous step's read is not comparable (none yet, or work between).
+        self._time_by_reads = runs_asynchronously(device)
+        self._last_read_at: float | None = None
         # MFU = achieved FLOP/s / peak. The FLOPs per token are fixed by the architecture and context.
         self.flops_per_token = self.raw_model.flops_per_token(self.block_size)
         self.peak_flops = resolve_peak_flops(config.peak_flops, device, self.dtype)
@@ -794,6 +800,7 @@ class Trainer:
         lr = lr_at(self.step, config)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
+        previous_read, self._last_read_at = self._last_read_at, None  # set again once this step succeeds
         t0 = time.perf_counter()
         try:
             loss_sum = self._accumulate_gradients()
@@ -810,6 +817,7 @@ class Trainer:
             # it idle until the next kernels are launched, so the loss and the norm are fetched together.
             # Both are checked before the optimizer step, so a non-finite value never reaches the weights.
             total_loss, grad_norm = torch.stack([loss_sum, norm.to(loss_sum)]).tolist()
+            read_at = time.perf_counter()
             total_loss /= self.world_size
             self._check_finite(total_loss, grad_norm, lr)
             self.scaler.step(self.optimizer)  # skips the update if fp16 gradients overflowed
@@ -819,8 +827,8 @@ class Trainer:
             # step spends its time): leave the optimizer and the loss scaler ready for the next step.
             self._abandon_step(unscaled)
             raise
-        # The update is applied: count it at once. An interrupt from here on (on CUDA, the wait below
-        # for the optimizer's kernels) must not make the next train() redo a step the weights already took.
+        # The update is applied: count it at once. An interrupt from here on (on a GPU, a wait for the
+        # optimizer's kernels) must not make the next train() redo a step the weights already took.
         self.step += 1
         record = {
             "step": self.step,
@@ -834,8 +842,7 @@ class Trainer:
         }
         self._pending_record = record  # finished by _finish_step, even if the timing below is interrupted
         self.optimizer.zero_grad(set_to_none=True)
-        synchronize(self.device)  # GPU work is asynchronous: wait for it, or dt measures only the launches
-        dt = time.perf_counter() - t0
+        dt = self._step_seconds(t0, previous_read, read_at)
         tokens = config.batch_size * config.grad_accum_steps * self.block_size
         record["tokens_per_s"] = tokens / dt if dt > 0 else math.nan
         if self.peak_flops:
@@ -844,6 +851,24 @@ class Trainer:
                 self.flops_per_token * record["tokens_per_s"] / (self.peak_flops * self.world_size)
             )
         return record
+
+    def _step_seconds(self, started: float, previous_read: float | None, read_at: float) -> float:
+        """The wall time of the step that started at ``started`` and read its loss at ``read_at``.
+
+        On the CPU, from its start to the end of its update. A GPU only queues the work, so measuring the
+        same span needs a wait for the update's kernels, and that wait leaves the GPU idle while the host
+        prepares the next step: a second bubble per step on top of the loss read's. So, on a GPU, a step
+        whose predecessor read its loss in the same run of steps is timed from that read to its own.
+        Each read waits for all queued work, so the interval holds exactly one step of GPU work (the
+        previous update, then this step's passes), and the idle time the host leaves between steps
+        (callbacks included) counts, as it does in training. The first step of a ``train()`` call, and
+        one after an evaluation, a checkpoint or a failed step, is timed by the wait instead.
+        """
+        self._last_read_at = read_at
+        if self._time_by_reads and previous_read is not None:
+            return read_at - previous_read
+        synchronize(self.device)  # wait for the queued update, or the time covers only its launch
+        return time.perf_counter() - started
 
     def _finish_step(self, record: dict[str, Any], elapsed_s: float, checkpoint_every: int | None) -> None:
         """Evaluate, record, report and checkpoint a step whose update is applied.
@@ -856,6 +881,7 @@ class Trainer:
         evaluate_now = self.step % config.eval_interval == 0 or self.step == config.max_iters
         if evaluate_now and self.is_main and record["val_loss"] is None:
             record["val_loss"] = self.evaluate()
+            self._last_read_at = None  # the next step's interval would hold the evaluation
         recorded = self.history.columns["step"]  # read in place: copying the column every step is O(n^2)
         if not recorded or recorded[-1] != record["step"]:
             self.history.append(record)
@@ -867,6 +893,7 @@ class Trainer:
         if checkpoint_every and self.step % checkpoint_every == 0 and self.step < config.max_iters:
             self.save_checkpoint()
             self._remember_good_state()
+            self._last_read_at = None
 
     def train(self, handle_signals: bool = False) -> History:
         """Run until ``max_iters`` or a stop request; save a checkpoint at the end and on stop.
@@ -897,6 +924,7 @@ class Trainer:
             dynamic_ncols=True,
         )
         start = time.perf_counter()
+        self._last_read_at = None  # time between train() calls is not a step's
         elapsed_before = self.history.column("elapsed_s", drop_missing=True)
         offset = elapsed_before[-1] if elapsed_before else 0.0
         try:

@@ -715,8 +715,97 @@ def test_tokens_per_second_counts_every_micro_batch(data, monkeypatch):
     clock = iter(range(1000))
     # The trainer's own clock only: other threads keep the real time.perf_counter.
     fake_time = types.SimpleNamespace(perf_counter=lambda: float(next(clock)))
-    monkeypatch.setattr(train_module, "time", fake_time)  # 1 s a reading
-    assert trainer._train_step()["tokens_per_s"] == 4 * 3 * 32
+    monkeypatch.setattr(train_module, "time", fake_time)  # 1 s a reading: start, loss read, end of update
+    assert trainer._train_step()["tokens_per_s"] == 4 * 3 * 32 / 2
+
+
+class _QueuedDeviceClock:
+    """A fake clock for the trainer (1 s a reading), a device that may be made to count as queued
+    (a GPU's), and the steps after which the trainer called synchronize."""
+
+    def __init__(self, monkeypatch, queued: bool) -> None:
+        import types
+
+        from arlm_lib import train as train_module
+
+        self.now = 0.0
+        self.synced_after: list[int] = []
+        self.trainer = None
+        monkeypatch.setattr(train_module, "time", types.SimpleNamespace(perf_counter=self.perf_counter))
+        monkeypatch.setattr(train_module, "runs_asynchronously", lambda device: queued)
+        monkeypatch.setattr(
+            train_module, "synchronize", lambda device: self.synced_after.append(self.trainer.step)
+        )
+
+    def perf_counter(self) -> float:
+        self.now += 1.0
+        return self.now
+
+
+class _SlowCallback(Callback):
+    """Host work between steps (a live plot, say): 100 s on the fake clock; optionally a stop request."""
+
+    def __init__(self, clock: _QueuedDeviceClock, stop_after: int | None = None) -> None:
+        self.clock, self.stop_after = clock, stop_after
+
+    def on_step_end(self, trainer, record):
+        self.clock.now += 100.0
+        if record["step"] == self.stop_after:
+            self.stop_after = None
+            trainer.request_stop()
+
+
+@pytest.mark.parametrize("queued", [False, True], ids=["cpu", "gpu-like"])
+def test_a_queued_device_times_steps_between_loss_reads_without_a_second_sync(
+    data, monkeypatch, tmp_path, queued
+):
+    """On a GPU the host only queues work. Waiting for each update just to time it would idle the GPU
+    while the host prepares the next step, so a step is timed from the previous step's loss read to
+    its own (both already sync points), and synchronize runs only where that interval would hold
+    other work: the first step of train(), and the step after an evaluation or a checkpoint."""
+    clock = _QueuedDeviceClock(monkeypatch, queued)
+    tokenizer, train, val = data
+    clock.trainer = trainer = Trainer(
+        tiny_model(tokenizer),
+        train,
+        val,
+        config(max_iters=7, eval_interval=3, checkpoint_interval=4),
+        out_dir=tmp_path,
+        callbacks=[_SlowCallback(clock)],
+    )
+    history = trainer.train()
+    seconds = [8 * 32 / tps for tps in history.column("tokens_per_s")]
+    if queued:
+        # Evaluations after steps 3 and 6, a checkpoint after step 4.
+        assert clock.synced_after == [1, 4, 5, 7]
+        # Steps 2, 3 and 6 are timed from the previous read, so the callback's 100 s count (the GPU
+        # waits for the host there); the others are timed by the wait, from their own start.
+        assert [s > 100 for s in seconds] == [False, True, True, False, False, True, False]
+    else:
+        assert clock.synced_after == [1, 2, 3, 4, 5, 6, 7]  # a no-op on the CPU: each step timed alone
+        assert all(s < 100 for s in seconds)
+    # Training itself is the same either way.
+    assert history.column("step") == [1, 2, 3, 4, 5, 6, 7] and history.evaluated()[0] == [3, 6, 7]
+
+
+def test_a_queued_device_times_by_the_wait_after_a_pause_or_a_failed_step(data, monkeypatch):
+    """Neither the time between two train() calls nor a step that failed (rolled back here) is a
+    step's time: the step after either is timed by the wait."""
+    clock = _QueuedDeviceClock(monkeypatch, queued=True)
+    tokenizer, train, val = data
+    clock.trainer = trainer = Trainer(
+        tiny_model(tokenizer),
+        train,
+        val,
+        config(max_iters=6, eval_interval=100, on_nonfinite="rollback"),
+        callbacks=[_SlowCallback(clock, stop_after=2)],
+    )
+    inject_nan_loss(trainer, {4})
+    trainer.train()
+    assert trainer.step == 2 and clock.synced_after == [1]
+    trainer.train()  # step 3; step 4 fails and rolls back to step 2 (this call's start); 3 again, 4 to 6
+    assert len(trainer.rollbacks) == 1
+    assert clock.synced_after == [1, 3, 3]
 
 
 def test_the_last_step_is_evaluated_even_off_the_interval(data):
