@@ -85,6 +85,8 @@ WORKER = textwrap.dedent(
         def on_step_end(self, trainer, record):
             with open(os.path.join(results, f"callback_rank{trainer.rank}.txt"), "a") as fh:
                 fh.write(f"{record['step']} {time.time()}\\n")
+            if record["step"] == spec.get("stop_at"):
+                trainer.request_stop()  # as an early-stopping callback would: on rank 0 alone
 
     def build():
         if spec.get("resume"):
@@ -246,6 +248,23 @@ def test_mfu_under_ddp_is_per_device(two_rank_run, data):
     flops_per_token = GPT(GPTConfig(vocab_size=data[0].vocab_size, **MODEL)).flops_per_token()
     for tps, mfu in zip(history["tokens_per_s"], history["mfu"]):
         assert mfu == pytest.approx(flops_per_token * tps / (TRAIN["peak_flops"] * 2), rel=1e-9)
+
+
+@pytest.mark.slow
+def test_a_stop_requested_on_rank_zero_stops_every_rank_after_that_step(data, tmp_path):
+    """Callbacks run on rank 0 only, so an early-stopping callback stops rank 0 alone. The ranks agree
+    on it at the end of the step: both end after step 2 with the same weights (a rank that went on
+    would wait forever for its peer in the next all-reduce), and rank 0's checkpoint is that step's."""
+    train = {**TRAIN, "progress": False, "ddp_timeout_s": 30}  # a broken stop fails in 30 s, not 120
+    proc = torchrun(tmp_path, out=str(tmp_path / "run"), train=train, stop_at=2)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = tmp_path / "results"
+    rank0 = load_file(results / "weights_rank0.safetensors")
+    rank1 = load_file(results / "weights_rank1.safetensors")
+    assert all(torch.equal(rank0[k], rank1[k]) for k in rank0)
+    assert max_abs_diff(rank0, single_process(data, max_iters=2).raw_model.state_dict()) < ATOL
+    assert ckpt.load_checkpoint(tmp_path / "run").trainer_state["step"] == 2
+    assert (results / "callback_rank0.txt").read_text().count("\n") == 2
 
 
 @pytest.mark.slow
