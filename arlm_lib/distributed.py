@@ -46,6 +46,11 @@ evaluates, runs callbacks, shows the progress bar and writes checkpoints; the ot
 next collective (a barrier after each checkpoint). With several machines, ``--out`` must be on a
 filesystem every machine sees, for ``--resume`` to read the same checkpoint everywhere.
 
+A stop request (a signal, or a callback's on rank 0) reaches the other ranks without a collective of its
+own: the next step all-reduces each rank's stop vote with its loss. If any rank voted, every rank drops
+that step before its update (its random draws are restored, so ``--resume`` redoes it exactly) and
+stops after the same step.
+
 When a rank dies
 ----------------
 Every collective has a timeout, ``TrainConfig.ddp_timeout_s`` (default 120 s; 600 s with ``compile``,

@@ -755,8 +755,9 @@ class Trainer:
         if unscaled and self.scaler.is_enabled():
             self.scaler.update()
 
-    def _accumulate_gradients(self) -> torch.Tensor:
-        """Forward and backward over ``grad_accum_steps`` micro-batches; the summed loss, on the device."""
+    def _accumulate_gradients(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Forward and backward over ``grad_accum_steps`` micro-batches. Returns the summed loss and the
+        number of ranks that asked to stop (see ``_stop_before_step``), both still on the device."""
         config = self.config
         loss_sum = torch.zeros((), device=self.device)  # summed on the device: no host read per micro-step
         with self._communication_guard("the forward/backward pass"):  # DDP all-reduces inside backward
@@ -769,9 +770,22 @@ class Trainer:
                     loss = self._forward_loss(x, y) / config.grad_accum_steps
                     self.scaler.scale(loss).backward()
                 loss_sum += loss.detach()
+            # torch.full writes the flag with a kernel: no host-to-device copy, which would wait for the GPU.
+            sums = torch.stack([loss_sum, torch.full((), float(self.stop_requested), device=self.device)])
             if self.world_size > 1:
-                dist.all_reduce(loss_sum)
-        return loss_sum
+                dist.all_reduce(sums)  # one collective for the ranks' losses and their stop votes
+        return sums[0], sums[1]
+
+    def _stop_before_step(self) -> bool:
+        """Whether to end training before the next step on this rank's own stop request.
+
+        One process stops when asked. Under DDP a rank cannot: its peers would wait for it in the next
+        step's all-reduce. A stop request there (a callback's: they run on rank 0 alone; or a signal)
+        is a vote carried by the all-reduce of the next step's loss, which every rank reads anyway; if
+        any rank voted, all of them drop that step before its update and stop after the step the
+        request came in, without a host read of their own at every step.
+        """
+        return self.world_size == 1 and self.stop_requested
 
     def _check_finite(self, total_loss: float, grad_norm: float, lr: float) -> None:
         """Raise TrainingDivergedError for a non-finite loss, or a non-finite gradient norm without a
@@ -794,16 +808,20 @@ class Trainer:
             return f"Lower the learning rate (--lr){warmup}; gradient clipping is already on (--grad-clip {self.config.grad_clip:g})."
         return f"Lower the learning rate (--lr){warmup}, or turn gradient clipping on (--grad-clip 1.0)."
 
-    def _train_step(self) -> dict[str, Any]:
-        """One optimizer step: gradients over the micro-batches, clip, check, update; the step's record."""
+    def _train_step(self) -> dict[str, Any] | None:
+        """One optimizer step: gradients over the micro-batches, clip, check, update; the step's record
+        (None for a step dropped by a stop vote under DDP)."""
         config = self.config
         lr = lr_at(self.step, config)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         previous_read, self._last_read_at = self._last_read_at, None  # set again once this step succeeds
+        # Under DDP a stop vote drops the step after its batches were drawn and its dropout masks made: a
+        # copy of the random states lets the run resume exactly as if the step had never been started.
+        random_states = self.rng_state() if self.world_size > 1 else None
         t0 = time.perf_counter()
         try:
-            loss_sum = self._accumulate_gradients()
+            loss_sum, stop_votes = self._accumulate_gradients()
         except BaseException:  # e.g. Ctrl-C in a notebook: the next step must not add onto these gradients
             self.optimizer.zero_grad(set_to_none=True)
             raise
@@ -814,10 +832,17 @@ class Trainer:
             max_norm = config.grad_clip if config.grad_clip else math.inf
             norm = torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), max_norm)
             # The step's one host read: every read waits for the GPU to finish all queued work and leaves
-            # it idle until the next kernels are launched, so the loss and the norm are fetched together.
-            # Both are checked before the optimizer step, so a non-finite value never reaches the weights.
-            total_loss, grad_norm = torch.stack([loss_sum, norm.to(loss_sum)]).tolist()
+            # it idle until the next kernels are launched, so the loss, the norm and the ranks' stop votes
+            # are fetched together. The loss and the norm are checked before the optimizer step, so a
+            # non-finite value never reaches the weights.
+            read = torch.stack([loss_sum, norm.to(loss_sum), stop_votes]).tolist()
             read_at = time.perf_counter()
+            total_loss, grad_norm, stop_votes = read
+            if self.world_size > 1 and stop_votes > 0:  # (one process stops between steps instead)
+                self._abandon_step(unscaled)
+                self._restore_rng(random_states)
+                self._stop.set()  # on every rank, so each ends this train() call alike
+                return None
             total_loss /= self.world_size
             self._check_finite(total_loss, grad_norm, lr)
             self.scaler.step(self.optimizer)  # skips the update if fp16 gradients overflowed
@@ -933,17 +958,18 @@ class Trainer:
                 self.optimizer.zero_grad(set_to_none=True)  # in case the interrupt came before it did
                 self._finish_step(self._pending_record, offset, checkpoint_every)
             self._remember_good_state()
-            while self.step < config.max_iters and not self.stop_requested:
+            while self.step < config.max_iters and not self._stop_before_step():
                 try:
                     record = self._train_step()
                 except TrainingDivergedError as exc:
                     self._roll_back(exc)  # re-raises unless a rollback is allowed
                     bar.n = self.step
                     continue
+                if record is None:  # the ranks voted to stop
+                    break
                 self._finish_step(record, offset + time.perf_counter() - start, checkpoint_every)
                 bar.update(1)
                 bar.set_postfix(loss=f"{record['train_loss']:.4f}", refresh=False)
-                self._sync_stop()
             self.save_checkpoint()
         finally:
             self._stop_honoured = self.stop_requested  # this call has seen it: the next one starts afresh
@@ -1013,14 +1039,12 @@ class Trainer:
                 f"{config.lr:.3g} (rollback {len(self.rollbacks)} of at most {config.max_rollbacks})"
             )
 
-    def _sync_stop(self) -> None:
-        """Under DDP, a stop requested on any rank stops all of them at the same step."""
-        if self.world_size > 1:
-            flag = torch.tensor([1.0 if self.stop_requested else 0.0], device=self.device)
-            with self._communication_guard("the end-of-step check"):
-                dist.all_reduce(flag)
-            if flag.item() > 0:
-                self._stop.set()
+    def _restore_rng(self, state: dict[str, torch.Tensor]) -> None:
+        """Put back the random states :meth:`rng_state` returned."""
+        torch.set_rng_state(state["torch_cpu"])
+        self.batch_generator.set_state(state["batches"])
+        if "torch_cuda" in state:
+            torch.cuda.set_rng_state(state["torch_cuda"], self.device)
 
     def _install_signal_handlers(self):
         if threading.current_thread() is not threading.main_thread():

@@ -253,8 +253,10 @@ def test_mfu_under_ddp_is_per_device(two_rank_run, data):
 @pytest.mark.slow
 def test_a_stop_requested_on_rank_zero_stops_every_rank_after_that_step(data, tmp_path):
     """Callbacks run on rank 0 only, so an early-stopping callback stops rank 0 alone. The ranks agree
-    on it at the end of the step: both end after step 2 with the same weights (a rank that went on
-    would wait forever for its peer in the next all-reduce), and rank 0's checkpoint is that step's."""
+    on it (a vote in the next step's loss all-reduce, which drops that step): both end after step 2
+    with the same weights (a rank that went on would wait forever for its peer in the next
+    all-reduce), and rank 0's checkpoint is that step's. Resumed, it goes on exactly as a run that
+    never stopped: the dropped step's batches are drawn again."""
     train = {**TRAIN, "progress": False, "ddp_timeout_s": 30}  # a broken stop fails in 30 s, not 120
     proc = torchrun(tmp_path, out=str(tmp_path / "run"), train=train, stop_at=2)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -265,6 +267,15 @@ def test_a_stop_requested_on_rank_zero_stops_every_rank_after_that_step(data, tm
     assert max_abs_diff(rank0, single_process(data, max_iters=2).raw_model.state_dict()) < ATOL
     assert ckpt.load_checkpoint(tmp_path / "run").trainer_state["step"] == 2
     assert (results / "callback_rank0.txt").read_text().count("\n") == 2
+
+    tokenizer, train_tokens, val_tokens = data
+    resumed = Trainer.resume(tmp_path / "run", train_tokens, val_tokens, max_iters=4, progress=False)
+    resumed.train()
+    straight = single_process(data, max_iters=4)
+    assert max_abs_diff(resumed.raw_model.state_dict(), straight.raw_model.state_dict()) < ATOL
+    assert resumed.history.column("train_loss") == pytest.approx(
+        straight.history.column("train_loss"), abs=ATOL
+    )
 
 
 @pytest.mark.slow
