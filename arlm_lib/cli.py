@@ -841,7 +841,9 @@ def _main(argv: Sequence[str] | None) -> int:
     except BrokenPipeError:
         return 0
     except OSError as exc:  # full disk, permissions: still one line, not a traceback
-        print(f"error: {exc.strerror or exc} ({getattr(exc, 'filename', '') or ''})", file=sys.stderr)
+        # A write to a full disk names no file: then no "()" after the reason.
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        print(f"error: {exc.strerror or exc}{where}", file=sys.stderr)
         return 1
     except (MemoryError, RuntimeError) as exc:
         if not _is_out_of_memory(exc):

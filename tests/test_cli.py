@@ -607,15 +607,24 @@ def test_eval_refuses_a_window_one_token_past_the_context(trained_run, corpus, c
     assert main([*argv, "32"]) == 0
 
 
-def test_an_os_error_is_one_line_and_exit_status_1(monkeypatch, capsys):
+@pytest.mark.parametrize(
+    "error, line",
+    [
+        (PermissionError(13, "Permission denied", "/runs/x"), "error: Permission denied (/runs/x)"),
+        # A full disk during a write names no file: no empty "()" after the reason.
+        (OSError(28, "No space left on device"), "error: No space left on device"),
+        (OSError("the lock file vanished"), "error: the lock file vanished"),  # no errno, no strerror
+    ],
+)
+def test_an_os_error_is_one_line_and_exit_status_1(monkeypatch, capsys, error, line):
     from arlm_lib import cli
 
-    def denied(args):
-        raise PermissionError(13, "Permission denied", "/runs/x")
+    def refused(args):
+        raise error
 
-    monkeypatch.setitem(cli.COMMANDS, "corpus", denied)
+    monkeypatch.setitem(cli.COMMANDS, "corpus", refused)
     assert main(["corpus", "list"]) == 1
-    assert capsys.readouterr().err == "error: Permission denied (/runs/x)\n"
+    assert capsys.readouterr().err == line + "\n"
 
 
 def test_eval_max_tokens_scores_exactly_that_many_tokens(trained_run, corpus, capsys):
