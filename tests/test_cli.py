@@ -7,6 +7,7 @@ import warnings
 
 import pytest
 import torch
+from conftest import run_cli
 from torch.nn import functional as F
 
 from arlm_lib.checkpoint import load_checkpoint, load_model
@@ -91,6 +92,10 @@ def test_train_prints_progress_lines(corpus, tmp_path, capsys):
     assert "step     10" in text and "step     20" in text
     first, last = text.split("train loss ")[1].split(",")[0].split(" -> ")
     assert float(last) < float(first)
+    last_val = load_checkpoint(out).trainer_state["history"]["val_loss"][-1]
+    assert (
+        f", val loss {last_val:.4f}. checkpoint: {out}" in text
+    )  # the summary ends with the last evaluation
 
 
 def test_eval_prints_loss_perplexity_and_bits_per_char(trained_run, corpus, capsys):
@@ -168,14 +173,16 @@ def test_resume_continues_from_the_saved_step(trained_run, corpus, capsys, tmp_p
     assert len(losses) == 40 and losses[:30] == before["history"]["train_loss"]
 
 
+@pytest.mark.parametrize("value", ["", "  "])
 @pytest.mark.parametrize("command", [["sample"], ["eval", "--data", "synthetic"]])
-def test_an_empty_checkpoint_flag_is_refused_naming_the_empty_value(command, capsys):
+def test_an_empty_checkpoint_flag_is_refused_naming_the_empty_value(command, value, capsys):
     # Path("") is the current directory: the old error named "checkpoint.safetensors", not what was typed.
+    # A blank value (an unset shell variable in quotes, plus a space) is as empty.
     with pytest.raises(SystemExit) as info:
-        main([command[0], "--checkpoint", "", *command[1:]])
+        main([command[0], "--checkpoint", value, *command[1:]])
     assert info.value.code == 2
     err = capsys.readouterr().err
-    assert "argument --checkpoint: '' is not allowed" in err and "checkpoint.safetensors" not in err
+    assert f"argument --checkpoint: {value!r} is not allowed" in err and "checkpoint.safetensors" not in err
     assert len(err.strip().splitlines()) == 1
 
 
@@ -476,6 +483,44 @@ def test_data_the_model_cannot_encode_is_named_with_the_flag(trained_run, tmp_pa
     assert "'Ω', '€'" in err and "--tokenizer bpe" in err and "unknown=" not in err
 
 
+def test_data_with_many_unknown_characters_names_the_first_ten(trained_run, tmp_path, capsys):
+    """One line, however odd the file: the count is exact, the list stops at ten."""
+    odd = tmp_path / "odd.txt"
+    odd.write_text("the cat ABCDEFGHIJKL sat.\n" * 50, encoding="utf-8")
+    assert main(["eval", "--checkpoint", str(trained_run), "--data", str(odd)]) == 2
+    err = capsys.readouterr().err
+    first_ten = ", ".join(repr(c) for c in "ABCDEFGHIJ")
+    assert f"has 12 character(s) the model's tokenizer never saw in training: {first_ten} ...; " in err
+    assert "'K'" not in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("split", ["val", "train", "all"])
+def test_eval_split_scores_that_part_of_the_data(trained_run, corpus, capsys, split):
+    """val: the last 10% (held out in training), train: the rest, all: both; every token but the first
+    of the part is predicted once."""
+    _, tokenizer = load_model(trained_run)
+    n = len(tokenizer.encode(corpus.read_text(encoding="utf-8")))
+    n_val = round(0.1 * n)
+    scored = {"val": n_val, "train": n - n_val, "all": n}[split] - 1
+    argv = ["eval", "--checkpoint", str(trained_run), "--data", str(corpus), "--device", "cpu"]
+    assert main([*argv, "--split", split]) == 0
+    line = capsys.readouterr().out
+    assert line.startswith(f"{split} loss ") and f"| {scored:,} tokens, " in line
+
+
+def test_corpus_info_describes_the_named_corpus(capsys):
+    from arlm_lib.corpus import corpus_names, format_corpus_info
+
+    assert main(["corpus", "info", "prose"]) == 0
+    assert capsys.readouterr().out == format_corpus_info("prose") + "\n"
+    assert main(["corpus", "list"]) == 0
+    listing = capsys.readouterr().out
+    assert all(name in listing for name in corpus_names())
+    assert main(["corpus", "info", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert "'nope'" in err and "synthetic-copy" in err and len(err.strip().splitlines()) == 1
+
+
 @pytest.mark.parametrize(
     "data, out, needle",
     [
@@ -579,14 +624,18 @@ def test_penalty_alpha_prints_the_contrastive_search_continuation(trained_run, c
     assert ids != contrastive_search(model, tokenizer.encode("the "), 30, penalty_alpha=0.0)
 
 
-def test_resume_applies_a_typed_grad_accum(corpus, tmp_path):
+def test_resume_applies_typed_flags_named_unlike_their_config_field(corpus, tmp_path):
+    """--grad-accum, --no-progress and --ddp-timeout set grad_accum_steps, progress and ddp_timeout_s: a
+    resume must map the typed flag to its field, or it silently keeps the saved value."""
     out = tmp_path / "run"
-    base = ["train", "--data", str(corpus), "--out", str(out), "--no-progress", "--eval-interval", "2",
-            "--eval-iters", "1", *TINY]  # fmt: skip
-    assert main([*base, "--max-iters", "2"]) == 0
-    assert main([*base, "--resume", "--max-iters", "4", "--grad-accum", "2"]) == 0
+    base = ["train", "--data", str(corpus), "--out", str(out), "--eval-interval", "2", "--eval-iters", "1",
+            *TINY]  # fmt: skip
+    assert main([*base, "--max-iters", "2", "--progress"]) == 0
+    resume = ["--resume", "--max-iters", "4", "--grad-accum", "2", "--no-progress", "--ddp-timeout", "45"]
+    assert main([*base, *resume]) == 0
     saved = load_checkpoint(out)
     assert saved.trainer_state["step"] == 4 and saved.train_config["grad_accum_steps"] == 2
+    assert saved.train_config["progress"] is False and saved.train_config["ddp_timeout_s"] == 45
 
 
 def test_eval_refuses_a_window_one_token_past_the_context(trained_run, corpus, capsys):
@@ -625,6 +674,47 @@ def test_an_os_error_is_one_line_and_exit_status_1(monkeypatch, capsys, error, l
     monkeypatch.setitem(cli.COMMANDS, "corpus", refused)
     assert main(["corpus", "list"]) == 1
     assert capsys.readouterr().err == line + "\n"
+
+
+def _raising(error):
+    """A stand-in command that fails with ``error``, for main()'s handling of it."""
+
+    def command(args):
+        raise error
+
+    return command
+
+
+@pytest.mark.parametrize(
+    "error, shown",
+    [
+        (MemoryError(), "MemoryError"),  # Python's, with no message: named by its type
+        (RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 8 GB"),
+         "DefaultCPUAllocator: can't allocate memory: you tried to allocate 8 GB"),
+        (torch.OutOfMemoryError("Tried to allocate 20.00 GiB"), "Tried to allocate 20.00 GiB"),
+        (RuntimeError("CUDA error: out of memory\nCompile with TORCH_USE_CUDA_DSA"), "CUDA error: out of memory"),
+    ],
+)  # fmt: skip
+def test_out_of_memory_is_exit_status_4_in_one_line_with_what_to_lower(monkeypatch, capsys, error, shown):
+    """4 is the documented status (main's docstring) a script can test for: not a traceback, not 2."""
+    from arlm_lib import cli
+
+    monkeypatch.setitem(cli.COMMANDS, "corpus", _raising(error))
+    assert main(["corpus", "list"]) == 4
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: out of memory ({shown}); lower --batch-size") and err.count("\n") == 1, err
+
+
+def test_a_runtime_error_that_is_not_out_of_memory_keeps_its_traceback(monkeypatch, capsys):
+    """A bug must not pass for bad input (exit 2) or a full memory (exit 4): its traceback is the report."""
+    from arlm_lib import cli
+
+    monkeypatch.setitem(
+        cli.COMMANDS, "corpus", _raising(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
+    )
+    with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):
+        main(["corpus", "list"])
+    assert capsys.readouterr().err == ""
 
 
 def test_eval_max_tokens_scores_exactly_that_many_tokens(trained_run, corpus, capsys):
@@ -682,6 +772,16 @@ def test_an_unknown_flag_points_at_the_command_help_and_the_closest_flag(
     assert f"(see python -m arlm_lib {command} --help)" in err  # that command's flags, not the top level's
     assert (hint in err) if hint else ("did you mean" not in err)
     assert not (tmp_path / "run").exists()  # refused before anything was created
+
+
+def test_every_unknown_flag_is_named_each_with_its_closest_flag(tmp_path, capsys):
+    argv = ["train", "--data", "synthetic", "--out", str(tmp_path / "run"), "--max-iter", "5", "--lr-decay=3",
+            "--zzz"]  # fmt: skip
+    code, _, err = run_cli(argv, capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "unrecognized arguments: --max-iter 5 --lr-decay=3 --zzz" in err
+    assert "(--max-iter: did you mean --max-iters?; --lr-decay: did you mean --lr-decay-iters?)" in err
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("command", ["train", "sample", "eval"])

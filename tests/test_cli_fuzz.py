@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from arlm_lib import checkpoint as ckpt
-from arlm_lib.cli import EXIT_OUT_OF_MEMORY, main
+from arlm_lib.cli import EXIT_OUT_OF_MEMORY, build_parser, main
 from arlm_lib.corpus import corpus_names
 from arlm_lib.device import DEVICE_CHOICES
 from arlm_lib.model import PRESETS
@@ -180,6 +180,103 @@ def test_huge_seed_is_refused_naming_the_flag(command, corpus, tmp_path, capsys)
     assert code != 0 and "Traceback" not in err and "--seed" in err
 
 
+# The edge of each range, on both sides. The library checks many of these values again (dropout=1.0,
+# beta1=1.0, ...), so a parser bound that slipped would still fail, but with the library's field name
+# instead of the flag, and after the data is read: the message must come from the parser, with the rule.
+COMMANDS = {"train": _train, "sample": _sample, "eval": _eval}
+SEED_MIN, SEED_MAX = -(2**63), 2**64 - 1  # what torch.manual_seed accepts
+
+
+@pytest.mark.parametrize(
+    "command, flag, value, rule",
+    [
+        ("train", "--lr", "0", "> 0"),
+        ("train", "--batch-size", "0", ">= 1"),
+        ("train", "--max-iters", str(INT64_MAX + 1), f"<= {INT64_MAX}"),
+        ("train", "--dropout", "1", "< 1"),
+        ("train", "--beta1", "1", "< 1"),
+        ("train", "--beta2", "1.0", "< 1"),
+        ("train", "--bpe-vocab-size", "256", ">= 257"),  # 256 byte tokens plus the end-of-document one
+        ("train", "--ddp-timeout", "0", "> 0"),
+        ("train", "--peak-flops", "0", "> 0"),
+        ("train", "--peak-flops", "-1e12", "> 0"),
+        ("train", "--seed", str(SEED_MAX + 1), f"<= {SEED_MAX}"),
+        ("train", "--seed", str(SEED_MIN - 1), f">= {SEED_MIN}"),
+        ("sample", "--top-p", "1.5", "<= 1"),
+        ("sample", "--typical-p", "0", "> 0"),
+        ("sample", "--min-p", "1", "< 1"),
+        ("sample", "--epsilon-cutoff", "1", "< 1"),
+        ("sample", "--eta-cutoff", "1", "< 1"),
+        ("sample", "--penalty-alpha", "1.5", "<= 1"),
+        ("sample", "--repetition-penalty", "0", "> 0"),
+        ("eval", "--max-tokens", "0", ">= 1"),
+    ],
+)
+def test_a_value_just_outside_its_range_is_refused_naming_the_rule(
+    command, flag, value, rule, corpus, tmp_path, capsys
+) -> None:
+    out = tmp_path / "out"
+    code, err = _call([*COMMANDS[command](corpus, out), f"{flag}={value}"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert f"argument {flag}: {value} is not allowed: it must be {rule}" in err, err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "command, flag, value, parsed",
+    [
+        ("train", "--seed", str(SEED_MAX), SEED_MAX),
+        ("train", "--seed", str(SEED_MIN), SEED_MIN),
+        ("train", "--max-iters", str(INT64_MAX), INT64_MAX),
+        ("train", "--bpe-vocab-size", "257", 257),
+        ("train", "--warmup-iters", "0", 0),  # no warmup
+        ("train", "--checkpoint-interval", "0", 0),  # only at the end
+        ("train", "--min-lr", "0", 0.0),
+        ("train", "--weight-decay", "0", 0.0),
+        ("train", "--grad-clip", "0", 0.0),  # no clipping
+        ("train", "--dropout", "0", 0.0),
+        ("train", "--beta1", "0", 0.0),
+        ("train", "--peak-flops", "auto", "auto"),
+        ("train", "--peak-flops", "989e12", 989e12),
+        ("sample", "--top-p", "1", 1.0),
+        ("sample", "--typical-p", "1", 1.0),
+        ("sample", "--min-p", "0", 0.0),
+        ("sample", "--penalty-alpha", "1", 1.0),
+        ("sample", "--temperature", "0", 0.0),  # greedy
+        ("sample", "--draft-tokens", "0", 0),  # plain decoding
+    ],
+)
+def test_a_value_on_the_edge_of_its_range_is_accepted(command, flag, value, parsed, corpus, tmp_path) -> None:
+    args = build_parser().parse_args([*COMMANDS[command](corpus, tmp_path / "out"), f"{flag}={value}"])
+    assert getattr(args, flag[2:].replace("-", "_")) == parsed
+
+
+@pytest.mark.parametrize(
+    "flag, value, shown",
+    [
+        ("--batch-size", "9" * 5000, "'" + "9" * 40 + "...' is not a valid int"),  # too many digits for int()
+        ("--batch-size", "1" + "0" * 100, "1" + "0" * 39 + "... is not allowed: it must be <= "),  # > int64
+        ("--lr", "1" + "0" * 100 + "x", "'1" + "0" * 39 + "...' is not a valid float"),
+    ],
+    ids=["int with 5000 digits", "int above int64", "not a float"],
+)
+def test_a_long_bad_value_is_shown_cut_to_40_characters(flag, value, shown, corpus, tmp_path, capsys) -> None:
+    """The error stays one readable line, however long the value (a pasted file, a runaway number)."""
+    code, err = _call([*_train(corpus, tmp_path / "out"), f"{flag}={value}"], capsys)
+    assert code == 2 and f"argument {flag}: {shown}" in err, err[:300]
+    assert len(err) < 300
+
+
+def test_the_seed_range_is_the_one_torch_accepts() -> None:
+    """--seed's bounds are torch.manual_seed's: a wider range would end in its bare ValueError."""
+    for seed in (SEED_MIN, SEED_MAX):
+        torch.manual_seed(seed)
+    for seed in (SEED_MIN - 1, SEED_MAX + 1):
+        with pytest.raises((ValueError, RuntimeError)):
+            torch.manual_seed(seed)
+    torch.manual_seed(0)
+
+
 @pytest.mark.parametrize(
     "flags",
     [
@@ -259,6 +356,7 @@ def _setup_files(tmp: Path, trained: Path) -> dict[str, Path]:
     files = {
         "empty": tmp / "empty.txt",
         "short": tmp / "short.txt",
+        "shortval": tmp / "shortval.txt",
         "latin1": tmp / "latin1.txt",
         "notarun": tmp / "notarun",
         "afile": tmp / "afile",
@@ -266,6 +364,9 @@ def _setup_files(tmp: Path, trained: Path) -> dict[str, Path]:
     }
     files["empty"].write_bytes(b"")
     files["short"].write_text("too short\n")
+    files["shortval"].write_text(
+        ("the cat sat on the mat. " * 5)[:100]
+    )  # 90 tokens to train on, 10 to validate
     files["latin1"].write_bytes("caf\u00e9 cr\u00e8me br\u00fbl\u00e9e ".encode("latin-1") * 50)
     files["notarun"].mkdir()
     (files["notarun"] / "thesis.tex").write_text("years of work")
@@ -294,6 +395,10 @@ BAD_INPUT = {
     "empty corpus": (lambda c, f, o: _train(f["empty"], o), "is empty"),
     "missing corpus": (lambda c, f, o: _train(o.parent / "missing.txt", o), "missing.txt"),
     "corpus shorter than one window": (lambda c, f, o: _train(f["short"], o), "needs at least 33"),
+    "validation split shorter than one window": (
+        lambda c, f, o: _train(f["shortval"], o),
+        "validation split has 10 tokens, but block_size=32 needs at least 33",
+    ),
     "non-UTF-8 corpus": (lambda c, f, o: _train(f["latin1"], o), "not valid UTF-8"),
     "eval block size above the context": (
         lambda c, f, o: ["eval", "--checkpoint", str(f["copy"]), "--data", str(c), "--block-size", "64"],
