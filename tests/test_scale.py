@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
+import threading
 import warnings
 
 import pytest
@@ -14,12 +16,18 @@ from arlm_lib import checkpoint as ckpt
 from arlm_lib.cli import main as cli_main
 from arlm_lib.data import encode_text, split_train_val
 from arlm_lib.device import (
+    autocast_context,
+    compile_or_warn,
     cpu_threads,
+    enable_fast_matmul,
     fall_back_if_ops_missing,
     measure_peak_flops,
     resolve_device,
+    resolve_dtype,
     resolve_peak_flops,
     spec_peak_flops,
+    synchronize,
+    warn_compile_fallback,
 )
 from arlm_lib.errors import ConfigError, DeviceError
 from arlm_lib.model import GPT, GPTConfig
@@ -95,6 +103,36 @@ def test_peak_flops_can_be_measured_by_a_matmul(data):
     assert 0 < trainer.train().column("mfu")[0] < 10
 
 
+class _MatmulDtypes(torch.overrides.TorchFunctionMode):
+    """Records the dtype of every matmul run inside it."""
+
+    def __init__(self):
+        super().__init__()
+        self.dtypes = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if getattr(func, "__name__", "") in {"matmul", "__matmul__"}:
+            self.dtypes.append(args[0].dtype)
+        return func(*args, **(kwargs or {}))
+
+
+def test_the_peak_is_measured_in_the_dtype_training_computes_in(monkeypatch):
+    # bf16 matmuls run several times faster than float32 ones on a GPU: a peak measured in the wrong
+    # dtype puts MFU off by that factor.
+    from arlm_lib import device
+
+    with _MatmulDtypes() as bf16:
+        measure_peak_flops("cpu", dtype=torch.bfloat16, size=8, min_time_s=0)
+    with _MatmulDtypes() as default:
+        measure_peak_flops("cpu", size=8, min_time_s=0)
+    assert bf16.dtypes and set(bf16.dtypes) == {torch.bfloat16}
+    assert default.dtypes and set(default.dtypes) == {torch.float32}  # the CPU's training dtype
+    asked = []
+    monkeypatch.setattr(device, "measure_peak_flops", lambda dev, dtype=None: asked.append(dtype) or 1e9)
+    assert resolve_peak_flops("auto", torch.device("cpu"), torch.bfloat16) == 1e9
+    assert asked == [torch.bfloat16]
+
+
 @pytest.mark.parametrize("peak", [-1.0, 0, "fast", math.inf, True])
 def test_a_bad_peak_is_refused(peak):
     with pytest.raises(ConfigError, match="peak_flops="):
@@ -114,6 +152,30 @@ def test_cpu_bf16_autocast_trains_with_finite_loss(data):
     assert mixed == pytest.approx(full, rel=0.02)
     with pytest.raises(ConfigError, match="float16"):
         Trainer(small_model(tokenizer.vocab_size), train, val, config(dtype="float16"))
+
+
+def test_autocast_runs_in_the_chosen_dtype_on_the_devices_own_type():
+    assert isinstance(autocast_context(torch.device("cpu"), torch.float32), contextlib.nullcontext)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a CUDA autocast made on a machine without CUDA warns
+        fp16 = autocast_context(torch.device("cuda"), torch.float16)
+    assert (fp16.device, fp16.fast_dtype) == ("cuda", torch.float16)  # not a CPU autocast, not bf16
+
+
+def test_tf32_is_switched_on_for_cuda_only():
+    # Process-wide switches: a CPU or MPS run must leave them alone. (monkeypatch cannot restore
+    # torch.backends.cuda.matmul's attributes, which live behind its __getattr__.)
+    matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+    saved = matmul.allow_tf32, cudnn.allow_tf32
+    try:
+        matmul.allow_tf32 = cudnn.allow_tf32 = False
+        enable_fast_matmul(torch.device("cpu"))
+        enable_fast_matmul(torch.device("mps"))
+        assert not matmul.allow_tf32 and not cudnn.allow_tf32
+        enable_fast_matmul(torch.device("cuda"))
+        assert matmul.allow_tf32 and cudnn.allow_tf32
+    finally:
+        matmul.allow_tf32, cudnn.allow_tf32 = saved
 
 
 # ----------------------------------------------------------------------------- compile
@@ -194,6 +256,46 @@ def test_a_broken_compile_backend_falls_back_to_eager_with_a_clear_message(
     ):
         fallback = losses(Trainer(small_model(tokenizer.vocab_size), train, val, config(compile=True)))
     assert fallback == eager  # eager mode after the fallback: bit-identical to never compiling
+
+
+def test_the_compile_warning_names_the_first_line_of_the_root_cause():
+    reason = "no working C++ compiler: " + "x" * 400
+    root = RuntimeError(f"\n   \n  {reason}  \nthe compiler's output follows")
+    wrapper = ValueError("compiling the graph failed")
+    wrapper.__cause__ = root  # raise ... from root
+    with pytest.warns(RuntimeWarning) as caught:
+        warn_compile_fallback(wrapper)
+    # The wrapper's type, then the cause's first non-blank line, cut to 300 characters.
+    assert f"torch.compile failed (ValueError, from RuntimeError: {reason[:300]});" in str(caught[0].message)
+
+
+def test_the_compile_warning_stops_at_a_cycle_of_causes():
+    first, second = RuntimeError("first"), RuntimeError("second")
+    first.__cause__, second.__cause__ = second, first
+    messages = []
+
+    def warn():
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            warn_compile_fallback(first)
+        messages.extend(str(w.message) for w in caught)
+
+    thread = threading.Thread(target=warn, daemon=True)  # a daemon: a looping bug must not hang pytest
+    thread.start()
+    thread.join(timeout=10)
+    assert not thread.is_alive(), "following the causes round a cycle never ends"
+    assert len(messages) == 1 and "RuntimeError, from RuntimeError: second" in messages[0]
+
+
+def test_only_a_rank_asked_to_warn_reports_a_failed_compile(monkeypatch):
+    # Under DDP every rank compiles and fails alike; one warning, from the main rank, is enough.
+    monkeypatch.setattr(torch, "compile", _broken_compile_at_wrap)
+    model = torch.nn.Linear(2, 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert compile_or_warn(model, warn=False) is model
+    with pytest.warns(RuntimeWarning, match="backend 'inductor' is not available"):
+        assert compile_or_warn(model) is model
 
 
 class _OutOfMemoryAtFirstCall(torch.nn.Module):
@@ -363,16 +465,46 @@ class _MissingOp(torch.nn.Module):
         )
 
 
+class _MissingOpWithWeights(_MissingOp):
+    """Records where it is moved to (its weights stay on the CPU, so moving them is real)."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(2))
+        self.moved_to = []
+
+    def to(self, *args, **kwargs):
+        self.moved_to.append(torch.device(args[0]))
+        return super().to(*args, **kwargs)
+
+
 def test_a_missing_device_op_falls_back_to_the_cpu_with_a_warning():
+    model = _MissingOpWithWeights()
     with pytest.warns(
         RuntimeWarning, match=r"aten::_fancy_op.*training on the CPU.*PYTORCH_ENABLE_MPS_FALLBACK"
     ):
-        device = fall_back_if_ops_missing(_MissingOp(), torch.device("meta"), torch.float32, seq_len=8)
+        device = fall_back_if_ops_missing(model, torch.device("meta"), torch.float32, seq_len=8)
     assert device == torch.device("cpu")
+    assert model.moved_to == [torch.device("cpu")]  # the model goes where the training now runs
+
+
+class _Broken(torch.nn.Module):
+    def forward(self, idx, targets=None):
+        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied (8x32 and 16x32)")
+
+
+def test_the_device_probe_lets_a_bug_in_the_model_through():
+    # Only a missing op is the device's fault; any other error would fail on the CPU too, later and
+    # slower, after a misleading warning.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(RuntimeError, match="cannot be multiplied"):
+            fall_back_if_ops_missing(_Broken(), torch.device("cpu"), torch.float32, seq_len=8)
 
 
 def test_the_device_probe_keeps_a_working_device_and_leaves_no_trace():
-    model = small_model(11).train()
+    # With dropout, a probe in train mode would draw random numbers and shift the training RNG.
+    model = GPT(GPTConfig(vocab_size=11, block_size=32, n_layer=2, n_head=2, n_embd=32, dropout=0.2)).train()
     rng = torch.get_rng_state()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -401,7 +533,27 @@ def test_datasheet_peaks_are_found_by_the_gpu_name(monkeypatch, name, peak):
     # torch.cuda.get_device_name's strings; a name containing another's key (L40 holds "L4") gets its own.
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
     assert spec_peak_flops(torch.device("cuda"), torch.bfloat16) == peak
+    assert spec_peak_flops(torch.device("cuda"), torch.float16) == peak  # the same tensor-core peak
     assert spec_peak_flops(torch.device("cuda"), torch.float32) is None  # no tensor-core float32 figure
+
+
+def test_the_datasheet_peak_is_that_of_the_gpu_asked_about(monkeypatch):
+    # A machine with two kinds of GPU: cuda:1's peak is cuda:1's, not that of the current device (0).
+    names = {"cuda:1": "NVIDIA A100-SXM4-80GB"}
+    monkeypatch.setattr(
+        torch.cuda, "get_device_name", lambda device=None: names.get(str(device), "NVIDIA H100 80GB HBM3")
+    )
+    assert spec_peak_flops("cuda:1") == 312e12
+
+
+def test_synchronize_waits_on_the_device_it_is_given(monkeypatch):
+    calls = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: calls.append(("cuda", device)))
+    monkeypatch.setattr(torch.mps, "synchronize", lambda: calls.append(("mps", None)))
+    synchronize(torch.device("cpu"))
+    synchronize(torch.device("cuda:1"))
+    synchronize(torch.device("mps"))
+    assert calls == [("cuda", torch.device("cuda:1")), ("mps", None)]
 
 
 def test_measured_peak_counts_a_multiply_add_as_two_flops(monkeypatch):
@@ -426,13 +578,14 @@ def test_the_ops_probe_leaves_the_model_in_the_mode_it_found():
 
 
 def test_auto_dtype_is_float16_on_a_gpu_without_bf16(monkeypatch):
-    from arlm_lib.device import resolve_dtype
-
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
     assert resolve_dtype("auto", torch.device("cuda")) is torch.float16
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
     assert resolve_dtype("auto", torch.device("cuda")) is torch.bfloat16
     assert resolve_dtype("auto", torch.device("cpu")) is torch.float32
+    assert (
+        resolve_dtype("auto", torch.device("mps")) is torch.float32
+    )  # CUDA's bf16 support says nothing of MPS
 
 
 def test_auto_prefers_cuda_and_a_gpu_index_must_exist(monkeypatch):
@@ -444,6 +597,17 @@ def test_auto_prefers_cuda_and_a_gpu_index_must_exist(monkeypatch):
     assert resolve_device("cuda:0") == torch.device("cuda:0")
     with pytest.raises(DeviceError, match=r"'cuda:1' does not exist: this machine has 1 GPU\(s\)"):
         resolve_device("cuda:1")
+
+
+def test_auto_falls_back_to_mps_then_the_cpu_and_mps_must_exist(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert resolve_device("auto") == torch.device("mps")
+    assert resolve_device("mps") == torch.device("mps")
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu")
+    with pytest.raises(DeviceError, match="'mps' was requested but Apple MPS is not available"):
+        resolve_device("mps")
 
 
 @pytest.fixture
@@ -488,6 +652,18 @@ def test_cpu_threads_uses_the_one_cpu_a_process_is_pinned_to(cgroup, monkeypatch
 
     monkeypatch.setattr(device.os, "sched_getaffinity", lambda pid: {3}, raising=False)
     assert cpu_threads(2) == 1
+
+
+@pytest.mark.parametrize(("cpu_count", "expected"), [(6, 6), (None, 1)])
+def test_cpu_threads_counts_the_cpus_where_there_is_no_affinity_mask(
+    cgroup, monkeypatch, cpu_count, expected
+):
+    # macOS and Windows: no sched_getaffinity; os.cpu_count() may be None when it cannot tell.
+    from arlm_lib import device
+
+    monkeypatch.delattr(device.os, "sched_getaffinity")
+    monkeypatch.setattr(device.os, "cpu_count", lambda: cpu_count)
+    assert cpu_threads(16) == expected
 
 
 @pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2"])
