@@ -9,10 +9,12 @@ for real on the built book.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import itertools
 import json
 import math
 import re
+from html.parser import HTMLParser
 
 import numpy as np
 import pytest
@@ -20,7 +22,7 @@ import torch
 
 from arlm_lib import viz
 from arlm_lib.errors import ConfigError, GenerationError
-from arlm_lib.generate import GenerationConfig, processed_probs
+from arlm_lib.generate import GeneratedToken, GenerationConfig, processed_probs
 from arlm_lib.model import GPT, GPTConfig
 from arlm_lib.tokenizers import CharTokenizer
 from arlm_lib.train import History
@@ -677,6 +679,86 @@ def test_token_probability_html_escapes_everything_and_colours_by_probability():
         viz.token_probability_html(["a"], [0.1, 0.2])
 
 
+class TokenSpans(HTMLParser):
+    """The token spans of token_probability_html as a browser reads them: each one's text, background
+    colour and (un-escaped) hover title, in order."""
+
+    def __init__(self, markup: str):
+        super().__init__(convert_charrefs=True)
+        self.spans: list[tuple[str, str, str]] = []
+        self._open: list[str] | None = None
+        self.feed(markup)
+        self.close()
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if attrs.get("class") == "arlm-token":
+            colour = re.search(r"background-color: (#[0-9a-f]{6});", attrs["style"]).group(1)
+            self._open = ["", colour, attrs.get("title")]
+
+    def handle_data(self, data):
+        if self._open is not None:
+            self._open[0] += data
+
+    def handle_endtag(self, tag):
+        if tag == "span" and self._open is not None:
+            self.spans.append(tuple(self._open))
+            self._open = None
+
+
+def test_each_token_span_holds_its_own_probability_colour_and_alternatives():
+    tokens = ["a", '"q"', "<b>"]
+    probs = [0.9, 0.05, 0.5]
+    alternatives = [[("b", 0.05), ("c", 0.04)], [('x"onmouseover="alert(1)', 0.5)], []]
+    spans = TokenSpans(viz.token_probability_html(tokens, probs, alternatives)).spans
+    assert [text for text, _, _ in spans] == tokens
+    assert [colour for _, colour, _ in spans] == [viz.probability_color(p) for p in probs]
+    # A quote in a token or an alternative stays inside the title attribute; a token without
+    # alternatives gets no empty "top alternatives:" heading.
+    assert [title for _, _, title in spans] == [
+        "a  p = 0.900\ntop alternatives:\n  b  0.050\n  c  0.040",
+        '"q"  p = 0.050\ntop alternatives:\n  x"onmouseover="alert(1)  0.500',
+        "<b>  p = 0.500",
+    ]
+    with pytest.raises(ConfigError, match="got 2 alternative lists for 3 tokens"):
+        viz.token_probability_html(tokens, probs, alternatives[:2])
+
+
+def test_probability_colours_interpolate_between_the_theme_stops_and_clamp():
+    low, middle, high = (viz.THEME.probability_stops[i] for i in range(3))
+    assert viz.probability_color(0.5) == middle
+
+    def rgb(colour):
+        return [int(colour[i : i + 2], 16) for i in (1, 3, 5)]
+
+    between = rgb(viz.probability_color(0.3))  # 60% of the way from the low stop to the middle one
+    assert all(abs(c - (a + 0.6 * (b - a))) <= 0.5 for c, a, b in zip(between, rgb(low), rgb(middle)))
+    # A probability a rounding error puts outside [0, 1], or a NaN, still gets an end colour.
+    assert viz.probability_color(1.5) == high
+    assert viz.probability_color(-0.5) == viz.probability_color(math.nan) == low
+
+
+def test_token_html_follows_the_theme_and_can_leave_out_the_legend(tokenizer):
+    theme = dataclasses.replace(viz.THEME, probability_stops=("#000000", "#ffffff"))
+    assert viz.probability_color(0.25, theme) == "#404040"  # 63.75, rounded
+    generated = [
+        GeneratedToken(token_id=tokenizer.encode(ch)[0], prob=p, raw_prob=p, logprob=math.log(p))
+        for ch, p in (("t", 0.001), ("h", 0.999))
+    ]
+    for out in (
+        viz.token_probability_html(["t", "h"], [0.001, 0.999], theme=theme),
+        viz.generation_html(tokenizer, generated, theme=theme),
+    ):
+        assert [colour for _, colour, _ in TokenSpans(out).spans] == ["#000000", "#ffffff"]
+        assert "linear-gradient(to right, #000000, #ffffff)" in out  # the legend shows the same stops
+    assert 'class="arlm-token-legend"' in viz.generation_html(tokenizer, generated)
+    for out in (
+        viz.token_probability_html(["t"], [0.5], legend=False),
+        viz.generation_html(tokenizer, generated, legend=False),
+    ):
+        assert 'class="arlm-token-legend"' not in out and out.count('class="arlm-token"') >= 1
+
+
 def test_generation_html_uses_the_streamed_tokens(model, tokenizer):
     from arlm_lib.generate import generate
 
@@ -791,6 +873,12 @@ def test_generation_html_shows_the_raw_probability_when_asked(model, tokenizer):
     raw_html = viz.generation_html(tokenizer, generated, processed=False)
     assert f"p = {first.raw_prob:.3f}" in raw_html and f"p = {first.prob:.3f}" not in raw_html
     assert viz.probability_color(first.raw_prob) in raw_html
+    # ...and the alternatives of the distribution it shows: the model's own, or the processed one.
+    for processed, top in ((False, first.top_raw), (True, first.top)):
+        title = TokenSpans(viz.generation_html(tokenizer, generated, processed=processed)).spans[0][2]
+        shown = [float(line.split()[-1]) for line in title.splitlines()[2:]]
+        assert shown == pytest.approx([p for _, p in top], abs=5e-4)
+    assert [p for _, p in first.top_raw] != pytest.approx([p for _, p in first.top], abs=5e-3)
 
 
 def test_long_token_labels_are_cut_to_the_label_width():
