@@ -6,7 +6,9 @@ against eager decoding, for its recompiles, and for its fallback (slow: compilin
 
 from __future__ import annotations
 
+import gc
 import warnings
+import weakref
 from types import SimpleNamespace
 
 import pytest
@@ -420,6 +422,39 @@ def test_pool_matches_size_dtype_and_never_lends_one_cache_twice(model):
     for cache in [pool.acquire(model, 1) for _ in range(6)]:
         pool.release(model, cache)
     assert len(pool._free[model]) == 4  # at most a few kept
+    # ...the ones given back last: a call that follows a batch of another size gets its cache again,
+    # not new tensors (and, on CUDA, a new graph capture) because older caches filled the pool.
+    pair = pool.acquire(model, 2)
+    pool.release(model, pair)
+    assert pool.acquire(model, 2) is pair
+
+
+def test_pool_lets_a_deleted_model_go_with_its_caches():
+    pool = compiled.CachePool()
+    model = make_model()
+    pool.release(model, pool.acquire(model, 1))
+    gone = weakref.ref(model)
+    del model
+    gc.collect()
+    assert gone() is None and len(pool._free) == 0
+
+
+def test_pool_gives_a_model_moved_to_another_device_a_cache_there(monkeypatch):
+    pool = compiled.CachePool()
+    model = make_model()
+    before = pool.acquire(model, 1)
+    pool.release(model, before)
+    # As if the model had moved to another device (meta: one every machine has), in the same dtype.
+    new_kv_cache = model.new_kv_cache
+    monkeypatch.setattr(
+        model,
+        "new_kv_cache",
+        lambda batch_size, static=False: new_kv_cache(
+            batch_size, static=static, device="meta", dtype=torch.float32
+        ),
+    )
+    after = pool.acquire(model, 1)
+    assert after is not before and all(t.device.type == "meta" for t in after.tensors())
 
 
 def test_pool_marks_cuda_caches_as_static_addresses(monkeypatch):
