@@ -104,7 +104,8 @@ class CachePool:
         cache = model.new_kv_cache(batch_size, static=True)
         if cache.real.device.type == "cuda":
             # A replayed graph reads and writes the cache in place: torch must not copy these tensors
-            # into buffers of its own, and must recompile should they ever be other tensors.
+            # into buffers of its own. Handed other tensors, it records the graph again (the mark
+            # does not guard by default in recent torch, so that is no recompile).
             for tensor in cache.tensors():
                 torch._dynamo.mark_static_address(tensor)
         return cache
