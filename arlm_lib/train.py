@@ -495,7 +495,6 @@ class Trainer:
         self._pending_record: dict[str, Any] | None = None  # a step applied but not yet recorded
         # On a GPU a step's time is the period between its host read and the previous step's (see
         # _step_seconds); None when the previous step's read is not comparable (none yet, or work between).
-        self._time_by_reads = runs_asynchronously(device)
         self._last_read_at: float | None = None
         # MFU = achieved FLOP/s / peak. The FLOPs per token are fixed by the architecture and context.
         self.flops_per_token = self.raw_model.flops_per_token(self.block_size)
@@ -615,13 +614,7 @@ class Trainer:
             scaler_state = state.get("grad_scaler")
             if scaler_state and self.scaler.is_enabled():
                 self.scaler.load_state_dict(scaler_state)
-            rng = checkpoint.rng_state
-            if "torch_cpu" in rng:
-                torch.set_rng_state(rng["torch_cpu"])
-            if "batches" in rng:
-                self.batch_generator.set_state(rng["batches"])
-            if "torch_cuda" in rng and self.device.type == "cuda":
-                torch.cuda.set_rng_state(rng["torch_cuda"], self.device)
+            self._restore_rng(checkpoint.rng_state)
         except (TypeError, ValueError, KeyError, AttributeError, RuntimeError) as exc:
             raise CheckpointError(f"the checkpoint's training state cannot be restored: {exc}") from exc
         self.step, self.history = step, history
@@ -890,7 +883,7 @@ class Trainer:
         one after an evaluation, a checkpoint or a failed step, is timed by the wait instead.
         """
         self._last_read_at = read_at
-        if self._time_by_reads and previous_read is not None:
+        if previous_read is not None and runs_asynchronously(self.device):
             return read_at - previous_read
         synchronize(self.device)  # wait for the queued update, or the time covers only its launch
         return time.perf_counter() - started
@@ -1040,10 +1033,12 @@ class Trainer:
             )
 
     def _restore_rng(self, state: dict[str, torch.Tensor]) -> None:
-        """Put back the random states :meth:`rng_state` returned."""
-        torch.set_rng_state(state["torch_cpu"])
-        self.batch_generator.set_state(state["batches"])
-        if "torch_cuda" in state:
+        """Put back the random states :meth:`rng_state` returned (those present; CUDA's on CUDA only)."""
+        if "torch_cpu" in state:
+            torch.set_rng_state(state["torch_cpu"])
+        if "batches" in state:
+            self.batch_generator.set_state(state["batches"])
+        if "torch_cuda" in state and self.device.type == "cuda":
             torch.cuda.set_rng_state(state["torch_cuda"], self.device)
 
     def _install_signal_handlers(self):
