@@ -434,7 +434,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     # --- eval
     evaluate = commands.add_parser(
-        "eval", help="validation loss, perplexity and bits per character", formatter_class=_HelpFormatter
+        "eval",
+        help="loss, perplexity and bits per character on a split of --data (default: the held-out last 10%%)",
+        formatter_class=_HelpFormatter,
     )
     evaluate.add_argument(
         "--checkpoint", required=True, type=_checkpoint_arg, help="run directory (or .safetensors file)"
@@ -723,7 +725,7 @@ def _require_tokenizer(tokenizer, checkpoint: str, why: str) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    """``eval``: held-out loss, perplexity and bits per character of a checkpoint."""
+    """``eval``: loss, perplexity and bits per character of a checkpoint on a split of ``--data``."""
     import torch
 
     from .checkpoint import load_model

@@ -393,6 +393,70 @@ def test_every_figure_has_an_accessible_name(visits: dict[str, PageVisit]):
     assert "img" in hidden and "true" in hidden, hidden
 
 
+#: Every piece of text plotly drew in each figure that a reader must be able to read, and the pairs that
+#: collide: boxes that overlap by more than 2 px across and 40% of the shorter one's height (boxes of
+#: neighbouring text touch by a few pixels without the letters meeting). Tick labels that plotly turned
+#: on their side are boxed by their slanted extent, so two of those are not compared with each other.
+#: Also the text that sticks out of its figure, which the page cuts off. Text drawn fully transparent is
+#: not shown, so it is left out.
+LABEL_COLLISIONS_JS = """() => {
+    const selector = 'text.annotation-text, text.gtitle, text.legendtext, text.legendtitletext, '
+        + 'text.slider-label, g.updatemenu-header, text[class$="title"], g[class$="tick"] > text, '
+        + 'text.bartext';
+    // Figures that switch views by opacity (the decoding explorer) keep their hidden text in the page.
+    const shown = el => {
+        for (let node = el; node && node.tagName !== 'DIV'; node = node.parentElement) {
+            const style = getComputedStyle(node);
+            if (style.display === 'none' || style.visibility === 'hidden' || Number(style.opacity) === 0
+                || Number(style.fillOpacity) === 0 || /rgba\\(.*,\\s*0\\)$/.test(style.fill)) return false;
+        }
+        return true;
+    };
+    const found = [];
+    document.querySelectorAll('.plotly-graph-div').forEach((div, index) => {
+        const name = `figure ${index + 1} (${(div.layout?.title?.text || 'untitled').slice(0, 40)})`;
+        const frame = div.querySelector('svg.main-svg').getBoundingClientRect();
+        const labels = Array.from(div.querySelectorAll(selector)).filter(shown)
+            .map(el => ({el, box: el.getBoundingClientRect(), text: el.textContent.trim().slice(0, 30)}))
+            .filter(l => l.text && l.box.width > 0 && l.box.height > 0);
+        const turned = l => /tick/.test(l.el.parentElement.getAttribute('class') || '')
+            && /rotate\\((?!0[,)])/.test(l.el.getAttribute('transform') || '');
+        for (const l of labels) {
+            if (l.box.left < frame.left - 1 || l.box.right > frame.right + 1)
+                found.push(`${name}: "${l.text}" runs past the figure's edge`);
+        }
+        for (let i = 0; i < labels.length; i++) {
+            for (let j = i + 1; j < labels.length; j++) {
+                const [a, b] = [labels[i], labels[j]];
+                if (turned(a) && turned(b)) continue;
+                const across = Math.min(a.box.right, b.box.right) - Math.max(a.box.left, b.box.left);
+                const down = Math.min(a.box.bottom, b.box.bottom) - Math.max(a.box.top, b.box.top);
+                if (across > 2 && down > 0.4 * Math.min(a.box.height, b.box.height))
+                    found.push(`${name}: "${a.text}" and "${b.text}" overlap`);
+            }
+        }
+    });
+    return found;
+}"""
+
+
+@pytest.mark.parametrize("docname", toc_docnames())
+def test_no_figure_text_collides_on_a_desktop_or_a_phone(
+    docname: str, visits: dict[str, PageVisit], browser: Any, base_url: str
+):
+    """Titles, legends, annotations, menus and tick labels of a figure neither overlap nor run off its
+    edge, at a desktop's column width and in a phone's 600 px figures (a label on a log axis landed on
+    another, panel titles ran into each other and slanted labels ran under a legend, none of which the
+    other checks see)."""
+    collisions = [f"desktop: {c}" for c in visits[docname].page.evaluate(LABEL_COLLISIONS_JS)]
+    phone = visit(browser, urljoin(base_url, f"{docname}.html"), viewport=PHONE)
+    try:
+        collisions += [f"phone: {c}" for c in phone.page.evaluate(LABEL_COLLISIONS_JS)]
+    finally:
+        phone.page.context.close()
+    assert not collisions, f"{docname}:" + "\n  ".join([""] + collisions)
+
+
 def test_reader_text_is_shown_literally(visits: dict[str, PageVisit]):
     """A prompt that is an HTML injection shows as text in a figure and in a note, and never runs."""
     record = visits[VIEWTEST]

@@ -246,6 +246,19 @@ def test_long_sequences_get_tick_labels_that_do_not_overlap():
             assert len(fig.data[0].x) == n
 
 
+def test_single_character_key_labels_stay_upright_and_longer_ones_may_turn():
+    """In a phone's 600 px figure plotly laid 46 one-character labels on their side, where letters are
+    hard to read, although they fit their cells upright; labels of whole words may still turn."""
+    n = 46
+    weights = np.tril(np.ones((n, n))) / np.arange(1, n + 1)[:, None]
+    chars = [chr(ord("a") + i % 26) for i in range(n - 2)] + ["&", "<"]  # escaped for HTML: still one
+    for fig in (viz.attention_heatmap(weights, chars), viz.attention_figure(weights[None, None], chars)):
+        assert fig.layout.xaxis.tickangle == 0
+        assert fig.layout.yaxis.tickangle is None  # query labels lie along the rows anyway
+    words = [f"w{i}" for i in range(n)]
+    assert viz.attention_heatmap(weights, words).layout.xaxis.tickangle is None
+
+
 def test_attention_figure_head_menu_starts_past_the_layer_menu_at_any_width(sample):
     """The head menu sat at 22% of the plot's width: on the layer menu itself in a narrow figure."""
     ids, tokens, attentions = sample

@@ -157,13 +157,17 @@ _MIN_TICK_FONT = 9
 def _label_px(labels: list[str], size: float, across: bool) -> float:
     """Pixels a token label needs along its axis at font ``size`` (monospace: 0.6 em per character).
 
-    Across (x axis): the widest label, but plotly turns crowded labels upright, so at most a line's
-    height. Down (y axis): a line of lowercase characters, whose glyphs are shorter than the line.
+    Across (x axis): the widest label, but plotly turns crowded labels of several characters on their
+    side, so at most a line's height (single characters stay upright: :func:`_token_ticks`). Down (y axis): a line of lowercase characters, whose glyphs are shorter than the line.
     """
     if not across:
         return 0.85 * size + 1
-    widest = max((len(html.unescape(label)) for label in labels), default=1)
-    return min(widest * 0.6 * size, 1.25 * size) + 2
+    return min(_widest(labels) * 0.6 * size, 1.25 * size) + 2
+
+
+def _widest(labels: list[str]) -> int:
+    """Characters in the longest label, as shown (HTML entities count as one)."""
+    return max((len(html.unescape(label)) for label in labels), default=1)
 
 
 def _token_ticks(
@@ -178,12 +182,17 @@ def _token_ticks(
     while size > _MIN_TICK_FONT and _label_px(labels, size, across) > cell_px:
         size -= 1
     stride = max(1, math.ceil(_label_px(labels, size, across) / max(cell_px, 1e-9)))
-    return {
+    ticks = {
         "tickmode": "array",
         "tickvals": categories[::stride],
         "ticktext": labels[::stride],
         "tickfont": {"family": theme.mono_family, "size": size},
     }
+    if across and _widest(labels) <= 1:
+        # Single characters fit their cells upright (sized above); plotly's own test, with its padding,
+        # turned them on their side in a phone's 600 px figure, where sideways letters are hard to read.
+        ticks["tickangle"] = 0
+    return ticks
 
 
 def _axes_for_tokens(
