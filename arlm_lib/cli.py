@@ -673,9 +673,11 @@ def _run(trainer, lock) -> int:
     class PrintEvals(Callback):
         def on_eval(self, trainer, record):
             if not trainer.config.progress:
+                # --peak-flops adds the model FLOPs utilisation of the step (None without it)
+                mfu = f" | MFU {record['mfu']:.2%}" if record.get("mfu") is not None else ""
                 print(
                     f"step {record['step']:>6} | lr {record['lr']:.2e} | train {record['train_loss']:.4f} | "
-                    f"val {record['val_loss']:.4f} | {record['tokens_per_s']:,.0f} tok/s"
+                    f"val {record['val_loss']:.4f} | {record['tokens_per_s']:,.0f} tok/s{mfu}"
                 )
 
     trainer.callbacks.append(PrintEvals())

@@ -962,7 +962,10 @@ class Trainer:
                     break
                 self._finish_step(record, offset + time.perf_counter() - start, checkpoint_every)
                 bar.update(1)
-                bar.set_postfix(loss=f"{record['train_loss']:.4f}", refresh=False)
+                postfix = {"loss": f"{record['train_loss']:.4f}"}
+                if record.get("mfu") is not None:  # with peak_flops: the step's model FLOPs utilisation
+                    postfix["mfu"] = f"{record['mfu']:.2%}"
+                bar.set_postfix(postfix, refresh=False)
             self.save_checkpoint()
         finally:
             self._stop_honoured = self.stop_requested  # this call has seen it: the next one starts afresh

@@ -805,3 +805,16 @@ def test_ctrl_c_while_the_parser_loads_exits_130_in_one_line(capsys, monkeypatch
     monkeypatch.setattr(cli, "build_parser", interrupted_import)
     assert main(["corpus", "list"]) == 130
     assert capsys.readouterr().err.strip() == "interrupted"
+
+
+def test_peak_flops_shows_mfu_in_the_progress_lines_and_the_bar(corpus, tmp_path, capsys):
+    """--peak-flops 'adds MFU' (its help): the per-evaluation line and the progress bar show it."""
+    base = ["train", "--data", str(corpus), "--max-iters", "2", "--eval-interval", "2", "--eval-iters", "1"]
+    flops = ["--peak-flops", "1e12", *TINY]
+    assert main([*base, "--out", str(tmp_path / "lines"), "--no-progress", *flops]) == 0
+    line = next(t for t in capsys.readouterr().out.splitlines() if t.startswith("step"))
+    assert line.split(" | ")[-1].startswith("MFU ") and line.endswith("%"), line
+    assert main([*base, "--out", str(tmp_path / "bar"), "--progress", *flops]) == 0
+    assert "mfu=" in capsys.readouterr().err
+    assert main([*base, "--out", str(tmp_path / "none"), "--no-progress", *TINY]) == 0
+    assert "MFU" not in capsys.readouterr().out  # without --peak-flops, no column
