@@ -854,10 +854,17 @@ def _main(argv: Sequence[str] | None) -> int:
             raise  # a bug: keep its traceback
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         print(
-            f"error: out of memory ({first_line}); lower --batch-size, --block-size or the model size",
-            file=sys.stderr,
+            f"error: out of memory ({first_line}); {_OOM_HINTS.get(args.command, _OOM_HINT)}", file=sys.stderr
         )
         return EXIT_OUT_OF_MEMORY
+
+
+# What to lower after an out-of-memory error: each command's own flags (sample has no --batch-size).
+_OOM_HINT = "lower --batch-size, --block-size or the model size"
+_OOM_HINTS = {
+    "sample": "lower --beam, --num-samples or --max-new-tokens, or sample from a smaller model",
+    "eval": "lower --block-size, or evaluate a smaller model",
+}
 
 
 def _check_device_flag(args: argparse.Namespace) -> None:

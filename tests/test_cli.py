@@ -818,3 +818,21 @@ def test_peak_flops_shows_mfu_in_the_progress_lines_and_the_bar(corpus, tmp_path
     assert "mfu=" in capsys.readouterr().err
     assert main([*base, "--out", str(tmp_path / "none"), "--no-progress", *TINY]) == 0
     assert "MFU" not in capsys.readouterr().out  # without --peak-flops, no column
+
+
+@pytest.mark.parametrize(
+    "command, argv, hint",
+    [
+        ("sample", ["sample", "--checkpoint", "run"], "lower --beam, --num-samples"),
+        ("eval", ["eval", "--checkpoint", "run", "--data", "x.txt"], "lower --block-size, or evaluate"),
+        ("train", ["train", "--data", "x.txt", "--out", "run"], "lower --batch-size, --block-size"),
+    ],
+)
+def test_out_of_memory_names_flags_the_failing_command_has(monkeypatch, capsys, command, argv, hint):
+    """sample has no --batch-size: its out-of-memory hint names its own flags (--beam 100000 got here)."""
+    from arlm_lib import cli
+
+    monkeypatch.setitem(cli.COMMANDS, command, _raising(RuntimeError("can't allocate memory: 26 GB")))
+    assert main(argv) == 4
+    err = capsys.readouterr().err
+    assert err.startswith("error: out of memory (can't allocate memory: 26 GB); " + hint), err
