@@ -225,9 +225,16 @@ def _fsync_dir(directory: Path) -> None:
 
 
 def _read_metadata(path: Path) -> dict[str, str]:
-    """Parse the safetensors header (8-byte length + JSON) without loading any tensor."""
+    """Parse the safetensors header (8-byte length + JSON) without loading any tensor.
+
+    A file that cannot be read at all (permissions, I/O) raises the OSError itself: the file may be fine,
+    and calling it corrupted would send a reader (or the model zoo, which rebuilds corrupted caches) the
+    wrong way. The CLI reports it as it does every OS refusal: the reason, the path, exit status 1.
+    """
     try:
         size = path.stat().st_size
+        if size == 0:
+            raise ValueError("the file is empty")
         with open(path, "rb") as fh:
             header_len = int.from_bytes(fh.read(8), "little")
             if not 2 <= header_len <= min(100_000_000, size - 8):
@@ -235,7 +242,7 @@ def _read_metadata(path: Path) -> dict[str, str]:
             header = json.loads(fh.read(header_len))
         if not isinstance(header, dict):
             raise ValueError("the header is not a JSON object")
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError) as exc:  # not OSError: see above
         raise CheckpointError(
             f"{path} is truncated or corrupted, or not a safetensors file at all (a pickle or torch.save file "
             f"is refused, never unpickled): cannot read its header ({exc})"
@@ -287,7 +294,7 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
 
     Only the safetensors header (JSON) and raw tensor bytes are parsed: nothing is unpickled, so a file
     someone sent you cannot run code. Every defect raises :class:`~arlm_lib.errors.CheckpointError`
-    naming what is wrong.
+    naming what is wrong; a file that cannot be read at all raises its ``OSError``.
     """
     path = checkpoint_path(path)
     if not path.is_file():

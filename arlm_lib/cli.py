@@ -185,6 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=_HelpFormatter,
         epilog="Run 'python -m arlm_lib COMMAND --help' for the flags of each command.",
     )
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"arlm_lib {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     parser.command_parsers = commands.choices  # name -> that command's parser (see _report_unknown_flags)
 
@@ -196,7 +199,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train a GPT-style model. Preset values are used unless a flag overrides them.",
     )
     train.add_argument(
-        "--data", required=True, help="a UTF-8 text file, or a built-in corpus name (see 'corpus list')"
+        "--data",
+        required=True,
+        help="a UTF-8 text file, an http(s) or file URL of one (downloaded once, then cached), or a built-in "
+        "corpus name (see 'corpus list')",
     )
     train.add_argument(
         "--out", required=True, help="run directory for the checkpoint; refused if it holds other files"
@@ -442,7 +448,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--checkpoint", required=True, type=_checkpoint_arg, help="run directory (or .safetensors file)"
     )
     evaluate.add_argument(
-        "--data", required=True, help="text file or built-in corpus name; its last 10%% is held out"
+        "--data", required=True, help="text file, URL or built-in corpus name; its last 10%% is held out"
     )
     evaluate.add_argument(
         "--split", choices=("val", "train", "all"), default="val", help="which part of --data to score"
@@ -504,7 +510,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     from . import checkpoint as ckpt
     from .data import check_long_enough, split_train_val
-    from .errors import CheckpointError
+    from .errors import CheckpointError, ConfigError
     from .model import GPT, GPTConfig
     from .rundir import RunLock, prepare_run_dir
     from .tokenizers import tokenizer_from_dict, train_tokenizer
@@ -539,6 +545,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     # A new run is validated before any data is read. A resume is validated once the flags typed are
     # merged into the saved settings (checking defaults against each other would refuse, say,
     # --lr-decay-iters 20 for a run saved with --warmup-iters 5, against the default warmup of 100).
+    decay, warmup = args.lr_decay_iters, args.warmup_iters
+    if not args.resume and decay is not None and decay < max(1, warmup):
+        # TrainConfig refuses it too, in its own (Python) names: say it in the flags' names.
+        raise ConfigError(
+            f"--lr-decay-iters {decay} is not allowed: it must be >= --warmup-iters ({warmup}), since the "
+            "decay starts where the warmup ends; lower --warmup-iters, or leave --lr-decay-iters out to "
+            "decay over --max-iters"
+        )
     train_config = None if args.resume else TrainConfig(**config_values)
     from .distributed import dist_env
 
@@ -583,6 +597,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         tokenizer = tokenizer_from_dict(checkpoint.tokenizer)
         block_size = checkpoint.model_config.block_size
     else:
+        if args.tokenizer != "bpe" and "bpe_vocab_size" in args._explicit:
+            raise ConfigError(
+                f"--bpe-vocab-size {args.bpe_vocab_size} applies to --tokenizer bpe only, and this run's "
+                f"tokenizer is {args.tokenizer!r}: add --tokenizer bpe, or drop the flag"
+            )
         model_config = GPTConfig.from_preset(args.preset, vocab_size=1, **overrides)  # validate flags first
         kw = {"vocab_size": args.bpe_vocab_size} if args.tokenizer == "bpe" else {}
         tokenizer = train_tokenizer(args.tokenizer, text, **kw)
@@ -681,6 +700,8 @@ def _run(trainer, lock) -> int:
                 )
 
     trainer.callbacks.append(PrintEvals())
+    if trainer.is_main:
+        _warn_if_warmup_never_ends(trainer.config)
     try:
         history = trainer.train(handle_signals=True)
     except TrainingDivergedError as exc:
@@ -700,6 +721,22 @@ def _run(trainer, lock) -> int:
         if trainer.stop_requested:
             print("stopped early; continue with --resume")
     return 0
+
+
+def _warn_if_warmup_never_ends(config) -> None:
+    """A run no longer than its warmup never reaches --lr: with the default warmup of 100 steps, a
+    10-step try-out ends at a tenth of it and seems to learn nothing. Allowed, but never silently."""
+    from .train import lr_at
+
+    if config.schedule == "constant" or config.warmup_iters < config.max_iters:
+        return
+    last = lr_at(config.max_iters - 1, config)
+    print(
+        f"warning: --warmup-iters {config.warmup_iters} is not below --max-iters {config.max_iters}: the "
+        f"learning rate is still warming up at the last step ({last:.2e}, {last / config.lr:.0%} of --lr "
+        f"{config.lr:g}); give a smaller --warmup-iters (or --schedule constant) for a short run",
+        file=sys.stderr,
+    )
 
 
 def cmd_sample(args: argparse.Namespace) -> int:

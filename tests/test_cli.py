@@ -836,3 +836,52 @@ def test_out_of_memory_names_flags_the_failing_command_has(monkeypatch, capsys, 
     assert main(argv) == 4
     err = capsys.readouterr().err
     assert err.startswith("error: out of memory (can't allocate memory: 26 GB); " + hint), err
+
+
+def test_a_run_shorter_than_its_warmup_says_it_never_reaches_the_learning_rate(corpus, tmp_path, capsys):
+    """With the default 100-step warmup a 3-step try-out ends at 3% of --lr and seems to learn nothing:
+    allowed, but said once on stderr; nothing is said when the warmup ends in time or there is none."""
+    base = ["train", "--data", str(corpus), "--max-iters", "3", "--no-progress", "--eval-iters", "1", *TINY]
+    assert main([*base, "--out", str(tmp_path / "long-warmup"), "--lr", "1e-3"]) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1, warnings
+    assert "--warmup-iters 100 is not below --max-iters 3" in warnings[0]
+    assert "(2.97e-05, 3% of --lr 0.001)" in warnings[0]  # lr_at(2) = 1e-3 * 3 / 101
+    for flags in (["--warmup-iters", "2"], ["--schedule", "constant"]):
+        assert main([*base, "--out", str(tmp_path / flags[1]), *flags]) == 0
+        assert "warmup" not in capsys.readouterr().err, flags
+
+
+def test_bpe_vocab_size_without_the_bpe_tokenizer_is_refused_before_anything_is_written(
+    corpus, tmp_path, capsys
+):
+    """It was ignored: a char model was trained and the flag said nothing."""
+    out = tmp_path / "run"
+    for spelling in (["--bpe-vocab-size", "300"], ["--bpe-vocab-size=300"]):
+        code = main(["train", "--data", str(corpus), "--out", str(out), "--max-iters", "1", *spelling, *TINY])
+        err = capsys.readouterr().err
+        assert code == 2 and err.startswith("error: --bpe-vocab-size 300 applies to --tokenizer bpe only"), (
+            err
+        )
+        assert "'char'" in err and not out.exists()
+
+
+def test_version_prints_the_package_version(capsys):
+    import arlm_lib
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"arlm_lib {arlm_lib.__version__}"
+
+
+def test_a_decay_shorter_than_the_warmup_is_refused_in_the_flags_names(corpus, tmp_path, capsys):
+    """The message spoke Python (lr_decay_iters, warmup_iters, None) to a command-line user."""
+    out = tmp_path / "run"
+    code = main(
+        ["train", "--data", str(corpus), "--out", str(out), "--max-iters", "3", "--lr-decay-iters", "3"]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and not out.exists()
+    assert err.startswith("error: --lr-decay-iters 3 is not allowed: it must be >= --warmup-iters (100)"), err
+    assert "None" not in err and "_iters" not in err

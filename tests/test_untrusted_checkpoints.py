@@ -339,6 +339,38 @@ def test_truncated_checkpoint_is_corrupt(tmp_path: Path, good_run: Path) -> None
             ckpt.load_checkpoint(path)
 
 
+def test_an_empty_checkpoint_file_is_called_empty(tmp_path: Path) -> None:
+    path = tmp_path / "empty.safetensors"
+    path.write_bytes(b"")
+    with pytest.raises(CheckpointError, match=r"truncated or corrupted.*the file is empty"):
+        ckpt.load_checkpoint(path)
+
+
+def test_an_unreadable_checkpoint_is_an_os_error_not_corruption(
+    tmp_path: Path, good_run: Path, capsys, monkeypatch
+) -> None:
+    """A file the user may not read was reported as "truncated or corrupted" with exit status 2; it may
+    be a good checkpoint, so the reason and the path are reported as for any OS refusal, exit 1."""
+    path = good_run / ckpt.CHECKPOINT_FILE
+    real_open = open
+
+    def refuse(file, *args, **kwargs):
+        if Path(file) == path:
+            raise PermissionError(13, "Permission denied", str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(ckpt, "open", refuse, raising=False)  # root reads any file: chmod 000 would not do
+    with pytest.raises(PermissionError):
+        ckpt.load_checkpoint(good_run)
+    data = tmp_path / "text.txt"
+    data.write_text(TEXT * 20, encoding="utf-8")
+    for command in (["sample", "--max-new-tokens", "2"], ["eval", "--data", str(data)]):
+        code = main([*command, "--checkpoint", str(good_run), "--device", "cpu"])
+        err = capsys.readouterr().err
+        assert code == 1, (command, err)
+        assert err.strip() == f"error: Permission denied ({path})", err
+
+
 def test_flipped_byte_in_weights_is_caught_by_the_checksum(tmp_path: Path, good_run: Path) -> None:
     data = bytearray((good_run / ckpt.CHECKPOINT_FILE).read_bytes())
     data[-100] ^= 0x01  # one bit of one float: still a well-formed file, only the checksum can tell
