@@ -325,7 +325,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     # --- sample
     sample = commands.add_parser(
-        "sample", help="continue a prompt with a trained model", formatter_class=_HelpFormatter
+        "sample",
+        help="continue a prompt with a trained model",
+        formatter_class=_HelpFormatter,
+        description="Continue --prompt with a trained model: sampling (temperature and the filters), greedy,\n"
+        "beam search, contrastive search, or speculative decoding with a --draft model.",
     )
     sample.add_argument(
         "--checkpoint",
@@ -442,6 +446,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser(
         "eval",
         help="loss, perplexity and bits per character on a split of --data (default: the held-out last 10%%)",
+        description="Score a checkpoint on a split of --data: loss (nats/token), perplexity and bits per\n"
+        "character. The split is the one training used: the last 10% of the text is held out.",
         formatter_class=_HelpFormatter,
     )
     evaluate.add_argument(
@@ -466,9 +472,10 @@ def build_parser() -> argparse.ArgumentParser:
         "import-gpt2",
         help="turn OpenAI's GPT-2 weights (Hugging Face files) into a checkpoint for sample and eval",
         formatter_class=_HelpFormatter,
-        description="Convert a Hugging Face GPT-2 (gpt2, gpt2-medium, distilgpt2, ...) that you downloaded "
-        "yourself (model.safetensors, config.json, tokenizer.json) into an arlm checkpoint. Nothing is "
-        "downloaded.",
+        # Line breaks by hand: the formatter keeps descriptions as written (RawDescriptionHelpFormatter).
+        description="Convert a Hugging Face GPT-2 (gpt2, gpt2-medium, distilgpt2, ...) that you downloaded\n"
+        "yourself (model.safetensors, config.json, tokenizer.json) into an arlm checkpoint.\n"
+        "Nothing is downloaded.",
     )
     gpt2.add_argument(
         "--weights",
@@ -488,7 +495,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     # --- corpus
     corpus = commands.add_parser(
-        "corpus", help="list the built-in corpora or describe one", formatter_class=_HelpFormatter
+        "corpus",
+        help="list the built-in corpora or describe one",
+        formatter_class=_HelpFormatter,
+        description="The built-in corpora ship with the package (any --data also takes a file or a URL).\n"
+        "'info NAME' gives its size and, for the synthetic ones, the entropy rate: the lowest loss possible.",
     )
     corpus_cmds = corpus.add_subparsers(dest="corpus_command", required=True, metavar="ACTION")
     corpus_cmds.add_parser("list", help="names, sizes and descriptions")
