@@ -132,6 +132,8 @@ def _all_tensors(checkpoint: ckpt.Checkpoint) -> dict[str, torch.Tensor]:
 
 # ==================================================================================== 1. interruption
 RESUME_ITERS = 300
+# A warmup shorter than the run: a longer one adds a warning line to stderr, which these tests read.
+WARMUP_10 = ["--warmup-iters", "10"]
 RESUME_FLAGS = ["--max-iters", str(RESUME_ITERS), "--eval-interval", "50", "--warmup-iters", "20"]
 
 
@@ -340,7 +342,8 @@ def test_absurd_lr_stops_with_exit_3_naming_the_step_and_keeps_finite_checkpoint
     result = _run(_train_argv(corpus, run, "--max-iters", "500", *flags))
     assert result.returncode == 3, result.stderr
     assert "Traceback" not in result.stderr
-    message = result.stderr.strip().splitlines()
+    warning, *message = result.stderr.strip().splitlines()
+    assert warning.startswith("warning: --warmup-iters 1000000 is not below --max-iters 500"), warning
     assert len(message) == 1 and message[0].startswith("error: ")
     match = re.search(r"became (nan|inf) at step (\d+)", message[0])
     assert match, message[0]
@@ -356,7 +359,7 @@ def test_absurd_lr_stops_with_exit_3_naming_the_step_and_keeps_finite_checkpoint
 
 def test_divergence_before_the_first_checkpoint_leaves_nothing(corpus, tmp_path, capsys) -> None:
     run = tmp_path / "run"
-    code = main(_train_argv(corpus, run, "--max-iters", "50", "--lr", "1e6", "--grad-clip", "0"))
+    code = main(_train_argv(corpus, run, "--max-iters", "50", "--lr", "1e6", "--grad-clip", "0", *WARMUP_10))
     err = capsys.readouterr().err
     assert code == 3
     assert re.search(r"^error: the (training loss|gradient norm) became (nan|inf) at step \d+", err)
@@ -367,7 +370,7 @@ def test_a_failed_run_keeps_the_empty_directory_the_user_made(corpus, tmp_path, 
     """Only a directory the run created itself is removed after a failure before the first checkpoint."""
     run = tmp_path / "run"
     run.mkdir()
-    code = main(_train_argv(corpus, run, "--max-iters", "50", "--lr", "1e6", "--grad-clip", "0"))
+    code = main(_train_argv(corpus, run, "--max-iters", "50", "--lr", "1e6", "--grad-clip", "0", *WARMUP_10))
     assert code == 3, capsys.readouterr().err
     assert run.is_dir() and list(run.iterdir()) == []
 
@@ -614,7 +617,7 @@ def test_cli_on_a_full_disk_prints_one_line_and_keeps_the_last_checkpoint(
 
     monkeypatch.setattr(ckpt, "save_file", first_save_works)
     run = tmp_path / "run"
-    code = main(_train_argv(corpus, run, "--max-iters", "30", "--eval-interval", "10"))
+    code = main(_train_argv(corpus, run, "--max-iters", "30", "--eval-interval", "10", *WARMUP_10))
     err = capsys.readouterr().err
     assert code != 0 and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
