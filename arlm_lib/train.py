@@ -507,6 +507,32 @@ class Trainer:
         if out_dir is not None and self.rank == 0:
             self.out_dir = claim_out_dir(create=True)
 
+    @functools.cached_property
+    def _data_identity(self) -> dict[str, Any]:
+        """The token streams' sizes and a fingerprint of a strided sample of them (cheap at any size)."""
+        return {
+            "train_tokens": len(self.train_tokens),
+            "val_tokens": len(self.val_tokens),
+            "fingerprint": fingerprint(self.train_tokens, self.val_tokens)[:16],
+        }
+
+    def _warn_if_other_data(self, saved: Any) -> None:
+        """Resuming on other data is allowed (continue training on new text), but then the run does not
+        continue as it was: say so once (rank 0), naming the sizes."""
+        if not isinstance(saved, dict) or "fingerprint" not in saved or not self.is_main:
+            return  # a checkpoint from before the fingerprint was kept
+        now = self._data_identity
+        if saved["fingerprint"] == now["fingerprint"]:
+            return
+        warnings.warn(
+            f"resuming on other data than the run trained on: the checkpoint's training / validation "
+            f"split had {saved.get('train_tokens')} / {saved.get('val_tokens')} tokens, this one has "
+            f"{now['train_tokens']} / {now['val_tokens']} (or the same sizes with other tokens); "
+            "training continues on the new data, and its validation loss is not comparable with the old",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
     def _run_fingerprint(self) -> str:
         """What every rank must share: configs, tokenizer and token streams (a sample of them)."""
         tokenizer = self.tokenizer.to_dict() if self.tokenizer is not None else None
@@ -573,8 +599,14 @@ class Trainer:
         return state
 
     def state_dict(self) -> dict[str, Any]:
-        """The training state a checkpoint stores besides weights and optimizer: step, history, world size."""
-        state = {"step": self.step, "history": self.history.to_dict(), "world_size": self.world_size}
+        """The training state a checkpoint stores besides weights and optimizer: step, history, world size,
+        and which data it trained on (a fingerprint: a resume on other data is then said, not silent)."""
+        state = {
+            "step": self.step,
+            "history": self.history.to_dict(),
+            "world_size": self.world_size,
+            "data": self._data_identity,
+        }
         if self.scaler.is_enabled():
             # fp16: keep the loss scale it has settled on, so a resume does not redo the search.
             state["grad_scaler"] = self.scaler.state_dict()
@@ -618,6 +650,7 @@ class Trainer:
         except (TypeError, ValueError, KeyError, AttributeError, RuntimeError) as exc:
             raise CheckpointError(f"the checkpoint's training state cannot be restored: {exc}") from exc
         self.step, self.history = step, history
+        self._warn_if_other_data(state.get("data"))
         if self.rank > 0:  # the checkpoint holds rank 0's dropout RNG; the other ranks derive their own
             torch.manual_seed(rank_seed(self.config.seed, self.rank, self.step))
 

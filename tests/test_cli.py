@@ -901,3 +901,36 @@ def test_each_command_help_describes_it_in_lines_a_terminal_holds(command, capsy
     assert len(description.split()) >= 5, description
     assert max(len(line) for line in text.splitlines()) <= 100
     assert "%%" not in text
+
+
+def test_resuming_on_other_data_is_said_and_on_the_same_data_is_not(corpus, tmp_path):
+    """A resume read whatever --data was given, silently: a mistyped path continued the run on another
+    text, and its validation curve jumped for no visible reason. Allowed (fine-tuning), but said."""
+    out = tmp_path / "run"
+    # A constant rate: a longer --max-iters on resume moves no schedule (that has its own warning).
+    base = [
+        "train",
+        "--out",
+        str(out),
+        "--no-progress",
+        "--eval-interval",
+        "5",
+        "--schedule",
+        "constant",
+        *TINY,
+    ]
+    assert main([*base, "--data", str(corpus), "--max-iters", "5"]) == 0
+    swapped = tmp_path / "swapped.txt"  # the same characters and size, other tokens
+    swapped.write_text("the dog sat on the log and the cat sat on the mat.\n" * 200, encoding="utf-8")
+    longer = tmp_path / "longer.txt"
+    longer.write_text(corpus.read_text(encoding="utf-8") * 2, encoding="utf-8")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # the same data: nothing to say
+        assert main([*base, "--data", str(corpus), "--resume", "--max-iters", "10"]) == 0
+    same_sizes = r"resuming on other data .* had (\d+) / (\d+) tokens, this one has \1 / \2 "
+    with pytest.warns(RuntimeWarning, match=same_sizes):
+        assert main([*base, "--data", str(swapped), "--resume", "--max-iters", "15"]) == 0
+    n = len(corpus.read_text(encoding="utf-8"))
+    sizes = rf"had {n - n // 10} / {n // 10} tokens, this one has {2 * n - 2 * n // 10} / {2 * n // 10} "
+    with pytest.warns(RuntimeWarning, match=sizes):
+        assert main([*base, "--data", str(longer), "--resume", "--max-iters", "20"]) == 0
