@@ -328,8 +328,9 @@ def build_parser() -> argparse.ArgumentParser:
         "sample",
         help="continue a prompt with a trained model",
         formatter_class=_HelpFormatter,
-        description="Continue --prompt with a trained model: sampling (temperature and the filters), greedy,\n"
-        "beam search, contrastive search, or speculative decoding with a --draft model.",
+        description="Continue --prompt with a trained model: sampling (temperature and the\n"
+        "filters), greedy, beam search, contrastive search, or speculative decoding with\n"
+        "a --draft model.",
     )
     sample.add_argument(
         "--checkpoint",
@@ -446,8 +447,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser(
         "eval",
         help="loss, perplexity and bits per character on a split of --data (default: the held-out last 10%%)",
-        description="Score a checkpoint on a split of --data: loss (nats/token), perplexity and bits per\n"
-        "character. The split is the one training used: the last 10% of the text is held out.",
+        description="Score a checkpoint on a split of --data: loss (nats/token), perplexity and\n"
+        "bits per character. The split is the one training used: the last 10% of the\n"
+        "text is held out.",
         formatter_class=_HelpFormatter,
     )
     evaluate.add_argument(
@@ -473,9 +475,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="turn OpenAI's GPT-2 weights (Hugging Face files) into a checkpoint for sample and eval",
         formatter_class=_HelpFormatter,
         # Line breaks by hand: the formatter keeps descriptions as written (RawDescriptionHelpFormatter).
-        description="Convert a Hugging Face GPT-2 (gpt2, gpt2-medium, distilgpt2, ...) that you downloaded\n"
-        "yourself (model.safetensors, config.json, tokenizer.json) into an arlm checkpoint.\n"
-        "Nothing is downloaded.",
+        description="Convert a Hugging Face GPT-2 (gpt2, gpt2-medium, distilgpt2, ...) that you\n"
+        "downloaded yourself (model.safetensors, config.json, tokenizer.json) into an\n"
+        "arlm checkpoint. Nothing is downloaded.",
     )
     gpt2.add_argument(
         "--weights",
@@ -498,8 +500,9 @@ def build_parser() -> argparse.ArgumentParser:
         "corpus",
         help="list the built-in corpora or describe one",
         formatter_class=_HelpFormatter,
-        description="The built-in corpora ship with the package (any --data also takes a file or a URL).\n"
-        "'info NAME' gives its size and, for the synthetic ones, the entropy rate: the lowest loss possible.",
+        description="The built-in corpora ship with the package (--data also takes a file or a\n"
+        "URL). 'info NAME' gives a corpus's size and, for the synthetic ones, the entropy\n"
+        "rate: the lowest loss a model can reach.",
     )
     corpus_cmds = corpus.add_subparsers(dest="corpus_command", required=True, metavar="ACTION")
     corpus_cmds.add_parser("list", help="names, sizes and descriptions")
@@ -564,6 +567,11 @@ def cmd_train(args: argparse.Namespace) -> int:
             "decay starts where the warmup ends; lower --warmup-iters, or leave --lr-decay-iters out to "
             "decay over --max-iters"
         )
+    if not args.resume and args.tokenizer != "bpe" and "bpe_vocab_size" in args._explicit:
+        raise ConfigError(
+            f"--bpe-vocab-size {args.bpe_vocab_size} applies to --tokenizer bpe only, and this run's "
+            f"tokenizer is {args.tokenizer!r}: add --tokenizer bpe, or drop the flag"
+        )
     train_config = None if args.resume else TrainConfig(**config_values)
     from .distributed import dist_env
 
@@ -608,11 +616,6 @@ def cmd_train(args: argparse.Namespace) -> int:
         tokenizer = tokenizer_from_dict(checkpoint.tokenizer)
         block_size = checkpoint.model_config.block_size
     else:
-        if args.tokenizer != "bpe" and "bpe_vocab_size" in args._explicit:
-            raise ConfigError(
-                f"--bpe-vocab-size {args.bpe_vocab_size} applies to --tokenizer bpe only, and this run's "
-                f"tokenizer is {args.tokenizer!r}: add --tokenizer bpe, or drop the flag"
-            )
         model_config = GPTConfig.from_preset(args.preset, vocab_size=1, **overrides)  # validate flags first
         kw = {"vocab_size": args.bpe_vocab_size} if args.tokenizer == "bpe" else {}
         tokenizer = train_tokenizer(args.tokenizer, text, **kw)
@@ -912,6 +915,7 @@ _OOM_HINT = "lower --batch-size, --block-size or the model size"
 _OOM_HINTS = {
     "sample": "lower --beam, --num-samples or --max-new-tokens, or sample from a smaller model",
     "eval": "lower --block-size, or evaluate a smaller model",
+    "import-gpt2": "import a smaller model (gpt2 rather than gpt2-xl), or free memory",
 }
 
 

@@ -524,13 +524,17 @@ class Trainer:
         now = self._data_identity
         if saved["fingerprint"] == now["fingerprint"]:
             return
+        before = (saved.get("train_tokens"), saved.get("val_tokens"))
+        same_sizes = (
+            " (the same sizes, other tokens)" if before == (now["train_tokens"], now["val_tokens"]) else ""
+        )
         warnings.warn(
             f"resuming on other data than the run trained on: the checkpoint's training / validation "
-            f"split had {saved.get('train_tokens')} / {saved.get('val_tokens')} tokens, this one has "
-            f"{now['train_tokens']} / {now['val_tokens']} (or the same sizes with other tokens); "
-            "training continues on the new data, and its validation loss is not comparable with the old",
+            f"split had {before[0]} / {before[1]} tokens, this one has {now['train_tokens']} / "
+            f"{now['val_tokens']}{same_sizes}; training continues on the new data, and its validation "
+            "loss is not comparable with the old",
             RuntimeWarning,
-            stacklevel=3,
+            stacklevel=4,  # the caller of Trainer.resume (this method <- load_state <- resume)
         )
 
     def _run_fingerprint(self) -> str:

@@ -243,7 +243,8 @@ def trained(
 
 def _could_not_read(err: CheckpointError, path: Path) -> bool:
     """Whether loading failed because the file could not be read (permissions, I/O), not because its
-    contents are bad: the checkpoint reader reports both as CheckpointError."""
+    contents are bad. The header read raises a bare OSError, which never reaches this; an OSError while
+    the tensors are read comes wrapped in a CheckpointError, which this unwraps."""
     if not os.access(path, os.R_OK):
         return True
     cause = err.__cause__

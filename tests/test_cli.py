@@ -826,6 +826,7 @@ def test_peak_flops_shows_mfu_in_the_progress_lines_and_the_bar(corpus, tmp_path
         ("sample", ["sample", "--checkpoint", "run"], "lower --beam, --num-samples"),
         ("eval", ["eval", "--checkpoint", "run", "--data", "x.txt"], "lower --block-size, or evaluate"),
         ("train", ["train", "--data", "x.txt", "--out", "run"], "lower --batch-size, --block-size"),
+        ("import-gpt2", ["import-gpt2", "--weights", "w", "--out", "run"], "import a smaller model"),
     ],
 )
 def test_out_of_memory_names_flags_the_failing_command_has(monkeypatch, capsys, command, argv, hint):
@@ -889,9 +890,9 @@ def test_a_decay_shorter_than_the_warmup_is_refused_in_the_flags_names(corpus, t
 
 @pytest.mark.parametrize("command", ["train", "sample", "eval", "import-gpt2", "corpus"])
 def test_each_command_help_describes_it_in_lines_a_terminal_holds(command, capsys, monkeypatch):
-    """sample and eval had no description; import-gpt2's was one 200-character line (descriptions are
+    """80 columns. sample and eval had no description; import-gpt2's was one 200-character line (they are
     kept as written, not wrapped); a '%%' meant for a help string showed up doubled in a description."""
-    monkeypatch.setenv("COLUMNS", "100")
+    monkeypatch.setenv("COLUMNS", "80")
     with pytest.raises(SystemExit) as exit_info:
         main([command, "--help"])
     assert exit_info.value.code == 0
@@ -899,7 +900,7 @@ def test_each_command_help_describes_it_in_lines_a_terminal_holds(command, capsy
     usage, description = text.split("\n\n")[:2]
     assert usage.startswith("usage:") and not description.startswith(("options:", "positional"))
     assert len(description.split()) >= 5, description
-    assert max(len(line) for line in text.splitlines()) <= 100
+    assert max(len(line) for line in text.splitlines()) <= 80
     assert "%%" not in text
 
 
@@ -927,10 +928,10 @@ def test_resuming_on_other_data_is_said_and_on_the_same_data_is_not(corpus, tmp_
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)  # the same data: nothing to say
         assert main([*base, "--data", str(corpus), "--resume", "--max-iters", "10"]) == 0
-    same_sizes = r"resuming on other data .* had (\d+) / (\d+) tokens, this one has \1 / \2 "
+    same_sizes = r"resuming on other data .* had (\d+) / (\d+) tokens, this one has \1 / \2 \(the same sizes"
     with pytest.warns(RuntimeWarning, match=same_sizes):
         assert main([*base, "--data", str(swapped), "--resume", "--max-iters", "15"]) == 0
     n = len(corpus.read_text(encoding="utf-8"))
-    sizes = rf"had {n - n // 10} / {n // 10} tokens, this one has {2 * n - 2 * n // 10} / {2 * n // 10} "
+    sizes = rf"had {n - n // 10} / {n // 10} tokens, this one has {2 * n - 2 * n // 10} / {2 * n // 10}; "
     with pytest.warns(RuntimeWarning, match=sizes):
         assert main([*base, "--data", str(longer), "--resume", "--max-iters", "20"]) == 0

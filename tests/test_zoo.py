@@ -75,13 +75,17 @@ def test_a_corrupted_cached_model_falls_back_to_the_shipped_one(tiny_recipe, tmp
     assert len(loaded.history) == 8 and not cached.exists()
 
 
-def test_a_cached_model_that_cannot_be_read_is_never_deleted(tiny_recipe, tmp_path, monkeypatch):
-    """The checkpoint reader reports a permission or I/O error as a CheckpointError too; that is not
-    corruption, and deleting (then retraining) another user's good model in a shared cache would not fix it."""
+@pytest.mark.parametrize("wrapped", [True, False], ids=["read-error-in-a-CheckpointError", "bare-OSError"])
+def test_a_cached_model_that_cannot_be_read_is_never_deleted(tiny_recipe, tmp_path, monkeypatch, wrapped):
+    """A permission or I/O error is not corruption, and deleting (then retraining) another user's good
+    model in a shared cache would not fix it. The header read raises it bare; a failed read of the tensors
+    comes wrapped in a CheckpointError."""
     first = zoo.trained("test-tiny", cache_dir=tmp_path / "cache")
     cached = first.run_dir / "checkpoint.safetensors"
 
     def unreadable(*args, **kwargs):
+        if not wrapped:
+            raise PermissionError(13, "Permission denied", str(cached))
         try:
             raise PermissionError(13, "Permission denied", str(cached))
         except PermissionError as err:  # chained, as the checkpoint reader chains it
@@ -90,7 +94,7 @@ def test_a_cached_model_that_cannot_be_read_is_never_deleted(tiny_recipe, tmp_pa
             ) from err
 
     monkeypatch.setattr(zoo, "_load", unreadable)
-    with pytest.raises(CheckpointError, match="Permission denied"):
+    with pytest.raises(CheckpointError if wrapped else PermissionError, match="Permission denied"):
         zoo.trained("test-tiny", cache_dir=tmp_path / "cache")
     assert cached.is_file()
 

@@ -158,7 +158,8 @@ def _label_px(labels: list[str], size: float, across: bool) -> float:
     """Pixels a token label needs along its axis at font ``size`` (monospace: 0.6 em per character).
 
     Across (x axis): the widest label, but plotly turns crowded labels of several characters on their
-    side, so at most a line's height (single characters stay upright: :func:`_token_ticks`). Down (y axis): a line of lowercase characters, whose glyphs are shorter than the line.
+    side, so at most a line's height (single characters stay upright: :func:`_token_ticks`).
+    Down (y axis): a line of lowercase characters, whose glyphs are shorter than the line.
     """
     if not across:
         return 0.85 * size + 1
