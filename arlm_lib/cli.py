@@ -559,14 +559,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     # A new run is validated before any data is read. A resume is validated once the flags typed are
     # merged into the saved settings (checking defaults against each other would refuse, say,
     # --lr-decay-iters 20 for a run saved with --warmup-iters 5, against the default warmup of 100).
-    decay, warmup = args.lr_decay_iters, args.warmup_iters
-    if not args.resume and decay is not None and decay < max(1, warmup):
-        # TrainConfig refuses it too, in its own (Python) names: say it in the flags' names.
-        raise ConfigError(
-            f"--lr-decay-iters {decay} is not allowed: it must be >= --warmup-iters ({warmup}), since the "
-            "decay starts where the warmup ends; lower --warmup-iters, or leave --lr-decay-iters out to "
-            "decay over --max-iters"
-        )
     if not args.resume and args.tokenizer != "bpe" and "bpe_vocab_size" in args._explicit:
         raise ConfigError(
             f"--bpe-vocab-size {args.bpe_vocab_size} applies to --tokenizer bpe only, and this run's "
@@ -653,9 +645,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         model = GPT(model_config)
         if main_rank:
             print(
-                f"model: {model.num_params() / 1e6:.2f}M parameters | {model_config.n_layer} layers, "
-                f"{model_config.n_head} heads, {model_config.n_embd} wide, context {model_config.block_size} | "
-                f"{tokenizer.kind} tokenizer, vocab {tokenizer.vocab_size} | {len(train_tokens):,} training tokens"
+                f"model: {_describe_model(model)} | {tokenizer.kind} tokenizer, vocab {tokenizer.vocab_size} | "
+                f"{len(train_tokens):,} training tokens"
             )
         trainer = Trainer(model, train_tokens, val_tokens, train_config, tokenizer, out_dir=out)
         return _run(trainer, lock)
@@ -665,6 +656,19 @@ def cmd_train(args: argparse.Namespace) -> int:
         # A run that failed before its first checkpoint leaves nothing behind but an empty directory.
         if main_rank and not existed and out.is_dir() and not any(out.iterdir()):
             out.rmdir()
+
+
+def _describe_model(model) -> str:
+    """One line on a model's size and shape, for the summaries train and import-gpt2 print."""
+    c = model.config
+
+    def count(n: int, noun: str) -> str:
+        return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+    return (
+        f"{model.num_params() / 1e6:.2f}M parameters | {count(c.n_layer, 'layer')}, {count(c.n_head, 'head')}, "
+        f"{c.n_embd} wide, context {c.block_size}"
+    )
 
 
 _FIXED_AT_START = {"preset", "tokenizer", "bpe_vocab_size"}
@@ -842,8 +846,7 @@ def cmd_import_gpt2(args: argparse.Namespace) -> int:
         if not existed and out.is_dir() and not any(out.iterdir()):
             out.rmdir()  # a failed import leaves nothing behind
     print(
-        f"imported {model.num_params() / 1e6:.2f}M parameters | {c.n_layer} layers, {c.n_head} heads, "
-        f"{c.n_embd} wide, context {c.block_size} | vocab {c.vocab_size:,} -> {path}\n"
+        f"imported {_describe_model(model)} | vocab {c.vocab_size:,} -> {path}\n"
         f"try: python -m arlm_lib sample --checkpoint {out} --prompt 'Hello, my name is'"
     )
     return 0

@@ -113,9 +113,12 @@ class TrainConfig:
         decay = self.lr_decay_iters
         if decay is not None and (not is_int(decay) or decay < max(1, self.warmup_iters)):
             # A decay that ended before the warmup would drop the lr from its peak straight to min_lr.
+            # Named in both forms (as warn_if_schedule_jumps does): the CLI passes this message on as is,
+            # for a new run and for a resume's merged settings alike.
             raise ConfigError(
-                f"lr_decay_iters={decay!r} is not allowed: it must be an integer >= warmup_iters "
-                f"({self.warmup_iters}) and >= 1, or None for max_iters"
+                f"lr_decay_iters={decay!r} (--lr-decay-iters) is not allowed: it must be an integer >= 1 and "
+                f">= warmup_iters (--warmup-iters, here {self.warmup_iters}), since the decay starts where the "
+                "warmup ends; lower the warmup, or use None (leave the flag out) to decay over max_iters"
             )
         # AdamW keeps the lr in float32 arithmetic: a larger one overflows inside the optimizer step.
         if not (is_real(self.lr) and 0 < self.lr <= _FLOAT32_MAX):

@@ -816,6 +816,19 @@ def test_long_prompt_is_cropped_from_the_left_with_a_warning(model):
         assert got == generate_ids(model, long_prompt[-BLOCK:], temperature=0, max_new_tokens=10)
 
 
+def test_messages_name_a_prompt_by_its_row_only_in_a_batch_of_several(model):
+    """The command line's one prompt was called "prompt 0"; a batch's prompts keep their Python index."""
+    long_prompt = [(i * 7) % VOCAB for i in range(BLOCK + 9)]
+    with pytest.warns(UserWarning, match=rf"^the prompt has {BLOCK + 9} tokens"):
+        generate_ids(model, [long_prompt], temperature=0, max_new_tokens=1)
+    with pytest.warns(UserWarning, match=rf"^prompt 1 has {BLOCK + 9} tokens"):
+        generate_ids(model, [[1, 2], long_prompt], temperature=0, max_new_tokens=1)
+    with pytest.raises(GenerationError, match=rf"^the prompt has token id {VOCAB}:"):
+        generate_ids(model, [1, VOCAB], temperature=0, max_new_tokens=1)
+    with pytest.raises(GenerationError, match=r"^prompt 1 has token id -1:"):
+        generate_ids(model, [[1], [2, -1]], temperature=0, max_new_tokens=1)
+
+
 def test_the_text_ends_before_the_earliest_stop_string(text_model, tok):
     kw = dict(seed=5, max_new_tokens=25)
     full = generate_text(text_model, tok, "the ", **kw)

@@ -349,7 +349,10 @@ def test_history_is_compact_floats_and_round_trips():
         (dict(batch_size=0), "batch_size=0"),
         (dict(schedule="step"), "schedule"),
         (dict(grad_clip=-1.0), "grad_clip"),
-        (dict(warmup_iters=100, lr_decay_iters=50), "lr_decay_iters=50 .* >= warmup_iters \\(100\\)"),
+        (
+            dict(warmup_iters=100, lr_decay_iters=50),
+            r"lr_decay_iters=50 \(--lr-decay-iters\) .* >= warmup_iters \(--warmup-iters, here 100\)",
+        ),
         (dict(lr_decay_iters=0), "lr_decay_iters=0"),
         (dict(lr_decay_iters=2.5), "lr_decay_iters=2.5"),
     ],
