@@ -69,15 +69,21 @@ def _content_id(serialized: str, salt: str) -> str:
     return f"arlm-fig-{digest}"
 
 
-def _execution_salt() -> str:
-    # Two cells that show the same figure must still get distinct div ids on one page; the cell's
-    # execution count tells them apart and is deterministic when a notebook runs top to bottom.
+def _execution_count() -> int | None:
+    """The number of the cell running now (None outside IPython)."""
     try:
         from IPython import get_ipython
     except ImportError:  # pragma: no cover - IPython ships with the book's requirements
-        return ""
+        return None
     shell = get_ipython()
-    return str(getattr(shell, "execution_count", "")) if shell is not None else ""
+    return getattr(shell, "execution_count", None) if shell is not None else None
+
+
+def _execution_salt() -> str:
+    # Two cells that show the same figure must still get distinct div ids on one page; the cell's
+    # execution count tells them apart and is deterministic when a notebook runs top to bottom.
+    count = _execution_count()
+    return "" if count is None else str(count)
 
 
 def _plain_text(markup: str) -> str:
@@ -157,10 +163,16 @@ def show(fig: Any, *, config: dict[str, Any] | None = None) -> None:
 def glue(name: str, value: Any, display: bool = True) -> None:
     """Record ``value`` under ``name`` for the prose's ``{glue:text}`` roles (myst-nb's ``glue``).
 
-    Only the book build needs the recorded values, and only it installs myst-nb. Colab and Binder
-    install arlm_lib's own dependencies, so there this shows the value (``display=True``) or does
-    nothing: a chapter must run top to bottom in either place.
+    The book build fills the roles in. A notebook viewer cannot (its markdown is static, and shows
+    `` {glue:text}`name` `` as written), so in a live kernel a value glued with ``display=False`` is
+    listed under the cell that computed it instead, one line per cell: the reader finds each number
+    of the prose by its name.
+
+    Only the book build needs myst-nb. Colab and Binder install arlm_lib's own dependencies, so there
+    this shows the value (``display=True``) or lists it: a chapter must run top to bottom in either place.
     """
+    if not display and not in_book_build():
+        _GLUED.add(name, value)
     try:
         from myst_nb import glue as myst_glue
     except ImportError:
@@ -170,6 +182,57 @@ def glue(name: str, value: Any, display: bool = True) -> None:
             ipython_display(value)
         return
     myst_glue(name, value, display=display)
+
+
+def _brief(value: Any) -> str:
+    """A glued value as the live listing shows it: numbers to four significant digits, text cut short."""
+    import numbers
+
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return str(int(value))
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return f"{float(value):.4g}"
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= 60 else text[:59] + "\u2026"
+
+
+class GluedValues:
+    """The values one cell glued for the prose, as one line under the cell (live kernels only)."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, str] = {}
+
+    def _repr_html_(self) -> str:
+        items = " \u00b7 ".join(f"<code>{escape(k)}</code> = {escape(v)}" for k, v in self.values.items())
+        # Muted by opacity rather than a grey, so that it reads on a dark theme too.
+        return f'<div class="arlm-glued" style="font-size:0.85em; opacity:0.75">for the text: {items}</div>'
+
+    def __repr__(self) -> str:
+        return "for the text: " + ", ".join(f"{k} = {v}" for k, v in self.values.items())
+
+
+class _CellListing:
+    """Gathers a cell's glued values into one display that grows, instead of a line per value."""
+
+    def __init__(self) -> None:
+        self.cell: int | None = None
+        self.listing = GluedValues()
+        self.handle: Any = None
+
+    def add(self, name: str, value: Any) -> None:
+        from IPython.display import display as ipython_display
+
+        cell = _execution_count()
+        if self.handle is None or cell is None or cell != self.cell:
+            self.cell, self.listing = cell, GluedValues()
+            self.listing.values[name] = _brief(value)
+            self.handle = ipython_display(self.listing, display_id=True)
+        else:
+            self.listing.values[name] = _brief(value)
+            self.handle.update(self.listing)
+
+
+_GLUED = _CellListing()
 
 
 def kernel_only(note_text: str, launch: bool = True, *, notebook: str | None = None) -> Any:

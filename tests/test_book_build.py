@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import nbformat
+import numpy as np
 import plotly.graph_objects as go
 import pytest
 from conftest import REPO_ROOT, toc_docnames
@@ -207,24 +208,71 @@ def test_book_build_refuses_a_trace_the_served_bundle_cannot_draw(monkeypatch, d
     assert len(displayed) == 1
 
 
-def test_glue_records_for_the_book_with_myst_nb(monkeypatch):
+def test_glue_records_for_the_book_with_myst_nb(monkeypatch, displayed):
     import myst_nb
 
+    monkeypatch.setenv(display.BOOK_BUILD_ENV, "1")
     recorded: list[tuple] = []
     monkeypatch.setattr(
         myst_nb, "glue", lambda name, value, display=True: recorded.append((name, value, display))
     )
     display.glue("answer", 42, display=False)
     assert recorded == [("answer", 42, False)]
+    assert displayed == []  # the book's prose shows it: no listing under the cell
 
 
-def test_glue_without_myst_nb_shows_or_skips_the_value(monkeypatch, displayed):
-    # Colab and Binder do not install myst-nb: the chapter must still run.
-    monkeypatch.setitem(sys.modules, "myst_nb", None)  # makes `import myst_nb` raise ImportError
-    display.glue("hidden", 1.5, display=False)
-    assert displayed == []
+class FakeNotebook:
+    """Stands in for a kernel's display: what each displayed object last rendered as, in order."""
+
+    def __init__(self, monkeypatch) -> None:
+        import IPython.display
+
+        self.outputs: list[str] = []
+        self.cell = 1
+        monkeypatch.setattr(display, "_execution_count", lambda: self.cell)
+        monkeypatch.setattr(IPython.display, "display", self.display)
+
+    def display(self, obj, display_id=None, raw=False, **kwargs):
+        if raw:  # myst-nb's record for the book build: a mime type no viewer draws
+            assert not any(key.startswith("text/") for key in obj), obj
+            return None
+        self.outputs.append(obj._repr_html_())
+        index = len(self.outputs) - 1
+        outputs = self.outputs
+
+        class Handle:
+            def update(self, new):
+                outputs[index] = new._repr_html_()
+
+        return Handle() if display_id else None
+
+
+@pytest.mark.parametrize("with_myst_nb", [True, False], ids=["local", "colab"])
+def test_glue_in_a_kernel_lists_the_values_under_the_cell_one_line_per_cell(monkeypatch, with_myst_nb):
+    """A notebook viewer shows the prose's roles as written: the numbers must show somewhere else."""
+    monkeypatch.delenv(display.BOOK_BUILD_ENV, raising=False)
+    if not with_myst_nb:  # Colab and Binder do not install myst-nb: the chapter must still run
+        monkeypatch.setitem(sys.modules, "myst_nb", None)  # makes `import myst_nb` raise ImportError
+    monkeypatch.setattr(display, "_GLUED", display._CellListing())
+    notebook = FakeNotebook(monkeypatch)
+    display.glue("val_loss", np.float32(1.234567), display=False)
+    display.glue("steps", 1500, display=False)
+    display.glue("label", "<b>x</b>", display=False)
+    assert len(notebook.outputs) == 1  # one line that grew, not three
+    line = notebook.outputs[0]
+    assert "<code>val_loss</code> = 1.235" in line and "<code>steps</code> = 1500" in line
+    assert "&lt;b&gt;x&lt;/b&gt;" in line and "<b>" not in line
+    notebook.cell = 2  # the next cell starts a line of its own
+    display.glue("val_loss", 2.0, display=False)
+    assert len(notebook.outputs) == 2 and "steps" not in notebook.outputs[1]
+    assert "1.235" in notebook.outputs[0]  # the first cell's line is left as it was
+
+
+def test_glue_without_myst_nb_shows_a_displayed_value_once(monkeypatch, displayed):
+    monkeypatch.setitem(sys.modules, "myst_nb", None)
+    monkeypatch.delenv(display.BOOK_BUILD_ENV, raising=False)
     display.glue("shown", 2.5)
-    assert displayed == [2.5]
+    assert displayed == [2.5]  # shown as itself, not listed a second time
 
 
 def test_show_widget_puts_a_note_in_the_book_and_the_widget_in_a_kernel(monkeypatch, displayed):

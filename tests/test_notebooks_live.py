@@ -37,6 +37,8 @@ def test_chapter_runs_top_to_bottom_in_a_live_kernel(path: Path, monkeypatch, tm
     kinds = {kind for out in outputs for kind in out.get("data", {})}
     html = " ".join(str(out.get("data", {}).get("text/html", "")) for out in outputs)
     assert "arlm-kernel-only" not in html, "a live kernel got the static book's note instead of the app"
+    # The prose's {glue:text} roles stay as written in a notebook viewer: their values are listed instead.
+    assert "arlm-glued" in html, f"{path.name} listed no value for its prose under the cells that glue them"
     if path.name in LIVE_APPS:
         assert WIDGET_VIEW in kinds, f"{path.name} displayed no widget in a live kernel"
     assert not [out for out in outputs if out.output_type == "error"]
