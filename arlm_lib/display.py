@@ -189,9 +189,11 @@ def _brief(value: Any) -> str:
     import numbers
 
     if isinstance(value, numbers.Integral) and not isinstance(value, bool):
-        return str(int(value))
+        return f"{int(value):,}"
     if isinstance(value, numbers.Real) and not isinstance(value, bool):
-        return f"{float(value):.4g}"
+        value = float(value)
+        # Large numbers in full (1,234,567 rather than 1.235e+06), as the prose prints them.
+        return f"{value:,.0f}" if 1e4 <= abs(value) < 1e15 else f"{value:.4g}"
     text = value if isinstance(value, str) else repr(value)
     return text if len(text) <= 60 else text[:59] + "\u2026"
 

@@ -257,10 +257,12 @@ def test_glue_in_a_kernel_lists_the_values_under_the_cell_one_line_per_cell(monk
     notebook = FakeNotebook(monkeypatch)
     display.glue("val_loss", np.float32(1.234567), display=False)
     display.glue("steps", 1500, display=False)
+    display.glue("tokens", np.float64(1234567.8), display=False)
     display.glue("label", "<b>x</b>", display=False)
     assert len(notebook.outputs) == 1  # one line that grew, not three
     line = notebook.outputs[0]
-    assert "<code>val_loss</code> = 1.235" in line and "<code>steps</code> = 1500" in line
+    assert "<code>val_loss</code> = 1.235" in line and "<code>steps</code> = 1,500" in line
+    assert "<code>tokens</code> = 1,234,568" in line
     assert "&lt;b&gt;x&lt;/b&gt;" in line and "<b>" not in line
     notebook.cell = 2  # the next cell starts a line of its own
     display.glue("val_loss", 2.0, display=False)
