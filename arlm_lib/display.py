@@ -69,21 +69,20 @@ def _content_id(serialized: str, salt: str) -> str:
     return f"arlm-fig-{digest}"
 
 
-def _execution_count() -> int | None:
-    """The number of the cell running now (None outside IPython)."""
+def _shell() -> Any:
+    """The running IPython shell, or None outside IPython."""
     try:
         from IPython import get_ipython
     except ImportError:  # pragma: no cover - IPython ships with the book's requirements
         return None
-    shell = get_ipython()
-    return getattr(shell, "execution_count", None) if shell is not None else None
+    return get_ipython()
 
 
 def _execution_salt() -> str:
     # Two cells that show the same figure must still get distinct div ids on one page; the cell's
     # execution count tells them apart and is deterministic when a notebook runs top to bottom.
-    count = _execution_count()
-    return "" if count is None else str(count)
+    shell = _shell()
+    return str(getattr(shell, "execution_count", "")) if shell is not None else ""
 
 
 def _plain_text(markup: str) -> str:
@@ -165,14 +164,16 @@ def glue(name: str, value: Any, display: bool = True) -> None:
 
     The book build fills the roles in. A notebook viewer cannot (its markdown is static, and shows
     `` {glue:text}`name` `` as written), so in a live kernel a value glued with ``display=False`` is
-    listed under the cell that computed it instead, one line per cell: the reader finds each number
-    of the prose by its name.
+    listed instead, in one line at the end of the cell that computed it: the reader finds each number
+    of the prose by its name. There nothing is recorded for myst-nb: only the build reads its records,
+    and VS Code shows each one as a box saying it has no renderer for the record's mime type.
 
     Only the book build needs myst-nb. Colab and Binder install arlm_lib's own dependencies, so there
     this shows the value (``display=True``) or lists it: a chapter must run top to bottom in either place.
     """
     if not display and not in_book_build():
         _GLUED.add(name, value)
+        return
     try:
         from myst_nb import glue as myst_glue
     except ImportError:
@@ -199,39 +200,59 @@ def _brief(value: Any) -> str:
 
 
 class GluedValues:
-    """The values one cell glued for the prose, as one line under the cell (live kernels only)."""
+    """The values one cell glued for the prose, shown under the cell (live kernels only).
 
-    def __init__(self) -> None:
-        self.values: dict[str, str] = {}
+    Up to ``FOLD_AFTER`` values show as one line; more (a whole table's worth) fold behind a summary
+    line that opens on a click, so that they do not push the cell's own results out of sight.
+    """
+
+    FOLD_AFTER = 8
+
+    def __init__(self, values: dict[str, str] | None = None) -> None:
+        self.values: dict[str, str] = dict(values or {})
 
     def _repr_html_(self) -> str:
         items = " \u00b7 ".join(f"<code>{escape(k)}</code> = {escape(v)}" for k, v in self.values.items())
         # Muted by opacity rather than a grey, so that it reads on a dark theme too.
-        return f'<div class="arlm-glued" style="font-size:0.85em; opacity:0.75">for the text: {items}</div>'
+        style = "font-size:0.85em; opacity:0.75"
+        if len(self.values) <= self.FOLD_AFTER:
+            return f'<div class="arlm-glued" style="{style}">for the text: {items}</div>'
+        return (
+            f'<details class="arlm-glued" style="{style}"><summary>for the text: {len(self.values)} '
+            f"values</summary>{items}</details>"
+        )
 
     def __repr__(self) -> str:
         return "for the text: " + ", ".join(f"{k} = {v}" for k, v in self.values.items())
 
 
 class _CellListing:
-    """Gathers a cell's glued values into one display that grows, instead of a line per value."""
+    """Gathers the values a cell glues and shows them once, after the cell's own output.
+
+    IPython's ``post_execute`` event runs while the cell is still the one being executed, so what it
+    displays lands at the end of that cell's output (matplotlib's inline backend shows its figures the
+    same way). Outside IPython a value is listed at once.
+    """
 
     def __init__(self) -> None:
-        self.cell: int | None = None
-        self.listing = GluedValues()
-        self.handle: Any = None
+        self.values: dict[str, str] = {}
+        self.shell: Any = None
 
     def add(self, name: str, value: Any) -> None:
-        from IPython.display import display as ipython_display
+        self.values[name] = _brief(value)
+        shell = _shell()
+        if shell is None:
+            self.flush()
+        elif shell is not self.shell:  # registered once per shell
+            shell.events.register("post_execute", self.flush)
+            self.shell = shell
 
-        cell = _execution_count()
-        if self.handle is None or cell is None or cell != self.cell:
-            self.cell, self.listing = cell, GluedValues()
-            self.listing.values[name] = _brief(value)
-            self.handle = ipython_display(self.listing, display_id=True)
-        else:
-            self.listing.values[name] = _brief(value)
-            self.handle.update(self.listing)
+    def flush(self) -> None:
+        if self.values:
+            from IPython.display import display as ipython_display
+
+            values, self.values = self.values, {}
+            ipython_display(GluedValues(values))
 
 
 _GLUED = _CellListing()

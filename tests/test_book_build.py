@@ -221,53 +221,67 @@ def test_glue_records_for_the_book_with_myst_nb(monkeypatch, displayed):
     assert displayed == []  # the book's prose shows it: no listing under the cell
 
 
-class FakeNotebook:
-    """Stands in for a kernel's display: what each displayed object last rendered as, in order."""
+class FakeKernel:
+    """Stands in for IPython: a shell whose post_execute callbacks run when a cell ends, and a display
+    that records what each displayed object renders as, in order."""
 
     def __init__(self, monkeypatch) -> None:
         import IPython.display
 
         self.outputs: list[str] = []
-        self.cell = 1
-        monkeypatch.setattr(display, "_execution_count", lambda: self.cell)
+        self.callbacks: list = []
+        self.events = types.SimpleNamespace(register=lambda event, fn: self.callbacks.append((event, fn)))
+        monkeypatch.setattr(display, "_shell", lambda: self)
         monkeypatch.setattr(IPython.display, "display", self.display)
 
-    def display(self, obj, display_id=None, raw=False, **kwargs):
-        if raw:  # myst-nb's record for the book build: a mime type no viewer draws
-            assert not any(key.startswith("text/") for key in obj), obj
-            return None
+    def display(self, obj, **kwargs):
+        assert not kwargs.get("raw"), "a myst-nb record in a live kernel (VS Code shows it as an error box)"
         self.outputs.append(obj._repr_html_())
-        index = len(self.outputs) - 1
-        outputs = self.outputs
 
-        class Handle:
-            def update(self, new):
-                outputs[index] = new._repr_html_()
-
-        return Handle() if display_id else None
+    def end_cell(self) -> None:
+        for event, fn in self.callbacks:
+            assert event == "post_execute"
+            fn()
 
 
 @pytest.mark.parametrize("with_myst_nb", [True, False], ids=["local", "colab"])
-def test_glue_in_a_kernel_lists_the_values_under_the_cell_one_line_per_cell(monkeypatch, with_myst_nb):
+def test_glue_in_a_kernel_lists_the_values_once_at_the_end_of_the_cell(monkeypatch, with_myst_nb):
     """A notebook viewer shows the prose's roles as written: the numbers must show somewhere else."""
     monkeypatch.delenv(display.BOOK_BUILD_ENV, raising=False)
     if not with_myst_nb:  # Colab and Binder do not install myst-nb: the chapter must still run
         monkeypatch.setitem(sys.modules, "myst_nb", None)  # makes `import myst_nb` raise ImportError
     monkeypatch.setattr(display, "_GLUED", display._CellListing())
-    notebook = FakeNotebook(monkeypatch)
+    kernel = FakeKernel(monkeypatch)
     display.glue("val_loss", np.float32(1.234567), display=False)
     display.glue("steps", 1500, display=False)
     display.glue("tokens", np.float64(1234567.8), display=False)
     display.glue("label", "<b>x</b>", display=False)
-    assert len(notebook.outputs) == 1  # one line that grew, not three
-    line = notebook.outputs[0]
+    assert kernel.outputs == []  # nothing yet: the listing comes after the cell's own output
+    kernel.outputs.append("the cell's own output")
+    kernel.end_cell()
+    assert len(kernel.outputs) == 2 and len(kernel.callbacks) == 1  # one line, one hook
+    line = kernel.outputs[1]
     assert "<code>val_loss</code> = 1.235" in line and "<code>steps</code> = 1,500" in line
     assert "<code>tokens</code> = 1,234,568" in line
     assert "&lt;b&gt;x&lt;/b&gt;" in line and "<b>" not in line
-    notebook.cell = 2  # the next cell starts a line of its own
-    display.glue("val_loss", 2.0, display=False)
-    assert len(notebook.outputs) == 2 and "steps" not in notebook.outputs[1]
-    assert "1.235" in notebook.outputs[0]  # the first cell's line is left as it was
+    kernel.end_cell()  # a cell that glues nothing lists nothing
+    assert len(kernel.outputs) == 2
+    display.glue("val_loss", 2.0, display=False)  # the next cell's listing has its own values only
+    kernel.end_cell()
+    assert len(kernel.outputs) == 3 and "steps" not in kernel.outputs[2] and len(kernel.callbacks) == 1
+
+
+def test_a_long_listing_folds_behind_one_summary_line():
+    """A table's worth of values (112 in one cell of chapter 6) would bury the cell's results."""
+    few = display.GluedValues({f"v{i}": str(i) for i in range(display.GluedValues.FOLD_AFTER)})
+    many = display.GluedValues({f"v{i}": str(i) for i in range(display.GluedValues.FOLD_AFTER + 1)})
+    assert "<details" not in few._repr_html_() and "<code>v7</code> = 7" in few._repr_html_()
+    folded = many._repr_html_()
+    assert (
+        folded.startswith('<details class="arlm-glued"')
+        and "<summary>for the text: 9 values</summary>" in folded
+    )
+    assert "<code>v8</code> = 8" in folded and repr(many).endswith("v8 = 8")
 
 
 def test_glue_without_myst_nb_shows_a_displayed_value_once(monkeypatch, displayed):
