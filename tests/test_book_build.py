@@ -470,6 +470,28 @@ def test_library_change_clears_the_cache_and_rereads_notebooks(tmp_path, monkeyp
     assert outdated() == [] and (cache / "global.db").exists()
 
 
+def test_pages_that_quote_a_notebooks_numbers_are_reread_on_every_build(tmp_path):
+    """The source notes quote chapters' glued numbers; Sphinx saw no change in the notes' own source and
+    kept showing a chapter's old numbers after the chapter re-executed."""
+    from types import SimpleNamespace
+
+    files = {
+        "book/notes": ("notes.md", "ran {glue:text}`04_stability.ipynb::stab_n_runs:d` runs"),
+        "book/plain": ("plain.md", "no numbers here, and `a.ipynb::b` is only code"),
+        "book/local": ("local.ipynb", "{glue:text}`own_value`"),
+    }
+    for filename, text in files.values():
+        (tmp_path / filename).write_text(text, encoding="utf-8")
+    paths = {name: str(tmp_path / filename) for name, (filename, _) in files.items()}
+    env = SimpleNamespace(found_docs=set(files), doc2path=paths.__getitem__)
+
+    assert arlm_book.reread_pages_quoting_notebooks(None, env, set(), set(), set()) == ["book/notes"]
+    assert arlm_book.reread_pages_quoting_notebooks(None, env, set(), {"book/notes"}, set()) == []
+    # and the book's own source notes are such a page
+    notes = (REPO_ROOT / "book" / "08_source_notes.md").read_text(encoding="utf-8")
+    assert arlm_book.CROSS_DOCUMENT_GLUE.search(notes)
+
+
 def test_an_edited_figure_loader_reaches_the_built_book(tmp_path, monkeypatch):
     """With no page out of date Sphinx stops before copying static files: a change to the book's
     scripts or styles re-reads the root page, so that the build copies them again; a build that fails

@@ -269,6 +269,28 @@ def invalidate_cache_on_library_change(
     return sorted(set(notebooks) - added - changed)
 
 
+#: A glue role that quotes another document's value: {glue:text}`04_stability.ipynb::stab_n_runs:d`.
+CROSS_DOCUMENT_GLUE = re.compile(r"\{glue(?::\w+)?\}`[^`]*?\.ipynb::")
+
+
+def reread_pages_quoting_notebooks(
+    app: Sphinx, env: Any, added: set[str], changed: set[str], removed: set[str]
+) -> list[str]:
+    """Re-read, on every build, the pages that quote numbers glued in other documents.
+
+    Sphinx re-reads a page when its own source changes, and knows nothing of a page's dependence on the
+    notebooks it quotes: after a chapter re-executed with new numbers, the quoting page (the source
+    notes) would keep the old ones. Such pages are Markdown with nothing to execute, so reading them
+    again costs about a second.
+    """
+    pages = []
+    for name in sorted(env.found_docs - added - changed):
+        path = Path(env.doc2path(name))
+        if path.suffix == ".md" and CROSS_DOCUMENT_GLUE.search(path.read_text(encoding="utf-8")):
+            pages.append(name)
+    return pages
+
+
 #: The book's own scripts and styles (arlm-figures.js, arlm.css), copied into ``_static`` by Sphinx.
 STATIC_DIR = Path(__file__).resolve().parents[1] / "_static"
 
@@ -334,6 +356,7 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.connect("builder-inited", stage_static_files)
     app.connect("env-get-outdated", invalidate_cache_on_library_change)
     app.connect("env-get-outdated", reread_on_static_change)
+    app.connect("env-get-outdated", reread_pages_quoting_notebooks)
     app.connect("build-finished", record_static_copied)
     # After the other extensions (default priority 500) have added this page's scripts.
     app.connect("html-page-context", add_plotly_to_page, priority=900)
