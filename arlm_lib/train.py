@@ -338,13 +338,21 @@ class History:
 
     @classmethod
     def from_dict(cls, data: dict[str, list[float | None]]) -> History:
-        """The inverse of :meth:`to_dict`; ``ValueError`` if the columns differ in length."""
+        """The inverse of :meth:`to_dict`; ``ValueError`` if the columns differ in length.
+
+        A column that is missing or empty (one a checkpoint from an older version did not record) is
+        filled with NaN, one per step, so that every later row stays aligned with its step.
+        """
         history = cls()
         for name in cls.COLUMNS:
             history.columns[name].extend(math.nan if v is None else v for v in data.get(name, []))
         lengths = {name: len(values) for name, values in history.columns.items() if len(values)}
         if len(set(lengths.values())) > 1:
             raise ValueError(f"history columns of different lengths {lengths}: one row per step is needed")
+        steps = max(lengths.values(), default=0)
+        for values in history.columns.values():
+            if not values:
+                values.extend([math.nan] * steps)
         return history
 
     def rows(self) -> list[dict[str, float]]:
@@ -354,12 +362,15 @@ class History:
 
 #: The hooks a callback may define; the trainer calls those it has.
 CALLBACK_HOOKS = ("on_train_begin", "on_step_end", "on_eval", "on_train_end")
+#: The hooks only rank 0 calls under DDP (the others are called on every rank).
+RANK0_HOOKS = ("on_step_end", "on_eval")
 
 
 class Callback:
     """Hooks the trainer calls; subclass and override the ones you need (any object with one or more of
     these methods works too). Under torchrun ``on_train_begin`` and ``on_train_end`` run on every rank,
-    ``on_step_end`` and ``on_eval`` on rank 0 only, the one that logs.
+    ``on_step_end`` and ``on_eval`` on rank 0 only, the one that logs (so they must not call anything
+    every rank has to join, such as ``trainer.save_checkpoint()``; that is refused there).
 
     A step's ``record`` is a dict: ``step`` (int, counted from 1), ``lr``, ``train_loss`` (nats, the mean
     over the step's micro-batches and ranks), ``grad_norm`` (before clipping), ``grad_norm_clipped``,
@@ -484,6 +495,10 @@ class Trainer:
             if device.type == "cpu" and self.dtype is torch.float16:
                 self.dtype = torch.float32
         self.optimizer = make_optimizer(self.raw_model, config, device)
+        # Set once the optimizer has changed the weights: an interrupt that arrives inside optimizer.step()
+        # after its kernels ran (raised at its next Python line) must count the step, not drop it.
+        self._update_applied = False
+        self.optimizer.register_step_post_hook(lambda *_: setattr(self, "_update_applied", True))
         # fp16 has a narrow exponent range: scale the loss so small gradients do not flush to zero.
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.dtype is torch.float16)
         # One generator drives batch sampling; seeded alike on every rank, so each rank can take its
@@ -496,6 +511,7 @@ class Trainer:
         self.rollbacks: list[dict[str, float]] = []  # one entry per non-finite step rolled back
         self._good_state: dict[str, Any] | None = None  # rollback target (on_nonfinite="rollback" only)
         self._pending_record: dict[str, Any] | None = None  # a step applied but not yet recorded
+        self._in_rank0_hook = False  # inside a callback hook that rank 0 alone runs (under DDP)
         # On a GPU a step's time is the period between its host read and the previous step's (see
         # _step_seconds); None when the previous step's read is not comparable (none yet, or work between).
         self._last_read_at: float | None = None
@@ -620,7 +636,17 @@ class Trainer:
         return state
 
     def save_checkpoint(self) -> None:
-        """Write the run's checkpoint (rank 0 only) and make every rank wait until it exists."""
+        """Write the run's checkpoint (rank 0 only) and make every rank wait until it exists.
+
+        Every rank must call it: under DDP a callback's ``on_step_end`` or ``on_eval`` runs on rank 0
+        alone, so calling it there is refused (the other ranks would never reach its barrier).
+        """
+        if self._in_rank0_hook:
+            raise ConfigError(
+                "save_checkpoint() was called from a callback's on_step_end or on_eval, which under DDP run "
+                f"on rank 0 only (world size {self.world_size}): the other ranks would never reach its "
+                "barrier. The trainer saves every checkpoint_interval steps (TrainConfig), on a stop and at the end"
+            )
         if self.out_dir is not None and self.is_main:
             ckpt.save_checkpoint(
                 self.out_dir,
@@ -757,16 +783,18 @@ class Trainer:
         # that training already fits in memory; equal-sized pieces, so the mean of their means is the mean.
         micro = self.config.batch_size // self.world_size
         losses = []
-        iters = self.config.eval_iters if iters is None else check_positive_int("iters", iters)
-        for _ in range(iters):
-            x, y = get_batch(tokens, self.config.batch_size, self.block_size, generator)
-            pieces = []
-            for xs, ys in zip(x.split(micro), y.split(micro)):
-                xs, ys = self._to_device(xs), self._to_device(ys)
-                with autocast_context(self.device, self.dtype):
-                    pieces.append(self.raw_model(xs, ys).loss)
-            losses.append(torch.stack(pieces).mean().item())
-        self.raw_model.train(was_training)
+        try:
+            iters = self.config.eval_iters if iters is None else check_positive_int("iters", iters)
+            for _ in range(iters):
+                x, y = get_batch(tokens, self.config.batch_size, self.block_size, generator)
+                pieces = []
+                for xs, ys in zip(x.split(micro), y.split(micro)):
+                    xs, ys = self._to_device(xs), self._to_device(ys)
+                    with autocast_context(self.device, self.dtype):
+                        pieces.append(self.raw_model(xs, ys).loss)
+                losses.append(torch.stack(pieces).mean().item())
+        finally:  # an error (out of memory, say) that the caller catches must not leave it in eval mode
+            self.raw_model.train(was_training)
         return sum(losses) / len(losses)
 
     def _to_device(self, batch: torch.Tensor) -> torch.Tensor:
@@ -858,7 +886,8 @@ class Trainer:
         except BaseException:  # e.g. Ctrl-C in a notebook: the next step must not add onto these gradients
             self.optimizer.zero_grad(set_to_none=True)
             raise
-        unscaled = False
+        unscaled = scaler_updated = False
+        self._update_applied = False
         try:
             self.scaler.unscale_(self.optimizer)
             unscaled = True
@@ -880,26 +909,20 @@ class Trainer:
             self._check_finite(total_loss, grad_norm, lr)
             self.scaler.step(self.optimizer)  # skips the update if fp16 gradients overflowed
             self.scaler.update()
+            scaler_updated = True
         except BaseException:
+            if self._update_applied:
+                # Ctrl-C inside optimizer.step(), after the weights changed: the step happened. Count it
+                # (the next train() records it), so that the run never takes an update twice.
+                if not scaler_updated:
+                    self.scaler.update()
+                self._count_applied_step(lr, total_loss, grad_norm, max_norm)
+                raise
             # A divergence, or an interrupt while waiting for the GPU (on CUDA that read is where a
             # step spends its time): leave the optimizer and the loss scaler ready for the next step.
             self._abandon_step(unscaled)
             raise
-        # The update is applied: count it at once. An interrupt from here on (on a GPU, a wait for the
-        # optimizer's kernels) must not make the next train() redo a step the weights already took.
-        self.step += 1
-        record = {
-            "step": self.step,
-            "lr": lr,
-            "train_loss": total_loss,
-            "val_loss": None,
-            "grad_norm": grad_norm,
-            "grad_norm_clipped": min(grad_norm, max_norm),
-            "tokens_per_s": math.nan,
-            "mfu": None,
-        }
-        self._pending_record = record  # finished by _finish_step, even if the timing below is interrupted
-        self.optimizer.zero_grad(set_to_none=True)
+        record = self._count_applied_step(lr, total_loss, grad_norm, max_norm)
         dt = self._step_seconds(t0, previous_read, read_at)
         tokens = config.batch_size * config.grad_accum_steps * self.block_size
         record["tokens_per_s"] = tokens / dt if dt > 0 else math.nan
@@ -908,6 +931,27 @@ class Trainer:
             record["mfu"] = (
                 self.flops_per_token * record["tokens_per_s"] / (self.peak_flops * self.world_size)
             )
+        return record
+
+    def _count_applied_step(
+        self, lr: float, loss: float, grad_norm: float, max_norm: float
+    ) -> dict[str, Any]:
+        """Count an update the weights have taken, at once, and leave its record pending: an interrupt
+        from here on (on a GPU, a wait for the optimizer's kernels) must not make the next train() redo a
+        step the weights already took; that call records it instead."""
+        self.step += 1
+        record = {
+            "step": self.step,
+            "lr": lr,
+            "train_loss": loss,
+            "val_loss": None,
+            "grad_norm": grad_norm,
+            "grad_norm_clipped": min(grad_norm, max_norm),
+            "tokens_per_s": math.nan,
+            "mfu": None,
+        }
+        self._pending_record = record  # finished by _finish_step, even if the timing is interrupted
+        self.optimizer.zero_grad(set_to_none=True)
         return record
 
     def _step_seconds(self, started: float, previous_read: float | None, read_at: float) -> float:
@@ -1017,10 +1061,15 @@ class Trainer:
 
     def _call_hook(self, hook: str, *args: Any) -> None:
         """Call ``hook`` on every callback that defines it (a duck-typed callback may define only some)."""
+        rank0_only = hook in RANK0_HOOKS and self.world_size > 1
         for callback in self.callbacks:
             method = getattr(callback, hook, None)
             if method is not None:
-                method(self, *args)
+                self._in_rank0_hook = rank0_only
+                try:
+                    method(self, *args)
+                finally:
+                    self._in_rank0_hook = False
 
     # ------------------------------------------------------------------ non-finite loss
     def _remember_good_state(self) -> None:

@@ -340,6 +340,19 @@ def test_history_is_compact_floats_and_round_trips():
     assert all(col.typecode == "d" for col in history.columns.values())
 
 
+def test_a_history_missing_a_column_keeps_its_rows_aligned():
+    """A column a checkpoint did not record (say, from an older version) was left empty: rows() was cut
+    to zero rows, and the next value appended to it was filed under step 1."""
+    saved = {"step": [1, 2, 3], "lr": [0.1, 0.1, 0.1], "train_loss": [3.0, 2.5, 2.0]}  # no elapsed_s, mfu...
+    history = History.from_dict(saved)
+    assert [row["step"] for row in history.rows()] == [1, 2, 3]
+    assert all(math.isnan(row["elapsed_s"]) for row in history.rows())
+    history.append({"step": 4, "lr": 0.1, "train_loss": 1.8, "elapsed_s": 9.0})
+    assert history.rows()[-1]["step"] == 4 and history.rows()[-1]["elapsed_s"] == 9.0
+    with pytest.raises(ValueError, match="different lengths"):
+        History.from_dict({**saved, "lr": [0.1]})
+
+
 @pytest.mark.parametrize(
     "kw, match",
     [
@@ -526,35 +539,76 @@ def _reference_weights(data, steps):
     return [p.detach().clone() for p in trainer.raw_model.parameters()], trainer.history
 
 
-@pytest.mark.parametrize("where", ["evaluation", "after the optimizer step"])
+@pytest.mark.parametrize("where", ["evaluation", "after the optimizer step", "inside the optimizer step"])
 def test_an_interrupt_after_the_update_neither_loses_nor_redoes_the_step(data, monkeypatch, where):
-    """The update is applied, then Ctrl-C arrives: in the evaluation, or (on CUDA) in the wait for the
-    optimizer's kernels. Calling train() again must record that step once, evaluate it, and not take
-    it again: the run ends with the weights and history of an uninterrupted one."""
+    """The update is applied, then Ctrl-C arrives: in the evaluation, (on CUDA) in the wait for the
+    optimizer's kernels, or (on the CPU) inside optimizer.step() itself, at its first Python line after
+    the kernels that changed the weights. Calling train() again must record that step once, evaluate
+    it, and not take it again: the run ends with the weights and history of an uninterrupted one."""
     tokenizer, train, val = data
     expected_weights, expected = _reference_weights(data, 8)
     trainer = Trainer(tiny_model(tokenizer, dropout=0.0), train, val, config(max_iters=8, eval_interval=4))
     import arlm_lib.train as train_module
 
-    target = (Trainer, "evaluate") if where == "evaluation" else (train_module, "synchronize")
-    original = getattr(*target)
     calls = {"n": 0}
+    hook = None
+    if where == "inside the optimizer step":
 
-    def interrupted(*args, **kwargs):
-        calls["n"] += 1
-        if (where == "evaluation" and calls["n"] == 1) or (where != "evaluation" and calls["n"] == 3):
-            raise KeyboardInterrupt
-        return original(*args, **kwargs)
+        def interrupt_third_update(optimizer, args, kwargs):  # runs after the update, inside step()
+            calls["n"] += 1
+            if calls["n"] == 3:
+                raise KeyboardInterrupt
 
-    monkeypatch.setattr(*target, interrupted)
+        hook = trainer.optimizer.register_step_post_hook(interrupt_third_update)
+    else:
+        target = (Trainer, "evaluate") if where == "evaluation" else (train_module, "synchronize")
+        original = getattr(*target)
+
+        def interrupted(*args, **kwargs):
+            calls["n"] += 1
+            if (where == "evaluation" and calls["n"] == 1) or (where != "evaluation" and calls["n"] == 3):
+                raise KeyboardInterrupt
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(*target, interrupted)
     with pytest.raises(KeyboardInterrupt):
         trainer.train()
     assert trainer.step == (4 if where == "evaluation" else 3)  # the applied update is counted
+    if hook is not None:
+        hook.remove()
+        adam_steps = {int(state["step"]) for state in trainer.optimizer.state.values()}
+        assert adam_steps == {3}  # AdamW took three updates, and the trainer counted three steps
     history = trainer.train()
     assert list(history.column("step")) == list(range(1, 9))
     assert history.evaluated()[0] == expected.evaluated()[0] == [4, 8]
     assert history.evaluated()[1] == pytest.approx(expected.evaluated()[1])
     assert all(torch.equal(a, b) for a, b in zip(expected_weights, trainer.raw_model.parameters()))
+
+
+def test_a_rank0_only_callback_may_not_save_a_checkpoint_under_ddp(data, tmp_path):
+    """Under DDP on_eval runs on rank 0 alone; a save from there waited at a barrier the other ranks
+    never reached, and the run died at the collective timeout (120 s, or 600 s with compile)."""
+    tokenizer, train, val = data
+
+    class SaveBest(Callback):
+        def on_eval(self, trainer, record):
+            trainer.save_checkpoint()
+
+    trainer = Trainer(
+        tiny_model(tokenizer),
+        train,
+        val,
+        config(max_iters=2, eval_interval=1),
+        callbacks=[SaveBest()],
+        out_dir=tmp_path,
+    )
+    record = {"step": 1, "val_loss": 3.0}
+    trainer._call_hook("on_eval", record)  # one process: every rank is here, so saving is fine
+    assert ckpt.checkpoint_path(tmp_path).is_file()
+    trainer.world_size = 2  # what on_eval sees on rank 0 of two
+    with pytest.raises(ConfigError, match=r"on rank 0 only \(world size 2\).*checkpoint_interval"):
+        trainer._call_hook("on_eval", record)
+    assert not trainer._in_rank0_hook  # cleared again, even after the error
 
 
 def test_on_train_begin_failing_restores_the_signal_handlers(data):
@@ -824,6 +878,25 @@ def test_evaluate_restores_the_models_mode(data, training):
     trainer.raw_model.train(training)
     trainer.evaluate(iters=1)
     assert trainer.raw_model.training == training
+
+
+def test_evaluate_restores_the_models_mode_when_it_fails(data, monkeypatch):
+    """An out-of-memory error a caller catches (to retry with fewer batches, say) left the model in eval
+    mode: the next training steps would run without dropout."""
+    tokenizer, train, val = data
+    trainer = Trainer(tiny_model(tokenizer), train, val, config())
+    trainer.raw_model.train()
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(trainer.raw_model, "forward", out_of_memory)
+    with pytest.raises(torch.OutOfMemoryError):
+        trainer.evaluate(iters=1)
+    assert trainer.raw_model.training
+    with pytest.raises(ConfigError):
+        trainer.evaluate(iters=0)
+    assert trainer.raw_model.training
 
 
 # ---------------------------------------------------------------------------- the Python API's guards
