@@ -5,8 +5,11 @@ Layout of ``<run_dir>/checkpoint.safetensors``:
 * tensors ``model.<name>``: the weights (a tied weight is stored once);
 * tensors ``optim.<param index>.<name>``: AdamW moments and step counts;
 * tensors ``rng.<name>``: the random-number generator states, so a resumed run is bit-identical;
+* tensor ``state.trainer``: the trainer state (step, history, ...) as UTF-8 JSON bytes. It grows with
+  every step of the run, and safetensors caps its header at 100 MB: in the header (where checkpoints
+  before it kept it, and which loading still reads) a run of about 640,000 steps could no longer save;
 * the safetensors header's string metadata: the format tag, a checksum of every tensor's bytes, and
-  JSON for the model config, the tokenizer, the training config and the trainer state (step, history).
+  JSON for the model config, the tokenizer and the training config.
 
 Loading parses only the safetensors header (JSON) and raw tensor bytes, so opening a checkpoint someone
 sent you cannot execute code, unlike ``torch.load`` of a pickle. A checkpoint is written to a temporary
@@ -33,6 +36,8 @@ from .model import GPT, GPTConfig
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
 FORMAT = "arlm-checkpoint/1"
+#: The tensor holding the trainer state as JSON bytes (see the module docstring).
+TRAINER_STATE_TENSOR = "state.trainer"
 
 
 @dataclass
@@ -176,7 +181,8 @@ def save_checkpoint(
         metadata["tokenizer"] = json.dumps(tokenizer.to_dict())
     if train_config is not None:
         metadata["train_config"] = json.dumps(train_config)
-    metadata["trainer_state"] = json.dumps(trainer_state or {})
+    state_json = json.dumps(trainer_state or {}).encode("utf-8")
+    tensors[TRAINER_STATE_TENSOR] = torch.frombuffer(bytearray(state_json), dtype=torch.uint8)
     # Checked before anything touches the disk: NaN optimizer moments would poison a resumed run as
     # surely as NaN weights.
     for name, tensor in tensors.items():
@@ -273,20 +279,36 @@ def _json_field(
 
 def _check_tensor_names(tensors: dict[str, torch.Tensor], path: Path) -> None:
     unknown = sorted(
-        k for k in tensors if k.split(".", 1)[0] not in ("model", "optim", "rng") or "." not in k
+        k
+        for k in tensors
+        if k != TRAINER_STATE_TENSOR and (k.split(".", 1)[0] not in ("model", "optim", "rng") or "." not in k)
     )
     if unknown:
         raise CheckpointError(
             f"{path} holds tensors this format does not define: {unknown[:5]} "
-            "(allowed prefixes: 'model.', 'optim.', 'rng.')"
+            f"(allowed: 'model.', 'optim.' and 'rng.' prefixes, and {TRAINER_STATE_TENSOR!r})"
         )
-    bad_rng = [
-        k for k, v in tensors.items() if k.startswith("rng.") and (v.dtype != torch.uint8 or v.dim() != 1)
+    bad = [
+        k
+        for k, v in tensors.items()
+        if k.startswith(("rng.", "state.")) and (v.dtype != torch.uint8 or v.dim() != 1)
     ]
-    if bad_rng:
-        raise CheckpointError(
-            f"{path} has invalid random-generator states {bad_rng}: expected 1-D uint8 tensors"
-        )
+    if bad:
+        what = "random-generator states" if bad[0].startswith("rng.") else "trainer state"
+        raise CheckpointError(f"{path} has invalid {what} {bad}: expected 1-D uint8 tensors")
+
+
+def _trainer_state(tensors: dict[str, torch.Tensor], metadata: dict[str, str], path: Path) -> dict[str, Any]:
+    """The trainer state: from its tensor, or from the header of a checkpoint written before it moved."""
+    if TRAINER_STATE_TENSOR not in tensors:
+        return _json_field(metadata, "trainer_state", path, dict, {})
+    try:
+        state = json.loads(tensors[TRAINER_STATE_TENSOR].numpy().tobytes().decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise CheckpointError(f"{path} has an invalid trainer state: {exc}") from exc
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} has an invalid trainer state: expected a JSON object")
+    return state
 
 
 def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
@@ -335,7 +357,7 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         model_state=model_state,
         tokenizer=_json_field(metadata, "tokenizer", path, dict),
         train_config=_json_field(metadata, "train_config", path, dict),
-        trainer_state=_json_field(metadata, "trainer_state", path, dict, {}),
+        trainer_state=_trainer_state(tensors, metadata, path),
         optimizer_state=optimizer_state,
         rng_state={k.removeprefix("rng."): v for k, v in tensors.items() if k.startswith("rng.")},
     )

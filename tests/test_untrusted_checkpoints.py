@@ -267,7 +267,19 @@ CASES = {
         r"invalid optimizer state",
     ),
     "bad-json": (
-        lambda t, m: m.__setitem__("trainer_state", "{not json"),
+        lambda t, m: t.__setitem__(ckpt.TRAINER_STATE_TENSOR, _state_bytes("{not json")),
+        r"invalid trainer state",
+    ),
+    "trainer-state-not-an-object": (
+        lambda t, m: t.__setitem__(ckpt.TRAINER_STATE_TENSOR, _state_bytes("[1, 2]")),
+        r"invalid trainer state: expected a JSON object",
+    ),
+    "trainer-state-2d": (
+        lambda t, m: t.__setitem__(ckpt.TRAINER_STATE_TENSOR, torch.zeros(2, 3, dtype=torch.uint8)),
+        r"invalid trainer state \['state\.trainer'\]",
+    ),
+    "bad-json-in-an-old-header": (
+        lambda t, m: (t.pop(ckpt.TRAINER_STATE_TENSOR), m.__setitem__("trainer_state", "{not json")),
         r"'trainer_state' entry is not valid JSON",
     ),
     "bad-optimizer": (lambda t, m: m.__setitem__("optimizer", "[]"), r"'optimizer' entry is a list"),
@@ -452,8 +464,47 @@ def trained_run(tmp_path: Path) -> tuple[Path, torch.Tensor]:
     return run, tokens
 
 
+def _state_bytes(text: str) -> torch.Tensor:
+    return torch.frombuffer(bytearray(text.encode("utf-8")), dtype=torch.uint8)
+
+
 def _trainer_state(**fields):
-    return _json_entry("trainer_state", **fields)
+    """An edit that sets ``fields`` in the trainer state (JSON bytes in its own tensor)."""
+
+    def edit(tensors, metadata):
+        state = json.loads(tensors[ckpt.TRAINER_STATE_TENSOR].numpy().tobytes())
+        tensors[ckpt.TRAINER_STATE_TENSOR] = _state_bytes(json.dumps({**state, **fields}))
+
+    return edit
+
+
+def _move_trainer_state_to_the_header(tensors, metadata):
+    """Where checkpoints written before the trainer state had its own tensor kept it."""
+    metadata["trainer_state"] = tensors.pop(ckpt.TRAINER_STATE_TENSOR).numpy().tobytes().decode("utf-8")
+
+
+def test_a_checkpoint_with_the_trainer_state_in_its_header_still_resumes(tmp_path: Path, trained_run) -> None:
+    """The models shipped with the package, and every run saved before the state moved, keep it there."""
+    from arlm_lib.train import Trainer
+
+    run, tokens = trained_run
+    old_style = _craft(tmp_path, run, _move_trainer_state_to_the_header)
+    assert ckpt.load_checkpoint(old_style).trainer_state == ckpt.load_checkpoint(run).trainer_state
+    resumed = Trainer.resume(old_style, tokens, tokens, max_iters=6)
+    assert resumed.step == 4 and list(resumed.history.column("step")) == [1, 2, 3, 4]
+
+
+def test_the_header_stays_small_however_long_the_history(tmp_path: Path) -> None:
+    """safetensors caps its header at 100 MB; with the history in it, at about 157 bytes a step, a run of
+    some 640,000 steps could no longer save a checkpoint, nor resume past that point."""
+    steps = 20_000
+    history = {"step": list(range(1, steps + 1)), "train_loss": [2.5] * steps}
+    ckpt.save_checkpoint(tmp_path / "run", _tiny_model(), trainer_state={"step": steps, "history": history})
+    path = tmp_path / "run" / ckpt.CHECKPOINT_FILE
+    with open(path, "rb") as fh:
+        header_bytes = int.from_bytes(fh.read(8), "little")
+    assert header_bytes < 20_000  # model config, checksum and tensor offsets only
+    assert ckpt.load_checkpoint(path).trainer_state["history"] == history
 
 
 def _train_config(**fields):
