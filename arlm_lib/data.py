@@ -93,9 +93,14 @@ def read_text_file(path: str | os.PathLike[str]) -> str:
     _check_file(path)
     raw = path.read_bytes()
     try:
-        return raw.decode("utf-8").removeprefix(_BOM)
+        text = raw.decode("utf-8").removeprefix(_BOM)
     except UnicodeDecodeError as err:
         raise _not_utf8(path, err.start, raw[err.start : err.end]) from err
+    if not text:  # a byte-order mark and nothing else
+        raise DataError(
+            f"{path} holds no text (only a byte-order mark); a corpus needs at least one character"
+        )
+    return text
 
 
 def tensor_dtype_for(vocab_size: int) -> torch.dtype:
@@ -115,9 +120,16 @@ def encode_text(text: str, tokenizer: Tokenizer, dtype: torch.dtype | None = Non
     The default dtype is :func:`tensor_dtype_for` (int16 for char vocabularies): half or a quarter of
     int64's memory. :func:`get_batch` returns int64 batches whatever the stream's dtype.
     """
-    ids = tokenizer.encode_array(text)
-    dtype = tensor_dtype_for(tokenizer.vocab_size) if dtype is None else dtype
-    return torch.from_numpy(ids).to(dtype)
+    if dtype is None:
+        dtype = tensor_dtype_for(tokenizer.vocab_size)
+    elif dtype.is_floating_point or dtype.is_complex or dtype == torch.bool:
+        raise ConfigError(f"dtype={dtype} is not allowed: token ids need an integer dtype")
+    elif torch.iinfo(dtype).max < tokenizer.vocab_size - 1:  # ids past it would wrap round to other ids
+        raise ConfigError(
+            f"dtype={dtype} is not allowed: it holds ids up to {torch.iinfo(dtype).max}, and this tokenizer "
+            f"has {tokenizer.vocab_size} ids; leave dtype out to get {tensor_dtype_for(tokenizer.vocab_size)}"
+        )
+    return torch.from_numpy(tokenizer.encode_array(text)).to(dtype)
 
 
 def encode_file(

@@ -222,6 +222,45 @@ def test_downloaded_non_utf8_is_rejected_and_not_cached(server, cache):
     assert not cached_path(url, cache).exists()
 
 
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_a_download_cut_short_is_an_error_and_not_cached(cache, chunked):
+    """The connection drops after 28 bytes: with a Content-Length this raised a raw IncompleteRead; a
+    truncated body must never become (and stay, cached) the corpus."""
+    import http.server
+    import threading
+
+    class CutShort(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self):
+            self.send_response(200)
+            if chunked:
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                self.wfile.write(b"1c\r\nhello world, this is a trunc\r\n")  # and no final 0-size chunk
+            else:
+                self.send_header("Content-Length", "1000")
+                self.end_headers()
+                self.wfile.write(b"hello world, this is a trunc")
+            self.wfile.flush()
+            self.close_connection = True
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), CutShort)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/input.txt"
+    try:
+        with pytest.raises(DataError, match="cut short: 28 bytes received") as err:
+            load_text(url, timeout=5)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert "by hand" in str(err.value)
+    assert not cached_path(url, cache).exists()
+
+
 def test_a_new_grammar_version_does_not_reuse_the_cached_corpus(monkeypatch):
     monkeypatch.setattr(registry.SyntheticLanguage, "text", lambda self, n_chars, seed=None: "old grammar\n")
     assert load_corpus("synthetic-copy") == "old grammar\n"

@@ -236,6 +236,24 @@ def test_encode_text_is_compact_and_exact(char: CharTokenizer, bpe: BPETokenizer
     assert bpe.decode(b) == TEXT
 
 
+def test_a_dtype_too_small_for_the_vocabulary_is_refused(bpe: BPETokenizer) -> None:
+    """uint8 wrapped id 264 round to 8, itself a valid id: the stream silently held other text."""
+    with pytest.raises(
+        ConfigError, match=r"dtype=torch.uint8 .* holds ids up to 255, and this tokenizer has 320"
+    ):
+        encode_text(TEXT, bpe, dtype=torch.uint8)
+    with pytest.raises(ConfigError, match="integer dtype"):
+        encode_text(TEXT, bpe, dtype=torch.float32)
+    assert encode_text(TEXT, bpe, dtype=torch.int16).tolist() == bpe.encode(TEXT)
+
+
+def test_a_file_holding_only_a_byte_order_mark_is_empty(tmp_path, char: CharTokenizer) -> None:
+    path = tmp_path / "bom.txt"
+    path.write_bytes("\ufeff".encode())
+    with pytest.raises(DataError, match="holds no text"):
+        encode_file(path, char)
+
+
 def test_compact_dtypes_hold_every_id_of_the_vocabulary(tmp_path) -> None:
     """The compact dtypes must hold the largest id: a GPT-2 vocabulary (50,257) in int16 would wrap
     ids >= 32,768 to negative numbers without any error."""

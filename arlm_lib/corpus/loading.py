@@ -13,6 +13,7 @@ Offline, fetch the file by hand (``curl -L -o input.txt URL``) and pass its path
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import urllib.error
 import urllib.parse
@@ -119,11 +120,25 @@ def _check_text(data: bytes, source: str) -> str:
 
 
 def _download(url: str, dest: Path, timeout: float) -> bytes:
-    """Fetch ``url`` into memory; on failure a DataError with instructions for a manual download."""
+    """Fetch ``url`` into memory; on failure a DataError with instructions for a manual download.
+
+    A download cut short is a failure, never a corpus: a chunked body that ends early raises
+    ``http.client.IncompleteRead``, and a body shorter than its ``Content-Length`` is refused here (so
+    neither is cached). A server that sends neither can only be checked by passing ``sha256``.
+    """
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
-            return response.read()
-    except (TimeoutError, urllib.error.URLError, ConnectionError, OSError, ValueError) as e:
+            data = response.read()
+            expected = response.headers.get("Content-Length")
+            if expected is not None and expected.strip().isdigit() and int(expected) != len(data):
+                raise http.client.IncompleteRead(data, int(expected) - len(data))
+            return data
+    except (
+        TimeoutError, urllib.error.URLError, ConnectionError, OSError, ValueError, http.client.HTTPException
+    ) as e:  # fmt: skip
+        if isinstance(e, http.client.IncompleteRead):
+            more = f", {e.expected:,} more expected" if isinstance(e.expected, int) else ""
+            e = f"the download was cut short: {len(e.partial):,} bytes received{more}"
         reason = getattr(e, "reason", e)
         raise DataError(
             f"could not download {url} ({reason}). If this machine is offline, download the file by hand "
