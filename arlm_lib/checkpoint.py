@@ -291,7 +291,7 @@ def _check_tensor_names(tensors: dict[str, torch.Tensor], path: Path) -> None:
     bad = [
         k
         for k, v in tensors.items()
-        if k.startswith(("rng.", "state.")) and (v.dtype != torch.uint8 or v.dim() != 1)
+        if (k.startswith("rng.") or k == TRAINER_STATE_TENSOR) and (v.dtype != torch.uint8 or v.dim() != 1)
     ]
     if bad:
         what = "random-generator states" if bad[0].startswith("rng.") else "trainer state"

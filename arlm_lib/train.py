@@ -1061,15 +1061,14 @@ class Trainer:
 
     def _call_hook(self, hook: str, *args: Any) -> None:
         """Call ``hook`` on every callback that defines it (a duck-typed callback may define only some)."""
-        rank0_only = hook in RANK0_HOOKS and self.world_size > 1
-        for callback in self.callbacks:
-            method = getattr(callback, hook, None)
-            if method is not None:
-                self._in_rank0_hook = rank0_only
-                try:
+        self._in_rank0_hook = hook in RANK0_HOOKS and self.world_size > 1
+        try:
+            for callback in self.callbacks:
+                method = getattr(callback, hook, None)
+                if method is not None:
                     method(self, *args)
-                finally:
-                    self._in_rank0_hook = False
+        finally:
+            self._in_rank0_hook = False
 
     # ------------------------------------------------------------------ non-finite loss
     def _remember_good_state(self) -> None:

@@ -103,7 +103,7 @@ def normalize_prompts(
         for t in prompt:
             if isinstance(t, bool) or not isinstance(t, numbers.Integral) or not 0 <= t < vocab_size:
                 raise GenerationError(
-                    f"{prompt_name(None if len(prompts) == 1 else row)} has token id {t!r}: ids must be integers in "
+                    f"{prompt_name(row, len(prompts))} has token id {t!r}: ids must be integers in "
                     f"0..{vocab_size - 1}"
                 )
         prompt = [int(t) for t in prompt]
@@ -115,20 +115,19 @@ def normalize_prompts(
     return out, single
 
 
-def prompt_name(row: int | None) -> str:
-    """How messages name a prompt: by its row (0-based, as in Python) in a batch of several, or as "the
-    prompt" when there is one (a batch of one included: the command line and generate_text pass one so)."""
-    return "the prompt" if row is None else f"prompt {row}"
+def prompt_name(row: int, count: int) -> str:
+    """How messages name prompt ``row`` of ``count``: by its row (0-based, as in Python) in a batch of
+    several, or as "the prompt" when there is one (a batch of one included: the command line and
+    generate_text pass one so)."""
+    return "the prompt" if count == 1 else f"prompt {row}"
 
 
-def crop_prompt(prompt: list[int], block_size: int, row: int | None = None) -> list[int]:
-    """The last ``block_size`` tokens of ``prompt``, with a warning if anything was cut.
-
-    ``row`` is the prompt's row in a batch of several, or None for the only prompt.
-    """
+def crop_prompt(prompt: list[int], block_size: int, row: int = 0, count: int = 1) -> list[int]:
+    """The last ``block_size`` tokens of ``prompt`` (row ``row`` of ``count`` prompts), with a warning
+    if anything was cut."""
     if len(prompt) > block_size:
         warnings.warn(
-            f"{prompt_name(row)} has {len(prompt)} tokens, more than the context window (block_size="
+            f"{prompt_name(row, count)} has {len(prompt)} tokens, more than the context window (block_size="
             f"{block_size}); it is cropped from the left to its last {block_size} tokens",
             stacklevel=3,
         )

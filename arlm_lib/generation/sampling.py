@@ -238,9 +238,7 @@ def generate(
     if compile and not use_cache:
         raise GenerationError("compile=True decodes through a static KV cache: it needs use_cache=True")
     generator = make_generator(seed)
-    windows = [
-        crop_prompt(p, block_size, None if len(prompts) == 1 else row) for row, p in enumerate(prompts)
-    ]
+    windows = [crop_prompt(p, block_size, row, len(prompts)) for row, p in enumerate(prompts)]
     return _steps(
         model,
         prompts,
