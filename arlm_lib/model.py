@@ -274,7 +274,7 @@ class StaticKVCache(KVCache):
 class GPTOutput:
     """What a forward pass returns. ``attentions`` is filled only with ``return_attention=True``."""
 
-    logits: torch.Tensor  # (B, T, vocab_size)
+    logits: torch.Tensor | None  # (B, T, vocab_size); None with loss_only=True
     loss: torch.Tensor | None = None
     attentions: list[torch.Tensor] | None = None  # per layer: (B, n_head, T, T_keys)
     max_attn_logit: float | None = None  # largest pre-softmax score, over all layers and heads
@@ -492,6 +492,7 @@ class GPT(nn.Module):
         position_ids: torch.Tensor | None = None,
         kv_cache: KVCache | None = None,
         return_attention: bool = False,
+        loss_only: bool = False,
     ) -> GPTOutput:
         """Next-token logits for every position of ``idx`` (B, T).
 
@@ -499,7 +500,13 @@ class GPT(nn.Module):
         ``attention_mask`` (B, T_keys): 1 for real tokens, 0 for padding; padded keys are never attended.
         ``position_ids`` (B, T): positions to embed; by default 0..T-1, continuing after the cache.
         ``kv_cache``: with a cache, ``idx`` holds only the new tokens; the cache grows by T.
+        ``loss_only``: with ``targets``, return the loss alone (``logits`` and ``hidden_states`` None), as
+        training does. Under ``torch.compile`` the forward and backward are one autograd function: had it
+        returned the logits, the backward would build and read a zero gradient for them, a tensor as big
+        as the logits (6.6 GB per step for GPT-2 at batch 64 x 1024), although no loss depends on it.
         """
+        if loss_only and targets is None:
+            raise ConfigError("loss_only=True needs targets: without them there is no loss to return")
         B, T = idx.shape
         if kv_cache is not None and kv_cache.fixed_shape:
             # A StaticKVCache (compiled decoding): where the new tokens go and what each one may see
@@ -538,9 +545,9 @@ class GPT(nn.Module):
                 logits.view(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=-100
             )
         return GPTOutput(
-            logits=logits,
+            logits=None if loss_only else logits,
             loss=loss,
             attentions=attentions if return_attention else None,
             max_attn_logit=max(max_logits) if return_attention else None,
-            hidden_states=x,
+            hidden_states=None if loss_only else x,
         )

@@ -751,10 +751,10 @@ class Trainer:
     def _forward_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         with autocast_context(self.device, self.dtype):
             if self._compiled_ok:
-                return self.model(x, y).loss
+                return self.model(x, y, loss_only=True).loss
             try:  # torch.compile is lazy: a missing backend or compiler only shows at the first call
                 with _backward_compiled_now():  # ...and the backward graph's at the first backward
-                    loss = self.model(x, y).loss
+                    loss = self.model(x, y, loss_only=True).loss
                 self._compiled_ok = True
                 return loss
             except torch.cuda.OutOfMemoryError:  # torch.OutOfMemoryError only from torch 2.5
@@ -764,7 +764,7 @@ class Trainer:
                     warn_compile_fallback(exc)
                 self._compiled_ok = True
                 self.model = self._wrap_model(use_compile=False)
-                return self.model(x, y).loss
+                return self.model(x, y, loss_only=True).loss
 
     @torch.no_grad()
     def evaluate(self, tokens=None, iters: int | None = None) -> float:
