@@ -31,8 +31,8 @@ _CURVES = (
 _DIGITS = 4
 #: The series that share a panel with another one (the rest have a panel of their own).
 _PAIRED = frozenset({"train_loss", "val_loss", "grad_norm", "grad_norm_clipped"})
-# Short enough for a phone's 600 px figure, where two panels share a row.
-_PANEL_TITLES = ("loss", "grad norm (raw / clipped)", "learning rate", "throughput (tokens/s)")
+# Short enough for a phone's 600 px figure, where two panels share a row. The trainer's losses are nats.
+_PANEL_TITLES = ("loss (nats/token)", "grad norm (raw / clipped)", "learning rate", "throughput (tokens/s)")
 
 
 def _line_style_key(recorded: set[str]) -> str:
