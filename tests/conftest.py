@@ -6,9 +6,11 @@ when either is missing, and fail under CI (``CI=true``), where ``.ci/run`` provi
 
 from __future__ import annotations
 
+import importlib
 import math
 import os
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
@@ -39,6 +41,15 @@ def skip_or_fail(reason: str) -> None:
     if under_ci():
         pytest.fail(f"{reason} (CI=true: this must not be skipped)")
     pytest.skip(f"*** SKIPPED: {reason} ***")
+
+
+def require_module(name: str, reason: str | None = None) -> ModuleType:
+    """Import ``name`` for a test, like ``pytest.importorskip``, but under CI a missing module fails the
+    test instead of skipping it silently (CI installs every test dependency)."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        skip_or_fail(f"{reason or f'{name} is not installed'} ({exc})")
 
 
 def toc_docnames() -> list[str]:

@@ -163,6 +163,37 @@ def test_cuda_batches_match_cpu() -> None:
     assert torch.equal(xd.cpu(), xc)
 
 
+def test_a_cuda_batch_is_the_cpu_batch_copied_through_pinned_memory_without_a_gpu(monkeypatch) -> None:
+    """The CPU-runnable half of the test above: with device="cuda", get_batch draws the very windows
+    it draws for the CPU, pins them (unless pin_memory=False) and queues non-blocking copies.
+    ``Tensor.to`` and ``Tensor.pin_memory`` are spied on, so no GPU is needed: a copy "to CUDA"
+    records what was copied and how, and returns the CPU tensor itself."""
+    real_to = torch.Tensor.to
+    copies = []
+
+    def spy_to(self, *args, **kwargs):
+        named = [a for a in (*args, kwargs.get("device")) if isinstance(a, (str, torch.device))]
+        if named and torch.device(named[0]).type == "cuda":
+            copies.append((getattr(self, "pinned_by_test", False), kwargs.get("non_blocking", False)))
+            return self
+        return real_to(self, *args, **kwargs)
+
+    def spy_pin_memory(self):
+        pinned = self.clone()
+        pinned.pinned_by_test = True
+        return pinned
+
+    tokens = _stream()
+    xc, yc = get_batch(tokens, 4, 8, _gen(3))
+    monkeypatch.setattr(torch.Tensor, "to", spy_to)
+    monkeypatch.setattr(torch.Tensor, "pin_memory", spy_pin_memory)
+    for pin_memory, pinned in ((None, True), (True, True), (False, False)):
+        copies.clear()
+        xg, yg = get_batch(tokens, 4, 8, _gen(3), device="cuda", pin_memory=pin_memory)
+        assert torch.equal(xg, xc) and torch.equal(yg, yc)
+        assert copies == [(pinned, True)] * 2, pin_memory  # x and y, each queued without waiting
+
+
 # --------------------------------------------------------------------------------------------------
 # Splits
 # --------------------------------------------------------------------------------------------------

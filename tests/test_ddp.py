@@ -310,14 +310,28 @@ def test_a_one_process_checkpoint_resumes_with_two_ranks(data, tmp_path):
 
 @pytest.mark.slow
 def test_a_rank_that_dies_ends_the_torchrun_job_with_an_error(tmp_path):
-    train = {**TRAIN, "max_iters": 200, "eval_interval": 100, "progress": False, "ddp_timeout_s": 30}
+    """The job ends at once, not when a collective gives up: the survivor's timeout (200 s) is far
+    above the 90 s allowed, and rank 0 must end by torchrun's SIGTERM or by its own error about the
+    lost connection. A rank 0 that ignored the SIGTERM and waited would be SIGKILLed by torchrun after
+    its 30 s grace period, which the old check (elapsed < 90 with a 30 s timeout) let pass."""
+    train = {**TRAIN, "max_iters": 200, "eval_interval": 100, "progress": False, "ddp_timeout_s": 200}
     start = time.monotonic()
     proc = torchrun(tmp_path, out=None, train=train, fail={"step": 2, "how": "exit"})
     elapsed = time.monotonic() - start
     assert proc.returncode != 0
     assert elapsed < 90, f"the job took {elapsed:.0f} s to end after a rank died"
-    # torchrun names the rank that failed and its exit code.
+    # torchrun names the rank that failed and its exit code...
     assert re.search(r"rank\s*:\s*1 \(local_rank: 1\)\s+exitcode\s*:\s*3", proc.stderr), proc.stderr[-3000:]
+    # ...and how rank 0 ended: its own DistributedError (exit 2) or torchrun's SIGTERM, never SIGKILL.
+    rank0 = re.search(r"rank\s*:\s*0 \(local_rank: 0\)\s+exitcode\s*:\s*(-?\d+)", proc.stderr)
+    assert rank0 and rank0.group(1) in {"2", "-15"}, proc.stderr[-3000:]
+    assert "Unable to shutdown process" not in proc.stderr
+    error_file = tmp_path / "results" / "error_rank0.json"
+    if error_file.exists():  # rank 0 saw the broken connection before torchrun's SIGTERM reached it
+        error = json.loads(error_file.read_text())
+        assert error["type"] == "DistributedError" and "rank 0 of 2 lost contact" in error["message"]
+        cause = error["message"].split("Cause:", 1)[1].lower()
+        assert "timed out" not in cause and "timeout" not in cause, error["message"]
     assert not (tmp_path / "results" / "weights_rank0.safetensors").exists()
 
 

@@ -52,6 +52,7 @@ from arlm_lib.generate import (
 )
 from arlm_lib.generation.cli import check_sample_options
 from arlm_lib.generation.processors import VocabLimit
+from arlm_lib.generation.sampling import safe_length
 from arlm_lib.model import GPT, GPTConfig
 from arlm_lib.tokenizers import CharTokenizer, train_tokenizer
 
@@ -256,6 +257,15 @@ def test_bad_generate_arguments_raise_before_the_first_step(model):
         generate(model, [1], stop_strings=["x"])  # no tokenizer to decode with
     with pytest.raises(GenerationError, match="unknown generation option"):
         generate(model, [1], topk=3)
+
+
+@pytest.mark.parametrize("stop_ids", [True, [True], [2, False]])
+def test_a_bool_stop_id_is_refused_not_read_as_token_one_or_zero(model, text_model, tok, stop_ids):
+    # bool is an int subclass: without its own check, stop_ids=True would silently stop on token 1.
+    with pytest.raises(GenerationError, match="stop_ids"):
+        generate(model, [1, 2], stop_ids=stop_ids)
+    with pytest.raises(GenerationError, match="stop_ids"):
+        generate_text(text_model, tok, "the ", stop_ids=stop_ids)
 
 
 def test_unencodable_prompt_is_a_clear_tokenizer_error(text_model, tok):
@@ -589,7 +599,9 @@ def test_cache_and_no_cache_give_the_same_tokens(model):
 
 @pytest.mark.parametrize("keep", [1, 5, 16, BLOCK])
 def test_past_context_policy_matches_the_slow_reference(model, keep):
-    prompt = [2, 9, 4, 1, 6]
+    # Not [2, 9, 4, 1, 6]: from there greedy repeats one token whatever the window, so a wrong keep
+    # would go unseen. From this prompt each keep gives a different text.
+    prompt = PROMPTS[2]
     expected = greedy_reference(model, prompt, 60, keep)
     for use_cache in (True, False):
         got = generate_ids(
@@ -686,6 +698,34 @@ def test_steps_report_processed_and_raw_probabilities(model):
         assert [p for _, p in tok.top_raw] == sorted((p for _, p in tok.top_raw), reverse=True)
         ids.append(tok.token_id)
     assert steps[-1].tokens[0].finish_reason == "length" and steps[-1].finished
+
+
+@pytest.mark.parametrize("penalty", [1.0, 1.8])
+def test_greedy_steps_report_the_penalised_softmax_not_a_one_hot(model, penalty):
+    """Greedy decoding takes the argmax, but the reported ``prob`` and ``top`` are those of the
+    distribution after the penalties only (softmax of the penalised logits): a one-hot would report
+    1.0 for every token and list only the chosen one."""
+    ids = list(PROMPTS[0])
+    steps = list(
+        generate(model, ids, temperature=0, repetition_penalty=penalty, max_new_tokens=12, return_top=3)
+    )
+    for step in steps:
+        tok = step.tokens[0]
+        with torch.no_grad():
+            logits = model(torch.tensor([ids])).logits[0, -1].double()
+        seen = torch.tensor(sorted(set(ids)))
+        penalised = logits.clone()
+        penalised[seen] = torch.where(logits[seen] > 0, logits[seen] / penalty, logits[seen] * penalty)
+        probs = F.softmax(penalised, -1)
+        top3 = torch.topk(probs, 3)
+        assert tok.token_id == int(top3.indices[0])
+        assert tok.prob == pytest.approx(float(probs[tok.token_id]), rel=1e-5)
+        assert tok.prob < 0.999  # a real distribution here, so a one-hot could not pass the line above
+        assert len(tok.top) == 3
+        assert [t for t, _ in tok.top] == top3.indices.tolist()
+        assert [p for _, p in tok.top] == pytest.approx(top3.values.tolist(), rel=1e-5)
+        assert tok.raw_prob == pytest.approx(float(F.softmax(logits, -1)[tok.token_id]), rel=1e-4)
+        ids.append(tok.token_id)
 
 
 @pytest.mark.parametrize(
@@ -896,6 +936,37 @@ def test_stream_text_joins_to_generate_text(text_model, tok):
     assert "".join(pieces) == full[: full.index(stop)]
 
 
+def test_stream_text_sends_the_held_back_tail_when_the_length_limit_ends_the_text(text_model, tok):
+    """The last character begins a stop string that never completes: held back while the stop might
+    still come, it must be sent once max_new_tokens ends the generation (else it is silently lost)."""
+    kw = dict(seed=5, max_new_tokens=25)
+    full = generate_text(text_model, tok, "the ", **kw)
+    stop = full[-1] + "#"  # "#" is not in the tokenizer's alphabet: this stop string never matches
+    assert generate_text(text_model, tok, "the ", stop_strings=[stop], **kw) == full
+    assert "".join(stream_text(text_model, tok, "the ", stop_strings=[stop], **kw)) == full
+
+
+def test_safe_length_holds_back_the_longest_possible_start_of_a_stop_string():
+    # "ab\n\n" ends with "\n" and with "\n\n", both starts of "\n\nQ:": both newlines may belong to it.
+    assert safe_length("ab\n\n", ["\n\nQ:"]) == 2
+    assert safe_length("ab\n", ["\n\nQ:"]) == 2
+    assert safe_length("abc", ["\n\nQ:"]) == 3
+    assert safe_length("aaa", ["aab"]) == 1
+    assert safe_length("ab\ufffd", ["x"]) == 2  # a partial UTF-8 character is never shown
+
+
+def test_stream_text_holds_back_a_repeated_character_that_may_start_a_stop_string(text_model, tok):
+    """A stop string whose start repeats a character ("xx" + one more): after "xx" both characters
+    may begin it, so both are held back, not only the last one."""
+    kw = dict(seed=5, max_new_tokens=25)
+    full = generate_text(text_model, tok, "the ", **kw)
+    i = next(i for i in range(len(full) - 2) if full[i] == full[i + 1])
+    stop = full[i : i + 3]
+    assert full.index(stop) == i
+    pieces = list(stream_text(text_model, tok, "the ", stop_strings=[stop], **kw))
+    assert "".join(pieces) == full[:i] == generate_text(text_model, tok, "the ", stop_strings=[stop], **kw)
+
+
 def test_stream_text_never_shows_half_a_character():
     bpe = train_tokenizer("bpe", "注意力机制 " * 30, vocab_size=260)
     script = bpe.encode("注意")
@@ -955,6 +1026,32 @@ def test_beam_width_one_equals_greedy(model):
     for prompt in PROMPTS:
         (best,) = beam_search(model, prompt, 1, 50)
         assert best.ids == generate_ids(model, prompt, temperature=0, max_new_tokens=50)
+
+
+def test_beam_width_one_equals_greedy_past_the_context_for_every_context_keep(model):
+    """beam_search must pass its context_keep on to the window: dropped, every beam would be cut back
+    to the default half block (16 tokens) instead, and the 60 tokens past the 32-token block differ."""
+    prompt = PROMPTS[2]  # [2, 9, 4, 1, 6] would fall into repeating one token, whatever the keep
+    default = generate_ids(model, prompt, temperature=0, max_new_tokens=60)
+    differ = 0
+    for keep in (1, 5, BLOCK):
+        greedy = generate_ids(model, prompt, temperature=0, max_new_tokens=60, context_keep=keep)
+        (best,) = beam_search(model, prompt, 1, 60, context_keep=keep)
+        assert best.ids == greedy, keep
+        differ += greedy != default
+    assert differ == 3  # every keep changes the text here: the comparison above can see a dropped keep
+
+
+def test_beam_search_never_fills_a_beam_with_an_impossible_token():
+    """2 * num_beams candidates, but only two possible tokens (a tokenizer of 2 ids, a model of 4 rows):
+    the padded ids have score -inf and must end the candidate list, not become a third hypothesis."""
+    model = make_model(vocab_size=4, seed=1)
+    tokenizer = SimpleNamespace(vocab_size=2, bos_id=0)
+    for use_cache in (True, False):
+        hyps = beam_search(model, [1, 0], 3, 1, tokenizer=tokenizer, use_cache=use_cache)
+        assert len(hyps) == 2, hyps
+        assert sorted(h.ids[0] for h in hyps) == [0, 1]
+        assert all(len(h.ids) == 1 and math.isfinite(h.score) for h in hyps)
 
 
 def test_wide_beam_finds_the_exact_best_two_token_continuation(model):
@@ -1204,6 +1301,19 @@ def test_score_equals_the_sum_of_generation_logprobs_even_past_the_context(model
     assert score.surprisal_bits == pytest.approx([-lp / math.log(2) for lp in reported], abs=1e-5)
 
 
+def test_score_uses_the_given_context_keep_like_generation_did(model):
+    """Generated with context_keep=5 past the block, the text scores to the reported log-probs only
+    when scored with the same keep: the default keep (half the block) sees other windows."""
+    prompt = PROMPTS[2]
+    steps = list(generate(model, prompt, max_new_tokens=60, seed=9, context_keep=5))
+    ids = prompt + [s.tokens[0].token_id for s in steps]
+    reported = [s.tokens[0].logprob for s in steps]
+    score = score_sequence(model, ids, context_len=len(prompt), context_keep=5)
+    assert score.token_logprobs == pytest.approx(reported, abs=1e-5)
+    default = score_sequence(model, ids, context_len=len(prompt))
+    assert default.token_logprobs != pytest.approx(reported, abs=1e-3)
+
+
 def test_scoring_after_a_context_longer_than_the_window_matches_generation(model):
     long_prompt = [(i * 7) % VOCAB for i in range(BLOCK + 9)]
     with warnings.catch_warnings():
@@ -1437,3 +1547,71 @@ def test_processing_runs_in_float64_on_the_cpu_whatever_the_logits_device():
     model = GPT(GPTConfig(vocab_size=50, block_size=16, n_layer=1, n_head=2, n_embd=16)).to(device)
     on_device = generate_ids(model, [1, 2], GenerationConfig(max_new_tokens=5, top_p=0.9), seed=0)
     assert len(on_device) == 5 and all(0 <= t < 50 for t in on_device)
+
+
+class _OnAnAccelerator(torch.Tensor):
+    """A CPU tensor standing in for logits on an accelerator: every result of an operation on it stays
+    "on the accelerator" (this class) except a move to the CPU (``.cpu()``, ``.to("cpu")``,
+    ``.to(device="cpu")``), which gives a plain tensor. So without CUDA or MPS, a test can see whether
+    code moved the logits to the CPU or computed where they live."""
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        with torch._C.DisableTorchFunctionSubclass():
+            out = func(*args, **kwargs)
+        if func is torch.Tensor.cpu or (func is torch.Tensor.to and cls._target(args, kwargs) == "cpu"):
+            return out.as_subclass(torch.Tensor)
+
+        def wrap(x):
+            return x.as_subclass(cls) if isinstance(x, torch.Tensor) else x
+
+        return tuple(wrap(x) for x in out) if isinstance(out, (tuple, list)) else wrap(out)
+
+    @classmethod
+    def _target(cls, args, kwargs) -> str | None:
+        """The device type a ``Tensor.to`` call moves to (None: it does not name one)."""
+        for a in (*args[1:], kwargs.get("device")):
+            if isinstance(a, (str, torch.device)):
+                return torch.device(a).type
+            if isinstance(a, torch.Tensor):  # .to(other): other's device
+                return None if isinstance(a, cls) else a.device.type
+        return None
+
+
+def test_processing_runs_in_float64_on_the_cpu_even_for_logits_elsewhere_without_an_accelerator():
+    """The CPU-runnable half of test_processing_runs_in_float64_on_the_cpu_whatever_the_logits_device
+    (above, which needs a GPU): every processor must get a float64 tensor moved to the CPU, whatever
+    device the logits come from (MPS has no float64; a draw on the device would break seeds)."""
+    seen = []
+
+    def spy(processor):
+        def call(logits, histories):
+            seen.append((type(logits), logits.dtype))
+            return processor(logits, histories)
+
+        return call
+
+    logits = torch.randn(2, 50).as_subclass(_OnAnAccelerator)
+    assert type(logits.float() * 2) is _OnAnAccelerator and type(logits.to(torch.float64)) is _OnAnAccelerator
+    processors = GenerationConfig(temperature=0.7, top_k=10, top_p=0.9, min_p=0.05).processors()
+    out = apply_processors(logits, [[1, 2], [3]], [spy(p) for p in processors])
+    assert seen == [(torch.Tensor, torch.float64)] * len(processors)
+    assert type(out) is torch.Tensor and out.dtype == torch.float64
+    assert torch.equal(out, apply_processors(logits.as_subclass(torch.Tensor), [[1, 2], [3]], processors))
+
+    # Generation: a model whose logits are "on the accelerator" samples exactly the CPU model's tokens.
+    model = make_model()
+    expected = generate_ids(model, [1, 2], max_new_tokens=5, top_p=0.9, seed=0)
+
+    def elsewhere(module, args, output):
+        output.logits = output.logits.as_subclass(_OnAnAccelerator)
+        return output
+
+    handle = model.register_forward_hook(elsewhere)
+    try:
+        steps = list(generate(model, [1, 2], max_new_tokens=5, top_p=0.9, seed=0))
+    finally:
+        handle.remove()
+    assert [s.tokens[0].token_id for s in steps] == expected
+    assert all(type(s.tokens[0].prob) is float for s in steps)

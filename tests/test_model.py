@@ -181,7 +181,14 @@ def test_hidden_states_are_what_lm_head_reads_with_and_without_the_cache():
 def test_kv_cache_under_autocast_stores_the_autocast_dtype_and_matches_recomputing():
     # Generating inside autocast (float32 weights, bf16 compute; CUDA's usual setting, simulated with
     # CPU autocast): the cache must hold bf16 like the keys it stores, not float32 copies of twice the size.
+    # The weights are scaled up (logits of size ~3, not ~0.6 at init) and the tolerance is a fraction of
+    # the largest logit: at init, a stale key or a zeroed value in the cache moves the logits by only
+    # ~0.01, inside any bf16 tolerance; here it moves them by ~0.5 or more.
     fast, _ = make_pair()
+    with torch.no_grad():
+        for p in fast.parameters():
+            if p.dim() > 1:
+                p.mul_(8.0)
     idx = torch.randint(0, SMALL.vocab_size, (2, 12))
     with torch.autocast("cpu", dtype=torch.bfloat16):
         cache = fast.new_kv_cache(batch_size=2)
@@ -189,7 +196,10 @@ def test_kv_cache_under_autocast_stores_the_autocast_dtype_and_matches_recomputi
         full = fast(idx).logits
         pieces = [fast(idx[:, :5], kv_cache=cache).logits]
         pieces += [fast(idx[:, t : t + 1], kv_cache=cache).logits for t in range(5, 12)]
-    torch.testing.assert_close(torch.cat(pieces, dim=1), full, rtol=0, atol=0.05)  # bf16 rounding
+    scale = full.abs().max().item()
+    assert scale > 1.5  # the scaled weights give logits large enough for the tolerance below to mean much
+    # bf16 keeps ~3 significant digits: 2% of the largest logit is rounding, not a cache bug.
+    torch.testing.assert_close(torch.cat(pieces, dim=1), full, rtol=0, atol=0.02 * scale)
     assert fast.new_kv_cache(batch_size=1).keys.dtype == torch.float32  # outside autocast: the weights'
 
 
@@ -226,6 +236,28 @@ def test_the_4d_mask_is_causal_hides_padding_and_lets_each_query_see_itself(past
         assert plain.tolist() == [[j <= past + i for j in range(length)] for i in range(n_new)]
     else:
         assert attention_mask_4d(n_new, 0, None) is None  # the fused kernel's plain causal case
+
+
+def test_targets_of_minus_100_are_left_out_of_the_loss():
+    """-100 marks a position to ignore (padding, a prompt): the loss is the mean cross-entropy over the
+    other positions only, not one where -100 counts as token 0 or as one more position in the mean."""
+    torch.manual_seed(3)
+    model = GPT(SMALL).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.mul_(8.0)  # peaked distributions: token 0 is not about as likely as every target
+    idx = torch.randint(0, SMALL.vocab_size, (2, 16))
+    targets = torch.randint(1, SMALL.vocab_size, (2, 16))
+    targets[0, :6] = -100
+    targets[1, 9] = -100
+    out = model(idx, targets)
+    logits, kept = out.logits.float(), targets != -100
+    expected = F.cross_entropy(logits[kept], targets[kept])
+    torch.testing.assert_close(out.loss, expected, rtol=1e-6, atol=1e-6)
+    as_token_0 = F.cross_entropy(logits.view(-1, SMALL.vocab_size), targets.clamp(min=0).view(-1))
+    assert abs(as_token_0.item() - expected.item()) > 1e-3  # 1000 times the tolerance: a real test
+    torch.testing.assert_close(model(idx, targets, loss_only=True).loss, expected, rtol=1e-6, atol=1e-6)
 
 
 def test_context_longer_than_block_size_is_an_error():

@@ -15,6 +15,7 @@ import weakref
 import numpy as np
 import pytest
 import torch
+from conftest import require_module
 
 from arlm_lib import viz, widgets
 from arlm_lib.checkpoint import load_checkpoint
@@ -63,7 +64,7 @@ def expected_attention(model, tokenizer, text, layer, head):
 @pytest.mark.parametrize("use_widget", [False, True])
 def test_attention_explorer_recomputes_on_new_text_and_selections(model, tokenizer, use_widget, monkeypatch):
     if use_widget:
-        pytest.importorskip("anywidget", reason="plotly's FigureWidget needs anywidget")
+        require_module("anywidget", "plotly's FigureWidget needs anywidget")
     monkeypatch.setattr(widgets, "_figure_widget_available", lambda: use_widget)
     app = widgets.AttentionExplorer(model, tokenizer, "the cat")
     assert type(app.figure).__name__ == ("FigureWidget" if use_widget else "Figure")
@@ -448,8 +449,8 @@ print("x labels:", len(bundle["data"][0]["x"]))
 
 @pytest.mark.slow
 def test_output_fallback_draws_into_its_widget_in_a_kernel():
-    nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
+    nbformat = require_module("nbformat")
+    nbclient = require_module("nbclient")
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(KERNEL_CODE)])
     nbclient.NotebookClient(nb, timeout=120, kernel_name="python3").execute()
     outputs = nb.cells[0].outputs
