@@ -7,6 +7,7 @@ when either is missing, and fail under CI (``CI=true``), where ``.ci/run`` provi
 from __future__ import annotations
 
 import importlib
+import json
 import math
 import os
 from pathlib import Path
@@ -59,6 +60,21 @@ def toc_docnames() -> list[str]:
     site = parse_toc_yaml(TOC_PATH)
     root = site.root.docname
     return [root] + [name for name in site if name != root]
+
+
+def orphan_docnames() -> list[str]:
+    """The notebooks built without a place in _toc.yml or the navigation, as docnames: those whose
+    metadata says ``"orphan": true`` (the view test page; book/_ext/arlm_book.py builds them)."""
+    return [
+        path.relative_to(REPO_ROOT).with_suffix("").as_posix()
+        for path in sorted(BOOK_DIR.glob("*.ipynb"))
+        if json.loads(path.read_text(encoding="utf-8")).get("metadata", {}).get("orphan") is True
+    ]
+
+
+def book_docnames() -> list[str]:
+    """Every page the book builds from its sources: the table of contents, then the orphan notebooks."""
+    return toc_docnames() + orphan_docnames()
 
 
 @pytest.fixture(scope="session")

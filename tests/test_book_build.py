@@ -24,7 +24,7 @@ import nbformat
 import numpy as np
 import plotly.graph_objects as go
 import pytest
-from conftest import REPO_ROOT, toc_docnames
+from conftest import REPO_ROOT, book_docnames
 
 from arlm_lib import display
 
@@ -567,6 +567,7 @@ def test_build_warns_on_widget_and_plotly_json_outputs(tmp_path, monkeypatch):
     monkeypatch.setenv("TQDM_DISABLE", "1")
 
     from sphinx.application import Sphinx
+    from sphinx.util.docutils import docutils_namespace
 
     src = tmp_path / "src"
     src.mkdir()
@@ -593,32 +594,90 @@ def test_build_warns_on_widget_and_plotly_json_outputs(tmp_path, monkeypatch):
     ]
     nbformat.write(nb, src / "index.ipynb")
     warnings = StringIO()
-    app = Sphinx(
-        srcdir=str(src),
-        confdir=None,
-        outdir=str(tmp_path / "out"),
-        doctreedir=str(tmp_path / "doctrees"),
-        buildername="html",
-        confoverrides={
-            "extensions": ["myst_nb", "arlm_book"],
-            "nb_execution_mode": "off",
-            "nb_ipywidgets_js": {},
-        },
-        status=None,
-        warning=warnings,
-        freshenv=True,
-    )
-    app.build()
+    # Sphinx registers its nodes with docutils, process-wide: a second build in this process would
+    # warn that they are already registered, unless each build puts back what it found.
+    with docutils_namespace():
+        app = Sphinx(
+            srcdir=str(src),
+            confdir=None,
+            outdir=str(tmp_path / "out"),
+            doctreedir=str(tmp_path / "doctrees"),
+            buildername="html",
+            confoverrides={
+                "extensions": ["myst_nb", "arlm_book"],
+                "nb_execution_mode": "off",
+                "nb_ipywidgets_js": {},
+            },
+            status=None,
+            warning=warnings,
+            freshenv=True,
+        )
+        app.build()
     log = warnings.getvalue()
     assert "an ipywidget is displayed in the static book" in log
     assert PLOTLY_MIME in log, "myst-nb's skipped-mime warning must reach the build log"
+
+
+@pytest.mark.slow
+def test_a_notebook_marked_orphan_is_built_without_a_place_in_the_navigation(tmp_path, monkeypatch):
+    """The view test page is a fixture, not a chapter: left out of _toc.yml (and so of every page's
+    navigation) but marked orphan, it is still built, with no warning under -W; a notebook _toc.yml does
+    not name and that is not marked orphan is still left out."""
+    from io import StringIO
+
+    monkeypatch.setenv("ARLM_BOOK_BUILD", "1")
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+
+    from sphinx.application import Sphinx
+    from sphinx.util.docutils import docutils_namespace
+
+    src = tmp_path / "src"
+    (src / "book").mkdir(parents=True)
+    (src / "_toc.yml").write_text("format: jb-book\nroot: book/intro\nchapters:\n- file: book/a\n")
+    (src / "book" / "intro.md").write_text("# Intro\n\nThe [view test page](viewtest.ipynb).\n")
+    kernelspec = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    for name, title, orphan in (("a", "A", False), ("viewtest", "Views", True), ("draft", "Draft", False)):
+        nb = nbformat.v4.new_notebook(
+            metadata={"kernelspec": kernelspec, **({"orphan": True} if orphan else {})}
+        )
+        nb.cells = [nbformat.v4.new_markdown_cell(f"# {title}")]
+        nbformat.write(nb, src / "book" / f"{name}.ipynb")
+    assert arlm_book.is_orphan_notebook(src / "book" / "viewtest.ipynb")
+    assert not arlm_book.is_orphan_notebook(src / "book" / "draft.ipynb")
+    assert arlm_book.is_orphan_notebook(REPO_ROOT / "book" / "viewtest.ipynb"), "the book's own fixture"
+    warnings = StringIO()
+    with docutils_namespace():
+        app = Sphinx(
+            srcdir=str(src),
+            confdir=None,
+            outdir=str(tmp_path / "out"),
+            doctreedir=str(tmp_path / "doctrees"),
+            buildername="html",
+            confoverrides={
+                "extensions": ["myst_nb", "sphinx_external_toc", "arlm_book"],
+                "external_toc_exclude_missing": True,
+                "nb_execution_mode": "off",
+            },
+            status=None,
+            warning=warnings,
+            freshenv=True,
+        )
+        app.build()
+    assert warnings.getvalue() == ""
+    out = tmp_path / "out" / "book"
+    assert (out / "viewtest.html").is_file(), "the orphan notebook was not built"
+    assert not (out / "draft.html").exists(), "a notebook _toc.yml does not name must stay out"
+    assert "viewtest.html" not in (out / "a.html").read_text(encoding="utf-8"), "it is in the navigation"
+    assert 'href="viewtest.html"' in (out / "intro.html").read_text(encoding="utf-8"), (
+        "a link still reaches it"
+    )
 
 
 # ---------------------------------------------------------------------------------- the built book
 
 
 def _pages(built_html: Path) -> list[Path]:
-    return [built_html / f"{name}.html" for name in toc_docnames()]
+    return [built_html / f"{name}.html" for name in book_docnames()]
 
 
 def _references(html: str) -> list[str]:
@@ -697,7 +756,7 @@ def test_executed_outputs_have_no_mime_type_the_book_drops(built_html):
 
 
 def test_launch_buttons_point_at_the_notebook_in_the_repository(built_html):
-    for name in toc_docnames():
+    for name in book_docnames():
         source = REPO_ROOT / f"{name}.ipynb"
         if not source.is_file():
             continue

@@ -5,7 +5,8 @@
 - the first code cell installs arlm_lib when it is missing (Colab and Binder);
 - every other import is the standard library, IPython, or arlm_lib and its own dependencies: what Colab and
   Binder have after that first cell (the book build's myst-nb is reached through ``arlm_lib.display``);
-- every table-of-contents entry exists, and every notebook under book/ is in the table of contents.
+- every table-of-contents entry exists, and every notebook under book/ is in the table of contents or
+  marked orphan (built without a place in the navigation: the view test page).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 import nbformat
 import pytest
 import tomllib
-from conftest import BOOK_DIR, REPO_ROOT, toc_docnames
+from conftest import BOOK_DIR, REPO_ROOT, orphan_docnames, toc_docnames
 from IPython.core.inputtransformer2 import TransformerManager
 
 SETUP_TAG = "arlm-setup"
@@ -94,10 +95,20 @@ def test_every_toc_entry_exists():
     assert not missing, f"_toc.yml names files that do not exist: {missing}"
 
 
-def test_every_notebook_is_in_the_toc():
+def test_every_notebook_is_in_the_toc_or_marked_orphan():
     listed = {_source_file(name) for name in toc_docnames()}
-    orphans = [p for p in NOTEBOOKS if p not in listed]
-    assert not orphans, f"notebooks not in _toc.yml (they would not be built): {_ids(orphans)}"
+    orphans = {_source_file(name) for name in orphan_docnames()}
+    unbuilt = [p for p in NOTEBOOKS if p not in listed and p not in orphans]
+    assert not unbuilt, (
+        f"notebooks neither in _toc.yml nor marked orphan (they would not be built): {_ids(unbuilt)}"
+    )
+    assert not listed & orphans, f"notebooks in _toc.yml and marked orphan: {_ids(sorted(listed & orphans))}"
+
+
+def test_the_view_test_page_is_built_but_not_in_the_navigation():
+    """The view gallery is a fixture of the browser tests, not a chapter a reader looks for."""
+    assert "book/viewtest" in orphan_docnames()
+    assert "book/viewtest" not in toc_docnames()
 
 
 # Import names of arlm_lib's dependencies where they differ from the distribution name.

@@ -13,9 +13,14 @@
   read (and so executed) again.
 - A notebook output that is an ipywidget would be a frozen, dead control in the static page: it is a
   build warning (and so, under ``-W``, an error) that names the fix.
+- A notebook whose metadata says ``"orphan": true`` (the view test page, a fixture of the browser tests) is
+  built though ``_toc.yml`` does not list it, and so without a place in the navigation: the book builds
+  only the files of its table of contents (``only_build_toc_files``), and Sphinx does not ask an orphan
+  page to be in a toctree.
 - Accessibility repairs that axe-core asked for: every page loads ``book/_static/arlm-a11y.js`` (a
-  landmark for the theme's sidebar, keyboard-scrollable wide formulas), and the bibliography's entries
-  get the list-item role their list needs.
+  landmark for the theme's sidebar, keyboard-scrollable wide formulas, and Chinese text marked
+  ``lang="zh"`` for screen readers), and the bibliography's entries get the list-item role their list
+  needs.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from __future__ import annotations
 import filecmp
 import hashlib
 import importlib.util
+import json
 import os
 import re
 import shutil
@@ -183,6 +189,33 @@ def tidy_page_scripts(context: dict[str, Any]) -> None:
         seen.add(key)
         unique.append(script)
     scripts[:] = unique
+
+
+def is_orphan_notebook(path: Path) -> bool:
+    """Whether ``path`` is a notebook whose metadata says ``"orphan": true``."""
+    if path.suffix != ".ipynb" or not path.is_file():
+        return False
+    try:
+        metadata = json.loads(path.read_text(encoding="utf-8")).get("metadata", {})
+    except (OSError, ValueError, AttributeError):
+        return False
+    return metadata.get("orphan") is True
+
+
+def build_orphan_notebooks(app: Sphinx, config: Any) -> None:
+    """Build the notebooks marked orphan that sphinx-external-toc left out for not being in ``_toc.yml``.
+
+    With ``only_build_toc_files`` it adds every source file the table of contents does not name to
+    ``exclude_patterns``, by its path (its own ``config-inited`` hook, at priority 900, runs before this
+    one). A notebook marked orphan is taken out of that list again: it is built, reachable by its URL and
+    by links, and in no toctree, so in no navigation. myst-nb passes the notebook's metadata on as the
+    page's metadata, where Sphinx finds ``orphan`` and does not warn that the page is in no toctree.
+    """
+    source = Path(app.srcdir)
+    patterns = list(config.exclude_patterns)
+    kept = [pattern for pattern in patterns if not is_orphan_notebook(source / pattern)]
+    if len(kept) != len(patterns):
+        config.exclude_patterns = kept
 
 
 class WarnOnWidgetOutput(SphinxPostTransform):
@@ -353,6 +386,8 @@ def setup(app: Sphinx) -> dict[str, Any]:
     os.environ.setdefault("ARLM_BOOK_BUILD", "1")
     # A progress bar is noise in a static page (and a widget in a notebook kernel).
     os.environ.setdefault("TQDM_DISABLE", "1")
+    # After sphinx-external-toc has excluded the files _toc.yml does not name (its hook has priority 900).
+    app.connect("config-inited", build_orphan_notebooks, priority=950)
     app.connect("builder-inited", stage_static_files)
     app.connect("env-get-outdated", invalidate_cache_on_library_change)
     app.connect("env-get-outdated", reread_on_static_change)
