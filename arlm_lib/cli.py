@@ -201,8 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--data",
         required=True,
-        help="a UTF-8 text file, an http(s) or file URL of one (downloaded once, then cached), or a built-in "
-        "corpus name (see 'corpus list')",
+        help="a UTF-8 text file (or a file:// URL of one, read directly), an http(s) URL of one (downloaded "
+        "once, then cached), or a built-in corpus name (see 'corpus list')",
     )
     train.add_argument(
         "--out", required=True, help="run directory for the checkpoint; refused if it holds other files"

@@ -267,3 +267,22 @@ def test_a_new_grammar_version_does_not_reuse_the_cached_corpus(monkeypatch):
     monkeypatch.setattr(registry, "GRAMMAR_VERSION", registry.GRAMMAR_VERSION + 1)
     monkeypatch.setattr(registry.SyntheticLanguage, "text", lambda self, n_chars, seed=None: "new grammar\n")
     assert load_corpus("synthetic-copy") == "new grammar\n"
+
+
+def test_a_file_url_is_read_directly_and_never_cached(tmp_path, cache):
+    """A cached copy of a local file went stale silently: the rewritten file must be read again."""
+    path = tmp_path / "my data.txt"
+    path.write_text("first version\n", encoding="utf-8")
+    url = path.as_uri()  # file:///.../my%20data.txt
+    assert "%20" in url
+    assert load_corpus(url) == "first version\n"
+    path.write_text("second version\n", encoding="utf-8")
+    assert load_corpus(url) == "second version\n"
+    assert load_text(url) == "second version\n"
+    assert not cached_path(url, cache).exists()
+    path.unlink()
+    with pytest.raises(DataError) as err:
+        load_corpus(url)
+    assert url in str(err.value) and "no such file" in str(err.value)
+    with pytest.raises(DataError, match="host 'elsewhere'"):
+        load_text("file://elsewhere/data.txt")

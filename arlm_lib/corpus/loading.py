@@ -74,6 +74,17 @@ def is_url(s: str) -> bool:
     return urllib.parse.urlparse(s).scheme in ("http", "https", "file")
 
 
+def file_url_path(url: str) -> Path:
+    """The local path of a ``file:`` URL (``%20`` read as a space); DataError for another host's file."""
+    parts = urllib.parse.urlparse(url)
+    if parts.netloc not in ("", "localhost"):
+        raise DataError(
+            f"{url} names a file on host {parts.netloc!r}, which cannot be read from here: give a local "
+            "file:///path URL or the plain path"
+        )
+    return Path(urllib.request.url2pathname(parts.path))
+
+
 def cached_path(url: str, cache: Path) -> Path:
     """Where a download of ``url`` lives in the cache: a hash of the URL plus its file name."""
     name = Path(urllib.parse.urlparse(url).path).name or "download"
@@ -88,12 +99,21 @@ def load_text(
 ) -> str:
     """Text of a local file or of a URL (downloaded once into the cache dir, checked against ``sha256``).
 
+    A ``file:`` URL is read directly, as its path would be, and never cached.
+
     A checksum mismatch removes the downloaded file and raises DataError with both hashes. When the
     download fails (offline), the DataError says how to fetch the file by hand and where to put it.
     """
     source = os.fspath(path_or_url)
     if not is_url(source):
         return read_text_file(source, sha256)
+    if urllib.parse.urlparse(source).scheme == "file":
+        # A local file is read where it is, like a plain path: a cached copy would go stale silently
+        # when the file is rewritten, and copying it saves nothing.
+        try:
+            return read_text_file(file_url_path(source), sha256)
+        except DataError as exc:
+            raise DataError(f"{source}: {exc}") from None  # the URL as typed, then the path it names
     dest = cached_path(source, resolve_cache_dir(cache_dir))
     if dest.is_file():
         data = dest.read_bytes()
