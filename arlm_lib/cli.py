@@ -595,17 +595,10 @@ def cmd_train(args: argparse.Namespace) -> int:
                 f"--{k.replace('_', '-')} {v} (checkpoint has {s})" for k, (v, s) in clash.items()
             )
             raise CheckpointError(f"cannot resume {out} with a different architecture: {details}")
-        # The preset and the tokenizer were fixed when the run began; a resume cannot change them.
-        fixed = sorted(_FIXED_AT_START & set(args._explicit))
-        if fixed:
-            named = ", ".join("--" + name.replace("_", "-") for name in fixed)
-            raise CheckpointError(
-                f"{named} cannot change when resuming {out}: the model and tokenizer are the saved ones; "
-                "drop the flag, or start a new run with another --out"
-            )
         if checkpoint.tokenizer is None:
             raise CheckpointError(f"{out} holds no tokenizer, so its training data cannot be encoded")
         tokenizer = tokenizer_from_dict(checkpoint.tokenizer)
+        _check_fixed_at_start(args, out, checkpoint.model_config, tokenizer, overrides, text)
         block_size = checkpoint.model_config.block_size
     else:
         model_config = GPTConfig.from_preset(args.preset, vocab_size=1, **overrides)  # validate flags first
@@ -671,7 +664,59 @@ def _describe_model(model) -> str:
     )
 
 
-_FIXED_AT_START = {"preset", "tokenizer", "bpe_vocab_size"}
+_FIXED_AT_START = ("preset", "tokenizer", "bpe_vocab_size")
+
+
+def _check_fixed_at_start(args, out, saved_config, tokenizer, overrides: dict, text: str) -> None:
+    """The preset and the tokenizer were fixed when the run began: a resume may repeat them (scripts
+    rerun the command that started the run, plus --resume) but not change them. CheckpointError naming
+    each flag whose value differs from the saved run's, with both values."""
+    from .errors import CheckpointError
+
+    clashes = {}
+    for name in (n for n in _FIXED_AT_START if n in args._explicit):
+        saved = _saved_value(name, args, saved_config, tokenizer, overrides, text)
+        if saved is not None:
+            clashes[name] = saved
+    if clashes:
+        named = ", ".join("--" + name.replace("_", "-") for name in clashes)
+        details = "; ".join(
+            f"--{name.replace('_', '-')} {getattr(args, name)} {saved}" for name, saved in clashes.items()
+        )
+        raise CheckpointError(
+            f"{named} cannot change when resuming {out}: {details}; the model and tokenizer are the saved "
+            "ones: drop the flag, or start a new run with another --out"
+        )
+
+
+def _saved_value(name: str, args, saved_config, tokenizer, overrides: dict, text: str) -> str | None:
+    """How the saved run differs from the value typed for ``name`` (None: it does not)."""
+    from .model import GPTConfig
+    from .tokenizers import train_tokenizer
+
+    if name == "tokenizer":
+        return None if args.tokenizer == tokenizer.kind else f"(the saved run's is {tokenizer.kind})"
+    if name == "bpe_vocab_size":
+        if tokenizer.kind != "bpe":
+            return f"(the saved run's tokenizer is {tokenizer.kind}, not bpe)"
+        size = tokenizer.vocab_size
+        if args.bpe_vocab_size > size:
+            # A BPE stops short of the size asked for when the text runs out of pairs to merge: the
+            # size typed when the run began may be larger than the saved one. Then it stops there again.
+            if train_tokenizer("bpe", text, vocab_size=args.bpe_vocab_size).vocab_size == size:
+                return None
+        return None if args.bpe_vocab_size == size else f"(the saved run's BPE has {size} tokens)"
+    # The preset's name is not saved: it is the same preset if it gives the saved architecture, together
+    # with the architecture flags typed. The vocabulary comes from the tokenizer, not the preset.
+    saved = saved_config.to_dict()
+    given = GPTConfig.from_preset(args.preset, **{**overrides, "vocab_size": saved["vocab_size"]}).to_dict()
+    differ = [k for k in given if given[k] != saved[k]]
+    if not differ:
+        return None
+    return (
+        f"gives {', '.join(f'{k}={given[k]}' for k in differ)}, but the saved model has "
+        f"{', '.join(f'{k}={saved[k]}' for k in differ)}"
+    )
 
 
 def _encode_data(text: str, tokenizer, data: str):

@@ -442,7 +442,29 @@ def test_resume_refuses_to_change_the_preset_or_the_tokenizer(trained_run, corpu
     assert main([*argv, "--preset", "small", "--tokenizer", "bpe", "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "--preset, --tokenizer cannot change when resuming" in err
+    # Both values: what the flag gives, and what the saved run has.
+    assert "--preset small gives block_size=256, n_layer=6" in err
+    assert "the saved model has block_size=32, n_layer=1" in err
+    assert "--tokenizer bpe (the saved run's is char)" in err
     assert load_checkpoint(trained_run).train_config["max_iters"] != 60  # nothing trained or rewritten
+
+
+def test_resume_accepts_the_preset_and_tokenizer_the_run_began_with(corpus, tmp_path, capsys):
+    """Rerunning the command that started a run, plus --resume, is allowed: nothing changes."""
+    out = tmp_path / "run"
+    # 100000 is far more than this corpus has pairs to merge: the BPE stops short, at the saved size.
+    start = ["train", "--data", str(corpus), "--out", str(out), "--no-progress", "--preset", "tiny", *TINY]
+    start += ["--tokenizer", "bpe", "--bpe-vocab-size", "100000", "--eval-interval", "1", "--eval-iters", "1"]
+    assert main([*start, "--max-iters", "2"]) == 0
+    size = load_model(out)[1].vocab_size
+    assert main([*start, "--max-iters", "3", "--resume"]) == 0
+    assert load_checkpoint(out).trainer_state["step"] == 3
+    assert main([*start[:-4], "--bpe-vocab-size", str(size), "--max-iters", "4", "--resume"]) == 0
+    capsys.readouterr()
+    assert main([*start[:-4], "--bpe-vocab-size", str(size - 1), "--max-iters", "5", "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert f"--bpe-vocab-size {size - 1} (the saved run's BPE has {size} tokens)" in err
+    assert load_checkpoint(out).trainer_state["step"] == 4
 
 
 def test_resuming_a_finished_run_says_how_to_continue(corpus, tmp_path, capsys):
