@@ -513,8 +513,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 # ----------------------------------------------------------------------------- commands
 def _load_text(data: str) -> str:
-    from .corpus import load_corpus
+    from .corpus import corpus_names, load_corpus
 
+    if data in corpus_names() and Path(data).exists():
+        # The built-in name wins (there is no other way to ask for it), but a file of that name here
+        # was almost certainly meant: never pick one of the two silently.
+        print(
+            f"warning: --data {data} is the built-in corpus {data!r}, not the file {data!r} in this "
+            f"directory; for the file, write --data ./{data}",
+            file=sys.stderr,
+        )
     return load_corpus(data)
 
 

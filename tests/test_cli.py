@@ -970,3 +970,20 @@ def test_resuming_on_other_data_is_said_and_on_the_same_data_is_not(corpus, tmp_
     sizes = rf"had {n - n // 10} / {n // 10} tokens, this one has {2 * n - 2 * n // 10} / {2 * n // 10}; "
     with pytest.warns(RuntimeWarning, match=sizes):
         assert main([*base, "--data", str(longer), "--resume", "--max-iters", "20"]) == 0
+
+
+def test_a_file_named_like_a_built_in_corpus_is_not_picked_silently(tmp_path, monkeypatch, capsys):
+    """--data prose is the built-in corpus even with a file ./prose; a warning names both, and how to
+    ask for the file."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "prose").write_text("ab\n" * 2000, encoding="utf-8")
+    base = ["train", "--out", "run", "--no-progress", "--device", "cpu", *TINY]
+    base += ["--max-iters", "1", "--eval-interval", "1", "--eval-iters", "1", "--warmup-iters", "0"]
+    assert main([*base, "--data", "prose"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: --data prose is the built-in corpus 'prose', not the file 'prose'" in err
+    assert "write --data ./prose" in err
+    assert load_model(tmp_path / "run")[1].vocab_size > 3  # the built-in text, not the file's "ab\n"
+    assert main([*base, "--data", "./prose", "--out", "run2"]) == 0
+    assert "warning" not in capsys.readouterr().err
+    assert load_model(tmp_path / "run2")[1].vocab_size == 3
