@@ -255,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=SCHEDULES,
         default="cosine",
         help="cosine or linear: warmup, then decay to --min-lr; constant: --lr at every step, no warmup "
-        "(--warmup-iters and --min-lr are not used)",
+        "(--warmup-iters, --min-lr and --lr-decay-iters are then refused)",
     )
     opt.add_argument(
         "--weight-decay", type=non_negative_float, default=0.1, help="AdamW decoupled weight decay"
@@ -572,6 +572,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"--bpe-vocab-size {args.bpe_vocab_size} applies to --tokenizer bpe only, and this run's "
             f"tokenizer is {args.tokenizer!r}: add --tokenizer bpe, or drop the flag"
         )
+    if not args.resume:
+        _check_schedule_flags(args, args.schedule)  # before TrainConfig, whose checks assume a decay
     train_config = None if args.resume else TrainConfig(**config_values)
     from .distributed import dist_env
 
@@ -603,6 +605,11 @@ def cmd_train(args: argparse.Namespace) -> int:
                 f"--{k.replace('_', '-')} {v} (checkpoint has {s})" for k, (v, s) in clash.items()
             )
             raise CheckpointError(f"cannot resume {out} with a different architecture: {details}")
+        if "schedule" not in args._explicit and checkpoint.train_config is not None:
+            saved_schedule = checkpoint.train_config.get("schedule", "cosine")
+            _check_schedule_flags(args, saved_schedule, " (the saved run's schedule)")
+        elif "schedule" in args._explicit:
+            _check_schedule_flags(args, args.schedule)
         if checkpoint.tokenizer is None:
             raise CheckpointError(f"{out} holds no tokenizer, so its training data cannot be encoded")
         tokenizer = tokenizer_from_dict(checkpoint.tokenizer)
@@ -670,6 +677,25 @@ def _describe_model(model) -> str:
         f"{model.num_params() / 1e6:.2f}M parameters | {count(c.n_layer, 'layer')}, {count(c.n_head, 'head')}, "
         f"{c.n_embd} wide, context {c.block_size}"
     )
+
+
+# Flags only a decaying schedule reads: a constant one trains at --lr from the first step to the last.
+_DECAY_ONLY = ("warmup_iters", "min_lr", "lr_decay_iters")
+
+
+def _check_schedule_flags(args, schedule: str, whose: str = "") -> None:
+    """Refuse a schedule flag typed for a schedule that ignores it, as sample refuses a filter its
+    decoder ignores: it would change nothing, silently."""
+    from .errors import ConfigError
+
+    if schedule != "constant":
+        return
+    for name in (n for n in _DECAY_ONLY if n in args._explicit):
+        raise ConfigError(
+            f"--{name.replace('_', '-')} {getattr(args, name)} is not allowed with --schedule constant"
+            f"{whose}: the learning rate is --lr at every step, with no warmup and no decay, so it would not "
+            "be used; drop it, or use --schedule cosine or linear"
+        )
 
 
 _FIXED_AT_START = ("preset", "tokenizer", "bpe_vocab_size")
@@ -805,7 +831,7 @@ def _warn_if_warmup_never_ends(config) -> None:
     print(
         f"warning: --warmup-iters {config.warmup_iters} is not below --max-iters {config.max_iters}: the "
         f"learning rate is still warming up at the last step ({last:.2e}, {last / config.lr:.0%} of --lr "
-        f"{config.lr:g}); give a smaller --warmup-iters (or --schedule constant) for a short run",
+        f"{config.lr:g}); give a smaller --warmup-iters (or --schedule constant, without it) for a short run",
         file=sys.stderr,
     )
 

@@ -111,7 +111,9 @@ class TrainConfig:
         if not is_int(warmup) or warmup < 0:
             raise ConfigError(f"warmup_iters={warmup!r} is not allowed: it must be an integer >= 0")
         decay = self.lr_decay_iters
-        if decay is not None and (not is_int(decay) or decay < max(1, self.warmup_iters)):
+        # A constant schedule has no warmup and no decay: warmup_iters cannot clash with lr_decay_iters.
+        warmup_end = 1 if self.schedule == "constant" else max(1, self.warmup_iters)
+        if decay is not None and (not is_int(decay) or decay < warmup_end):
             # A decay that ended before the warmup would drop the lr from its peak straight to min_lr.
             # Named in both forms (as warn_if_schedule_jumps does): the CLI passes this message on as is,
             # for a new run and for a resume's merged settings alike.

@@ -987,3 +987,30 @@ def test_a_file_named_like_a_built_in_corpus_is_not_picked_silently(tmp_path, mo
     assert main([*base, "--data", "./prose", "--out", "run2"]) == 0
     assert "warning" not in capsys.readouterr().err
     assert load_model(tmp_path / "run2")[1].vocab_size == 3
+
+
+@pytest.mark.parametrize(
+    "flag, value", [("--warmup-iters", "5"), ("--min-lr", "1e-4"), ("--lr-decay-iters", "50")]
+)
+def test_schedule_flags_a_constant_schedule_ignores_are_refused(corpus, tmp_path, capsys, flag, value):
+    """--schedule constant trains at --lr from the first step to the last: a warmup, a floor or a decay
+    end given with it changed nothing, silently. Refused as sample refuses a filter greedy ignores."""
+    out = tmp_path / "run"
+    base = ["train", "--data", str(corpus), "--out", str(out), "--no-progress", "--max-iters", "2", *TINY]
+    assert main([*base, "--schedule", "constant", flag, value]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {flag} {float(value) if 'lr' == flag[-2:] else value} is not allowed ")
+    assert "with --schedule constant: the learning rate is --lr at every step" in err
+    assert "Traceback" not in err and not out.exists()
+    # A resume of a constant run names the saved schedule; a resume that changes the schedule may set it.
+    assert main([*base, "--schedule", "constant", "--eval-iters", "1"]) == 0
+    resume = ["train", "--data", str(corpus), "--out", str(out), "--no-progress", "--resume"]
+    resume += ["--max-iters", "3"]
+    assert main([*resume, flag, value]) == 2
+    assert "with --schedule constant (the saved run's schedule)" in capsys.readouterr().err
+    # (The saved run keeps the default warmup of 100, unused until the schedule decays.)
+    warmup = [] if flag == "--warmup-iters" else ["--warmup-iters", "0"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # the rate moves at the resumed step: said, allowed
+        assert main([*resume, flag, value, *warmup, "--schedule", "linear"]) == 0
+

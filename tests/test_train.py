@@ -1059,3 +1059,9 @@ def test_elapsed_seconds_continue_across_a_resume(data, tmp_path):
     elapsed = resumed.history.column("elapsed_s")
     assert len(elapsed) == 4 and all(b >= a for a, b in zip(elapsed, elapsed[1:]))
     assert elapsed[2] >= before > 0
+
+
+def test_a_constant_schedule_does_not_compare_the_decay_with_the_warmup():
+    """lr_decay_iters >= warmup_iters guards a decay that starts after the warmup: a constant schedule
+    has neither, so the default warmup of 100 must not be blamed."""
+    assert TrainConfig(schedule="constant", lr_decay_iters=10).lr_decay_iters == 10
