@@ -138,18 +138,38 @@ class _Parser(argparse.ArgumentParser):
 
     def parse_known_args(self, args=None, namespace=None):
         args = sys.argv[1:] if args is None else list(args)
-        for arg in args:
+        self._args = args  # for error(): the value after a flag that argparse says has none
+        # Checked by the command's own parser (argparse hands it the command's arguments), so that the
+        # message points at that command's --help; the top-level parser has subcommands, and leaves it.
+        for arg in args if self._subparsers is None else ():
             # Python 3.11's argparse drops a "--" value: --lr=-- reached the checks as an empty list,
             # --grad-clip=-- silently turned clipping off and --preset=-- raised a TypeError.
             if arg.startswith("-") and arg.endswith("=--"):
                 flag = arg.split("=", 1)[0]
                 self.error(
-                    f"{flag} got the value '--', which this Python's argparse cannot pass on; give a real value"
+                    f"{flag}=-- is not allowed: '--' on its own cannot be passed as a value (this Python's "
+                    "argparse drops it, in any spelling); give another value"
                 )
         return super().parse_known_args(args, namespace)
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        hint = self._dash_value_hint(message)
+        self.exit(2, f"{self.prog}: error: {message}{hint} (see {self.prog} --help)\n")
+
+    def _dash_value_hint(self, message: str) -> str:
+        """argparse reads ``--prompt -x`` as a flag with no value, then a flag -x, and says only "expected
+        one argument": say how to pass a value that starts with '-'."""
+        match = re.fullmatch(r"argument (-[^\s/:]+)(?:/\S+)?: expected one argument", message)
+        args = getattr(self, "_args", [])
+        if match is None or match.group(1) not in args:
+            return ""
+        flag = match.group(1)
+        after = args[args.index(flag) + 1 : args.index(flag) + 2]
+        if after == ["--"]:
+            return "; '--' on its own cannot be passed as a value, in any spelling; give another value"
+        if not after or not after[0].startswith("-"):
+            return ""
+        return f"; a value that starts with '-' must be joined to its flag: {flag}={after[0]}"
 
 
 def _report_unknown_flags(command_parser: argparse.ArgumentParser, unknown: list[str]) -> NoReturn:

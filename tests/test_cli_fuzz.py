@@ -492,3 +492,20 @@ def test_bad_input_is_one_line_non_zero_and_writes_nothing(case, corpus, trained
     if case == "batch too large for memory":
         assert code == EXIT_OUT_OF_MEMORY
     assert _snapshot(tmp_path) == before, "a refused command changed or left files behind"
+
+
+@pytest.mark.parametrize("value", ["-x", "-1x", "--stream"])
+def test_a_value_that_starts_with_a_dash_says_to_join_it_to_its_flag(value, capsys) -> None:
+    """argparse reads ``--prompt -x`` as --prompt without a value and says only "expected one argument"."""
+    code, err = _call(["sample", "--checkpoint", "run", "--prompt", value], capsys)
+    assert code == 2 and "Traceback" not in err
+    hint = f"a value that starts with '-' must be joined to its flag: --prompt={value}"
+    assert f"argument --prompt: expected one argument; {hint} (see python -m arlm_lib sample --help)" in err
+
+
+@pytest.mark.parametrize("argv", [["--prompt=--"], ["--prompt", "--"]])
+def test_a_double_dash_value_says_it_cannot_be_passed_and_points_at_the_command_help(argv, capsys) -> None:
+    code, err = _call(["sample", "--checkpoint", "run", *argv], capsys)
+    assert code == 2 and "Traceback" not in err
+    assert "'--' on its own cannot be passed as a value" in err, err
+    assert err.rstrip().endswith("(see python -m arlm_lib sample --help)"), err
