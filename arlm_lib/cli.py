@@ -10,6 +10,7 @@ import argparse
 import difflib
 import math
 import re
+import shlex
 import sys
 import warnings
 from collections.abc import Sequence
@@ -946,7 +947,7 @@ def cmd_import_gpt2(args: argparse.Namespace) -> int:
             out.rmdir()  # a failed import leaves nothing behind
     print(
         f"imported {_describe_model(model)} | vocab {c.vocab_size:,} -> {path}\n"
-        f"try: python -m arlm_lib sample --checkpoint {out} --prompt 'Hello, my name is'"
+        f"try: python -m arlm_lib sample --checkpoint {shlex.quote(str(out))} --prompt 'Hello, my name is'"
     )
     return 0
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import shlex
 import socket
 from pathlib import Path
 
@@ -205,11 +206,14 @@ def test_bad_cached_copy_is_fetched_again(server, cache):
 
 
 def test_offline_download_says_how_to_supply_the_file(cache):
-    url = f"http://127.0.0.1:{_closed_port()}/data/input.txt"
+    url = f"http://127.0.0.1:{_closed_port()}/data/input.txt?a=1&b=2"  # & would end a shell command
     with pytest.raises(DataError) as err:
         load_text(url, timeout=5)
     message = str(err.value)
     assert url in message and "by hand" in message
+    curl = message.split("`")[1]
+    words = list(shlex.shlex(curl, posix=True, punctuation_chars=True))  # as a shell splits it, at &
+    assert words == ["curl", "-L", "-o", cached_path(url, cache).name, url]
     assert str(cached_path(url, cache)) in message  # where to put the file
 
 

@@ -8,6 +8,7 @@ GPT-2 forward pass written out from those tensors with plain tensor operations.
 import json
 import math
 import re
+import shlex
 
 import pytest
 import torch
@@ -435,9 +436,13 @@ def gpt2_dir(tmp_path_factory):
 
 def test_import_gpt2_then_sample_and_eval(gpt2_dir, tmp_path, capsys):
     directory, tensors = gpt2_dir
-    out = tmp_path / "run"
+    out = tmp_path / "my run"  # the printed hint quotes the path, so it can be pasted into a shell
     assert main(["import-gpt2", "--weights", str(directory), "--out", str(out)]) == 0
-    assert "4 heads" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "4 heads" in printed
+    hint = printed.split("try: ", 1)[1].strip()
+    assert shlex.split(hint)[:5] == ["python", "-m", "arlm_lib", "sample", "--checkpoint"]
+    assert shlex.split(hint)[5] == str(out)
     assert sorted(p.name for p in out.iterdir()) == ["checkpoint.safetensors"]
     saved = load_checkpoint(out)
     assert saved.model_config.activation == "gelu_tanh" and saved.tokenizer["kind"] == "bpe"

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
+import shlex
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -162,6 +163,6 @@ def _download(url: str, dest: Path, timeout: float) -> bytes:
         reason = getattr(e, "reason", e)
         raise DataError(
             f"could not download {url} ({reason}). If this machine is offline, download the file by hand "
-            f"(e.g. `curl -L -o {dest.name} {url}`) and either put it at {dest} or pass its local path "
-            "instead of the URL (load_text(path) / --data PATH)"
+            f"(e.g. `curl -L -o {shlex.quote(dest.name)} {shlex.quote(url)}`) and either put it at {dest} or "
+            "pass its local path instead of the URL (load_text(path) / --data PATH)"
         ) from None
