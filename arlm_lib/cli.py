@@ -640,6 +640,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         model_config = GPTConfig.from_preset(args.preset, vocab_size=1, **overrides)  # validate flags first
         kw = {"vocab_size": args.bpe_vocab_size} if args.tokenizer == "bpe" else {}
         tokenizer = train_tokenizer(args.tokenizer, text, **kw)
+        if main_rank:
+            _warn_if_bpe_stopped_short(args, tokenizer)
         model_config = GPTConfig.from_preset(args.preset, **{**overrides, "vocab_size": tokenizer.vocab_size})
         block_size = model_config.block_size
 
@@ -685,6 +687,20 @@ def cmd_train(args: argparse.Namespace) -> int:
         # A run that failed before its first checkpoint leaves nothing behind but an empty directory.
         if main_rank and not existed and out.is_dir() and not any(out.iterdir()):
             out.rmdir()
+
+
+def _warn_if_bpe_stopped_short(args: argparse.Namespace, tokenizer) -> None:
+    """BPE merges pairs until the vocabulary is full or no pair occurs twice: on a small corpus it stops
+    short, and the model silently got a smaller vocabulary than asked for. Said here, not in the library,
+    whose callers (the book) size their vocabularies knowingly."""
+    if args.tokenizer != "bpe" or tokenizer.vocab_size >= args.bpe_vocab_size:
+        return
+    print(
+        f"warning: --bpe-vocab-size {args.bpe_vocab_size}: the BPE stopped at {tokenizer.vocab_size} tokens, "
+        "as no pair of tokens in --data occurs twice any more (nothing left to merge); the model's "
+        f"vocabulary is {tokenizer.vocab_size}",
+        file=sys.stderr,
+    )
 
 
 def _describe_model(model) -> str:

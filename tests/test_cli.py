@@ -1014,3 +1014,17 @@ def test_schedule_flags_a_constant_schedule_ignores_are_refused(corpus, tmp_path
         warnings.simplefilter("ignore", RuntimeWarning)  # the rate moves at the resumed step: said, allowed
         assert main([*resume, flag, value, *warmup, "--schedule", "linear"]) == 0
 
+
+def test_a_bpe_that_stops_short_of_its_size_says_so(corpus, tmp_path, capsys):
+    """--bpe-vocab-size 100000 on a small corpus gave a vocabulary of a few hundred, silently."""
+    base = ["train", "--data", str(corpus), "--no-progress", "--tokenizer", "bpe", *TINY]
+    base += ["--max-iters", "1", "--eval-interval", "1", "--eval-iters", "1", "--warmup-iters", "0"]
+    assert main([*base, "--out", str(tmp_path / "big"), "--bpe-vocab-size", "100000"]) == 0
+    reached = load_model(tmp_path / "big")[1].vocab_size
+    lines = [line for line in capsys.readouterr().err.splitlines() if "bpe" in line.lower()]
+    assert lines == [
+        f"warning: --bpe-vocab-size 100000: the BPE stopped at {reached} tokens, as no pair of tokens in "
+        f"--data occurs twice any more (nothing left to merge); the model's vocabulary is {reached}"
+    ]
+    assert main([*base, "--out", str(tmp_path / "fits"), "--bpe-vocab-size", "260"]) == 0
+    assert "warning" not in capsys.readouterr().err
