@@ -27,6 +27,13 @@ class CheckpointError(ArlmError):
     """A checkpoint is missing, corrupted, from another architecture, or would clobber a run."""
 
 
+class NotWritableError(ArlmError):
+    """A run directory cannot be created or written (a read-only filesystem, no write permission).
+
+    Not a CheckpointError: callers that wait out a run directory in use by another run (the zoo) must
+    not wait for this one, which no waiting fixes."""
+
+
 class DeviceError(ArlmError):
     """The requested device is unknown or not available on this machine."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
@@ -9,7 +10,7 @@ import warnings
 from pathlib import Path
 
 from .checkpoint import CHECKPOINT_FILE, pid_alive, remove_stale_temp_files
-from .errors import CheckpointError
+from .errors import CheckpointError, NotWritableError
 
 try:  # POSIX: an advisory lock the kernel drops when its process dies, however it dies
     import fcntl
@@ -17,6 +18,8 @@ except ImportError:  # pragma: no cover - Windows falls back to the pid recorded
     fcntl = None
 
 LOCK_FILE = "train.lock"
+# What a read-only filesystem or a directory without write permission says: "cannot write here".
+_NOT_WRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM)
 
 
 def _is_run_debris(path: Path) -> bool:
@@ -59,7 +62,14 @@ def prepare_run_dir(
             f"{name} {out} is a non-empty directory that is not an arlm run: refusing to clobber it"
         )
     if create:
-        out.mkdir(parents=True, exist_ok=True)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            if exc.errno not in _NOT_WRITABLE:
+                raise  # a path through a file, say: the OS's own message names it
+            raise NotWritableError(
+                f"{name} {out} cannot be created: {exc.strerror} ({exc.filename}); choose a writable {name}"
+            ) from None
         remove_stale_temp_files(out / CHECKPOINT_FILE)
     return out
 
@@ -92,6 +102,21 @@ class RunLock:
             "choose another --out"
         )
 
+    def _open(self, flags: int) -> int:
+        """Open the lock file. A directory that cannot be written fails here, before any checkpoint
+        write could: a NotWritableError that says so (exit 2, as for a checkpoint that cannot be written),
+        not a bare OSError about a lock file the user never named."""
+        try:
+            return os.open(self.path, flags, 0o644)
+        except OSError as exc:
+            if exc.errno not in _NOT_WRITABLE:
+                raise
+            raise NotWritableError(
+                f"the run directory {self.path.parent} is not writable ({exc.strerror}: cannot create its "
+                f"lock file {LOCK_FILE}); nothing was written, and a checkpoint in it is kept as it is; "
+                "make it writable, or choose another --out"
+            ) from None
+
     def acquire(self) -> RunLock:
         """Take the lock, or raise CheckpointError naming the process that holds it."""
         if self.held:
@@ -100,7 +125,7 @@ class RunLock:
         if fcntl is None:  # pragma: no cover
             return self._acquire_by_pid(me)
         for _ in range(10):
-            fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
+            fd = self._open(os.O_CREAT | os.O_RDWR)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
@@ -124,7 +149,7 @@ class RunLock:
     def _acquire_by_pid(self, me: str) -> RunLock:  # pragma: no cover - used where fcntl is missing
         for _ in range(2):
             try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+                fd = self._open(os.O_CREAT | os.O_EXCL | os.O_WRONLY)
             except FileExistsError:
                 owner = self._owner()
                 same_host = owner.get("host") == socket.gethostname()

@@ -1028,3 +1028,49 @@ def test_a_bpe_that_stops_short_of_its_size_says_so(corpus, tmp_path, capsys):
     ]
     assert main([*base, "--out", str(tmp_path / "fits"), "--bpe-vocab-size", "260"]) == 0
     assert "warning" not in capsys.readouterr().err
+
+
+def test_a_run_directory_that_is_not_writable_is_exit_2_naming_it(trained_run, corpus, monkeypatch, capsys):
+    """A read-only run directory failed at the lock with a bare "Read-only file system (.../train.lock)",
+    exit 1, where the README promises exit 2 and the previous checkpoint kept. (Simulated: root may
+    write to a chmod'ed directory.)"""
+    import errno
+    import os
+
+    before = (trained_run / "checkpoint.safetensors").read_bytes()
+    real_open = os.open
+
+    def read_only(path, flags, *args, **kwargs):
+        if str(path).endswith("train.lock") and flags & os.O_CREAT:
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", read_only)
+    argv = ["train", "--data", str(corpus), "--out", str(trained_run), "--resume", "--max-iters", "40"]
+    assert main([*argv, "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: the run directory {trained_run} is not writable (Read-only file system")
+    assert "choose another --out" in err and err.count("\n") == 1
+    monkeypatch.undo()
+    assert (trained_run / "checkpoint.safetensors").read_bytes() == before
+
+
+def test_an_out_that_cannot_be_created_is_exit_2_naming_it(corpus, tmp_path, monkeypatch, capsys):
+    """A new run under a read-only directory: as for a run directory that is not writable, exit 2."""
+    import errno
+    import os
+
+    real_mkdir = os.mkdir
+
+    def read_only(path, *args, **kwargs):
+        if str(path) == str(tmp_path / "ro"):  # the directory --out would be made in
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return real_mkdir(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "mkdir", read_only)
+    out = tmp_path / "ro" / "run"
+    assert main(["train", "--data", str(corpus), "--out", str(out), "--no-progress", *TINY]) == 2
+    err = capsys.readouterr().err
+    reason = f"Read-only file system ({tmp_path / 'ro'})"
+    assert err == f"error: --out {out} cannot be created: {reason}; choose a writable --out\n"
+    assert not (tmp_path / "ro").exists()

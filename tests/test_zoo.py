@@ -288,3 +288,24 @@ def test_waiting_for_a_busy_model_stops_once_its_checkpoint_exists(tmp_path, mon
         assert sleeps == [0.5]  # waited once, then saw the checkpoint
         assert not isinstance(lock, RunLock)
         lock.release()
+
+
+def test_a_run_directory_that_is_not_writable_is_raised_not_waited_for(tmp_path, monkeypatch):
+    """The zoo waits while another process trains the model (its lock is held); a read-only directory
+    is no such wait: it must fail at once, not poll for ever."""
+    import errno
+    import os
+
+    from arlm_lib.errors import NotWritableError
+
+    real_open = os.open
+
+    def read_only(path, flags, *args, **kwargs):
+        if str(path).endswith("train.lock"):
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", read_only)
+    monkeypatch.setattr(zoo.time, "sleep", lambda s: pytest.fail("waited for a lock no one holds"))
+    with pytest.raises(NotWritableError, match="is not writable"):
+        zoo._wait_for_lock(tmp_path, None)
