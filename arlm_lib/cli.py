@@ -600,9 +600,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     # Under torchrun every rank runs this command; only rank 0 creates, locks and writes --out, and prints.
     main_rank = dist_env().is_main
-    from .device import resolve_device
+    from .device import resolve_device, resolve_dtype
 
-    resolve_device(args.device)  # fail on a bad device before reading any data
+    device = resolve_device(args.device)  # fail on a bad device before reading any data
+    if not args.resume or "dtype" in args._explicit:  # (a resume's saved dtype was checked when saved)
+        resolve_dtype(args.dtype, device)  # and on a dtype it cannot run, such as float16 on the CPU
     overrides = dict(
         n_layer=args.n_layer,
         n_head=args.n_head,

@@ -493,6 +493,24 @@ def test_cuda_requested_without_cuda_is_a_clear_error(tmp_path, capsys):
     assert not (tmp_path / "run").exists()
 
 
+def test_float16_on_the_cpu_is_refused_before_any_data_is_read_or_directory_made(
+    tmp_path, capsys, monkeypatch
+):
+    """Refused at the start: it used to come after loading and encoding the data and building the model,
+    and to leave the parents of --out it had created behind."""
+    import arlm_lib.cli as cli
+
+    def no_data(*args):
+        raise AssertionError("the data was read before the dtype was checked")
+
+    monkeypatch.setattr(cli, "_load_text", no_data)
+    out = tmp_path / "deep" / "a" / "run"
+    argv = ["train", "--data", "synthetic", "--out", str(out), "--device", "cpu", "--dtype", "float16"]
+    assert cli_main(argv) == 2
+    assert "'float16' is not supported on the CPU" in capsys.readouterr().err
+    assert not (tmp_path / "deep").exists()
+
+
 class _MissingOp(torch.nn.Module):
     def forward(self, idx, targets=None):
         raise NotImplementedError(
