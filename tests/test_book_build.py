@@ -57,6 +57,32 @@ def test_in_book_build_reads_the_environment(monkeypatch, value, expected):
     assert display.in_book_build() is expected
 
 
+def build_small_book(src: Path, tmp_path: Path, settings: dict[str, Any]) -> str:
+    """Build the Sphinx project in ``src`` (no conf.py: ``settings`` are its configuration) into
+    ``tmp_path/out``, in this process; returns what the build warned."""
+    from io import StringIO
+
+    from sphinx.application import Sphinx
+    from sphinx.util.docutils import docutils_namespace
+
+    warnings = StringIO()
+    # Sphinx registers its nodes with docutils, process-wide: a second build in this process would
+    # warn that they are already registered, unless each build puts back what it found.
+    with docutils_namespace():
+        Sphinx(
+            srcdir=str(src),
+            confdir=None,
+            outdir=str(tmp_path / "out"),
+            doctreedir=str(tmp_path / "doctrees"),
+            buildername="html",
+            confoverrides=settings,
+            status=None,
+            warning=warnings,
+            freshenv=True,
+        ).build()
+    return warnings.getvalue()
+
+
 def figure_spec(html: str) -> dict[str, Any]:
     """The JSON a figure fragment hands the book's figure loader, checked to name the fragment's div."""
     div_id = re.search(r'<div id="([^"]+)" class="plotly-graph-div"', html).group(1)
@@ -560,14 +586,10 @@ def test_library_fingerprint_follows_file_names(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_build_warns_on_widget_and_plotly_json_outputs(tmp_path, monkeypatch):
     """A widget frozen into a page, or a bare plotly figure, is a build warning (an error under -W)."""
-    from io import StringIO
 
     # The extension sets these with setdefault; set them here so monkeypatch restores the environment.
     monkeypatch.setenv("ARLM_BOOK_BUILD", "1")
     monkeypatch.setenv("TQDM_DISABLE", "1")
-
-    from sphinx.application import Sphinx
-    from sphinx.util.docutils import docutils_namespace
 
     src = tmp_path / "src"
     src.mkdir()
@@ -593,27 +615,11 @@ def test_build_warns_on_widget_and_plotly_json_outputs(tmp_path, monkeypatch):
         ),
     ]
     nbformat.write(nb, src / "index.ipynb")
-    warnings = StringIO()
-    # Sphinx registers its nodes with docutils, process-wide: a second build in this process would
-    # warn that they are already registered, unless each build puts back what it found.
-    with docutils_namespace():
-        app = Sphinx(
-            srcdir=str(src),
-            confdir=None,
-            outdir=str(tmp_path / "out"),
-            doctreedir=str(tmp_path / "doctrees"),
-            buildername="html",
-            confoverrides={
-                "extensions": ["myst_nb", "arlm_book"],
-                "nb_execution_mode": "off",
-                "nb_ipywidgets_js": {},
-            },
-            status=None,
-            warning=warnings,
-            freshenv=True,
-        )
-        app.build()
-    log = warnings.getvalue()
+    log = build_small_book(
+        src,
+        tmp_path,
+        {"extensions": ["myst_nb", "arlm_book"], "nb_execution_mode": "off", "nb_ipywidgets_js": {}},
+    )
     assert "an ipywidget is displayed in the static book" in log
     assert PLOTLY_MIME in log, "myst-nb's skipped-mime warning must reach the build log"
 
@@ -623,13 +629,9 @@ def test_a_notebook_marked_orphan_is_built_without_a_place_in_the_navigation(tmp
     """The view test page is a fixture, not a chapter: left out of _toc.yml (and so of every page's
     navigation) but marked orphan, it is still built, with no warning under -W; a notebook _toc.yml does
     not name and that is not marked orphan is still left out."""
-    from io import StringIO
 
     monkeypatch.setenv("ARLM_BOOK_BUILD", "1")
     monkeypatch.setenv("TQDM_DISABLE", "1")
-
-    from sphinx.application import Sphinx
-    from sphinx.util.docutils import docutils_namespace
 
     src = tmp_path / "src"
     (src / "book").mkdir(parents=True)
@@ -645,25 +647,12 @@ def test_a_notebook_marked_orphan_is_built_without_a_place_in_the_navigation(tmp
     assert arlm_book.is_orphan_notebook(src / "book" / "viewtest.ipynb")
     assert not arlm_book.is_orphan_notebook(src / "book" / "draft.ipynb")
     assert arlm_book.is_orphan_notebook(REPO_ROOT / "book" / "viewtest.ipynb"), "the book's own fixture"
-    warnings = StringIO()
-    with docutils_namespace():
-        app = Sphinx(
-            srcdir=str(src),
-            confdir=None,
-            outdir=str(tmp_path / "out"),
-            doctreedir=str(tmp_path / "doctrees"),
-            buildername="html",
-            confoverrides={
-                "extensions": ["myst_nb", "sphinx_external_toc", "arlm_book"],
-                "external_toc_exclude_missing": True,
-                "nb_execution_mode": "off",
-            },
-            status=None,
-            warning=warnings,
-            freshenv=True,
-        )
-        app.build()
-    assert warnings.getvalue() == ""
+    settings = {
+        "extensions": ["myst_nb", "sphinx_external_toc", "arlm_book"],
+        "external_toc_exclude_missing": True,
+        "nb_execution_mode": "off",
+    }
+    assert build_small_book(src, tmp_path, settings) == ""
     out = tmp_path / "out" / "book"
     assert (out / "viewtest.html").is_file(), "the orphan notebook was not built"
     assert not (out / "draft.html").exists(), "a notebook _toc.yml does not name must stay out"
