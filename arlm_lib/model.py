@@ -58,7 +58,8 @@ class GPTConfig:
                 raise ConfigError(f"{name}={value!r} is not allowed: it must be a positive integer")
         if self.n_embd % self.n_head:
             raise ConfigError(
-                f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}: each head gets n_embd/n_head dims"
+                f"n_embd={self.n_embd} (--n-embd) is not divisible by n_head={self.n_head} (--n-head): "
+                "each head gets n_embd/n_head dims"
             )
         # is_real first: comparing a str or None with a float would be a raw TypeError.
         if not is_real(self.dropout) or not 0.0 <= self.dropout < 1.0:

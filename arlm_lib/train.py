@@ -129,7 +129,8 @@ class TrainConfig:
             )
         if self.min_lr is not None and not (is_real(self.min_lr) and 0 <= self.min_lr <= self.lr):
             raise ConfigError(
-                f"min_lr={self.min_lr!r} is not allowed: it must be a number in [0, lr={self.lr}]"
+                f"min_lr={self.min_lr!r} (--min-lr) is not allowed: it must be a number in [0, lr={self.lr}] "
+                "(--lr)"
             )
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"schedule={self.schedule!r} is not allowed: choose one of {SCHEDULES}")
@@ -186,7 +187,8 @@ class TrainConfig:
             )
         if not self.compile:  # a mode without compiling would be ignored: a speed-up that silently is not
             raise ConfigError(
-                f"compile_mode={mode!r} needs compile=True (--compile): without it the model is not compiled"
+                f"compile_mode={mode!r} (--compile-mode) needs compile=True (--compile): without it the model "
+                "is not compiled"
             )
 
     @property
@@ -457,7 +459,8 @@ class Trainer:
         )
         if config.batch_size % self.world_size:
             raise ConfigError(
-                f"batch_size={config.batch_size} is not divisible by the world size {self.world_size}: "
+                f"batch_size={config.batch_size} (--batch-size) is not divisible by the world size "
+                f"{self.world_size}: "
                 "the global batch is split evenly across ranks"
             )
         # The checks of the command line's --out, on the one writer: a new run never overwrites a file,
@@ -721,8 +724,8 @@ class Trainer:
         trainer.load_state(checkpoint)
         if trainer.step > config.max_iters:
             raise ConfigError(
-                f"max_iters={config.max_iters} is below the step the run was saved at ({trainer.step}): "
-                f"to train on, give max_iters > {trainer.step}"
+                f"max_iters={config.max_iters} (--max-iters) is below the step the run was saved at "
+                f"({trainer.step}): to train on, give max_iters > {trainer.step}"
             )
         if trainer.is_main:
             warn_if_schedule_jumps(saved, config, trainer.step)
