@@ -55,6 +55,15 @@ def test_bits_per_char_counts_the_characters_scored(model: GPT):
     assert result.bits_per_char == pytest.approx(result.loss / math.log(2))
 
 
+def test_without_a_tokenizer_each_scored_token_counts_as_one_character(model: GPT):
+    """Catches a character count that is off without a tokenizer (the ids are then the characters):
+    n_chars must be the n_tokens scored, so bits per char equals bits per token."""
+    tokens = torch.randint(0, 12, (2 * BLOCK + 3,), generator=torch.Generator().manual_seed(1))
+    result = evaluate_tokens(model, None, tokens)
+    assert result.n_chars == result.n_tokens == len(tokens) - 1
+    assert result.bits_per_char == pytest.approx(result.bits_per_token, rel=1e-12)
+
+
 @pytest.mark.parametrize("block_size", [1, 3, BLOCK - 1])
 def test_a_shorter_evaluation_window_is_honoured(model: GPT, block_size: int):
     tokens = torch.randint(0, 12, (3 * BLOCK + 5,), generator=torch.Generator().manual_seed(block_size))

@@ -529,6 +529,40 @@ def test_a_lock_left_by_a_dead_process_does_not_block(tmp_path) -> None:
     assert not (run / LOCK_FILE).exists()
 
 
+def test_a_lock_file_replaced_while_being_locked_is_locked_again(tmp_path, monkeypatch) -> None:
+    """Catches a lock taken on a file the previous holder unlinked between our open() and our flock():
+    that orphaned file locks nothing, and the next writer would lock the new file at the path, so two
+    runs would write one directory. The unlink is simulated once, just before the first flock."""
+    from arlm_lib import rundir
+
+    run = tmp_path / "run"
+    run.mkdir()
+    real_flock, calls = rundir.fcntl.flock, []
+
+    def flock_after_the_holder_left(fd, op):
+        if not calls:
+            (run / LOCK_FILE).unlink()  # the previous holder releases: unlink, then close
+        calls.append(fd)
+        return real_flock(fd, op)
+
+    monkeypatch.setattr(rundir.fcntl, "flock", flock_after_the_holder_left)
+    lock = RunLock(run).acquire()
+    monkeypatch.undo()
+    try:
+        assert len(calls) == 2  # retried on the file now at the path
+        assert os.fstat(lock._fd).st_ino == os.stat(run / LOCK_FILE).st_ino
+        with pytest.raises(CheckpointError, match="in use by another training run"):
+            RunLock(run).acquire()
+    finally:
+        lock.release()
+
+
+def test_resuming_a_directory_without_a_checkpoint_is_refused(tmp_path) -> None:
+    """Catches prepare_run_dir(resume=True) accepting a directory with nothing to resume from."""
+    with pytest.raises(CheckpointError, match=f"--resume was given but .* holds no {ckpt.CHECKPOINT_FILE}"):
+        prepare_run_dir(tmp_path, resume=True)
+
+
 def test_a_longer_stale_lock_file_is_rewritten_whole(tmp_path) -> None:
     """A dead run's lock may hold a longer record than ours: the new owner's record replaces it whole,
     so a refused second writer is told which process holds the directory."""

@@ -165,6 +165,14 @@ def test_bpe_vocab_size_counts_special_tokens() -> None:
     assert tok.decode(tok.encode(text)) == text
 
 
+def test_bpe_special_tokens_take_ids_in_the_order_given() -> None:
+    """Catches special tokens sorted before training: the docstring promises ids 0, 1, ... in the order
+    given, and a model or a prompt template that hard-codes <|z|> as id 0 would get <|a|> instead."""
+    tok = BPETokenizer.train("abc abc", vocab_size=300, special_tokens=["<|z|>", "<|a|>"])
+    assert [tok.id_to_token(0), tok.id_to_token(1)] == ["<|z|>", "<|a|>"]
+    assert tok.encode("<|z|><|a|>") == [0, 1]
+
+
 @pytest.mark.parametrize("special", ["<|endoftext|>", "<sép>", "‹sép>", "<日本>", "<tab\there>"])
 def test_bpe_special_tokens_round_trip_whatever_their_characters(special: str) -> None:
     """Special tokens are stored as text; the byte-level decoder must not turn "é" into one raw byte."""
@@ -507,6 +515,24 @@ def test_a_cut_before_a_crlf_is_never_at_start_itself() -> None:
     text = "a\r\nb"
     assert last_safe_boundary(text, len(text)) == 1
     assert last_safe_boundary(text, len(text), start=1) == 0
+
+
+def test_a_safe_cut_is_never_past_end_nor_before_a_crlf_that_follows_a_space() -> None:
+    """Two cuts the random search above can miss. A cut after the newline of "a\nb" sits at 2: with
+    end=1 it is out of reach (a cut past ``end`` would make a piece longer than asked for). And in
+    "x \r\ny" the cut before "\r\n" is unsafe: GPT-2's regex keeps " \r" together in the whole text,
+    but splits it between the two halves, so a merge of " \r" would give other ids."""
+    from tokenizers import pre_tokenizers
+
+    assert last_safe_boundary("a\nb", 1) == 0 and last_safe_boundary("a\nb", 2) == 2
+    text = "x \r\ny"
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
+
+    def words(s: str) -> list[str]:
+        return [w for w, _ in byte_level.pre_tokenize_str(s)]
+
+    assert words(text) != words(text[:2]) + words(text[2:])  # the cut at 2 changes the pre-tokens
+    assert last_safe_boundary(text) == 0
 
 
 def test_pieces_need_a_positive_size() -> None:

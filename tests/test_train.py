@@ -21,6 +21,7 @@ from arlm_lib.train import (
     load_optimizer_state,
     lr_at,
     make_optimizer,
+    warn_if_schedule_jumps,
 )
 
 TEXT = "the quick brown fox jumps over the lazy dog. a lazy cat naps in the sun.\n" * 300
@@ -90,6 +91,28 @@ def test_schedule_values_at_the_warmup_and_decay_boundaries():
     assert lr_at(0, default_floor) == pytest.approx(3e-3, rel=1e-12)  # no warmup: start at the peak
     assert lr_at(50, default_floor) == pytest.approx(3e-4, rel=1e-12)  # min_lr defaults to lr / 10
     assert lr_at(0, TrainConfig(lr=0.3, warmup_iters=10, schedule="constant")) == 0.3  # no warmup either
+
+
+def test_a_linear_schedule_ends_at_min_lr_not_at_zero():
+    """Catches a linear decay that heads for 0 instead of min_lr: the rate would fall below min_lr just
+    before lr_decay_iters and then jump back up to it. By hand, with lr 2.0, min_lr 0.5, no warmup and
+    lr_decay_iters 10: step s is at 2.0 - (s / 10) * (2.0 - 0.5) = 2.0 - 0.15 s."""
+    c = TrainConfig(lr=2.0, min_lr=0.5, warmup_iters=0, max_iters=20, lr_decay_iters=10, schedule="linear")
+    assert [lr_at(s, c) for s in (0, 5, 9)] == pytest.approx([2.0, 1.25, 0.65], rel=1e-12)
+    lrs = [lr_at(s, c) for s in range(20)]
+    assert min(lrs) == lrs[10] == lrs[19] == 0.5  # never below the floor, and flat from lr_decay_iters on
+
+
+def test_the_schedule_jump_warning_advises_the_saved_runs_decay_end():
+    """Catches advice computed from the resumed settings: following it must give back the saved rate.
+    A 10-step run (decay to max_iters) resumed at step 6 with max_iters=20 stretches the cosine; the
+    warning must say lr_decay_iters=10, and with that setting the rate at step 6 is the saved one."""
+    saved = TrainConfig(lr=1.0, min_lr=0.1, warmup_iters=2, max_iters=10)
+    resumed = TrainConfig(lr=1.0, min_lr=0.1, warmup_iters=2, max_iters=20)
+    with pytest.warns(RuntimeWarning, match=r"set lr_decay_iters=10 \(--lr-decay-iters 10\)"):
+        warn_if_schedule_jumps(saved, resumed, step=6)
+    advised = TrainConfig(lr=1.0, min_lr=0.1, warmup_iters=2, max_iters=20, lr_decay_iters=10)
+    assert lr_at(6, advised) == lr_at(6, saved)
 
 
 def test_the_optimizer_steps_with_the_scheduled_lr_and_the_clipped_gradients(data):

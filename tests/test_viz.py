@@ -452,6 +452,21 @@ def test_training_curves_plot_every_series_against_steps():
     assert [list(t.y) for t in same.data] == [list(t.y) for t in fig.data]
 
 
+def test_a_history_dict_missing_a_column_gives_every_trace_one_y_per_x():
+    """Catches a column an older history did not record (here the clipped norm) left empty instead of
+    filled with NaN: its trace would get 40 steps and no values, and a live update or a later series
+    would be misaligned. Each trace must hold as many values as steps, all missing for that column."""
+    data = fake_history(40, 1.0).to_dict()
+    del data["grad_norm_clipped"]
+    for fig in (
+        viz.training_curves(data),
+        viz.training_curves({"old run": data, "new": fake_history(40, 1.0)}),
+    ):
+        assert all(len(trace.x) == len(trace.y) for trace in fig.data)
+    clipped = {t.name: t for t in viz.training_curves(data).data}["grad norm (clipped)"]
+    assert len(clipped.y) == 40 and all(v is None or math.isnan(v) for v in clipped.y)
+
+
 def test_training_curves_overlay_runs_with_legend_groups_and_a_log_toggle():
     runs = {
         "lr 1e-3": fake_history(30, 1.0),
