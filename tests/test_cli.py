@@ -228,7 +228,10 @@ def test_a_compile_mode_without_compile_is_refused(tmp_path, capsys):
     out = tmp_path / "run"
     code = main(["train", "--data", "synthetic", "--out", str(out), "--compile-mode", "max-autotune", *TINY])
     assert code == 2 and not out.exists()
-    assert "compile_mode='max-autotune' (--compile-mode) needs compile=True (--compile)" in capsys.readouterr().err
+    assert (
+        "compile_mode='max-autotune' (--compile-mode) needs compile=True (--compile)"
+        in capsys.readouterr().err
+    )
 
 
 @pytest.mark.parametrize("command", [["sample"], ["eval", "--data", "synthetic"]])
@@ -433,7 +436,10 @@ def test_resume_below_the_saved_step_is_an_error(trained_run, corpus, capsys):
     steps = load_checkpoint(trained_run).trainer_state["step"]
     argv = ["train", "--data", str(corpus), "--out", str(trained_run), "--resume", "--max-iters", "3"]
     assert main([*argv, "--no-progress"]) == 2
-    assert f"max_iters=3 (--max-iters) is below the step the run was saved at ({steps})" in capsys.readouterr().err
+    assert (
+        f"max_iters=3 (--max-iters) is below the step the run was saved at ({steps})"
+        in capsys.readouterr().err
+    )
     assert load_checkpoint(trained_run).train_config["max_iters"] != 3  # nothing rewritten
 
 

@@ -426,7 +426,9 @@ def test_a_world_size_that_does_not_divide_the_batch_is_refused(data, monkeypatc
     monkeypatch.setenv("WORLD_SIZE", "3")
     monkeypatch.setenv("RANK", "0")
     model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, **MODEL))
-    with pytest.raises(ConfigError, match=r"batch_size=8 \(--batch-size\) is not divisible by the world size 3"):
+    with pytest.raises(
+        ConfigError, match=r"batch_size=8 \(--batch-size\) is not divisible by the world size 3"
+    ):
         Trainer(model, train, val, TrainConfig(batch_size=8, device="cpu", progress=False))
 
 

@@ -433,7 +433,9 @@ def test_an_unknown_compile_mode_is_refused_naming_it_and_the_modes(bad):
 
 
 def test_a_compile_mode_without_compile_is_refused():
-    with pytest.raises(ConfigError, match=r"compile_mode='max-autotune' \(--compile-mode\) needs compile=True"):
+    with pytest.raises(
+        ConfigError, match=r"compile_mode='max-autotune' \(--compile-mode\) needs compile=True"
+    ):
         TrainConfig(compile_mode="max-autotune")
 
 

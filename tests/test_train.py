@@ -730,7 +730,9 @@ def test_evaluate_refuses_a_bad_number_of_batches(data, iters):
 def test_resuming_below_the_saved_step_is_refused(data, tmp_path):
     tokenizer, train, val = data
     Trainer(tiny_model(tokenizer), train, val, config(max_iters=6), tokenizer, out_dir=tmp_path).train()
-    with pytest.raises(ConfigError, match=r"max_iters=3 \(--max-iters\) is below the step the run was saved at \(6\)"):
+    with pytest.raises(
+        ConfigError, match=r"max_iters=3 \(--max-iters\) is below the step the run was saved at \(6\)"
+    ):
         Trainer.resume(tmp_path, train, val, max_iters=3)
     with pytest.warns(RuntimeWarning, match="resuming at step 6 .* moves the learning rate"):
         assert Trainer.resume(tmp_path, train, val, max_iters=9).step == 6

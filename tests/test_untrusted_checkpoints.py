@@ -238,7 +238,10 @@ CASES = {
     ),
     "dtype-int": (_cast("model.transformer.wpe.weight", torch.int32), r"dtype mismatch.*wpe\.weight.*int32"),
     "unknown-config-field": (_config_field(n_experts=8), r"unknown GPTConfig field.*n_experts"),
-    "bad-config-value": (_config_field(n_head=3), r"n_embd=32 \(--n-embd\) is not divisible by n_head=3 \(--n-head\)"),
+    "bad-config-value": (
+        _config_field(n_head=3),
+        r"n_embd=32 \(--n-embd\) is not divisible by n_head=3 \(--n-head\)",
+    ),
     "other-architecture": (_config_field(n_layer=2), r"missing tensors.*h\.1\."),
     "absurd-config": (_config_field(n_embd=2**30, n_head=1), r"asks for at least .* parameters"),
     "unknown-tensor-prefix": (_add("payload.exe"), r"tensors this format does not define.*payload\.exe"),
