@@ -628,11 +628,11 @@ def cmd_train(args: argparse.Namespace) -> int:
                 f"--{k.replace('_', '-')} {v} (checkpoint has {s})" for k, (v, s) in clash.items()
             )
             raise CheckpointError(f"cannot resume {out} with a different architecture: {details}")
-        if "schedule" not in args._explicit and checkpoint.train_config is not None:
-            saved_schedule = checkpoint.train_config.get("schedule", "cosine")
-            _check_schedule_flags(args, saved_schedule, " (the saved run's schedule)")
-        elif "schedule" in args._explicit:
+        if "schedule" in args._explicit:
             _check_schedule_flags(args, args.schedule)
+        else:
+            saved_schedule = (checkpoint.train_config or {}).get("schedule", "cosine")
+            _check_schedule_flags(args, saved_schedule, " (the saved run's schedule)")
         if checkpoint.tokenizer is None:
             raise CheckpointError(f"{out} holds no tokenizer, so its training data cannot be encoded")
         tokenizer = tokenizer_from_dict(checkpoint.tokenizer)

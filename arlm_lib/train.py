@@ -460,8 +460,7 @@ class Trainer:
         if config.batch_size % self.world_size:
             raise ConfigError(
                 f"batch_size={config.batch_size} (--batch-size) is not divisible by the world size "
-                f"{self.world_size}: "
-                "the global batch is split evenly across ranks"
+                f"{self.world_size}: the global batch is split evenly across ranks"
             )
         # The checks of the command line's --out, on the one writer: a new run never overwrites a file,
         # another run's checkpoint or a directory of someone's files. Checked now, created once every

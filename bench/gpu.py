@@ -50,8 +50,8 @@ estimate for the new items; max-autotune's compile time is the least known), and
 end after ``--budget-s`` is skipped, not started. The default budget (480 s) keeps a plain run within
 ``timeout 540``; a ``--tune`` run expects about 515 s up to the max-autotune item, so its default
 budget is 560 s, for ``timeout 590`` (the command in bench/RESULTS.md): 45 s of slack for the estimates
-before it, the new decode item's above all, so that an overrun there does not skip the row the run is for. In the reduced mode only
-the start of each item is checked.
+before it, the new decode item's above all, so that an overrun there does not skip the row the run is
+for. In the reduced mode only the start of each item is checked.
 
 Without CUDA (or with ``--reduced``) it runs the same code on the CPU with scaled-down models (2 layers,
 64 wide, context 64) and 2 timed steps, so the script is known to work before a GPU is at hand; those
