@@ -815,10 +815,14 @@ class Trainer:
 
     def _abandon_step(self, unscaled: bool = True) -> None:
         """Drop this step's gradients. With fp16, also close the loss scaler's step once ``unscale_`` has
-        run: the scaler refuses a second ``unscale_`` (the next step's) before an ``update``."""
+        run: the scaler refuses a second ``unscale_`` (the next step's) before an ``update``. The update
+        would also count the dropped step towards growing the scale (or lower it after an overflow), so
+        the scale and its growth count are put back as they were: a dropped step leaves no trace."""
         self.optimizer.zero_grad(set_to_none=True)
         if unscaled and self.scaler.is_enabled():
+            before = self.scaler.state_dict()  # a host read, but only on this rare path
             self.scaler.update()
+            self.scaler.load_state_dict(before)
 
     def _accumulate_gradients(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Forward and backward over ``grad_accum_steps`` micro-batches. Returns the summed loss and the

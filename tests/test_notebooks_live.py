@@ -27,6 +27,9 @@ def test_chapter_runs_top_to_bottom_in_a_live_kernel(path: Path, monkeypatch, tm
     monkeypatch.delenv("ARLM_BOOK_BUILD", raising=False)  # the kernel inherits this process's environment
     cache = REPO_ROOT / "_build" / "arlm_cache"
     monkeypatch.setenv("ARLM_CACHE_DIR", str(cache if cache.is_dir() else tmp_path / "cache"))
+    scratch = tmp_path / "tmp"  # the kernel's temp folder, to see what the chapter leaves behind
+    scratch.mkdir()
+    monkeypatch.setenv("TMPDIR", str(scratch))
     notebook = nbformat.read(path, as_version=4)
     client = nbclient.NotebookClient(
         notebook, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(BOOK_DIR)}}
@@ -42,3 +45,7 @@ def test_chapter_runs_top_to_bottom_in_a_live_kernel(path: Path, monkeypatch, tm
     if path.name in LIVE_APPS:
         assert WIDGET_VIEW in kinds, f"{path.name} displayed no widget in a live kernel"
     assert not [out for out in outputs if out.output_type == "error"]
+    # Scratch run directories (chapter 5 writes checkpoints) go when the kernel shuts down, not pile up.
+    # Other entries, such as torch.compile's cache folder, are caches meant to stay.
+    left = sorted(p.name for p in scratch.iterdir() if p.name.startswith("arlm-"))
+    assert not left, f"{path.name} left scratch folders in the temp folder: {left}"

@@ -475,10 +475,11 @@ def test_a_rollback_halves_the_whole_schedule_min_lr_included(data):
 def test_an_interrupted_step_leaves_the_trainer_ready_for_the_next(data, monkeypatch, interrupt_at):
     """Ctrl-C in a notebook lands where a step waits: on CUDA, at the step's host read, after the fp16
     gradients were unscaled. The next step must neither be refused by the loss scaler ("unscale_() has
-    already been called") nor add its gradients onto the abandoned ones."""
+    already been called") nor add its gradients onto the abandoned ones, and the dropped step must not
+    count towards growing the loss scale (here after every clean step)."""
     tokenizer, train, val = data
     trainer = Trainer(tiny_model(tokenizer), train, val, config(max_iters=4))
-    trainer.scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    trainer.scaler = torch.amp.GradScaler("cpu", init_scale=1024.0, growth_interval=1)
     target = (torch.Tensor, "backward") if interrupt_at == "backward" else (torch.Tensor, "tolist")
     original = getattr(*target)
 
@@ -494,8 +495,11 @@ def test_an_interrupted_step_leaves_the_trainer_ready_for_the_next(data, monkeyp
     monkeypatch.setattr(*target, original)
     assert all(p.grad is None for p in trainer.raw_model.parameters())
     assert all(torch.equal(w, p) for w, p in zip(weights, trainer.raw_model.parameters()))
+    assert trainer.scaler.state_dict()["scale"] == 1024.0
+    assert trainer.scaler.state_dict()["_growth_tracker"] == 0
     history = trainer.train()  # what a reader does after interrupting the kernel: run the cell again
     assert trainer.step == 4 and list(history.column("step")) == [1, 2, 3, 4]
+    assert trainer.scaler.get_scale() == 1024.0 * 2**4  # the four clean steps, and nothing else, grew it
     assert all(math.isfinite(v) for v in history.column("train_loss"))
 
 
