@@ -115,12 +115,13 @@ class PageVisit:
 
 def visit(browser: Any, url: str, viewport: dict[str, int] | None = None, dark: bool = False) -> PageVisit:
     """Open ``url`` offline (non-local requests aborted and recorded) and wait for figures and math;
-    at ``viewport``'s size, and in the theme's dark mode with ``dark`` (as a reader's saved choice)."""
+    at ``viewport``'s size, and with ``dark`` as a reader whose system asks for dark colours and who has
+    not chosen a mode on the page: the book's ``default_mode: auto`` must follow the system."""
     blocked: list[str] = []
     context = offline_context(browser, blocked, viewport)
-    if dark:
-        context.add_init_script("localStorage.setItem('mode', 'dark')")
     page = context.new_page()
+    if dark:
+        page.emulate_media(color_scheme="dark")
     record = PageVisit(page=page, url=url, blocked=blocked)
 
     def on_dialog(dialog: Any) -> None:
@@ -813,6 +814,7 @@ def test_page_passes_axe_core_rules_on_a_phone_and_in_dark_mode(
     try:
         if setting == "dark":
             assert record.page.evaluate("document.documentElement.dataset.theme") == "dark"
+            assert not record.js_errors + record.console_errors, "the first visit in dark mode logged errors"
         if setting == "phone":
             violations = axe_violations(record.page, PHONE_RULES)
         else:
