@@ -38,6 +38,8 @@ CHECKPOINT_FILE = "checkpoint.safetensors"
 FORMAT = "arlm-checkpoint/1"
 #: The tensor holding the trainer state as JSON bytes (see the module docstring).
 TRAINER_STATE_TENSOR = "state.trainer"
+#: The model-config fields ``load_model`` may override: they leave what the weights compute unchanged.
+WEIGHT_FREE_OVERRIDES = ("attention", "dropout")
 
 
 @dataclass
@@ -55,6 +57,10 @@ class Checkpoint:
 
 def checkpoint_path(path: str | os.PathLike) -> Path:
     """Accept either a run directory or the checkpoint file itself (any existing file is taken as given)."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise ConfigError(
+            f"checkpoint path {path!r} is not allowed: give a run directory or a checkpoint file, as a str or Path"
+        )
     path = Path(path)
     if path.is_file() or (path.suffix == ".safetensors" and not path.is_dir()):
         return path
@@ -153,10 +159,18 @@ def save_checkpoint(
 ) -> Path:
     """Write a checkpoint atomically into ``run_dir`` and return its path.
 
-    Refuses to save weights that hold NaN or inf, so the last good checkpoint is never replaced by a
-    diverged one.
+    ``run_dir`` is a run directory, or a checkpoint file's path (see :func:`checkpoint_path`). Refuses to
+    save weights that hold NaN or inf, so the last good checkpoint is never replaced by a diverged one;
+    a tokenizer with more ids than the model embeds, which :func:`load_model` would refuse; and to
+    replace an existing file that is not an arlm checkpoint (a corpus, a ``torch.save`` file).
     """
     model = unwrap_model(model)
+    if tokenizer is not None and tokenizer.vocab_size > model.config.vocab_size:
+        raise CheckpointError(
+            f"refusing to save: the tokenizer has {tokenizer.vocab_size} ids but the model embeds only "
+            f"{model.config.vocab_size}, so the checkpoint could not be loaded; save the tokenizer the model "
+            "was trained with"
+        )
     tensors: dict[str, torch.Tensor] = {}
     seen: dict[int, str] = {}
     tied: dict[str, str] = {}
@@ -197,6 +211,14 @@ def save_checkpoint(
     metadata["sha256"] = checkpoint_digest(tensors, metadata)
 
     path = checkpoint_path(run_dir)
+    if path.is_file():
+        try:
+            _read_metadata(path)
+        except CheckpointError as exc:
+            raise CheckpointError(
+                f"refusing to save over {path}: the file exists and is not an arlm checkpoint ({exc}); "
+                "save into a run directory or under a new name, or delete the file first"
+            ) from exc
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -320,7 +342,12 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     """
     path = checkpoint_path(path)
     if not path.is_file():
-        raise CheckpointError(f"no checkpoint at {path}: expected a run directory holding {CHECKPOINT_FILE}")
+        expected = (
+            "a run directory holding " + CHECKPOINT_FILE
+            if path.name == CHECKPOINT_FILE
+            else "a checkpoint file, or a run directory holding " + CHECKPOINT_FILE
+        )
+        raise CheckpointError(f"no checkpoint at {path}: expected {expected}")
     metadata = _read_metadata(path)
     try:
         tensors = load_file(str(path), device="cpu")
@@ -419,7 +446,12 @@ def check_config_fits(config: GPTConfig, state: dict[str, torch.Tensor], source:
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", **config_overrides: Any):
     """Rebuild the model (and its tokenizer, if saved) from a checkpoint, ready for inference.
 
-    ``config_overrides`` may change fields that do not alter the weights, e.g. ``attention="explicit"``.
+    ``config_overrides`` may change only the fields that leave what the model computes unchanged:
+    ``attention`` (``"explicit"`` returns the attention weights) and ``dropout`` (off in eval mode; it
+    matters if you train the model further). Other fields, even shape-compatible ones such as
+    ``residual`` or ``n_head``, would silently turn the trained weights into another model: to
+    experiment with one, build ``GPT(dataclasses.replace(config, ...))`` and call
+    :func:`load_state_strict` yourself.
     """
     from .device import resolve_device
     from .tokenizers import tokenizer_from_dict
@@ -428,6 +460,13 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", **co
     # fail late, in torch, with a list of every device type it knows).
     if not isinstance(device, torch.device):  # a torch.device is taken as given, as torch takes it
         device = resolve_device(device)
+    changing = sorted(set(config_overrides) - set(WEIGHT_FREE_OVERRIDES))
+    if changing:
+        raise ConfigError(
+            f"load_model cannot override {', '.join(changing)}: only {', '.join(WEIGHT_FREE_OVERRIDES)} "
+            "leave what the trained weights compute unchanged (to experiment, build "
+            "GPT(dataclasses.replace(config, ...)) and call load_state_strict)"
+        )
     ckpt = load_checkpoint(path)
     source = str(checkpoint_path(path))
     config = ckpt.model_config

@@ -836,8 +836,6 @@ def _run(trainer, lock) -> int:
                 )
 
     trainer.callbacks.append(PrintEvals())
-    if trainer.is_main:
-        _warn_if_warmup_never_ends(trainer.config)
     try:
         history = trainer.train(handle_signals=True)
     except TrainingDivergedError as exc:
@@ -857,22 +855,6 @@ def _run(trainer, lock) -> int:
         if trainer.stop_requested:
             print("stopped early; continue with --resume")
     return 0
-
-
-def _warn_if_warmup_never_ends(config) -> None:
-    """A run no longer than its warmup never reaches --lr: with the default warmup of 100 steps, a
-    10-step try-out ends at a tenth of it and seems to learn nothing. Allowed, but never silently."""
-    from .train import lr_at
-
-    if config.schedule == "constant" or config.warmup_iters < config.max_iters:
-        return
-    last = lr_at(config.max_iters - 1, config)
-    print(
-        f"warning: --warmup-iters {config.warmup_iters} is not below --max-iters {config.max_iters}: the "
-        f"learning rate is still warming up at the last step ({last:.2e}, {last / config.lr:.0%} of --lr "
-        f"{config.lr:g}); give a smaller --warmup-iters (or --schedule constant, without it) for a short run",
-        file=sys.stderr,
-    )
 
 
 def cmd_sample(args: argparse.Namespace) -> int:

@@ -21,6 +21,7 @@ step comes from that setting, not from language-model training.
 from __future__ import annotations
 
 import codecs
+import numbers
 import os
 import tempfile
 from collections.abc import Iterator
@@ -264,6 +265,27 @@ def check_stream(tokens: TokenStream) -> None:
         raise DataError(f"tokens must be 1-D, got shape {tuple(tokens.shape)}")
     if not is_integer_dtype(tokens.dtype):
         raise DataError(f"tokens must have an integer dtype, got {tokens.dtype}")
+
+
+def token_id_list(ids: object, vocab_size: int, name: str = "ids") -> list[int]:
+    """One sequence of token ids (a list, a 1-D tensor or array, or one of shape (1, T)) as a list of
+    ints in ``0..vocab_size-1``; a DataError naming the first bad value otherwise."""
+    if isinstance(ids, str):
+        raise DataError(
+            f"{name} must be token ids, not a str: encode the text first, e.g. tokenizer.encode({ids[:20]!r})"
+        )
+    if isinstance(ids, (torch.Tensor, np.ndarray)):
+        if ids.ndim == 2 and ids.shape[0] == 1:
+            ids = ids[0]
+        if ids.ndim != 1:
+            raise DataError(f"{name} must be one sequence of token ids (1-D), got shape {tuple(ids.shape)}")
+        ids = ids.tolist()
+    if not isinstance(ids, (list, tuple, range)):
+        raise DataError(f"{name} must be a list or 1-D tensor of token ids, got {type(ids).__name__}")
+    for t in ids:
+        if isinstance(t, bool) or not isinstance(t, numbers.Integral) or not 0 <= t < vocab_size:
+            raise DataError(f"{name} has token id {t!r}: ids must be integers in 0..{vocab_size - 1}")
+    return [int(t) for t in ids]
 
 
 def check_long_enough(tokens: TokenStream, block_size: int, name: str = "corpus") -> None:

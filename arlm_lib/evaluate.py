@@ -20,7 +20,7 @@ class EvalResult:
 
     loss: float  # mean nats per predicted token
     n_tokens: int  # tokens predicted
-    n_chars: int  # characters those tokens decode to
+    n_chars: int  # characters those tokens decode to (without a tokenizer: one per token)
 
     @property
     def perplexity(self) -> float:
@@ -34,7 +34,9 @@ class EvalResult:
 
     @property
     def bits_per_char(self) -> float:
-        """Total bits divided by the characters they encode (independent of the tokenizer)."""
+        """Total bits divided by the characters they encode, comparable across tokenizers. Evaluated
+        without a tokenizer, each token counts as one character: right for a character-level model's
+        ids, but for BPE ids it is bits per token; pass the tokenizer."""
         return self.loss * self.n_tokens / max(1, self.n_chars) / math.log(2)
 
 
@@ -48,7 +50,17 @@ def evaluate_tokens(
     sliding window would give them; with block_size equal to the training context this matches how the
     model was trained. The tokens after the last full window are scored in one shorter window, so a
     text shorter than the context is scored too.
+
+    ``tokenizer`` is used only to count the characters the scored tokens decode to (for
+    ``bits_per_char``); with None each token counts as one character.
     """
+    if tokenizer is not None and not callable(getattr(tokenizer, "decode", None)):
+        raise ConfigError(
+            f"tokenizer must be an arlm_lib tokenizer or None, got {type(tokenizer).__name__}: the arguments "
+            "are (model, tokenizer, tokens)"
+        )
+    if isinstance(tokens, str):
+        raise DataError("tokens must be token ids, not a str: encode the text first (tokenizer.encode(text))")
     context = model.config.block_size
     block_size = context if block_size is None else block_size
     if not is_int(block_size) or not 1 <= block_size <= context:

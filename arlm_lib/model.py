@@ -26,7 +26,7 @@ import torch.nn as nn
 from torch.nn import functional as F
 
 from .checks import is_int, is_real, plain_fields
-from .errors import ConfigError
+from .errors import ConfigError, DataError
 
 NORM_POSITIONS = ("pre", "post")
 ATTENTION_PATHS = ("fast", "explicit")
@@ -411,11 +411,32 @@ def causal_mask(n_queries: int, n_keys: int, device=None) -> torch.Tensor:
     return torch.ones(n_queries, n_keys, dtype=torch.bool, device=device).tril(diagonal=offset)
 
 
+def check_token_ids(idx: Any) -> None:
+    """Refuse what the embedding lookup would fail on with a message about indices: ``idx`` must be a
+    (batch, time) tensor of integer ids. (Ids past the vocabulary are not checked here: that needs the
+    values, a wait for the GPU at every call; generation checks its prompts once.)"""
+    if not isinstance(idx, torch.Tensor):
+        raise DataError(
+            f"idx must be a tensor of token ids of shape (batch, time), got a {type(idx).__name__}: "
+            "e.g. torch.tensor([tokenizer.encode(text)])"
+        )
+    if idx.dtype.is_floating_point or idx.dtype.is_complex or idx.dtype == torch.bool:
+        raise DataError(f"idx must hold integer token ids, got dtype {idx.dtype}: use idx.long()")
+    if idx.dim() != 2:
+        one = " (for one sequence, use idx[None])" if idx.dim() == 1 else ""
+        raise DataError(f"idx must have shape (batch, time), got shape {tuple(idx.shape)}{one}")
+
+
 class GPT(nn.Module):
     """The decoder-only language model: tokens in, next-token logits (and optionally the loss) out."""
 
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
+        if not isinstance(config, GPTConfig):
+            raise ConfigError(
+                f"GPT takes a GPTConfig, got {type(config).__name__}: e.g. GPT(GPTConfig.from_preset('tiny', "
+                "vocab_size=tokenizer.vocab_size)), or GPTConfig.from_dict(a_dict)"
+            )
         self.config = config
         self.transformer = nn.ModuleDict(
             dict(
@@ -508,6 +529,7 @@ class GPT(nn.Module):
         """
         if loss_only and targets is None:
             raise ConfigError("loss_only=True needs targets: without them there is no loss to return")
+        check_token_ids(idx)
         B, T = idx.shape
         if kv_cache is not None and kv_cache.fixed_shape:
             # A StaticKVCache (compiled decoding): where the new tokens go and what each one may see

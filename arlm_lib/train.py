@@ -51,6 +51,11 @@ from .rundir import prepare_run_dir
 
 SCHEDULES = ("cosine", "linear", "constant")
 NONFINITE_POLICIES = ("stop", "rollback")
+#: TrainConfig fields a Trainer reads only when it is built (the device, the optimizer, the compiled
+#: model, the random generators, the MFU peak): ``train()`` refuses a ``trainer.config`` that changed them.
+INIT_ONLY_FIELDS = (
+    "device", "dtype", "compile", "compile_mode", "seed", "peak_flops", "weight_decay", "beta1", "beta2",
+)  # fmt: skip
 
 
 _FLOAT32_MAX = float(torch.finfo(torch.float32).max)
@@ -94,6 +99,11 @@ class TrainConfig:
     max_rollbacks: int = 3
 
     def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Check every field (``ConfigError`` names the first bad one). Runs when the config is built and
+        again when ``Trainer.train()`` starts, since a dataclass does not check fields set afterwards."""
         plain_fields(self)  # numpy scalars (from a sweep or an array) become plain Python values
         if self.on_nonfinite not in NONFINITE_POLICIES:
             raise ConfigError(
@@ -241,11 +251,33 @@ def warn_if_schedule_jumps(saved: TrainConfig, resumed: TrainConfig, step: int) 
     before, after = lr_at(step, saved), lr_at(step, resumed)
     if math.isclose(before, after, rel_tol=1e-9, abs_tol=0.0):
         return
+    moved = f"resuming at step {step} with these settings moves the learning rate there from {before:.3g} to {after:.3g}"
+    if resumed.schedule == "constant" or (resumed.schedule, resumed.lr) != (saved.schedule, saved.lr):
+        # The typed lr or schedule is the change itself: lr_decay_iters cannot carry on the saved decay.
+        why = f"lr {saved.lr:g} -> {resumed.lr:g}, schedule {saved.schedule} -> {resumed.schedule}"
+        warnings.warn(f"{moved} ({why})", RuntimeWarning, stacklevel=3)
+        return
     keep = saved.lr_decay_iters or saved.max_iters
     warnings.warn(
-        f"resuming at step {step} with these settings moves the learning rate there from {before:.3g} to "
-        f"{after:.3g} (the schedule is recomputed for max_iters={resumed.max_iters}); to carry on the saved "
+        f"{moved} (the schedule is recomputed for max_iters={resumed.max_iters}); to carry on the saved "
         f"decay instead, set lr_decay_iters={keep} (--lr-decay-iters {keep}): steps past it train at min_lr",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+
+
+def warn_if_warmup_never_ends(config: TrainConfig) -> None:
+    """Warn when a run is no longer than its warmup, so it never reaches ``lr``: with the default warmup
+    of 100 steps, a 50-step try-out ends at half of it and seems to learn little. Allowed, but never
+    silently. (A constant schedule has no warmup.)"""
+    if config.schedule == "constant" or config.warmup_iters < config.max_iters:
+        return
+    last = lr_at(config.max_iters - 1, config)
+    warnings.warn(
+        f"warmup_iters={config.warmup_iters} (--warmup-iters) is not below max_iters={config.max_iters} "
+        f"(--max-iters): the learning rate is still warming up at the last step ({last:.2e}, "
+        f"{last / config.lr:.0%} of lr={config.lr:g}); give a smaller warmup_iters (or the constant schedule, "
+        "without one) for a short run",
         RuntimeWarning,
         stacklevel=3,
     )
@@ -431,6 +463,29 @@ class Trainer:
             )
         # A copy: a rollback halves this run's lr, which must not change the caller's config object.
         self.config = config = replace(config)
+        self._built_with = {name: getattr(config, name) for name in INIT_ONLY_FIELDS}
+        if not isinstance(model, GPT):
+            raise ConfigError(
+                f"model must be an arlm_lib GPT, got {type(model).__name__}: the trainer relies on its config "
+                "(vocabulary, context, FLOPs per token) and its loss"
+            )
+        if tokenizer is not None and not isinstance(getattr(tokenizer, "vocab_size", None), int):
+            hint = (
+                " (callbacks go in callbacks=[...])" if isinstance(tokenizer, (list, tuple, Callback)) else ""
+            )
+            raise ConfigError(
+                f"tokenizer must be an arlm_lib tokenizer or None, got {type(tokenizer).__name__}{hint}"
+            )
+        if isinstance(callbacks, TrainConfig):
+            raise ConfigError(
+                "callbacks got a TrainConfig: Trainer.resume takes its changes as keyword arguments "
+                "(Trainer.resume(run_dir, train, val, max_iters=2000)), on top of the saved config"
+            )
+        if not isinstance(callbacks, (list, tuple)):
+            one = " (for one callback, pass [callback])" if isinstance(callbacks, Callback) else ""
+            raise ConfigError(
+                f"callbacks must be a list of Callback objects, got {type(callbacks).__name__}{one}"
+            )
         if tokenizer is not None and tokenizer.vocab_size > model.config.vocab_size:
             # Saved with the checkpoint, it would only fail when someone generates: say so now.
             raise ConfigError(
@@ -1005,6 +1060,29 @@ class Trainer:
             self._remember_good_state()
             self._last_read_at = None
 
+    def _check_config_changes(self) -> None:
+        """Check ``trainer.config`` as changed since the trainer was built (the way to train on, say, with
+        a higher ``max_iters``): every field must still be valid, and the fields read only when the
+        trainer is built must not have changed, since changing them now would do nothing."""
+        self.config.validate()
+        changed = [
+            f"{name} from {self._built_with[name]!r} to {getattr(self.config, name)!r}"
+            for name in INIT_ONLY_FIELDS
+            if getattr(self.config, name) != self._built_with[name]
+        ]
+        if changed:
+            raise ConfigError(
+                f"trainer.config changed {'; '.join(changed)} after the Trainer was built, but "
+                f"{', '.join(INIT_ONLY_FIELDS)} are read only when it is built, so the change would do "
+                "nothing: put the old value back, or build a new Trainer (Trainer.resume(out_dir, ...) "
+                "continues a saved run with new values)"
+            )
+        if self.config.batch_size % self.world_size:
+            raise ConfigError(
+                f"trainer.config.batch_size={self.config.batch_size} is not divisible by the world size "
+                f"{self.world_size}: each rank takes an equal share of the batch"
+            )
+
     def train(self, handle_signals: bool = False) -> History:
         """Run until ``max_iters`` or a stop request; save a checkpoint at the end and on stop.
 
@@ -1017,7 +1095,10 @@ class Trainer:
         """
         from tqdm.auto import tqdm
 
+        self._check_config_changes()
         config = self.config
+        if self.is_main and self.step < config.max_iters:
+            warn_if_warmup_never_ends(config)
         if self._stop_honoured:
             self._stop_honoured = False
             self.clear_stop()

@@ -181,3 +181,13 @@ def test_evaluating_a_model_in_training_leaves_it_in_training():
     first = evaluate_tokens(training, None, tokens)
     assert training.training
     assert evaluate_tokens(training, None, tokens) == first  # scored without dropout, every time
+
+
+def test_text_and_swapped_arguments_are_named(model: GPT):
+    """A str for the tokens, or the tokens and the tokenizer swapped: named, not a TypeError from torch."""
+    tokenizer = CharTokenizer.train("abcdefghijkl")
+    tokens = torch.as_tensor(tokenizer.encode("abcabcabc"))
+    with pytest.raises(DataError, match=r"tokens must be token ids, not a str: encode the text first"):
+        evaluate_tokens(model, tokenizer, "abcabc")
+    with pytest.raises(ConfigError, match=r"got Tensor: the arguments are \(model, tokenizer, tokens\)"):
+        evaluate_tokens(model, tokens, tokenizer)

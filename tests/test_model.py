@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from arlm_lib.errors import ConfigError
+from arlm_lib.errors import ConfigError, DataError
 from arlm_lib.model import GPT, PRESETS, GPTConfig, attention_mask_4d
 
 SMALL = GPTConfig(vocab_size=37, block_size=24, n_layer=2, n_head=4, n_embd=32)
@@ -444,3 +444,32 @@ def test_load_model_names_a_bad_device_and_the_choices(tmp_path, device):
         load_model(tmp_path / "run", device=device)
     model, _ = load_model(tmp_path / "run", device=torch.device("cpu"))
     assert next(model.parameters()).device.type == "cpu"
+
+
+@pytest.mark.parametrize(
+    "idx, match",
+    [
+        ([[1, 2, 3]], r"idx must be a tensor of token ids of shape \(batch, time\), got a list"),
+        (torch.tensor([1, 2, 3]), r"got shape \(3,\) \(for one sequence, use idx\[None\]\)"),
+        (
+            torch.zeros(1, 2, 3, dtype=torch.long),
+            r"idx must have shape \(batch, time\), got shape \(1, 2, 3\)$",
+        ),
+        (torch.tensor([[1.0, 2.0]]), r"idx must hold integer token ids, got dtype torch.float32"),
+        (torch.tensor([[True, False]]), r"got dtype torch.bool"),
+    ],
+    ids=["list", "1-D", "3-D", "float", "bool"],
+)
+def test_forward_names_input_that_is_not_a_batch_of_token_ids(idx, match):
+    """What a learner passes first: these reached the embedding (a float was read as an index error,
+    a list as a missing ``.shape``); now each names the value and what is expected."""
+    model = GPT(GPTConfig(vocab_size=8, block_size=8, n_layer=1, n_head=1, n_embd=8))
+    with pytest.raises(DataError, match=match):
+        model(idx)
+    assert model(torch.tensor([[1, 2, 3]], dtype=torch.int32)).logits.shape == (1, 3, 8)  # any integer dtype
+
+
+@pytest.mark.parametrize("config", ["tiny", {"vocab_size": 8}, None])
+def test_gpt_names_a_config_that_is_not_a_gpt_config(config):
+    with pytest.raises(ConfigError, match=rf"GPT takes a GPTConfig, got {type(config).__name__}: e\.g\. GPT"):
+        GPT(config)

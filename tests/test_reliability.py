@@ -343,7 +343,9 @@ def test_absurd_lr_stops_with_exit_3_naming_the_step_and_keeps_finite_checkpoint
     assert result.returncode == 3, result.stderr
     assert "Traceback" not in result.stderr
     warning, *message = result.stderr.strip().splitlines()
-    assert warning.startswith("warning: --warmup-iters 1000000 is not below --max-iters 500"), warning
+    assert warning.startswith("warning: warmup_iters=1000000 (--warmup-iters) is not below max_iters=500"), (
+        warning
+    )
     assert len(message) == 1 and message[0].startswith("error: ")
     match = re.search(r"became (nan|inf) at step (\d+)", message[0])
     assert match, message[0]

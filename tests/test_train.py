@@ -115,6 +115,89 @@ def test_the_schedule_jump_warning_advises_the_saved_runs_decay_end():
     assert lr_at(6, advised) == lr_at(6, saved)
 
 
+def test_the_schedule_jump_warning_gives_no_decay_advice_when_lr_or_schedule_changed():
+    """lr_decay_iters cannot carry on a decay the typed lr or a constant schedule replaced: the warning
+    names the change instead of advising a setting that would not help."""
+    saved = TrainConfig(lr=1.0, min_lr=0.1, warmup_iters=2, max_iters=10)
+    for resumed in (
+        TrainConfig(lr=0.5, min_lr=0.05, warmup_iters=2, max_iters=10),
+        TrainConfig(lr=1.0, warmup_iters=2, max_iters=20, schedule="constant"),
+    ):
+        with pytest.warns(RuntimeWarning) as caught:
+            warn_if_schedule_jumps(saved, resumed, step=6)
+        (message,) = [str(w.message) for w in caught]
+        assert "lr_decay_iters" not in message
+        assert f"lr 1 -> {resumed.lr:g}, schedule cosine -> {resumed.schedule}" in message
+
+
+def test_a_run_no_longer_than_its_warmup_warns_that_it_never_reaches_lr(data, recwarn):
+    """TrainConfig(max_iters=50) keeps the default 100-step warmup: the run ends at half of lr and
+    never decays. Said once when train() starts; nothing when the warmup ends in time, or for the
+    constant schedule, which has none."""
+    tokenizer, train, val = data
+    short = config(max_iters=4, warmup_iters=100, eval_interval=4, eval_iters=1)
+    with pytest.warns(
+        RuntimeWarning, match=r"warmup_iters=100 \(--warmup-iters\) is not below max_iters=4"
+    ) as caught:
+        Trainer(tiny_model(tokenizer), train, val, short).train()
+    assert "(3.96e-05, 4% of lr=0.001)" in str(caught[0].message)  # lr_at(3) = 1e-3 * 4 / 101
+    recwarn.clear()
+    for fine in (config(max_iters=4, warmup_iters=3, eval_interval=4, eval_iters=1),
+                 config(max_iters=4, warmup_iters=100, schedule="constant", eval_interval=4, eval_iters=1)):  # fmt: skip
+        Trainer(tiny_model(tokenizer), train, val, fine).train()
+    assert not [w for w in recwarn if "warmup" in str(w.message)]
+
+
+@pytest.mark.parametrize(
+    "field, value, match",
+    [
+        ("lr", -1.0, r"lr=-1.0 is not allowed"),
+        ("max_iters", 0, r"max_iters=0 is not allowed"),
+        ("device", "cuda", r"changed device from 'cpu' to 'cuda' after the Trainer was built"),
+        ("weight_decay", 0.0, r"changed weight_decay from 0.1 to 0.0"),
+    ],
+)
+def test_train_checks_a_trainer_config_changed_after_the_trainer_was_built(data, field, value, match):
+    """The docstring says to change ``trainer.config`` to train on, and a dataclass checks nothing set
+    after it was built: a negative lr trained (and went uphill) without a word, and a new device or
+    weight decay, read only when the trainer is built, would silently do nothing."""
+    tokenizer, train, val = data
+    trainer = Trainer(tiny_model(tokenizer), train, val, config(max_iters=2))
+    setattr(trainer.config, field, value)
+    weights = [p.detach().clone() for p in trainer.raw_model.parameters()]
+    with pytest.raises(ConfigError, match=match):
+        trainer.train()
+    assert trainer.step == 0
+    assert all(torch.equal(w, p) for w, p in zip(weights, trainer.raw_model.parameters()))
+    setattr(trainer.config, field, getattr(config(max_iters=2), field))
+    trainer.config.max_iters = 3  # the change the docstring means
+    trainer.train()
+    assert trainer.step == 3
+
+
+@pytest.mark.parametrize(
+    "arguments, match",
+    [
+        (dict(model=torch.nn.Linear(3, 3)), r"model must be an arlm_lib GPT, got Linear"),
+        (
+            dict(tokenizer=[Callback()]),
+            r"tokenizer must be .* got list \(callbacks go in callbacks=\[...\]\)",
+        ),
+        (dict(callbacks=Callback()), r"callbacks must be a list of Callback objects, got Callback \(for one"),
+        (
+            dict(callbacks=TrainConfig()),
+            r"callbacks got a TrainConfig: Trainer.resume takes its changes as keyword",
+        ),
+    ],
+    ids=["model", "callbacks-as-tokenizer", "one-callback", "config-as-callbacks"],
+)
+def test_arguments_in_the_wrong_place_are_named(data, arguments, match):
+    tokenizer, train, val = data
+    given = dict(model=tiny_model(tokenizer), tokenizer=tokenizer, callbacks=()) | arguments
+    with pytest.raises(ConfigError, match=match):
+        Trainer(given["model"], train, val, config(), given["tokenizer"], given["callbacks"])
+
+
 def test_the_optimizer_steps_with_the_scheduled_lr_and_the_clipped_gradients(data):
     """What reaches AdamW, not what the history says: every parameter group gets lr_at(step), and the
     gradients it sees have global norm grad_clip (or their own norm, unclipped, when clipping is off)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import pickle
+import re
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,7 @@ from safetensors.torch import load_file, save_file
 
 from arlm_lib import checkpoint as ckpt
 from arlm_lib.cli import main
-from arlm_lib.errors import CheckpointError
+from arlm_lib.errors import CheckpointError, ConfigError
 from arlm_lib.model import GPT, GPTConfig
 from arlm_lib.tokenizers import CharTokenizer
 from arlm_lib.train import TrainConfig, make_optimizer
@@ -593,24 +594,80 @@ def test_load_model_is_ready_for_inference_and_takes_weight_free_overrides(tmp_p
 
 
 def test_a_tokenizer_with_more_ids_than_the_model_is_refused(tmp_path: Path) -> None:
-    """Ids past the model's vocabulary would index past its embedding table at the first prompt."""
-    model = _tiny_model(vocab_size=5)
-    ckpt.save_checkpoint(tmp_path / "run", model, tokenizer=CharTokenizer.train(TEXT))
+    """Ids past the model's vocabulary would index past its embedding table at the first prompt. Saving
+    such a pair is refused before anything is written; a file made elsewhere is refused at loading."""
+    model, tokenizer = _tiny_model(vocab_size=5), CharTokenizer.train(TEXT)
+    with pytest.raises(
+        CheckpointError, match=rf"tokenizer has {tokenizer.vocab_size} ids but the model embeds only 5"
+    ):
+        ckpt.save_checkpoint(tmp_path / "refused", model, tokenizer=tokenizer)
+    assert not (tmp_path / "refused").exists()
+    ckpt.save_checkpoint(tmp_path / "run", model)
+
+    def add_tokenizer(tensors, metadata):
+        metadata["tokenizer"] = json.dumps(tokenizer.to_dict())
+
+    crafted = _craft(tmp_path, tmp_path / "run", add_tokenizer)
     with pytest.raises(CheckpointError, match=r"its tokenizer has \d+ tokens but the model only 5"):
-        ckpt.load_model(tmp_path / "run")
+        ckpt.load_model(crafted)
 
 
-def test_load_model_checks_weight_changing_overrides_before_building_the_model(
-    tmp_path: Path, good_run: Path, monkeypatch
+@pytest.mark.parametrize(
+    "override",
+    [
+        {"residual": False},
+        {"n_head": 1},
+        {"activation": "gelu_tanh"},
+        {"norm_position": "post"},
+        {"n_embd": 2**20},
+    ],
+    ids=lambda o: next(iter(o)),
+)
+def test_load_model_refuses_overrides_that_change_what_the_weights_compute(
+    good_run: Path, monkeypatch, override: dict
 ) -> None:
-    """An override is checked like a stored config: an absurd width is refused, not allocated."""
+    """Shape-compatible overrides would load the trained weights into another function without a word
+    (``residual=False`` doubles the loss): refused by name before any model is built, so an absurd width
+    is never allocated either."""
 
     def no_model(config):
         raise AssertionError(f"a model was built for {config}")
 
     monkeypatch.setattr(ckpt, "GPT", no_model)
-    with pytest.raises(CheckpointError, match=r"asks for at least .* parameters"):
-        ckpt.load_model(good_run, n_embd=2**20, n_head=1)
+    with pytest.raises(
+        ConfigError, match=rf"cannot override {next(iter(override))}: only attention, dropout"
+    ):
+        ckpt.load_model(good_run, **override)
+
+
+def test_save_checkpoint_never_replaces_a_file_that_is_not_a_checkpoint(tmp_path: Path) -> None:
+    """Any existing file is taken as the checkpoint's path: a corpus or a ``torch.save`` file named by
+    mistake is refused, byte for byte unchanged; an arlm checkpoint file is replaced as before."""
+    model = _tiny_model()
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes\n", encoding="utf-8")
+    pickled = tmp_path / "model.pt"
+    torch.save(model.state_dict(), pickled)
+    for path in (notes, pickled):
+        before = path.read_bytes()
+        with pytest.raises(
+            CheckpointError, match=rf"refusing to save over {path}: the file exists and is not"
+        ):
+            ckpt.save_checkpoint(path, model)
+        assert path.read_bytes() == before
+    checkpoint_file = ckpt.save_checkpoint(tmp_path / "run", model)
+    with torch.no_grad():
+        model.lm_head.weight.add_(1.0)
+    assert ckpt.save_checkpoint(checkpoint_file, model) == checkpoint_file
+    assert torch.equal(
+        ckpt.load_checkpoint(checkpoint_file).model_state["lm_head.weight"], model.lm_head.weight
+    )
+
+
+@pytest.mark.parametrize("path", [None, 3, ["run"]])
+def test_a_checkpoint_path_of_the_wrong_type_is_named(path) -> None:
+    with pytest.raises(ConfigError, match=rf"checkpoint path {re.escape(repr(path))} is not allowed"):
+        ckpt.load_model(path)
 
 
 def test_a_compiled_model_saves_like_the_plain_one(tmp_path: Path) -> None:

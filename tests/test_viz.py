@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from arlm_lib import viz
-from arlm_lib.errors import ConfigError, GenerationError
+from arlm_lib.errors import ConfigError, DataError, GenerationError
 from arlm_lib.generate import GeneratedToken, GenerationConfig, processed_probs
 from arlm_lib.model import GPT, GPTConfig
 from arlm_lib.tokenizers import CharTokenizer
@@ -1059,3 +1059,30 @@ def test_next_token_distribution_shows_tokens_the_settings_make_likely_and_label
     assert list(fig.layout.xaxis.ticktext) == [labels[i] for i in shown]
     assert f"hold {raw[shown].sum():.0%} of the model's probability" in fig.layout.annotations[0].text
     assert f"and {processed[shown].sum():.0%} after" in fig.layout.annotations[0].text
+
+
+@pytest.mark.parametrize(
+    "ids, match",
+    [
+        (
+            "the cat",
+            r"ids must be token ids, not a str: encode the text first, e\.g\. tokenizer\.encode\('the cat'\)",
+        ),
+        ([1, 999], r"ids has token id 999: ids must be integers in 0\.\.\d+"),
+        ([1, 2.5], r"ids has token id 2\.5"),
+        (
+            torch.zeros(2, 3, dtype=torch.long),
+            r"ids must be one sequence of token ids \(1-D\), got shape \(2, 3\)",
+        ),
+        (7, r"ids must be a list or 1-D tensor of token ids, got int"),
+    ],
+    ids=["str", "past-vocab", "float", "batch", "int"],
+)
+def test_the_model_helpers_name_ids_that_are_not_one_sequence_of_token_ids(model, ids, match):
+    """next_token_probs and model_attention, as the chapters call them: text or an id past the
+    vocabulary was an int() ValueError or torch's "index out of range in self"."""
+    for helper in (viz.next_token_probs, viz.model_attention):
+        with pytest.raises(DataError, match=match):
+            helper(model, ids)
+    one_row = torch.tensor([[1, 2, 3]])  # shape (1, T), as encoders often return, is one sequence
+    assert viz.model_attention(model, one_row).shape[-1] == 3

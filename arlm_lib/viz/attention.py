@@ -16,6 +16,7 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
+from ..data import token_id_list
 from ..errors import ConfigError
 from ..generation.context import eval_no_grad, model_device
 from .theme import (
@@ -73,8 +74,8 @@ def model_attention(model: torch.nn.Module, ids: Sequence[int] | torch.Tensor) -
 
     The model runs in eval mode without autograd (its previous mode is restored).
     """
-    idx = torch.as_tensor(list(ids) if not isinstance(ids, torch.Tensor) else ids, dtype=torch.long)
-    idx = idx.reshape(1, -1).to(model_device(model))
+    ids = token_id_list(ids, model.config.vocab_size)
+    idx = torch.tensor([ids], dtype=torch.long, device=model_device(model))
     if idx.shape[1] == 0:
         raise ConfigError("ids is empty: attention needs at least one token")
     with eval_no_grad(model):

@@ -17,6 +17,7 @@ import numpy as np
 import plotly.graph_objects as go
 import torch
 
+from ..data import token_id_list
 from ..errors import ConfigError
 from ..generate import GenerationConfig, processed_probs
 from ..generation.context import eval_no_grad, model_device
@@ -49,7 +50,7 @@ def next_token_probs(
     """
     config = check_config(config)
     limit = tokenizer_limit(tokenizer, model.config.vocab_size)
-    ids = [int(i) for i in (ids.tolist() if isinstance(ids, torch.Tensor) else ids)]
+    ids = token_id_list(ids, model.config.vocab_size)
     if not ids:
         raise ConfigError("ids is empty: start from the document-start token (tokenizer.bos_id)")
     window = ids[-model.config.block_size :]
