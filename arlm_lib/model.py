@@ -9,7 +9,8 @@ shares its weights with the token embedding. Three switches exist for the traini
 Attention has two paths that compute the same function:
 
 * ``"fast"`` calls :func:`torch.nn.functional.scaled_dot_product_attention`, which dispatches to
-  FlashAttention or a memory-efficient kernel where the hardware has one;
+  a fused kernel where the hardware has one (FlashAttention, or cuDNN's on recent GPUs with recent
+  PyTorch; a fused CPU kernel too), else a memory-efficient one;
 * ``"explicit"`` writes out softmax(QKᵀ/√d_k + mask)·V, so it can return the attention weights.
 
 A preallocated :class:`KVCache` lets generation feed one new token at a time instead of the whole prefix.
