@@ -8,6 +8,7 @@ them, and :func:`plain_fields` turns them into Python values before a config is 
 from __future__ import annotations
 
 import dataclasses
+import numbers
 
 import numpy as np
 import torch
@@ -32,6 +33,11 @@ SEED_RANGE = (-(2**63), 2**64)
 def is_seed(value: object) -> bool:
     """An integer (not a bool) that torch accepts as a seed."""
     return is_int(value) and SEED_RANGE[0] <= value < SEED_RANGE[1]  # type: ignore[operator]
+
+
+def is_token_id(value: object, vocab_size: int) -> bool:
+    """An integer (not a bool) in ``0..vocab_size-1``: a token id a model of that vocabulary can embed."""
+    return not isinstance(value, bool) and isinstance(value, numbers.Integral) and 0 <= value < vocab_size
 
 
 def is_integer_dtype(dtype: torch.dtype | np.dtype) -> bool:

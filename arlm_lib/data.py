@@ -21,7 +21,6 @@ step comes from that setting, not from language-model training.
 from __future__ import annotations
 
 import codecs
-import numbers
 import os
 import tempfile
 from collections.abc import Iterator
@@ -31,7 +30,7 @@ from typing import TypeAlias
 import numpy as np
 import torch
 
-from arlm_lib.checks import is_int, is_integer_dtype
+from arlm_lib.checks import is_int, is_integer_dtype, is_token_id
 from arlm_lib.errors import ConfigError, DataError, DeviceError
 from arlm_lib.files import publish
 from arlm_lib.tokenizers import Tokenizer, last_safe_boundary
@@ -283,7 +282,7 @@ def token_id_list(ids: object, vocab_size: int, name: str = "ids") -> list[int]:
     if not isinstance(ids, (list, tuple, range)):
         raise DataError(f"{name} must be a list or 1-D tensor of token ids, got {type(ids).__name__}")
     for t in ids:
-        if isinstance(t, bool) or not isinstance(t, numbers.Integral) or not 0 <= t < vocab_size:
+        if not is_token_id(t, vocab_size):
             raise DataError(f"{name} has token id {t!r}: ids must be integers in 0..{vocab_size - 1}")
     return [int(t) for t in ids]
 

@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-from .checks import is_int, is_real, plain_fields
+from .checks import is_int, is_integer_dtype, is_real, plain_fields
 from .errors import ConfigError, DataError
 
 NORM_POSITIONS = ("pre", "post")
@@ -421,7 +421,7 @@ def check_token_ids(idx: Any) -> None:
             f"idx must be a tensor of token ids of shape (batch, time), got a {type(idx).__name__}: "
             "e.g. torch.tensor([tokenizer.encode(text)])"
         )
-    if idx.dtype.is_floating_point or idx.dtype.is_complex or idx.dtype == torch.bool:
+    if not is_integer_dtype(idx.dtype):
         raise DataError(f"idx must hold integer token ids, got dtype {idx.dtype}: use idx.long()")
     if idx.dim() != 2:
         one = " (for one sequence, use idx[None])" if idx.dim() == 1 else ""

@@ -512,11 +512,7 @@ class Trainer:
             self.dist.rank,
             self.dist.local_rank,
         )
-        if config.batch_size % self.world_size:
-            raise ConfigError(
-                f"batch_size={config.batch_size} (--batch-size) is not divisible by the world size "
-                f"{self.world_size}: the global batch is split evenly across ranks"
-            )
+        self._check_batch_split()
         # The checks of the command line's --out, on the one writer: a new run never overwrites a file,
         # another run's checkpoint or a directory of someone's files. Checked now, created once every
         # other check has passed. Trainer.resume sets out_dir after __init__.
@@ -1077,10 +1073,13 @@ class Trainer:
                 "nothing: put the old value back, or build a new Trainer (Trainer.resume(out_dir, ...) "
                 "continues a saved run with new values)"
             )
+        self._check_batch_split()
+
+    def _check_batch_split(self) -> None:
         if self.config.batch_size % self.world_size:
             raise ConfigError(
-                f"trainer.config.batch_size={self.config.batch_size} is not divisible by the world size "
-                f"{self.world_size}: each rank takes an equal share of the batch"
+                f"batch_size={self.config.batch_size} (--batch-size) is not divisible by the world size "
+                f"{self.world_size}: the global batch is split evenly across ranks"
             )
 
     def train(self, handle_signals: bool = False) -> History:

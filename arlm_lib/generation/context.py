@@ -12,7 +12,6 @@ them anyway. Both paths see the same windows, so they give the same tokens.
 
 from __future__ import annotations
 
-import numbers
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -21,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..checks import is_token_id
 from ..errors import GenerationError
 from ..model import KVCache, StaticKVCache
 from .compiled import compiled_decode_step, static_caches
@@ -74,9 +74,7 @@ def normalize_prompts(
     """
     if isinstance(prompt_ids, str):
         raise GenerationError("prompt_ids must be token ids, not a str: use generate_text() for text")
-    if bos_id is not None and (
-        isinstance(bos_id, bool) or not isinstance(bos_id, numbers.Integral) or not 0 <= bos_id < vocab_size
-    ):
+    if bos_id is not None and not is_token_id(bos_id, vocab_size):
         raise GenerationError(
             f"bos_id {bos_id!r} is not a token id: ids must be integers in 0..{vocab_size - 1}"
         )
@@ -101,7 +99,7 @@ def normalize_prompts(
     out = []
     for row, prompt in enumerate(prompts):
         for t in prompt:
-            if isinstance(t, bool) or not isinstance(t, numbers.Integral) or not 0 <= t < vocab_size:
+            if not is_token_id(t, vocab_size):
                 raise GenerationError(
                     f"{prompt_name(row, len(prompts))} has token id {t!r}: ids must be integers in "
                     f"0..{vocab_size - 1}"

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..checks import is_seed
+from ..checks import is_seed, is_token_id
 from ..errors import GenerationError
 from .config import GenerationConfig, bad_value, check_int
 from .context import ContextWindow, crop_prompt, is_single_prompt, normalize_prompts
@@ -163,7 +163,7 @@ def check_stop_ids(stop_ids: Iterable[int] | int | None, vocab_size: int) -> fro
         stop_ids = [stop_ids]
     out = set()
     for t in stop_ids:
-        if isinstance(t, bool) or not isinstance(t, numbers.Integral) or not 0 <= t < vocab_size:
+        if not is_token_id(t, vocab_size):
             raise bad_value("stop_ids", t, f"every stop id must be an integer in 0..{vocab_size - 1}")
         out.add(int(t))
     return frozenset(out)
