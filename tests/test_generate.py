@@ -300,6 +300,48 @@ def test_a_bpe_prompt_error_keeps_the_tokenizers_own_reason():
 
 
 # ----------------------------------------------------------------------------- processors
+@pytest.mark.parametrize(
+    ("make", "field"),
+    [
+        (lambda: TopK(0), "top_k"),
+        (lambda: TopK(2.7), "top_k"),
+        (lambda: TopK("3"), "top_k"),
+        (lambda: Temperature(0), "temperature"),
+        (lambda: Temperature(-1.0), "temperature"),
+        (lambda: TopP(0), "top_p"),
+        (lambda: TopP(1.5), "top_p"),
+        (lambda: MinP(1.0), "min_p"),
+        (lambda: MinP(2), "min_p"),
+        (lambda: TypicalP(0), "typical_p"),
+        (lambda: EpsilonCutoff(1.5), "epsilon_cutoff"),
+        (lambda: EtaCutoff(float("nan")), "eta_cutoff"),
+        (lambda: RepetitionPenalty(-1.0), "repetition_penalty"),
+        (lambda: NoRepeatNGram(-1), "no_repeat_ngram_size"),
+        (lambda: VocabLimit(0), "size"),
+    ],
+)
+def test_a_processor_built_by_hand_refuses_a_value_generation_config_refuses(make, field):
+    # TopK(0), Temperature(0), MinP(2) and VocabLimit(0) used to turn every row into NaN; Temperature(-1)
+    # silently inverted the distribution.
+    with pytest.raises(GenerationError, match=f"^{field}=.* is not allowed") as info:
+        make()
+    assert info.value.field == field
+
+
+def test_processors_accept_their_neutral_values_and_numpy_scalars():
+    logits = torch.randn(1, 6, dtype=torch.float64)
+    for processor in (
+        TopP(1.0),
+        MinP(0.0),
+        TypicalP(1.0),
+        EpsilonCutoff(0.0),
+        EtaCutoff(0),
+        TopK(np.int64(9)),
+    ):
+        assert torch.equal(processor(logits, [[]]), logits)
+    assert repr(Temperature(np.float32(0.5))) == "Temperature(0.5)"
+
+
 def test_top_k_keeps_exactly_k_with_ties_going_to_lower_ids():
     logits = torch.tensor([[1.0, 3.0, 2.0, 3.0, 2.0, 2.0, 0.5]])
     kept = torch.isfinite(TopK(3)(logits, [[]]))[0].tolist()

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import sys
 import warnings
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from ..checks import is_int, is_real, plain_fields
+from ..checks import is_int, plain_fields
 from ..errors import GenerationError
 from .processors import (
     EpsilonCutoff,
@@ -23,27 +22,18 @@ from .processors import (
     TopK,
     TopP,
     TypicalP,
+    check_cutoff,
+    check_min_p,
+    check_no_repeat_ngram_size,
+    check_repetition_penalty,
+    check_temperature,
+    check_top_k,
+    check_top_p,
+    check_typical_p,
 )
+from .values import bad_value, check_int
 
 __all__ = ["GenerationConfig", "bad_value", "check_int", "resolve_keep"]
-
-
-def bad_value(field: str, value: Any, allowed: str) -> GenerationError:
-    """A GenerationError naming the field, the bad value and what is allowed (``.field`` is set too)."""
-    err = GenerationError(f"{field}={value!r} is not allowed: {allowed}")
-    # Kept on the error so that a CLI can say the same thing in terms of its flag name.
-    err.field, err.value, err.allowed = field, value, allowed
-    return err
-
-
-def _is_finite(value: Any) -> bool:
-    return is_real(value) and math.isfinite(value)
-
-
-def check_int(field: str, value: Any, minimum: int) -> None:
-    """Raise unless ``value`` is an int >= ``minimum``."""
-    if not is_int(value) or value < minimum:
-        raise bad_value(field, value, f"it must be an integer >= {minimum}")
 
 
 def resolve_keep(context_keep: int | None, block_size: int) -> int:
@@ -113,33 +103,20 @@ class GenerationConfig:
     def __post_init__(self) -> None:
         plain_fields(self)  # numpy scalars (from a sweep or an array) become plain Python values
         check_int("max_new_tokens", self.max_new_tokens, 0)
-        if not _is_finite(self.temperature) or self.temperature < 0:
-            raise bad_value(
-                "temperature", self.temperature, "it must be a finite number >= 0 (0 means greedy)"
-            )
-        if self.top_k is not None:
-            check_int("top_k", self.top_k, 1)
-        if self.top_p is not None and (not _is_finite(self.top_p) or not 0 < self.top_p <= 1):
-            raise bad_value("top_p", self.top_p, "it must be in (0, 1] (1 keeps every token)")
-        if self.min_p is not None and (not _is_finite(self.min_p) or not 0 <= self.min_p < 1):
-            raise bad_value("min_p", self.min_p, "it must be in [0, 1) (0 keeps every token)")
-        if self.typical_p is not None and (not _is_finite(self.typical_p) or not 0 < self.typical_p <= 1):
-            raise bad_value("typical_p", self.typical_p, "it must be in (0, 1] (1 keeps every token)")
-        for name in ("epsilon_cutoff", "eta_cutoff"):
-            value = getattr(self, name)
-            if value is not None and (not _is_finite(value) or not 0 <= value < 1):
-                raise bad_value(
-                    name,
-                    value,
-                    "it must be in [0, 1) (0 keeps every token; try 3e-4 for a GPT-2-sized vocabulary)",
-                )
-        if not _is_finite(self.repetition_penalty) or self.repetition_penalty <= 0:
-            raise bad_value(
-                "repetition_penalty",
-                self.repetition_penalty,
-                "it must be a finite number > 0 (1 = no penalty)",
-            )
-        check_int("no_repeat_ngram_size", self.no_repeat_ngram_size, 0)
+        check_temperature(self.temperature)
+        checks = (
+            ("top_k", check_top_k),
+            ("top_p", check_top_p),
+            ("min_p", check_min_p),
+            ("typical_p", check_typical_p),
+            ("epsilon_cutoff", lambda value: check_cutoff("epsilon_cutoff", value)),
+            ("eta_cutoff", lambda value: check_cutoff("eta_cutoff", value)),
+        )
+        for name, check in checks:  # None switches the filter off
+            if getattr(self, name) is not None:
+                check(getattr(self, name))
+        check_repetition_penalty(self.repetition_penalty)
+        check_no_repeat_ngram_size(self.no_repeat_ngram_size)
         if not isinstance(self.do_sample, bool):
             raise bad_value("do_sample", self.do_sample, "it must be True or False")
         if self.context_keep is not None:

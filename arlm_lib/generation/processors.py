@@ -39,6 +39,8 @@ from typing import Protocol
 import torch
 from torch.nn import functional as F
 
+from .values import bad_value, check_int, is_finite_number
+
 __all__ = [
     "EpsilonCutoff",
     "EtaCutoff",
@@ -53,10 +55,72 @@ __all__ = [
     "VocabLimit",
     "apply_processors",
     "banned_ngram_tokens",
+    "check_cutoff",
+    "check_min_p",
+    "check_no_repeat_ngram_size",
+    "check_repetition_penalty",
+    "check_temperature",
+    "check_top_k",
+    "check_top_p",
+    "check_typical_p",
     "descending_order",
     "entropy_nats",
     "processed_probs",
 ]
+
+
+# One check per parameter, called by the processor and by GenerationConfig (which also checks a field
+# whose processor it will not build, such as top_k under greedy decoding): a processor built by hand
+# with TopK(0) or Temperature(0) would otherwise turn every distribution into NaN, silently.
+
+
+def check_repetition_penalty(value: object) -> None:
+    if not is_finite_number(value) or value <= 0:  # type: ignore[operator]
+        raise bad_value("repetition_penalty", value, "it must be a finite number > 0 (1 = no penalty)")
+
+
+def check_no_repeat_ngram_size(value: object) -> None:
+    check_int("no_repeat_ngram_size", value, 0)
+
+
+def check_temperature(value: object, *, greedy_allowed: bool = True) -> None:
+    """``greedy_allowed``: whether 0 is allowed (GenerationConfig's greedy decoding); the Temperature
+    processor divides by it, so there it is not."""
+    low_ok = greedy_allowed and value == 0
+    if not is_finite_number(value) or not (value > 0 or low_ok):  # type: ignore[operator]
+        allowed = (
+            "it must be a finite number >= 0 (0 means greedy)"
+            if greedy_allowed
+            else "it must be a finite number > 0 (for greedy decoding use GenerationConfig(temperature=0))"
+        )
+        raise bad_value("temperature", value, allowed)
+
+
+def check_top_k(value: object) -> None:
+    check_int("top_k", value, 1)
+
+
+def check_top_p(value: object) -> None:
+    if not is_finite_number(value) or not 0 < value <= 1:  # type: ignore[operator]
+        raise bad_value("top_p", value, "it must be in (0, 1] (1 keeps every token)")
+
+
+def check_min_p(value: object) -> None:
+    if not is_finite_number(value) or not 0 <= value < 1:  # type: ignore[operator]
+        raise bad_value("min_p", value, "it must be in [0, 1) (0 keeps every token)")
+
+
+def check_typical_p(value: object) -> None:
+    if not is_finite_number(value) or not 0 < value <= 1:  # type: ignore[operator]
+        raise bad_value("typical_p", value, "it must be in (0, 1] (1 keeps every token)")
+
+
+def check_cutoff(name: str, value: object) -> None:
+    """``epsilon_cutoff`` and ``eta_cutoff``."""
+    if not is_finite_number(value) or not 0 <= value < 1:  # type: ignore[operator]
+        raise bad_value(
+            name, value, "it must be in [0, 1) (0 keeps every token; try 3e-4 for a GPT-2-sized vocabulary)"
+        )
 
 
 class LogitsProcessor(Protocol):
@@ -70,6 +134,7 @@ class RepetitionPenalty:
     ``penalty`` and a negative one multiplied by it, so penalty > 1 makes repeats less likely."""
 
     def __init__(self, penalty: float) -> None:
+        check_repetition_penalty(penalty)
         self.penalty = float(penalty)
 
     def __call__(self, logits: torch.Tensor, histories: Sequence[Sequence[int]]) -> torch.Tensor:
@@ -106,6 +171,7 @@ class NoRepeatNGram:
     """
 
     def __init__(self, size: int) -> None:
+        check_no_repeat_ngram_size(size)
         self.size = int(size)
 
     def __call__(self, logits: torch.Tensor, histories: Sequence[Sequence[int]]) -> torch.Tensor:
@@ -131,6 +197,7 @@ class Temperature:
     """
 
     def __init__(self, temperature: float) -> None:
+        check_temperature(temperature, greedy_allowed=False)
         self.temperature = float(temperature)
 
     def __call__(self, logits: torch.Tensor, histories: Sequence[Sequence[int]]) -> torch.Tensor:
@@ -175,6 +242,7 @@ class TopK:
     """
 
     def __init__(self, k: int) -> None:
+        check_top_k(k)
         self.k = int(k)
 
     def __call__(self, logits: torch.Tensor, histories: Sequence[Sequence[int]]) -> torch.Tensor:
@@ -194,6 +262,7 @@ class TopP:
     """
 
     def __init__(self, p: float) -> None:
+        check_top_p(p)
         self.p = float(p)
 
     def __call__(self, logits: torch.Tensor, histories: Sequence[Sequence[int]]) -> torch.Tensor:
@@ -211,6 +280,7 @@ class MinP:
     top token's probability, so the cut-off rises when the model is confident and falls when it is not."""
 
     def __init__(self, min_p: float) -> None:
+        check_min_p(min_p)
         self.min_p = float(min_p)
 
     def __call__(self, logits: torch.Tensor, histories: Sequence[Sequence[int]]) -> torch.Tensor:
@@ -236,6 +306,7 @@ class TypicalP:
     """
 
     def __init__(self, mass: float) -> None:
+        check_typical_p(mass)
         self.mass = float(mass)
 
     def __call__(self, logits: torch.Tensor, histories: Sequence[Sequence[int]]) -> torch.Tensor:
@@ -261,6 +332,7 @@ class EpsilonCutoff:
     (the tail a smoothed model spreads thinly over everything), keeping the most likely token."""
 
     def __init__(self, epsilon: float) -> None:
+        check_cutoff("epsilon_cutoff", epsilon)
         self.epsilon = float(epsilon)
 
     def __call__(self, logits: torch.Tensor, histories: Sequence[Sequence[int]]) -> torch.Tensor:
@@ -278,6 +350,7 @@ class EtaCutoff:
     distribution keeps more of its tokens than a peaked one; the most likely token is always kept."""
 
     def __init__(self, epsilon: float) -> None:
+        check_cutoff("eta_cutoff", epsilon)
         self.epsilon = float(epsilon)
 
     def __call__(self, logits: torch.Tensor, histories: Sequence[Sequence[int]]) -> torch.Tensor:
@@ -298,6 +371,7 @@ class VocabLimit:
     """
 
     def __init__(self, size: int) -> None:
+        check_int("size", size, 1)  # a token must remain
         self.size = int(size)
 
     def __call__(self, logits: torch.Tensor, histories: Sequence[Sequence[int]]) -> torch.Tensor:
