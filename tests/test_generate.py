@@ -48,6 +48,7 @@ from arlm_lib.generate import (
     sample_cli,
     score_sequence,
     score_text,
+    speculative_generate,
     stream_text,
 )
 from arlm_lib.generation.cli import check_sample_options
@@ -297,6 +298,33 @@ def test_a_bpe_prompt_error_keeps_the_tokenizers_own_reason():
     message = str(info.value)
     assert message.startswith("--prompt: ") and "surrogate" in message
     assert "never saw" not in message
+
+
+def test_arguments_in_the_wrong_order_name_the_call(model, text_model, tok):
+    """A model and a tokenizer swapped (or ids passed first) used to end in an AttributeError about
+    ``config`` or ``encode`` deep inside; every entry point names the order of its arguments."""
+    calls = [
+        (lambda: generate_text(tok, text_model, "the"), "generate_text(model, tokenizer, prompt)"),
+        (lambda: list(stream_text(tok, text_model, "the")), "stream_text(model, tokenizer, prompt)"),
+        (lambda: generate_ids([1, 2], model), "generate(model, prompt_ids, config)"),
+        (lambda: beam_search(tok, [1, 2], 2, 3), "beam_search(model, prompt_ids, ...)"),
+        (lambda: contrastive_search([1, 2], model, 3), "contrastive_search(model, prompt_ids, ...)"),
+        (lambda: score_text(tok, text_model, "the"), "score_text(model, tokenizer, text)"),
+        (lambda: score_sequence([1, 2], model), "score_sequence(model, ids)"),
+        (lambda: generated_perplexity([1, 2], model), "generated_perplexity(model, sequences)"),
+        (lambda: generate_text(text_model, None, "the"), "generate_text(model, tokenizer, prompt)"),
+        (lambda: score_text(text_model, "the", tok), "score_text(model, tokenizer, text)"),
+        (
+            lambda: speculative_generate(tok, text_model, [1]),
+            "speculative_generate(model, draft, prompt_ids, config)",
+        ),
+    ]
+    for call, signature in calls:
+        with pytest.raises(GenerationError, match="must be a") as info:
+            call()
+        assert str(info.value).endswith(f"the call is {signature}"), str(info.value)
+    with pytest.raises(GenerationError, match="tokenizer must be an arlm_lib tokenizer"):
+        generate_ids(model, [1, 2], tokenizer="abc")
 
 
 # ----------------------------------------------------------------------------- processors

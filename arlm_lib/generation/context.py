@@ -25,7 +25,14 @@ from ..errors import GenerationError
 from ..model import KVCache, StaticKVCache
 from .compiled import compiled_decode_step, static_caches
 
-__all__ = ["ContextWindow", "eval_no_grad", "is_single_prompt", "model_device", "normalize_prompts"]
+__all__ = [
+    "ContextWindow",
+    "check_model",
+    "eval_no_grad",
+    "is_single_prompt",
+    "model_device",
+    "normalize_prompts",
+]
 
 
 @contextmanager
@@ -40,6 +47,20 @@ def eval_no_grad(model: nn.Module) -> Iterator[None]:
     finally:
         if was_training:
             model.train()
+
+
+def check_model(model: object, call: str) -> None:
+    """GenerationError unless ``model`` is a GPT-like module (``config.vocab_size`` and ``block_size``).
+
+    ``call`` is the function's signature as a reader writes it, e.g. ``generate_text(model, tokenizer,
+    prompt)``: the usual mistake is arguments in the wrong order, which would otherwise end in an
+    AttributeError about ``config`` deep inside.
+    """
+    config = getattr(model, "config", None)
+    if not (isinstance(model, nn.Module) and hasattr(config, "vocab_size") and hasattr(config, "block_size")):
+        raise GenerationError(
+            f"model must be a GPT (arlm_lib.model.GPT), got {type(model).__name__}: the call is {call}"
+        )
 
 
 def model_device(model: nn.Module) -> torch.device:

@@ -16,10 +16,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..checks import is_seed, is_token_id
+from ..checks import is_int, is_seed, is_token_id
 from ..errors import GenerationError
 from .config import GenerationConfig, bad_value, check_int
-from .context import ContextWindow, crop_prompt, is_single_prompt, normalize_prompts
+from .context import ContextWindow, check_model, crop_prompt, is_single_prompt, normalize_prompts
 from .processors import LogitsProcessor, VocabLimit, descending_order, processed_probs
 
 __all__ = [
@@ -112,6 +112,17 @@ def check_config(config: Any) -> GenerationConfig:
     return config
 
 
+def check_tokenizer(tokenizer: Any, call: str) -> None:
+    """GenerationError unless ``tokenizer`` looks like an arlm_lib tokenizer (encode, decode, vocab_size,
+    bos_id); ``call`` names the function as the reader writes it, to show the order of the arguments."""
+    needed = ("encode", "decode", "vocab_size", "bos_id")
+    if tokenizer is None or not all(hasattr(tokenizer, name) for name in needed):
+        raise GenerationError(
+            f"tokenizer must be an arlm_lib tokenizer (the one the model was trained with), got "
+            f"{type(tokenizer).__name__}: the call is {call}"
+        )
+
+
 def tokenizer_limit(tokenizer: Any, vocab_size: int) -> int | None:
     """The tokenizer's vocabulary size when the model has more rows than it (None if equal or none).
 
@@ -121,7 +132,12 @@ def tokenizer_limit(tokenizer: Any, vocab_size: int) -> int | None:
     """
     if tokenizer is None:
         return None
-    n = tokenizer.vocab_size
+    n = getattr(tokenizer, "vocab_size", None)
+    if not is_int(n):  # a text or a model passed as tokenizer=
+        raise GenerationError(
+            f"tokenizer must be an arlm_lib tokenizer (the one the model was trained with), got "
+            f"{type(tokenizer).__name__}"
+        )
     if n > vocab_size:
         raise GenerationError(
             f"the tokenizer has {n} ids, the model's vocabulary only {vocab_size}: they do not belong "
@@ -222,6 +238,7 @@ def generate(
     ids past the tokenizer's are then never generated (nor listed in ``top`` / ``top_raw``).
     Bad values raise :class:`~arlm_lib.errors.GenerationError` here, before the first step.
     """
+    check_model(model, "generate(model, prompt_ids, config)")
     config = check_config(config).with_overrides(**overrides)
     vocab_size, block_size = model.config.vocab_size, model.config.block_size
     limit = tokenizer_limit(tokenizer, vocab_size)
@@ -440,6 +457,8 @@ def generate_text(
     :class:`~arlm_lib.errors.GenerationError`; one the tokenizer cannot encode raises
     :class:`~arlm_lib.errors.TokenizerError`. Other arguments are those of :func:`generate`.
     """
+    check_model(model, "generate_text(model, tokenizer, prompt)")
+    check_tokenizer(tokenizer, "generate_text(model, tokenizer, prompt)")
     prompts, single = check_text_prompt(prompt)
     check_config(config)
     tokenizer_limit(tokenizer, model.config.vocab_size)  # a mismatch first, not as a bad prompt id
@@ -481,6 +500,8 @@ def stream_text(
     piece is held back while it may still change: an incomplete multi-byte character, or a possible
     beginning of a stop string.
     """
+    check_model(model, "stream_text(model, tokenizer, prompt)")
+    check_tokenizer(tokenizer, "stream_text(model, tokenizer, prompt)")
     if not isinstance(prompt, str):
         raise GenerationError(
             f"stream_text takes one prompt str, got {type(prompt).__name__} ({prompt!r:.60})"

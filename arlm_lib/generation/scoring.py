@@ -21,7 +21,8 @@ from torch.nn import functional as F
 from ..checks import is_int
 from ..errors import GenerationError
 from .config import bad_value, check_int, resolve_keep
-from .context import eval_no_grad, model_device, normalize_prompts
+from .context import check_model, eval_no_grad, model_device, normalize_prompts
+from .sampling import check_tokenizer
 
 __all__ = ["SequenceScore", "generated_perplexity", "score_sequence", "score_text"]
 
@@ -61,6 +62,7 @@ def score_sequence(
     The first ``context_len`` tokens (at least 1: a GPT needs a token to predict from) are given, not
     scored; put the document-start token first to score a whole text (as :func:`score_text` does).
     """
+    check_model(model, "score_sequence(model, ids)")
     vocab_size, block_size = model.config.vocab_size, model.config.block_size
     if not len(ids):
         # Not a context_len problem: nothing at all was given to score.
@@ -106,6 +108,8 @@ def score_text(
     model: nn.Module, tokenizer: Any, text: str, *, context_keep: int | None = None
 ) -> SequenceScore:
     """log P(text | document start): every token of ``text`` scored after ``tokenizer.bos_id``."""
+    check_model(model, "score_text(model, tokenizer, text)")
+    check_tokenizer(tokenizer, "score_text(model, tokenizer, text)")
     ids = [tokenizer.bos_id] + tokenizer.encode(text)
     return score_sequence(model, ids, context_len=1, context_keep=context_keep)
 
@@ -123,6 +127,7 @@ def generated_perplexity(
     each (one int for all), whose tokens are conditioned on but not scored. Tokens are pooled over all
     sequences, so longer generations weigh more.
     """
+    check_model(model, "generated_perplexity(model, sequences)")
     seqs, _ = normalize_prompts(sequences, model.config.vocab_size, bos_id=None)
     if is_int(context_len):
         lens = [context_len] * len(seqs)

@@ -11,7 +11,7 @@ from torch import nn
 from ..checks import is_int
 from ..errors import GenerationError
 from .config import GenerationConfig, bad_value
-from .context import crop_prompt, normalize_prompts
+from .context import check_model, crop_prompt, normalize_prompts
 from .processors import LogitsProcessor
 from .sampling import tokenizer_limit, with_vocab_limit
 
@@ -44,6 +44,7 @@ def start_search(
     ``tokenizer`` (optional) gives the default ``bos_id`` and, if it has fewer ids than the model's
     vocabulary (a padded one), keeps the ids past its own out, as :func:`generate` does.
     """
+    check_model(model, f"{search}(model, prompt_ids, ...)")
     vocab_size, block_size = model.config.vocab_size, model.config.block_size
     if bos_id is None and tokenizer is not None:
         bos_id = tokenizer.bos_id

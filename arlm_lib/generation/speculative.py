@@ -30,7 +30,7 @@ from torch import nn
 
 from ..errors import GenerationError
 from .config import GenerationConfig, check_int, resolve_keep
-from .context import crop_prompt, eval_no_grad, model_device, normalize_prompts
+from .context import check_model, crop_prompt, eval_no_grad, model_device, normalize_prompts
 from .processors import LogitsProcessor, processed_probs
 from .sampling import (
     check_config,
@@ -210,6 +210,7 @@ def speculative_generate(
     each pass with the tokens it added, to show them as they come. Returns the ids with per-pass counts (:class:`SpeculativeResult`:
     ``tokens_per_pass``, ``acceptance_rate``).
     """
+    check_model(model, "speculative_generate(model, draft, prompt_ids, config)")
     config = check_config(config).with_overrides(**overrides)
     check_int("num_draft_tokens", num_draft_tokens, 0)
     if on_tokens is not None and not callable(on_tokens):
