@@ -24,16 +24,41 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from arlm_lib.checks import is_int, is_real
+from arlm_lib.checks import is_int, is_integer_dtype, is_real
 from arlm_lib.errors import ConfigError, DataError
 
 SMOOTHINGS = ("add_k", "interpolated", "backoff")
 
 
 def _as_array(tokens: Sequence[int] | torch.Tensor | np.ndarray) -> np.ndarray:
+    """One sequence of integer ids as a 1-D int64 array; DataError for text, floats or a batch.
+
+    Not ``np.asarray(tokens, dtype=np.int64)``: it would truncate 1.9 to 1 (counting ids nobody meant),
+    and flatten a batch of sequences into one, counting n-grams across the rows' boundaries.
+    """
+    if isinstance(tokens, str):
+        raise DataError(
+            f"tokens must be token ids, not a str: encode the text first, e.g. tokenizer.encode({tokens[:20]!r})"
+        )
     if isinstance(tokens, torch.Tensor):
         tokens = tokens.detach().cpu().numpy()
-    return np.asarray(tokens, dtype=np.int64).reshape(-1)
+    try:
+        arr = np.asarray(tokens)
+    except ValueError as err:  # ragged nested lists
+        raise DataError(f"tokens must be one sequence of token ids; got {tokens!r:.80}") from err
+    if arr.ndim > 1:
+        raise DataError(
+            f"tokens must be one sequence of token ids (1-D), got shape {arr.shape}: fit or score each "
+            "sequence on its own, or concatenate them"
+        )
+    if arr.size and not is_integer_dtype(arr.dtype):
+        first = arr.reshape(-1)[0]
+        first = first.item() if isinstance(first, np.generic) else first  # 0.5, not np.float64(0.5)
+        raise DataError(
+            f"tokens must be integer ids, got {first!r:.40} ({arr.dtype}): ids are integers in "
+            "0..vocab_size-1"
+        )
+    return arr.astype(np.int64).reshape(-1)
 
 
 def _lookup(table: np.ndarray, keys: np.ndarray) -> np.ndarray:

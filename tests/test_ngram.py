@@ -200,3 +200,27 @@ def test_higher_order_ngrams_follow_the_written_out_formulas(smoothing, order):
             assert model.next_token_probs(list(context)).tolist() == pytest.approx(expected, abs=1e-12), (
                 context
             )
+
+
+@pytest.mark.parametrize(
+    ("tokens", "message"),
+    [
+        ([0.5, 1.9, 3.7], "integer ids, got 0.5"),  # used to be truncated to [0, 1, 3] and counted
+        (torch.tensor([0.5, 1.2]), "integer ids, got 0.5"),
+        ([True, False, True], "integer ids, got True"),
+        ([[0, 1], [2, 3]], r"1-D\), got shape \(2, 2\)"),  # used to be flattened: a bigram 1 -> 2 counted
+        ([[0, 1], [2]], "one sequence of token ids"),
+        ("the cat", "not a str: encode the text first"),  # used to be numpy's "invalid literal for int()"
+    ],
+)
+def test_token_ids_that_are_not_one_integer_sequence_are_refused_not_converted(tokens, message):
+    model = NGramModel(2, 5)
+    with pytest.raises(DataError, match=message):
+        model.fit(tokens)
+    model.fit([0, 1, 2, 3])
+    for score in (model.next_token_probs, model.token_logprobs):
+        with pytest.raises(DataError, match=message):
+            score(tokens)
+    # Integer ids of any integer dtype still work, and an empty context is still the unigram one.
+    assert model.fit(np.array([0, 1, 2], dtype=np.int32)).n_tokens == 3
+    assert float(model.next_token_probs([]).sum()) == pytest.approx(1.0)
