@@ -889,6 +889,38 @@ def test_decoding_explorer_steps_continue_the_prompt_greedily(model, tokenizer):
     np.testing.assert_allclose(fig.data[1].y[:12], expected[top], atol=1e-3)  # context 1's raw bars
 
 
+def test_decoding_explorer_takes_one_str_as_one_prompt_and_a_number_as_one_slider_value(model, tokenizer):
+    """A str used to be iterated over: "the cat" gave seven one-character prompts, silently."""
+    one = dict(steps=1, top_ks=(None,), top_ps=(1.0,))
+    fig = viz.decoding_explorer(model, tokenizer, "the cat", temperatures=0.7, **one)
+    as_list = viz.decoding_explorer(model, tokenizer, ["the cat"], temperatures=(0.7,), **one)
+    assert len(fig.data) == len(as_list.data) == 2  # one context: its raw trace and one processed trace
+    assert [b["label"] for b in fig.layout.updatemenus[0].buttons] == [
+        b["label"] for b in as_list.layout.updatemenus[0].buttons
+    ]
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda m, t, p: viz.decoding_explorer(m, t, ["the"], steps=1.5), r"steps=1\.5 is not allowed"),
+        (lambda m, t, p: viz.decoding_explorer(m, t, ["the"], top=0), "top=0 is not allowed"),
+        (lambda m, t, p: viz.decoding_explorer(m, t, [[1, 2]]), "every prompt must be a str"),
+        (lambda m, t, p: viz.next_token_distribution(p, t, top=2.5), r"top=2\.5 is not allowed"),
+        (lambda m, t, p: viz.next_token_distribution(p, t, top="5"), "top='5' is not allowed"),
+        (lambda m, t, p: viz.next_token_distribution(t, p), "probs must be an array of numbers"),
+        (lambda m, t, p: viz.next_token_distribution(np.stack([p, p]), t), r"one distribution, shape \(V,\)"),
+        (lambda m, t, p: viz.next_token_distribution(p, ["a", "b"]), "got 2 labels for a distribution over"),
+    ],
+)
+def test_decoding_figures_name_a_bad_argument(model, tokenizer, call, message):
+    # These used to fail inside numpy or a slice (TypeError, IndexError), or, for a batch of
+    # distributions, with a tokenizer error about an id past the vocabulary.
+    probs, _ = viz.next_token_probs(model, tokenizer.encode("the "))
+    with pytest.raises(ConfigError, match=message):
+        call(model, tokenizer, probs)
+
+
 def test_generation_html_shows_the_raw_probability_when_asked(model, tokenizer):
     from arlm_lib.generate import generate
 

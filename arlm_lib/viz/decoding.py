@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import html
 import itertools
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
 import torch
 
+from ..checks import is_int
 from ..data import token_id_list
 from ..errors import ConfigError
 from ..generate import GenerationConfig, processed_probs
@@ -27,11 +28,54 @@ from .theme import _VISIBLE_WHITESPACE, THEME, Theme, _numpy, style_figure, toke
 # ------------------------------------------------------------------------ next-token distributions
 
 
-def _labels_for(tokenizer_or_labels: Any, ids: Sequence[int]) -> list[str]:
+def _labels_for(tokenizer_or_labels: Any, ids: Sequence[int], vocab_size: int) -> list[str]:
     if hasattr(tokenizer_or_labels, "id_to_token"):
         return [tokenizer_or_labels.id_to_token(int(i)) for i in ids]
+    if isinstance(tokenizer_or_labels, str) or not isinstance(tokenizer_or_labels, Iterable):
+        raise ConfigError(
+            f"tokenizer_or_labels must be a tokenizer or a list of labels, one per token id; got "
+            f"{type(tokenizer_or_labels).__name__}"
+        )
     labels = list(tokenizer_or_labels)
+    if len(labels) < vocab_size:
+        raise ConfigError(
+            f"got {len(labels)} labels for a distribution over {vocab_size} tokens: one per token id"
+        )
     return [str(labels[int(i)]) for i in ids]
+
+
+def _check_count(name: str, value: Any) -> int:
+    """``value`` as an int, or ConfigError unless it is an integer >= 1 (how many bars, steps...)."""
+    if not is_int(value) or value < 1:
+        raise ConfigError(f"{name}={value!r} is not allowed: it must be an integer >= 1")
+    return int(value)
+
+
+def _distribution(name: str, values: Any) -> np.ndarray:
+    """One next-token distribution (or row of logits) as a 1-D array; ConfigError for a batch of them."""
+    if isinstance(values, (str, bytes)):
+        raise ConfigError(f"{name} must be an array of numbers, one per token id; got a str")
+    try:
+        arr = _numpy(values)
+    except (TypeError, ValueError) as err:  # a tokenizer where the probabilities belong, say
+        raise ConfigError(
+            f"{name} must be an array of numbers, one per token id; got {type(values).__name__}"
+        ) from err
+    if arr.ndim == 2 and arr.shape[0] == 1:
+        arr = arr[0]  # the (1, V) of a batch of one
+    if arr.ndim != 1:
+        raise ConfigError(f"{name} must be one distribution, shape (V,), got shape {arr.shape}: pick one row")
+    return arr
+
+
+def _values(name: str, values: Any) -> list:
+    """A slider's values: a list or tuple (a lone number is one value, as a reader means it)."""
+    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+        return [values]
+    values = list(values)
+    if not values:
+        raise ConfigError(f"{name} is empty: give at least one value")
+    return values
 
 
 def next_token_probs(
@@ -84,15 +128,14 @@ def next_token_distribution(
 
     ``tokenizer_or_labels``: a tokenizer (``id_to_token``) or a list of labels indexed by token id.
     """
-    raw = _numpy(probs).reshape(-1)
-    proc = None if processed is None else _numpy(processed).reshape(-1)
+    raw = _distribution("probs", probs)
+    proc = None if processed is None else _distribution("processed", processed)
     if proc is not None and proc.shape != raw.shape:
         raise ConfigError(f"processed has shape {proc.shape} but probs has {raw.shape}: they must match")
-    if top < 1:
-        raise ConfigError(f"top={top} is not allowed: show at least 1 token")
+    top = _check_count("top", top)
     key = raw if proc is None else np.maximum(raw, proc)
     ids = [int(i) for i in np.argsort(-key, kind="stable")[: min(top, raw.size)]]
-    labels = [token_label(t) for t in _labels_for(tokenizer_or_labels, ids)]
+    labels = [token_label(t) for t in _labels_for(tokenizer_or_labels, ids, raw.size)]
     cats = [f"{label} #{i}" for label, i in zip(labels, ids)]
     fig = go.Figure()
     fig.add_trace(
@@ -208,6 +251,10 @@ def decoding_explorer_figure(
     n_ctx = len(logits)
     if n_ctx != len(context_labels) or not n_ctx:
         raise ConfigError(f"got {n_ctx} logits rows for {len(context_labels)} context labels")
+    top = _check_count("top", top)
+    temperatures = _values("temperatures", temperatures)
+    top_ks = _values("top_ks", top_ks)
+    top_ps = _values("top_ps", top_ps)
     grid = list(itertools.product(range(len(temperatures)), range(len(top_ks)), range(len(top_ps))))
     configs = [  # greedy (temperature 0) ignores the filters: leave them out rather than be warned
         GenerationConfig(temperature=0.0)
@@ -220,10 +267,10 @@ def decoding_explorer_figure(
     ticks: list[list[str]] = []
     processed: list[tuple[int, tuple[int, int, int], list[float]]] = []  # (context, grid point, bars)
     for c, row in enumerate(logits):
-        row = torch.as_tensor(_numpy(row), dtype=torch.float64).reshape(-1)
+        row = torch.as_tensor(_distribution(f"logits[{c}]", row), dtype=torch.float64)
         raw = torch.softmax(row, dim=-1).numpy()
         ids = [int(i) for i in np.argsort(-raw, kind="stable")[: min(top, raw.size)]]
-        labels = [token_label(t) for t in _labels_for(tokenizer_or_labels, ids)] + ["(other)"]
+        labels = [token_label(t) for t in _labels_for(tokenizer_or_labels, ids, raw.size)] + ["(other)"]
         ticks.append(labels)
         fig.add_trace(
             go.Bar(
@@ -350,7 +397,7 @@ def decoding_explorer_figure(
 def decoding_explorer(
     model: torch.nn.Module,
     tokenizer: Any,
-    prompts: Sequence[str],
+    prompts: str | Sequence[str],
     steps: int = 2,
     temperatures: Sequence[float] = (0.5, 1.0, 1.5),
     top_ks: Sequence[int | None] = (None, 10, 3),
@@ -363,13 +410,20 @@ def decoding_explorer(
     """Precompute next-token distributions for each prompt and each of ``steps`` greedy continuation
     steps, and build :func:`decoding_explorer_figure` over them (interactive with no kernel).
 
+    ``prompts``: a list of str, or one str. ``temperatures``, ``top_ks``, ``top_ps``: each slider's
+    values (a single number is a slider of one value).
+
     The figure holds ``len(prompts) * steps * len(temperatures) * len(top_ks) * len(top_ps)`` bar traces
     of ``top + 1`` bars each; the defaults (2 prompts, 2 steps, 3 x 3 x 3) stay well under 300 KB.
     """
-    if steps < 1:
-        raise ConfigError(f"steps={steps} is not allowed: show at least 1 step per prompt")
+    steps = _check_count("steps", steps)
+    # One str is one prompt, as for generate_text: iterating over it would make each character a prompt.
+    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
     if not prompts:
         raise ConfigError("no prompts given: pass at least one prompt string")
+    for prompt in prompts:
+        if not isinstance(prompt, str):
+            raise ConfigError(f"every prompt must be a str, got {type(prompt).__name__} ({prompt!r:.40})")
     block = model.config.block_size
     limit = tokenizer_limit(tokenizer, model.config.vocab_size)  # leave a padded vocabulary's rows out
     all_logits, labels, histories = [], [], []
