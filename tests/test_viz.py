@@ -1118,3 +1118,27 @@ def test_the_model_helpers_name_ids_that_are_not_one_sequence_of_token_ids(model
             helper(model, ids)
     one_row = torch.tensor([[1, 2, 3]])  # shape (1, T), as encoders often return, is one sequence
     assert viz.model_attention(model, one_row).shape[-1] == 3
+
+
+def test_attention_views_take_numpy_indices_and_name_a_bad_one(model, tokenizer):
+    ids = tokenizer.encode("the cat")
+    tokens = [tokenizer.id_to_token(i) for i in ids]
+    att = viz.model_attention(model, ids)
+    # np.int64 (from an argmax over head scores) used to be called "out of range" by attention_figure
+    # and attention_grid, though attention_heatmap took it.
+    layer = np.int64(att.shape[0] - 1)
+    viz.attention_figure(att, tokens, layer=layer, head=np.int64(0))
+    viz.attention_grid(att, tokens, layer=layer)
+    viz.token_attention_bars(att, tokens, query_index=np.int64(1), layer=layer, head=0)
+    bad = [  # each used to fail inside numpy (IndexError, TypeError) or plotly, or with a wrong shape
+        (lambda: viz.attention_heatmap(att, tokens, layer=1.5), "layer=1.5 is out of range"),
+        (lambda: viz.attention_heatmap(att, tokens, layer="0"), "layer='0' is out of range"),
+        (lambda: viz.attention_heatmap(att, tokens, layer=True), "layer=True is out of range"),
+        (lambda: viz.token_attention_bars(att, tokens, query_index=2.5), "query_index=2.5 is out of range"),
+        (lambda: viz.attention_array(att[:, None], batch_index="0"), "batch_index='0' is out of range"),
+        (lambda: viz.attention_grid(att, tokens, cols=0), "cols=0 is not allowed"),
+        (lambda: viz.attention_grid(att, tokens, cols=2.5), "cols=2.5 is not allowed"),
+    ]
+    for call, message in bad:
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            call()

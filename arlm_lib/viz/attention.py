@@ -16,6 +16,7 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
+from ..checks import is_int
 from ..data import token_id_list
 from ..errors import ConfigError
 from ..generation.context import eval_no_grad, model_device
@@ -62,9 +63,9 @@ def _attention_5d(attentions: Any) -> np.ndarray:
 def attention_array(attentions: Any, batch_index: int = 0) -> np.ndarray:
     """One sequence's attention as a (n_layer, n_head, T_query, T_key) float array."""
     arr = _attention_5d(attentions)
-    if not 0 <= batch_index < arr.shape[1]:
+    if not is_int(batch_index) or not 0 <= batch_index < arr.shape[1]:
         raise ConfigError(
-            f"batch_index={batch_index} is out of range: the batch has {arr.shape[1]} sequences"
+            f"batch_index={batch_index!r} is out of range: the batch has {arr.shape[1]} sequences"
         )
     return arr[:, batch_index]
 
@@ -101,14 +102,18 @@ def _select_map(weights: Any, layer: int | None, head: int | None) -> tuple[np.n
 def _pick(arr: np.ndarray, index: int | None, name: str, caption: list[str]) -> tuple[np.ndarray, list[str]]:
     if index is None:
         return arr.mean(axis=0), [*caption, f"mean over {name}s"]
-    if not -arr.shape[0] <= index < arr.shape[0]:
-        raise ConfigError(f"{name}={index} is out of range: there are {arr.shape[0]} {name}s")
+    # is_int: a float or str would fail inside numpy's indexing, and True would add an axis.
+    if not is_int(index) or not -arr.shape[0] <= index < arr.shape[0]:
+        raise ConfigError(f"{name}={index!r} is out of range: there are {arr.shape[0]} {name}s")
     return arr[index], [*caption, f"{name} {index % arr.shape[0]}"]
 
 
-def _check_index(name: str, value: int, size: int) -> None:
-    if not isinstance(value, int) or not 0 <= value < size:
+def _check_index(name: str, value: int, size: int) -> int:
+    """``value`` as a Python int (plotly refuses numpy's in a menu's ``active``), or ConfigError."""
+    # is_int, not isinstance(value, int): np.int64(1) from an argmax over scores is a fine layer.
+    if not is_int(value) or not 0 <= value < size:
         raise ConfigError(f"{name}={value!r} is out of range: it must be an integer in 0..{size - 1}")
+    return int(value)
 
 
 def _check_tokens(tokens: list[str], n_keys: int) -> None:
@@ -408,8 +413,8 @@ def attention_figure(
     """
     arr = attention_array(attentions, batch_index)
     n_layer, n_head, n_q, n_k = arr.shape
-    _check_index("layer", layer, n_layer)
-    _check_index("head", head, n_head + 1)
+    layer = _check_index("layer", layer, n_layer)
+    head = _check_index("head", head, n_head + 1)
     labels = [token_label(t) for t in _as_tokens(tokens)]
     _check_tokens(labels, n_k)
     height = _auto_height(n_q, theme, extra=220)
@@ -482,11 +487,13 @@ def attention_grid(
     """
     arr = attention_array(attentions, batch_index)
     n_layer, n_head, n_q, n_k = arr.shape
-    _check_index("layer", layer, n_layer)
+    layer = _check_index("layer", layer, n_layer)
     labels = [token_label(t) for t in _as_tokens(tokens)]
     _check_tokens(labels, n_k)
     layers = range(n_layer) if controls else [layer]
-    cols = max(1, min(cols, n_head))
+    if not is_int(cols) or cols < 1:
+        raise ConfigError(f"cols={cols!r} is not allowed: it must be an integer >= 1 (heads per row)")
+    cols = min(int(cols), n_head)
     rows = math.ceil(n_head / cols)
     fig = make_subplots(
         rows=rows,
@@ -585,8 +592,8 @@ def token_attention_bars(
     _check_tokens(labels, n_k)
     offset = n_k - n_q
     query_index = n_q - 1 if query_index is None else query_index
-    if not 0 <= query_index < n_q:
-        raise ConfigError(f"query_index={query_index} is out of range: there are {n_q} query tokens")
+    if not is_int(query_index) or not 0 <= query_index < n_q:
+        raise ConfigError(f"query_index={query_index!r} is out of range: there are {n_q} query tokens")
     keys = _unique_categories(labels)
 
     def row(q: int) -> tuple[list, str]:
