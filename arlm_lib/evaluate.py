@@ -12,6 +12,7 @@ from torch.nn import functional as F
 from .checks import is_int
 from .data import check_positive_int, check_stream
 from .errors import ConfigError, DataError
+from .generation.sampling import tokenizer_limit
 
 
 @dataclass
@@ -61,6 +62,9 @@ def evaluate_tokens(
         )
     if isinstance(tokens, str):
         raise DataError("tokens must be token ids, not a str: encode the text first (tokenizer.encode(text))")
+    # Another model's tokenizer would still decode the ids, to the wrong characters: bits_per_char
+    # would be divided by a wrong count without a word.
+    tokenizer_limit(tokenizer, model.config.vocab_size)
     context = model.config.block_size
     block_size = context if block_size is None else block_size
     if not is_int(block_size) or not 1 <= block_size <= context:

@@ -34,8 +34,11 @@ import plotly.graph_objects as go
 import torch
 
 from . import viz
-from .errors import ArlmError
+from .checks import is_int, is_real, is_seed
+from .errors import ArlmError, ConfigError
 from .generate import GenerationConfig, generate
+from .generation.context import check_model
+from .generation.sampling import check_tokenizer
 from .train import Callback, Trainer
 
 __all__ = ["AttentionExplorer", "FigureView", "SamplingPlayground", "TrainingDashboard"]
@@ -83,6 +86,33 @@ def _reports_errors(handler: Callable[..., None]) -> Callable[..., None]:
             self.status.value = _status_html(_error_text(err), error=True)
 
     return wrapper
+
+
+def _check_count(name: str, value: Any, minimum: int) -> int:
+    """``value`` as an int >= ``minimum``, or a ConfigError naming it: an app's slider would otherwise
+    clamp a bad value into its range without a word (max_new_tokens=-5 became 1)."""
+    if not is_int(value) or value < minimum:
+        raise ConfigError(f"{name}={value!r} is not allowed: it must be an integer >= {minimum}")
+    return int(value)
+
+
+def _check_interval(name: str, value: Any) -> float:
+    if not is_real(value) or not math.isfinite(value) or value < 0:
+        raise ConfigError(f"{name}={value!r} is not allowed: it must be a number of seconds >= 0")
+    return float(value)
+
+
+def _check_text(name: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(f"{name} must be a str, got {type(value).__name__} ({value!r:.60})")
+    return value
+
+
+def _check_choice(name: str, value: Any, size: int) -> int:
+    """An index into ``size`` choices (a dropdown's), as a plain int."""
+    if not is_int(value) or not 0 <= value < size:
+        raise ConfigError(f"{name}={value!r} is out of range: it must be an integer in 0..{size - 1}")
+    return int(value)
 
 
 def _tokens_text(n: int) -> str:
@@ -159,8 +189,13 @@ class AttentionExplorer:
     def __init__(
         self, model: torch.nn.Module, tokenizer: Any, text: str = "", *, layer: int = 0, head: int = 0
     ) -> None:
+        call = "AttentionExplorer(model, tokenizer, text)"
+        check_model(model, call)
+        check_tokenizer(tokenizer, call)
         self.model, self.tokenizer = model, tokenizer
         n_layer, n_head = model.config.n_layer, model.config.n_head
+        text = _check_text("text", text)
+        layer, head = _check_choice("layer", layer, n_layer), _check_choice("head", head, n_head)
         self.text = widgets.Text(
             value=text, description="text", continuous_update=False, layout=widgets.Layout(width="95%")
         )
@@ -507,9 +542,18 @@ class SamplingPlayground:
         seed: int = 0,
         redraw_interval_s: float = 0.1,
     ) -> None:
+        call = "SamplingPlayground(model, tokenizer, prompt)"
+        check_model(model, call)
+        check_tokenizer(tokenizer, call)
+        prompt = _check_text("prompt", prompt)
+        max_new_tokens = _check_count("max_new_tokens", max_new_tokens, 1)
+        if not is_seed(seed):
+            raise ConfigError(f"seed={seed!r} is not allowed: it must be an integer in [-2**63, 2**64)")
         self.model, self.tokenizer = model, tokenizer
-        self.redraw_interval_s = redraw_interval_s  # the text is re-rendered at most this often
-        self.top_alternatives, self.chart_top = top_alternatives, chart_top
+        # the text is re-rendered at most this often
+        self.redraw_interval_s = _check_interval("redraw_interval_s", redraw_interval_s)
+        self.top_alternatives = _check_count("top_alternatives", top_alternatives, 0)
+        self.chart_top = _check_count("chart_top", chart_top, 1)
         self.prompt = widgets.Textarea(
             value=prompt, description="prompt", continuous_update=False, layout=widgets.Layout(width="95%")
         )

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from arlm_lib.errors import ConfigError, DataError
+from arlm_lib.errors import ConfigError, DataError, GenerationError
 from arlm_lib.evaluate import evaluate_tokens
 from arlm_lib.model import GPT, GPTConfig
 from arlm_lib.tokenizers import BPETokenizer, CharTokenizer
@@ -191,3 +191,16 @@ def test_text_and_swapped_arguments_are_named(model: GPT):
         evaluate_tokens(model, tokenizer, "abcabc")
     with pytest.raises(ConfigError, match=r"got Tensor: the arguments are \(model, tokenizer, tokens\)"):
         evaluate_tokens(model, tokens, tokenizer)
+
+
+def test_a_tokenizer_with_more_ids_than_the_model_is_refused(model: GPT):
+    """Another model's tokenizer decodes the ids to the wrong characters, so bits_per_char would be
+    divided by a wrong count: refused up front, as generate() refuses it. One with fewer ids (a padded
+    vocabulary) is still accepted."""
+    tokens = torch.arange(12).repeat(3)
+    too_big = CharTokenizer.train("abcdefghijklmnop")  # 16 characters (plus specials) for 12 rows
+    with pytest.raises(GenerationError, match=r"the tokenizer has \d+ ids, the model's vocabulary only 12"):
+        evaluate_tokens(model, too_big, tokens)
+    padded = CharTokenizer.train("abcdefgh")
+    assert padded.vocab_size < 12
+    assert evaluate_tokens(model, padded, tokens % padded.vocab_size).bits_per_char > 0

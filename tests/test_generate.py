@@ -1468,6 +1468,20 @@ def test_repetition_rate_of_no_generations_is_zero():
     assert repetition_rate([]) == 0.0
 
 
+def test_metric_settings_are_checked_even_without_generations_and_a_lone_number_is_named():
+    # repetition_rate checked its settings only inside has_repetition, once per generation: with none,
+    # min_repeats=1 (every phrase "repeats" once) passed unnoticed.
+    with pytest.raises(GenerationError, match=r"min_repeats=1 is not allowed: it must be an integer >= 2"):
+        repetition_rate([], min_repeats=1)
+    with pytest.raises(GenerationError, match=r"min_phrase_len=0 is not allowed"):
+        repetition_rate([], min_phrase_len=0)
+    for call in (lambda: distinct_n(5, 1), lambda: has_repetition(5), lambda: repetition_rate(5)):
+        with pytest.raises(
+            GenerationError, match=r"generations must be a str, a tensor or a sequence .* got int \(5\)"
+        ):
+            call()
+
+
 def test_repetition_rate_holtzman_loop_at_the_end():
     loop_at_end = [9, 8, 7, 1, 2, 1, 2, 1, 2]
     loop_in_middle = [1, 2, 1, 2, 1, 2, 9, 8, 7]

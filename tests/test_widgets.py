@@ -19,6 +19,7 @@ from conftest import require_module
 
 from arlm_lib import viz, widgets
 from arlm_lib.checkpoint import load_checkpoint
+from arlm_lib.errors import ConfigError, GenerationError
 from arlm_lib.generate import GenerationConfig, generate
 from arlm_lib.model import GPT, GPTConfig
 from arlm_lib.tokenizers import CharTokenizer
@@ -376,6 +377,37 @@ def test_playground_stop_ends_generation_after_the_current_token(model, tokenize
     assert len(app.generated) == 3 and shown[:3] == [1, 2, 3]  # streamed token by token
     assert "stopped: 3 tokens" in app.status.value
     app.close()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"max_new_tokens": -5}, r"max_new_tokens=-5 is not allowed: it must be an integer >= 1"),
+        ({"max_new_tokens": 2.5}, r"max_new_tokens=2.5 is not allowed"),
+        ({"seed": 1.5}, r"seed=1.5 is not allowed: it must be an integer"),
+        ({"chart_top": 0}, r"chart_top=0 is not allowed: it must be an integer >= 1"),
+        ({"top_alternatives": -1}, r"top_alternatives=-1 is not allowed"),
+        ({"redraw_interval_s": float("nan")}, r"redraw_interval_s=nan is not allowed"),
+        ({"prompt": None}, r"prompt must be a str, got NoneType"),
+    ],
+)
+def test_playground_names_a_bad_argument_instead_of_clamping_it(model, tokenizer, kwargs, message):
+    # The sliders used to clamp these into their ranges: max_new_tokens=-5 became 1, seed=1.5 became 1.
+    with pytest.raises(ConfigError, match=message):
+        widgets.SamplingPlayground(model, tokenizer, **kwargs)
+
+
+def test_apps_name_bad_layers_heads_and_swapped_arguments(model, tokenizer):
+    with pytest.raises(ConfigError, match=r"layer=9 is out of range: it must be an integer in 0..1"):
+        widgets.AttentionExplorer(model, tokenizer, "the cat", layer=9)  # was traitlets' "Invalid selection"
+    with pytest.raises(ConfigError, match=r"head=1.0 is out of range"):
+        widgets.AttentionExplorer(model, tokenizer, "the cat", head=1.0)
+    with pytest.raises(ConfigError, match=r"text must be a str, got list"):
+        widgets.AttentionExplorer(model, tokenizer, ["the", "cat"])
+    with pytest.raises(GenerationError, match=r"the call is AttentionExplorer\(model, tokenizer, text\)"):
+        widgets.AttentionExplorer(tokenizer, model, "the cat")
+    with pytest.raises(GenerationError, match=r"the call is SamplingPlayground\(model, tokenizer, prompt\)"):
+        widgets.SamplingPlayground(model, "the c")
 
 
 def test_playground_reports_a_prompt_it_cannot_encode(model, tokenizer):

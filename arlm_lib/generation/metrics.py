@@ -7,11 +7,12 @@ words (the unit these metrics are usually reported in); pass token ids to measur
 from __future__ import annotations
 
 import numbers
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
 
+from ..errors import GenerationError
 from .config import check_int
 
 __all__ = ["distinct_n", "has_repetition", "repetition_rate"]
@@ -23,7 +24,16 @@ def _as_unit(unit: Any) -> Any:
     return unit.item() if isinstance(unit, torch.Tensor) and unit.dim() == 0 else unit
 
 
+def _check_iterable(generations: Any) -> None:
+    if not isinstance(generations, Iterable):  # a lone id or a number: not a generation
+        raise GenerationError(
+            f"generations must be a str, a tensor or a sequence of token ids (or a list of these), "
+            f"got {type(generations).__name__} ({generations!r:.60})"
+        )
+
+
 def _units(generation: Any) -> list:
+    _check_iterable(generation)
     if isinstance(generation, str):
         return generation.split()
     if isinstance(generation, torch.Tensor):
@@ -33,6 +43,7 @@ def _units(generation: Any) -> list:
 
 def _as_generations(generations: Any) -> list[list]:
     """One generation (a str, or a flat sequence of ids) or many, as lists of units."""
+    _check_iterable(generations)
     if isinstance(generations, str):
         return [_units(generations)]
     if isinstance(generations, torch.Tensor):
@@ -101,6 +112,8 @@ def repetition_rate(
     of at least 2 units repeated at least 3 times in a row, the degenerate loop the paper measures.
     ``at_end=False`` counts such a repeat anywhere in the generation. Returns 0.0 for no generations.
     """
+    check_int("min_phrase_len", min_phrase_len, 1)  # checked here too: no generation would check them
+    check_int("min_repeats", min_repeats, 2)
     gens = _as_generations(generations)
     if not gens:
         return 0.0
