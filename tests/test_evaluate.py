@@ -48,7 +48,7 @@ def test_every_token_after_the_first_is_scored_once(model: GPT, length: int):
 
 
 def test_bits_per_char_counts_the_characters_scored(model: GPT):
-    tokenizer = CharTokenizer.train("abcdefghijkl")
+    tokenizer = CharTokenizer.train("abcdefghijk")  # 11 characters and the document-start id: 12 ids
     tokens = torch.as_tensor(tokenizer.encode("abcabcabcabcabcab"))
     result = evaluate_tokens(model, tokenizer, tokens)
     assert result.n_chars == len(tokens) - 1
@@ -185,7 +185,7 @@ def test_evaluating_a_model_in_training_leaves_it_in_training():
 
 def test_text_and_swapped_arguments_are_named(model: GPT):
     """A str for the tokens, or the tokens and the tokenizer swapped: named, not a TypeError from torch."""
-    tokenizer = CharTokenizer.train("abcdefghijkl")
+    tokenizer = CharTokenizer.train("abcdefghijk")
     tokens = torch.as_tensor(tokenizer.encode("abcabcabc"))
     with pytest.raises(DataError, match=r"tokens must be token ids, not a str: encode the text first"):
         evaluate_tokens(model, tokenizer, "abcabc")
