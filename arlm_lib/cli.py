@@ -302,7 +302,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=non_negative_int,
         help="save a checkpoint every N steps (default --eval-interval; 0: only at the end)",
     )
-    opt.add_argument("--seed", type=seed_int, default=1337, help="seed for init, batches and dropout")
+    opt.add_argument(
+        "--seed",
+        type=seed_int,
+        default=1337,
+        help="seed for init, batches and dropout; fixed when the run begins (--resume refuses another)",
+    )
     opt.add_argument(
         "--on-nonfinite",
         choices=("stop", "rollback"),
@@ -637,6 +642,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise CheckpointError(f"{out} holds no tokenizer, so its training data cannot be encoded")
         tokenizer = tokenizer_from_dict(checkpoint.tokenizer)
         _check_fixed_at_start(args, out, checkpoint.model_config, tokenizer, overrides, text)
+        _check_seed_unchanged(args, out, checkpoint.train_config)
         block_size = checkpoint.model_config.block_size
     else:
         model_config = GPTConfig.from_preset(args.preset, vocab_size=1, **overrides)  # validate flags first
@@ -760,6 +766,23 @@ def _check_fixed_at_start(args, out, saved_config, tokenizer, overrides: dict, t
             f"{named} cannot change when resuming {out}: {details}; the model and tokenizer are the saved "
             "ones: drop the flag, or start a new run with another --out"
         )
+
+
+def _check_seed_unchanged(args, out, saved_train_config: dict | None) -> None:
+    """A resumed run continues from the saved random state: its batches and dropout go on where they
+    stopped, whatever --seed says (only the evaluation batches would follow a new one). A changed --seed
+    would look honoured and not be, so it is refused, as a changed preset is. The run's own seed is
+    accepted: scripts rerun the command that began the run, plus --resume."""
+    from .errors import CheckpointError
+
+    saved = (saved_train_config or {}).get("seed")
+    if "seed" not in args._explicit or saved is None or args.seed == saved:
+        return
+    raise CheckpointError(
+        f"--seed {args.seed} cannot change when resuming {out} (the run's seed is {saved}): a resumed run "
+        "continues from its saved random state, so its batches and dropout would be the same; drop the "
+        "flag, or start a new run with another --out"
+    )
 
 
 def _saved_value(name: str, args, saved_config, tokenizer, overrides: dict, text: str) -> str | None:

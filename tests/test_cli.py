@@ -473,6 +473,21 @@ def test_resume_accepts_the_preset_and_tokenizer_the_run_began_with(corpus, tmp_
     assert load_checkpoint(out).trainer_state["step"] == 4
 
 
+def test_resume_refuses_another_seed_and_accepts_the_runs_own(trained_run, corpus, tmp_path, capsys):
+    """A resumed run continues its saved random state: another --seed would change nothing but the
+    evaluation batches, so it is refused, naming both seeds; the run's own (1337, the default) is fine."""
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    argv = ["train", "--data", str(corpus), "--out", str(run), "--resume", "--max-iters", "31"]
+    argv.append("--no-progress")
+    code, out, err = run_cli([*argv, "--seed", "7"], capsys)
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1, err
+    assert f"--seed 7 cannot change when resuming {run} (the run's seed is 1337)" in err
+    assert load_checkpoint(run).trainer_state["step"] == 30  # nothing trained or rewritten
+    assert main([*argv, "--seed", "1337"]) == 0
+    assert load_checkpoint(run).trainer_state["step"] == 31
+
+
 def test_resuming_a_finished_run_says_how_to_continue(corpus, tmp_path, capsys):
     out = tmp_path / "run"
     base = ["train", "--data", str(corpus), "--out", str(out), "--no-progress", *TINY]
