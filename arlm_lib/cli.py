@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import math
+import os
 import re
 import shlex
 import sys
@@ -665,13 +666,13 @@ def cmd_train(args: argparse.Namespace) -> int:
             trainer = Trainer.resume(out, train_tokens, val_tokens, **trainer_kwargs)
             if trainer.step >= trainer.config.max_iters:
                 if main_rank:
-                    print(
+                    _say(
                         f"{out} has already finished its {trainer.config.max_iters} steps: nothing to do; "
                         "give a larger --max-iters to train on"
                     )
                 return 0
             if main_rank:
-                print(f"resuming {out} at step {trainer.step} of {trainer.config.max_iters}")
+                _say(f"resuming {out} at step {trainer.step} of {trainer.config.max_iters}")
             return _run(trainer, lock)
         finally:
             if lock:
@@ -683,7 +684,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         torch.manual_seed(args.seed)  # the same --seed gives the same initial weights
         model = GPT(model_config)
         if main_rank:
-            print(
+            _say(
                 f"model: {_describe_model(model)} | {tokenizer.kind} tokenizer, vocab {tokenizer.vocab_size} | "
                 f"{len(train_tokens):,} training tokens"
             )
@@ -844,6 +845,40 @@ def _explicit_flags(args: argparse.Namespace) -> set[str]:
     return {mapping.get(name, name) for name in given}
 
 
+def _say(line: str) -> None:
+    """Print one of train's lines on stdout, flushed, so that `| tee log` shows it as it happens.
+
+    A reader that went away (`train ... | head`, a killed `tee`) must not end the run: a BrokenPipeError
+    from the next print would abandon training, delete a new run's directory and exit 0. Instead the
+    rest of stdout goes to os.devnull, stderr says so once, and training goes on to its checkpoint.
+    """
+    try:
+        print(line, flush=True)
+    except BrokenPipeError:
+        _discard_stdout()
+
+
+def _discard_stdout() -> None:
+    """Point stdout at os.devnull (the descriptor too, for the library's own prints and the unwritten
+    rest of the buffer), and say so on stderr."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # a stdout without a descriptor (captured): replace the object
+        sys.stdout = open(os.devnull, "w")  # kept open for the rest of the process
+    finally:
+        os.close(devnull)
+    try:
+        print(
+            "warning: stdout was closed (its reader went away): training goes on without its progress "
+            "lines, and saves its checkpoint as usual",
+            file=sys.stderr,
+            flush=True,
+        )
+    except OSError:
+        pass  # stderr is gone too: nothing left to tell
+
+
 def _run(trainer, lock) -> int:
     from .errors import TrainingDivergedError
     from .train import Callback
@@ -853,7 +888,7 @@ def _run(trainer, lock) -> int:
             if not trainer.config.progress:
                 # --peak-flops adds the model FLOPs utilisation of the step (None without it)
                 mfu = f" | MFU {record['mfu']:.2%}" if record.get("mfu") is not None else ""
-                print(
+                _say(
                     f"step {record['step']:>6} | lr {record['lr']:.2e} | train {record['train_loss']:.4f} | "
                     f"val {record['val_loss']:.4f} | {record['tokens_per_s']:,.0f} tok/s{mfu}"
                 )
@@ -874,9 +909,9 @@ def _run(trainer, lock) -> int:
             msg += f": train loss {first[0]:.4f} -> {history.column('train_loss')[-1]:.4f}"
         if vals:
             msg += f", val loss {vals[-1]:.4f}"
-        print(f"{msg}. checkpoint: {trainer.out_dir}")
+        _say(f"{msg}. checkpoint: {trainer.out_dir}")
         if trainer.stop_requested:
-            print("stopped early; continue with --resume")
+            _say("stopped early; continue with --resume")
     return 0
 
 

@@ -798,6 +798,25 @@ def test_a_closed_pipe_ends_quietly_with_status_0(monkeypatch, capsys):
     assert capsys.readouterr().err == ""
 
 
+def test_a_closed_pipe_does_not_end_training(corpus, tmp_path):
+    """``train ... | head -2``: the reader leaves after two lines. That must not abandon the run (it did:
+    the next progress line raised BrokenPipeError, training stopped, the new run's directory was
+    deleted, and the exit status was 0); it trains on to its last step and saves."""
+    out = tmp_path / "run"
+    argv = ["train", "--data", str(corpus), "--out", str(out), "--max-iters", "20", "--eval-interval", "1"]
+    argv += ["--eval-iters", "1", "--checkpoint-interval", "0", "--no-progress", *TINY]
+    child = subprocess.Popen(
+        [sys.executable, "-m", "arlm_lib", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert child.stdout.readline().startswith("model:")
+    child.stdout.close()  # as head does once it has its lines
+    err = child.stderr.read()
+    assert child.wait(timeout=120) == 0, err
+    assert "Traceback" not in err
+    assert "warning: stdout was closed (its reader went away): training goes on" in err
+    assert load_checkpoint(out).trainer_state["step"] == 20
+
+
 @pytest.mark.parametrize(
     "argv, command, hint",
     [
