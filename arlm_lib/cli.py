@@ -174,14 +174,32 @@ class _Parser(argparse.ArgumentParser):
         return f"; a value that starts with '-' must be joined to its flag: {flag}={after[0]}"
 
 
-def _report_unknown_flags(command_parser: argparse.ArgumentParser, unknown: list[str]) -> NoReturn:
-    """Exit 2 naming the flags ``command_parser`` does not know, with the closest known flag for each."""
-    known = [flag for action in command_parser._actions for flag in action.option_strings]
+def _flags_of(parser: argparse.ArgumentParser) -> list[str]:
+    return [flag for action in parser._actions for flag in action.option_strings]
+
+
+def _report_unknown_flags(
+    command_parser: argparse.ArgumentParser,
+    unknown: list[str],
+    command_parsers: dict[str, argparse.ArgumentParser] | None = None,
+) -> NoReturn:
+    """Exit 2 naming the flags ``command_parser`` does not know, with the closest known flag for each,
+    or, for a flag of other commands (``command_parsers``: name -> parser), those commands: a spelling
+    hint there would be a wrong guess (``sample --lr`` got "did you mean --help?")."""
+    known = _flags_of(command_parser)
     hints = []
     for arg in unknown:
         flag = arg.split("=", 1)[0]
+        owners = [
+            name
+            for name, parser in (command_parsers or {}).items()
+            if parser is not command_parser and flag in _flags_of(parser)
+        ]
         close = difflib.get_close_matches(flag, known, n=1) if flag.startswith("--") else []
-        if close:
+        if owners:
+            named = ", ".join(owners[:-1]) + " and " + owners[-1] if len(owners) > 1 else owners[0]
+            hints.append(f"{flag} is a flag of {named}, not of {command_parser.prog.split()[-1]}")
+        elif close:
             hints.append(f"{flag}: did you mean {close[0]}?")
     message = "unrecognized arguments: " + " ".join(unknown)
     command_parser.error(message + (f" ({'; '.join(hints)})" if hints else ""))
@@ -1045,7 +1063,7 @@ def _main(argv: Sequence[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args, unknown = parser.parse_known_args(argv)
     if unknown:  # reported by the command's own parser, so the hint points at its --help
-        _report_unknown_flags(parser.command_parsers[args.command], unknown)
+        _report_unknown_flags(parser.command_parsers[args.command], unknown, parser.command_parsers)
     # Remember which flags were typed, so --resume overrides only those, not every default.
     args._explicit = {a[2:].split("=", 1)[0].replace("-", "_") for a in argv if a.startswith("--")}
     try:

@@ -838,6 +838,24 @@ def test_an_unknown_flag_points_at_the_command_help_and_the_closest_flag(
     assert not (tmp_path / "run").exists()  # refused before anything was created
 
 
+@pytest.mark.parametrize(
+    "argv, hint",
+    [
+        (["sample", "--checkpoint", "RUN", "--lr", "3"], "--lr is a flag of train, not of sample"),
+        (["eval", "--checkpoint", "RUN", "--data", "synthetic", "--top-k=3"], "--top-k is a flag of sample, not of eval"),
+        (["import-gpt2", "--weights", "w", "--out", "RUN", "--device", "cpu"],
+         "--device is a flag of train, sample and eval, not of import-gpt2"),
+    ],
+)  # fmt: skip
+def test_a_flag_of_another_command_is_named_as_such_not_guessed_at(tmp_path, capsys, argv, hint):
+    """``sample --lr 3`` was answered "did you mean --help?": the flag is right, the command is not."""
+    argv = [str(tmp_path / "run") if a == "RUN" else a for a in argv]
+    code, out, err = run_cli(argv, capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert hint in err and "did you mean" not in err, err
+    assert not (tmp_path / "run").exists()
+
+
 def test_every_unknown_flag_is_named_each_with_its_closest_flag(tmp_path, capsys):
     argv = ["train", "--data", "synthetic", "--out", str(tmp_path / "run"), "--max-iter", "5", "--lr-decay=3",
             "--zzz"]  # fmt: skip
