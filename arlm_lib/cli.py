@@ -979,6 +979,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
         train_tokens, val_tokens = split_train_val(tokens, val_fraction=0.1)
         tokens = val_tokens if args.split == "val" else train_tokens
     tokens = tokens[: args.max_tokens + 1]
+    if len(tokens) < 2:  # the library's own message suggests --split all, even when it was given
+        other_split = "" if args.split == "all" else ", or --split all to score the whole text"
+        raise ConfigError(
+            f"--data {args.data}: --split {args.split} has {len(tokens)} token(s), and scoring needs at least "
+            f"2 (one to predict and one before it); use a longer text{other_split}"
+        )
     with torch.no_grad():
         result = evaluate_tokens(model, tokenizer, torch.as_tensor(tokens), block_size)
     print(

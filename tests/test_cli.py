@@ -553,6 +553,28 @@ def test_eval_split_scores_that_part_of_the_data(trained_run, corpus, capsys, sp
     assert line.startswith(f"{split} loss ") and f"| {scored:,} tokens, " in line
 
 
+@pytest.mark.parametrize(
+    "text, split, needle",
+    [
+        ("th", "val", "--split val has 0 token(s), and scoring needs at least 2 (one to predict and one "
+                      "before it); use a longer text, or --split all to score the whole text"),
+        ("t", "all", "--split all has 1 token(s), and scoring needs at least 2 (one to predict and one "
+                     "before it); use a longer text\n"),
+    ],
+)  # fmt: skip
+def test_eval_of_a_split_too_short_to_score_names_the_data_and_split(
+    trained_run, tmp_path, capsys, text, split, needle
+):
+    """It said "(or, in the CLI, --split all)", also to a user who had given --split all."""
+    data = tmp_path / "short.txt"
+    data.write_text(text, encoding="utf-8")
+    code, out, err = run_cli(
+        ["eval", "--checkpoint", str(trained_run), "--data", str(data), "--split", split], capsys
+    )
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1, err
+    assert f"error: --data {data}: " in err and needle in err, err
+
+
 def test_corpus_info_describes_the_named_corpus(capsys):
     from arlm_lib.corpus import corpus_names, format_corpus_info
 
