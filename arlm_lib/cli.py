@@ -648,9 +648,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         saved = checkpoint.model_config.to_dict()
         clash = {k: (v, saved[k]) for k, v in overrides.items() if v is not None and v != saved[k]}
         if clash:
-            details = ", ".join(
-                f"--{k.replace('_', '-')} {v} (checkpoint has {s})" for k, (v, s) in clash.items()
-            )
+            details = ", ".join(_describe_clash(k, v, s) for k, (v, s) in clash.items())
             raise CheckpointError(f"cannot resume {out} with a different architecture: {details}")
         if "schedule" in args._explicit:
             _check_schedule_flags(args, args.schedule)
@@ -714,6 +712,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         # A run that failed before its first checkpoint leaves nothing behind but an empty directory.
         if main_rank and not existed and out.is_dir() and not any(out.iterdir()):
             out.rmdir()
+
+
+def _describe_clash(name: str, typed, saved) -> str:
+    """An architecture flag against the checkpoint's value, the flag as it was typed: ``--dropout 0.1
+    (checkpoint has 0.0)``, and a switch ``--no-bias (checkpoint has bias=True)``, not ``--bias False``."""
+    flag = "--" + name.replace("_", "-")
+    if isinstance(typed, bool):
+        return f"{flag if typed else '--no-' + flag[2:]} (checkpoint has {name}={saved})"
+    return f"{flag} {typed} (checkpoint has {saved})"
 
 
 def _warn_if_bpe_stopped_short(args: argparse.Namespace, tokenizer) -> None:

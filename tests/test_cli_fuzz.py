@@ -413,6 +413,10 @@ BAD_INPUT = {
         lambda c, f, o: [*_train(c, f["copy"]), "--resume", "--n-layer", "2"],
         "--n-layer 2 (checkpoint has 1)",
     ),
+    "other switch": (  # named as typed: it said "--bias False (checkpoint has True)"
+        lambda c, f, o: [*_train(c, f["copy"]), "--resume", "--no-bias"],
+        "--no-bias (checkpoint has bias=True)",
+    ),
     "truncated checkpoint, resume": (
         lambda c, f, o: [*_train(c, f["truncated"]), "--resume"],
         "is truncated or corrupted",
