@@ -695,8 +695,9 @@ def cmd_train(args: argparse.Namespace) -> int:
                 lock.release()
     existed = Path(args.out).exists()
     out = prepare_run_dir(args.out, resume=False) if main_rank else Path(args.out)
-    lock = RunLock(out).acquire() if main_rank else None
-    try:
+    lock = None
+    try:  # the lock too: a directory made just now is removed if even its lock cannot be written
+        lock = RunLock(out).acquire() if main_rank else None
         torch.manual_seed(args.seed)  # the same --seed gives the same initial weights
         model = GPT(model_config)
         if main_rank:

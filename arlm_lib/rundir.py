@@ -140,8 +140,17 @@ class RunLock:
             if not same:
                 os.close(fd)
                 continue
-            os.ftruncate(fd, 0)
-            os.write(fd, me.encode())
+            try:
+                os.ftruncate(fd, 0)
+                os.write(fd, me.encode())
+            except OSError as exc:  # a full disk or quota: the lock file cannot even hold a pid
+                self.path.unlink(missing_ok=True)  # still ours (locked): nothing is left behind
+                os.close(fd)
+                raise NotWritableError(
+                    f"the run directory {self.path.parent} cannot be written ({exc.strerror}: could not "
+                    f"write its lock file {LOCK_FILE}); nothing was written, and a checkpoint in it is kept "
+                    "as it is; free some space, or choose another --out"
+                ) from None
             self._fd, self.held = fd, True
             return self
         raise CheckpointError(f"could not acquire {self.path}: it keeps being replaced by another process")

@@ -1,5 +1,6 @@
 """The command line end to end: train a few steps, then sample and evaluate from the checkpoint."""
 
+import os
 import shutil
 import subprocess
 import sys
@@ -1138,6 +1139,34 @@ def test_a_run_directory_that_is_not_writable_is_exit_2_naming_it(trained_run, c
     assert "choose another --out" in err and err.count("\n") == 1
     monkeypatch.undo()
     assert (trained_run / "checkpoint.safetensors").read_bytes() == before
+
+
+def test_a_full_disk_at_the_lock_file_is_exit_2_and_leaves_nothing(corpus, tmp_path, monkeypatch, capsys):
+    """The first byte a run writes is its lock file's pid: a full disk there was exit 1 with a bare
+    'No space left on device', a leaked file descriptor and a train.lock left in a new directory."""
+    import errno
+
+    from arlm_lib import rundir
+
+    def disk_full(fd, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(rundir.os, "write", disk_full)
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(corpus), "--out", str(out), "--no-progress", *TINY]) == 2
+    monkeypatch.undo()
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: the run directory {out} cannot be written (No space left on device: ")
+    assert "free some space, or choose another --out" in err and err.count("\n") == 1
+    assert not out.exists()  # the directory made for the run is gone with its lock file
+    assert not [fd for fd in os.listdir("/proc/self/fd") if "train.lock" in _fd_target(fd)]
+
+
+def _fd_target(fd: str) -> str:
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:  # closed between listing and reading
+        return ""
 
 
 def test_an_out_that_cannot_be_created_is_exit_2_naming_it(corpus, tmp_path, monkeypatch, capsys):
