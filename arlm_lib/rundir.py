@@ -48,6 +48,11 @@ def prepare_run_dir(
     out = Path(out)
     has_checkpoint = (out / CHECKPOINT_FILE).is_file()
     if resume:
+        if out.is_file():  # most often the checkpoint file itself, where its directory is meant
+            raise CheckpointError(
+                f"{name} {out} is a file: {name} takes the run directory that holds {CHECKPOINT_FILE}"
+                + (f" ({out.parent})" if out.name == CHECKPOINT_FILE else "")
+            )
         if not has_checkpoint:
             raise CheckpointError(f"--resume was given but {out} holds no {CHECKPOINT_FILE} to resume from")
         return out

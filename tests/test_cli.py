@@ -444,6 +444,21 @@ def test_resume_below_the_saved_step_is_an_error(trained_run, corpus, capsys):
     assert load_checkpoint(trained_run).train_config["max_iters"] != 3  # nothing rewritten
 
 
+def test_resume_with_the_checkpoint_file_as_out_names_its_directory(trained_run, corpus, capsys):
+    """--out given the checkpoint file itself said '.../checkpoint.safetensors holds no
+    checkpoint.safetensors', which reads as if the file were missing."""
+    checkpoint_file = trained_run / "checkpoint.safetensors"
+    before = checkpoint_file.read_bytes()
+    argv = ["train", "--data", str(corpus), "--out", str(checkpoint_file), "--resume", "--no-progress"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"error: --out {checkpoint_file} is a file: --out takes the run directory that holds "
+        f"checkpoint.safetensors ({trained_run})\n"
+    )
+    assert checkpoint_file.read_bytes() == before
+
+
 def test_resume_refuses_to_change_the_preset_or_the_tokenizer(trained_run, corpus, capsys):
     argv = ["train", "--data", str(corpus), "--out", str(trained_run), "--resume", "--max-iters", "60"]
     assert main([*argv, "--preset", "small", "--tokenizer", "bpe", "--no-progress"]) == 2
