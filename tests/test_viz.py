@@ -1142,3 +1142,40 @@ def test_attention_views_take_numpy_indices_and_name_a_bad_one(model, tokenizer)
     for call, message in bad:
         with pytest.raises(ConfigError, match=re.escape(message)):
             call()
+
+
+def _flat_history(n: int, grad_spike: float | None = None) -> History:
+    history = History()
+    for step in range(n):
+        grad = 1.0 + 0.1 * (step % 3)
+        if grad_spike is not None and step == 0:
+            grad = grad_spike
+        history.append(
+            {
+                "step": step,
+                "lr": 1e-3,
+                "train_loss": 3.0 - 0.01 * step,
+                "val_loss": 3.0 - 0.01 * step if step % 10 == 0 else None,
+                "grad_norm": grad,
+                "grad_norm_clipped": min(grad, 1.0),
+                "tokens_per_s": 1000.0,
+            }
+        )
+    return history
+
+
+def test_training_curves_start_log_when_the_data_span_a_decade_and_the_toggle_agrees():
+    """A step-0 gradient-norm spike of 45 squashed the rest of a linear grad-norm panel to a flat line, and
+    some dashboards opened in log, others in linear: by default the axes start log when a run's loss or
+    grad norm spans more than a decade, and the toggle's active button is the axes' initial type."""
+    cases = {
+        "spike": (_flat_history(30, grad_spike=45.0), "log"),
+        "flat": (_flat_history(30), "linear"),
+        "one run of several spikes": ({"a": _flat_history(30), "b": _flat_history(30, 45.0)}, "log"),
+    }
+    for name, (data, expected) in cases.items():
+        for log_y, want in ((None, expected), (True, "log"), (False, "linear")):
+            fig = viz.training_curves(data, log_y=log_y)
+            assert fig.layout.yaxis.type == fig.layout.yaxis2.type == want, (name, log_y)
+            menu = fig.layout.updatemenus[0]
+            assert menu.buttons[menu.active].label == want, (name, log_y)

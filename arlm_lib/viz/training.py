@@ -116,9 +116,21 @@ def _curve_data(columns: dict[str, np.ndarray], max_points: int) -> list[tuple[l
     return out
 
 
+def _spans_a_decade(runs: dict[str, dict[str, np.ndarray]]) -> bool:
+    """Whether the loss or the gradient norm of some run spans more than a factor of 10 (a step-0 spike of
+    the gradient norm, a loss that falls from 10 to 0.5): on a linear axis the rest is a flat line."""
+    for columns in runs.values():
+        for names in (("train_loss", "val_loss"), ("grad_norm", "grad_norm_clipped")):
+            values = np.concatenate([columns[name] for name in names])
+            values = values[np.isfinite(values) & (values > 0)]
+            if len(values) and values.max() > 10 * values.min():
+                return True
+    return False
+
+
 def training_curves(
     history_or_histories: Any,
-    log_y: bool = False,
+    log_y: bool | None = None,
     *,
     title: str | None = None,
     max_points: int = 2000,
@@ -128,9 +140,12 @@ def training_curves(
 
     Takes a :class:`~arlm_lib.train.History`, its ``to_dict()``, or ``{run name: either}`` to overlay
     runs (one colour and legend group per run: a legend click hides a whole run). A "linear / log"
-    toggle switches the loss and gradient-norm axes; ``log_y`` sets its start.
+    toggle switches the loss and gradient-norm axes; ``log_y`` sets its start. By default (``None``) the
+    axes start logarithmic when a run's loss or gradient norm spans more than a decade, else linear.
     """
     runs = _runs(history_or_histories)
+    if log_y is None:
+        log_y = _spans_a_decade(runs)
     several = len(runs) > 1
     recorded = _recorded(runs)
     fig = make_subplots(
