@@ -445,7 +445,10 @@ def test_training_curves_plot_every_series_against_steps():
     np.testing.assert_allclose(by_name["train loss"].y, history.column("train_loss"), **close)
     assert list(by_name["val loss"].x) == [10, 20, 30, 40]  # only where validation ran
     np.testing.assert_allclose(by_name["grad norm"].y, history.column("grad_norm"), **close)
-    np.testing.assert_allclose(by_name["grad norm (clipped)"].y, history.column("grad_norm_clipped"), **close)
+    # The clipped norm only where clipping cut it (elsewhere it would hide under the raw norm).
+    raw, clipped = np.asarray(history.column("grad_norm")), np.asarray(history.column("grad_norm_clipped"))
+    drawn = np.array([np.nan if v is None else v for v in by_name["grad norm (clipped)"].y])
+    np.testing.assert_allclose(drawn, np.where(clipped < raw, clipped, np.nan), **close)
     np.testing.assert_allclose(by_name["learning rate"].y, history.column("lr"), **close)
     np.testing.assert_allclose(by_name["tokens/s"].y, history.column("tokens_per_s"), **close)
     same = viz.training_curves(history.to_dict())
@@ -499,7 +502,7 @@ def test_training_curves_legend_names_only_what_the_figure_draws():
     key = runs.layout.legend.title.text
     assert "val loss" not in key and "dashed: clipped grad norm" in key
     with_eval = viz.training_curves({"a": fake_history(40, 1.0), "b": no_eval}).layout.legend.title.text
-    assert "dotted: val loss" in with_eval
+    assert "dotted, open markers: val loss" in with_eval
 
 
 def test_a_live_figure_gains_its_legend_as_the_series_get_data():
@@ -1179,3 +1182,36 @@ def test_training_curves_start_log_when_the_data_span_a_decade_and_the_toggle_ag
             assert fig.layout.yaxis.type == fig.layout.yaxis2.type == want, (name, log_y)
             menu = fig.layout.updatemenus[0]
             assert menu.buttons[menu.active].label == want, (name, log_y)
+
+
+def test_validation_loss_and_clipping_are_drawn_so_that_they_are_seen():
+    """Validation ran 1 to 6 times a run (a dotted line through a few points is not seen) and the clipped
+    norm, equal to the raw one wherever clipping did not cut it, hid under it: both get a marker at each
+    point (open, unlike the training curves' filled ones), and the clipped norm is drawn only where it
+    differs from the raw norm, so the legend's line-style key stays true."""
+    history = fake_history(40, 1.0)  # grad norm 1, 2, 3, ...; clipped at 1
+    for fig, several in (
+        (viz.training_curves(history), False),
+        (viz.training_curves({"a": history, "b": history}), True),
+    ):
+        for trace in fig.data[:6]:
+            name = trace.legendgroup if several else trace.name
+            kind = [
+                "train loss",
+                "val loss",
+                "grad norm",
+                "grad norm (clipped)",
+                "learning rate",
+                "tokens/s",
+            ][list(fig.data).index(trace) % 6]
+            if kind in ("val loss", "grad norm (clipped)"):
+                assert "markers" in trace.mode and trace.marker.symbol.endswith("-open"), (name, kind)
+                assert trace.marker.maxdisplayed in (None, 0)  # every point drawn
+        clipped = fig.data[3]
+        raw = dict(zip(fig.data[2].x, fig.data[2].y))
+        shown = [(x, y) for x, y in zip(clipped.x, clipped.y) if y is not None and not math.isnan(y)]
+        assert shown and all(y < raw[x] for x, y in shown)
+        assert len(shown) < len(clipped.x)  # not drawn where clipping did not cut the norm
+    assert (
+        "open markers: val loss" in viz.training_curves({"a": history, "b": history}).layout.legend.title.text
+    )

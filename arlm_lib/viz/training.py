@@ -29,6 +29,8 @@ _CURVES = (
 )
 #: Significant digits of every plotted value: what hover shows (``%{y:.4g}``), no more.
 _DIGITS = 4
+#: The series drawn at a few steps only, with a marker at each one.
+_MARKED = frozenset({"val_loss", "grad_norm_clipped"})
 #: The series that share a panel with another one (the rest have a panel of their own).
 _PAIRED = frozenset({"train_loss", "val_loss", "grad_norm", "grad_norm_clipped"})
 # Short enough for a phone's 600 px figure, where two panels share a row. The trainer's losses are nats.
@@ -46,9 +48,9 @@ def _line_style_key(recorded: set[str]) -> str:
     if ("val_loss" in recorded or "grad_norm_clipped" in recorded) and solid:
         parts.append("solid: " + " / ".join(solid))
     if "val_loss" in recorded:
-        parts.append("dotted: val loss")
+        parts.append("dotted, open markers: val loss")
     if "grad_norm_clipped" in recorded:
-        parts.append("dashed: clipped grad norm")
+        parts.append("dashed: clipped grad norm (where clipping cut it)")
     return "; ".join(parts)
 
 
@@ -110,6 +112,10 @@ def _curve_data(columns: dict[str, np.ndarray], max_points: int) -> list[tuple[l
     for _, _, name, _, _ in _CURVES:
         y = columns[name]
         measured = ~np.isnan(y)
+        if name == "grad_norm_clipped":
+            # Drawn only where clipping cut the norm: elsewhere it equals the raw norm and hid under it.
+            raw = columns["grad_norm"]
+            y = np.where(measured & ~(y < raw * (1 - 1e-6)), math.nan, y)
         x_m, y_m = (steps[measured], y[measured]) if name == "val_loss" else (steps, y)
         x_m, y_m = _decimate(x_m, y_m, max_points)
         out.append((x_m.astype(int).tolist(), _significant(y_m, _DIGITS)))
@@ -167,15 +173,25 @@ def training_curves(
                 legend = {"name": label, "showlegend": _in_single_run_legend(name, recorded)}
             # Several runs differ by colour and by a marker symbol, so that they stay apart for a reader
             # who cannot tell the colours apart; a dozen markers per curve are enough to tell.
-            marker = {"size": 5}
+            symbol = RUN_SYMBOLS[r % len(RUN_SYMBOLS)] if several else "circle"
+            marker: dict[str, Any] = {"size": 5}
             if several:
-                marker = {"size": 6, "symbol": RUN_SYMBOLS[r % len(RUN_SYMBOLS)], "maxdisplayed": 12}
+                marker = {"size": 6, "symbol": symbol, "maxdisplayed": 12}
+            if name in _MARKED:
+                # Validation runs a few times per run and clipping at a few steps: a dotted or dashed line
+                # through 1 to 6 points is not seen. Open markers, each one drawn, tell them from the
+                # training curves' filled ones.
+                marker = {
+                    "size": 8 if name == "val_loss" else 6,
+                    "symbol": f"{symbol}-open",
+                    "line": {"width": 1.6},
+                }
             fig.add_trace(
                 go.Scatter(
                     x=x,
                     y=y,
-                    mode="lines+markers" if (several or name == "val_loss") else "lines",
-                    line={**line, "color": series_color, "width": 1.6},
+                    mode="lines+markers" if (several or name in _MARKED) else "lines",
+                    line={**line, "color": series_color, "width": 2.0 if name in _MARKED else 1.6},
                     marker=marker,
                     hovertemplate=f"{run_label + ': ' if several else ''}{label}<br>step %{{x}}<br>%{{y:.4g}}"
                     "<extra></extra>",
