@@ -476,7 +476,7 @@ def test_training_curves_overlay_runs_with_legend_groups_and_a_log_toggle():
         "lr 3e-3": fake_history(20, 2.0),
         "no clip": fake_history(25, 3.0),
     }
-    fig = viz.training_curves(runs, log_y=True)
+    fig = viz.training_curves(runs, log_y=True, throughput=True)
     assert len(fig.data) == 3 * 6
     groups = [t.legendgroup for t in fig.data]
     assert groups == [name for name in runs for _ in range(6)]
@@ -1194,16 +1194,9 @@ def test_validation_loss_and_clipping_are_drawn_so_that_they_are_seen():
         (viz.training_curves(history), False),
         (viz.training_curves({"a": history, "b": history}), True),
     ):
-        for trace in fig.data[:6]:
+        for i, trace in enumerate(fig.data[:5]):
             name = trace.legendgroup if several else trace.name
-            kind = [
-                "train loss",
-                "val loss",
-                "grad norm",
-                "grad norm (clipped)",
-                "learning rate",
-                "tokens/s",
-            ][list(fig.data).index(trace) % 6]
+            kind = ["train loss", "val loss", "grad norm", "grad norm (clipped)", "learning rate"][i]
             if kind in ("val loss", "grad norm (clipped)"):
                 assert "markers" in trace.mode and trace.marker.symbol.endswith("-open"), (name, kind)
                 assert trace.marker.maxdisplayed in (None, 0)  # every point drawn
@@ -1215,3 +1208,20 @@ def test_validation_loss_and_clipping_are_drawn_so_that_they_are_seen():
     assert (
         "open markers: val loss" in viz.training_curves({"a": history, "b": history}).layout.legend.title.text
     )
+
+
+def test_the_throughput_panel_is_left_out_when_runs_are_compared():
+    """tokens/s is the wall-clock speed of the machine that built the page: between overlaid runs its noise
+    read as a difference between the runs. It is drawn for one run, and for several only on request; a live
+    figure without it still updates."""
+    one, two = fake_history(30, 1.0), fake_history(20, 2.0)
+    single = viz.training_curves(one)
+    assert "tokens/s" in [t.name for t in single.data]
+    assert any("wall clock" in a.text for a in single.layout.annotations)
+    compared = viz.training_curves({"a": one, "b": two})
+    assert len(compared.data) == 2 * 5 and not any("tokens/s" in a.text for a in compared.layout.annotations)
+    assert compared.layout.xaxis3.domain[1] > 0.9  # the learning rate spans the bottom row
+    assert len(viz.training_curves({"a": one, "b": two}, throughput=True).data) == 2 * 6
+    assert len(viz.training_curves(one, throughput=False).data) == 5
+    viz.update_training_curves(compared, {"a": fake_history(40, 1.0), "b": two})
+    assert list(compared.data[0].x) == list(range(1, 41))

@@ -34,7 +34,9 @@ _MARKED = frozenset({"val_loss", "grad_norm_clipped"})
 #: The series that share a panel with another one (the rest have a panel of their own).
 _PAIRED = frozenset({"train_loss", "val_loss", "grad_norm", "grad_norm_clipped"})
 # Short enough for a phone's 600 px figure, where two panels share a row. The trainer's losses are nats.
-_PANEL_TITLES = ("loss (nats/token)", "grad norm (raw / clipped)", "learning rate", "throughput (tokens/s)")
+# The throughput is the wall-clock speed of the machine that ran the cell (the book's is a shared build
+# machine): its noise is not a difference between runs.
+_PANEL_TITLES = ("loss (nats/token)", "grad norm (raw / clipped)", "learning rate", "tokens/s (wall clock)")
 
 
 def _line_style_key(recorded: set[str]) -> str:
@@ -105,11 +107,18 @@ def _decimate(x: np.ndarray, y: np.ndarray, max_points: int) -> tuple[np.ndarray
     return x[idx], y[idx]
 
 
-def _curve_data(columns: dict[str, np.ndarray], max_points: int) -> list[tuple[list, list]]:
-    """(x, y) for each entry of ``_CURVES``; validation loss only where it was measured."""
+def _curves(throughput: bool) -> tuple[tuple, ...]:
+    """The entries of ``_CURVES`` a figure draws for each run."""
+    return _CURVES if throughput else tuple(c for c in _CURVES if c[2] != "tokens_per_s")
+
+
+def _curve_data(
+    columns: dict[str, np.ndarray], max_points: int, curves: tuple[tuple, ...] = _CURVES
+) -> list[tuple[list, list]]:
+    """(x, y) for each entry of ``curves``; validation loss only where it was measured."""
     steps = columns["step"]
     out = []
-    for _, _, name, _, _ in _CURVES:
+    for _, _, name, _, _ in curves:
         y = columns[name]
         measured = ~np.isnan(y)
         if name == "grad_norm_clipped":
@@ -140,6 +149,7 @@ def training_curves(
     *,
     title: str | None = None,
     max_points: int = 2000,
+    throughput: bool | None = None,
     theme: Theme = THEME,
 ) -> go.Figure:
     """Loss, gradient norm (before and after clipping), learning rate and tokens/s against the step.
@@ -148,20 +158,33 @@ def training_curves(
     runs (one colour and legend group per run: a legend click hides a whole run). A "linear / log"
     toggle switches the loss and gradient-norm axes; ``log_y`` sets its start. By default (``None``) the
     axes start logarithmic when a run's loss or gradient norm spans more than a decade, else linear.
+
+    ``throughput`` draws the tokens/s panel: the wall-clock speed of the machine that ran the code, whose
+    noise (another job on the machine) is no difference between runs. By default (``None``) it is drawn
+    for one run and left out when several runs are compared; the learning rate then spans the bottom row.
     """
     runs = _runs(history_or_histories)
     if log_y is None:
         log_y = _spans_a_decade(runs)
     several = len(runs) > 1
+    if throughput is None:
+        throughput = not several
+    curves = _curves(throughput)
     recorded = _recorded(runs)
     fig = make_subplots(
-        rows=2, cols=2, subplot_titles=_PANEL_TITLES, horizontal_spacing=0.1, vertical_spacing=0.16
+        rows=2,
+        cols=2,
+        # Without the throughput panel the learning rate spans the bottom row.
+        specs=[[{}, {}], [{}, {}] if throughput else [{"colspan": 2}, None]],
+        subplot_titles=_PANEL_TITLES if throughput else _PANEL_TITLES[:3],
+        horizontal_spacing=0.1,
+        vertical_spacing=0.16,
     )
     for r, (run, columns) in enumerate(runs.items()):
         run_label = html.escape(run)
         color = theme.colorway[r % len(theme.colorway)]
         for i, ((row, col, name, label, line), (x, y)) in enumerate(
-            zip(_CURVES, _curve_data(columns, max_points))
+            zip(curves, _curve_data(columns, max_points, curves))
         ):
             if several:
                 series_color, legend = (
@@ -235,7 +258,7 @@ def training_curves(
     fig.update_layout(yaxis_type="log" if log_y else "linear", yaxis2_type="log" if log_y else "linear")
     # Room between the title (pinned to the top) and the panels for the linear/log toggle.
     fig.update_layout(margin={"t": fig.layout.margin.t + 50, "b": theme.margin[3] + 60})
-    for c in (1, 2):
+    for c in (1, 2) if throughput else (1,):
         fig.update_xaxes(title_text="step", row=2, col=c)
     return fig
 
@@ -246,7 +269,9 @@ def update_training_curves(fig: go.Figure, history_or_histories: Any, *, max_poi
     The runs must be the ones the figure was built from (same names, same order).
     """
     runs = _runs(history_or_histories)
-    data = [xy for columns in runs.values() for xy in _curve_data(columns, max_points)]
+    # A figure drawn without the throughput panel has one trace fewer per run.
+    curves = _curves(len(fig.data) != len(runs) * (len(_CURVES) - 1))
+    data = [xy for columns in runs.values() for xy in _curve_data(columns, max_points, curves)]
     if len(data) != len(fig.data):
         raise ConfigError(
             f"the figure has {len(fig.data)} traces but {len(runs)} run(s) need {len(data)}: rebuild it "
@@ -257,7 +282,7 @@ def update_training_curves(fig: go.Figure, history_or_histories: Any, *, max_poi
         for i, (trace, (x, y)) in enumerate(zip(fig.data, data)):
             trace.x, trace.y = x, y
             if len(runs) == 1:  # a live run: a series gets its legend entry once it has data
-                trace.showlegend = _in_single_run_legend(_CURVES[i][2], recorded)
+                trace.showlegend = _in_single_run_legend(curves[i][2], recorded)
 
 
 def _recorded(runs: dict[str, dict]) -> set[str]:
