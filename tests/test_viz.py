@@ -1225,3 +1225,34 @@ def test_the_throughput_panel_is_left_out_when_runs_are_compared():
     assert len(viz.training_curves(one, throughput=False).data) == 5
     viz.update_training_curves(compared, {"a": fake_history(40, 1.0), "b": two})
     assert list(compared.data[0].x) == list(range(1, 41))
+
+
+def test_every_key_token_of_the_books_copy_sentence_is_a_tick_label():
+    """68 one-character tokens at the book's narrowest figure width: the heatmaps and the bars labelled
+    every second key (the labels' padding did not fit), so a reader could not find a column."""
+    n = 68
+    tokens = [chr(ord("a") + i % 26) for i in range(n)]
+    weights = np.tril(np.ones((n, n))) / np.arange(1, n + 1)[:, None]
+    for fig in (
+        viz.attention_heatmap(weights, tokens),
+        viz.attention_figure(weights[None, None], tokens),
+        viz.token_attention_bars(weights, tokens),
+    ):
+        assert list(fig.layout.xaxis.ticktext) == tokens
+        assert len(fig.layout.xaxis.tickvals) == n and fig.layout.xaxis.tickmode == "array"
+    heatmap = viz.attention_heatmap(weights, tokens)
+    assert list(heatmap.layout.yaxis.ticktext) == tokens
+
+
+def test_a_long_query_slider_hides_its_thinned_step_labels_and_the_readout_names_the_query():
+    """plotly labelled every second step of a 30-token slider, between the steps: the step labels are
+    transparent when they would be thinned, and the readout (in the text colour) names the query token;
+    a short text keeps its visible labels."""
+    for n, hidden in ((30, True), (68, True), (8, False)):
+        tokens = [chr(ord("a") + i % 26) for i in range(n)]
+        weights = np.tril(np.ones((n, n))) / np.arange(1, n + 1)[:, None]
+        slider = viz.token_attention_bars(weights, tokens).layout.sliders[0]
+        assert [s.label for s in slider.steps] == tokens  # the readout shows the active step's label
+        assert (slider.font.color == "rgba(0,0,0,0)") is hidden, n
+        if hidden:
+            assert slider.currentvalue.font.color == viz.THEME.text_color

@@ -182,13 +182,19 @@ def _token_ticks(
 ) -> dict[str, Any]:
     """Tick values, texts and font for a token axis whose cells are ``cell_px`` wide (or tall).
 
-    The largest font, from the theme's down to ``_MIN_TICK_FONT``, at which every label fits its cell;
-    where even that is too large, every k-th token is labelled: labels that overlap cannot be read.
+    The largest font, from the theme's down to ``_MIN_TICK_FONT``, at which every label fits its cell
+    with a little padding. At the smallest font the labels may touch (a monospace glyph's advance holds
+    its own side bearings, so touching labels read like monospace text): every token keeps its label,
+    so that a reader can find a column, until even that is too large; only then is every k-th token
+    labelled, since labels that overlap cannot be read.
     """
     size = theme.font_size
     while size > _MIN_TICK_FONT and _label_px(labels, size, across) > cell_px:
         size -= 1
-    stride = max(1, math.ceil(_label_px(labels, size, across) / max(cell_px, 1e-9)))
+    need = _label_px(labels, size, across)
+    if need > cell_px:
+        need -= 2 if across else 1  # the padding _label_px adds
+    stride = max(1, math.ceil(need / max(cell_px, 1e-9) - 1e-9))
     ticks = {
         "tickmode": "array",
         "tickvals": categories[::stride],
@@ -569,6 +575,24 @@ def attention_grid(
     return fig
 
 
+# plotly.js's slider: the room between a step's label and the next (labelPadding) and the inset of the
+# first and last steps from the slider's ends (stepInset).
+_SLIDER_LABEL_PAD_PX = 8
+_SLIDER_INSET_PX = 10
+
+
+def _slider_thins_labels(labels: list[str], theme: Theme) -> bool:
+    """Whether plotly would label only every k-th step of a slider over ``labels`` in the book's
+    narrowest figure (it thins labels wider than a step's spacing, with its padding)."""
+    if len(labels) < 2:
+        return False
+    width = theme.figure_width - theme.margin[0] - theme.margin[1] - 2 * _SLIDER_INSET_PX
+    # The labels are in the proportional font, and the whitespace symbols (␣ ↵) come from a fallback font
+    # about 1 em wide: count 1 em per character.
+    label_px = _widest(labels) * theme.font_size + _SLIDER_LABEL_PAD_PX
+    return label_px > width / (len(labels) - 1)
+
+
 def token_attention_bars(
     weights: Any,
     tokens: Sequence[str],
@@ -642,15 +666,20 @@ def token_attention_bars(
                     "args": [{"y": [y]}, layout_update],
                 }
             )
-        sliders = [
-            {
-                "active": query_index,
-                "steps": steps,
-                "currentvalue": {"prefix": "query token: "},
-                "pad": {"t": 70},
-                "len": 1.0,
-            }
-        ]
+        slider: dict[str, Any] = {
+            "active": query_index,
+            "steps": steps,
+            "currentvalue": {"prefix": "query token: "},
+            "pad": {"t": 70},
+            "len": 1.0,
+        }
+        if _slider_thins_labels(labels[offset:], theme):
+            # plotly labels every k-th step where the labels do not fit, so most tokens had no label and
+            # the others sat between steps. The step labels are drawn transparent; the readout above the
+            # slider (and the title) name the current query token.
+            slider["font"] = {"color": "rgba(0,0,0,0)"}
+            slider["currentvalue"]["font"] = {"color": theme.text_color}
+        sliders = [slider]
     style_figure(
         fig,
         title=title if title is not None else title0,
