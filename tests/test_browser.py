@@ -612,6 +612,48 @@ def test_a_figure_keeps_its_width_on_a_phone_and_scrolls_sideways(browser: Any, 
     assert window_errors == []
 
 
+def test_a_wide_output_table_scrolls_sideways_on_its_own_and_is_a_named_tab_stop(
+    browser: Any, tmp_path: Path
+):
+    """Chapter 5's bench results: tables 930 px wide in a 688 px column, in one output box thousands of px
+    tall, which scrolled all of them together with its scrollbar at its foot. arlm.css makes each wide
+    table scroll itself, and arlm-a11y.js makes it a named tab stop that keeps its table role; a narrow
+    table neither scrolls nor takes the focus, and the output box no longer overflows."""
+    for name in ("arlm.css", "arlm-a11y.js"):
+        shutil.copyfile(REPO_ROOT / "book" / "_static" / name, tmp_path / name)
+    row = "".join(f"<td>{1_000_000 + i:,}</td>" for i in range(12))
+    head = "".join(f"<th>column header {i}</th>" for i in range(12))
+    wide = f"<table><thead><tr>{head}</tr></thead><tbody><tr>{row}</tr></tbody></table>"
+    narrow = "<table><tr><th>a</th><td>1</td></tr></table>"
+    (tmp_path / "index.html").write_text(
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><link rel="stylesheet" href="arlm.css">'
+        '<script defer src="arlm-a11y.js"></script></head><body><main style="width: 688px">'
+        f'<div class="cell_output"><div class="output text_html"><div>{wide}<p>text</p>{narrow}{wide}</div>'
+        "</div></div></main></body></html>",
+        encoding="utf-8",
+    )
+    errors: list[str] = []
+    with _open_loader_page(browser, tmp_path, errors) as page:
+        page.wait_for_function("() => document.querySelector('table[tabindex]') !== null", timeout=10_000)
+        tables = page.evaluate(
+            "() => Array.from(document.querySelectorAll('table')).map(t => ({scrolls: t.scrollWidth >"
+            " t.clientWidth + 1, width: t.getBoundingClientRect().width, tab: t.getAttribute('tabindex'),"
+            " role: t.getAttribute('role'), label: t.getAttribute('aria-label') || ''}))"
+        )
+        box = page.evaluate(
+            "() => { const b = document.querySelector('div.output.text_html'); return [b.clientWidth, b.scrollWidth]; }"
+        )
+    assert errors == []
+    wide_1, small, wide_2 = tables
+    for table in (wide_1, wide_2):
+        assert table["scrolls"] and table["width"] <= 688, table
+        assert table["tab"] == "0" and table["role"] is None and table["label"].startswith("Table wider"), (
+            table
+        )
+    assert not small["scrolls"] and small["tab"] is None, small
+    assert box[1] <= box[0] + 1, "the output box itself does not scroll"
+
+
 def test_the_keyboard_reads_a_figures_values(browser: Any, tmp_path: Path):
     """Values shown only on hover (an attention weight, a token's probability) are read with the arrow
     keys: plotly's own hover label moves from point to point, and a live region says what it shows."""

@@ -3,7 +3,7 @@
  *
  *   - A display formula wider than the text column scrolls sideways, but the book takes MathJax's
  *     formulas out of the tab order (over a hundred per chapter, see _config.yml), so a keyboard reader
- *     could not scroll one. A notebook output box (a wide table on a phone) scrolls the same way. The
+ *     could not scroll one. A notebook output box, and a wide table in one (arlm.css), scroll the same way. The
  *     theme makes scrolling code blocks and tables tab stops, but neither of these. Each one that
  *     overflows now, and again after a resize, and holds nothing focusable, becomes a named tab stop;
  *     the others stay out of the tab order.
@@ -87,11 +87,15 @@
 
   function scrollCandidates() {
     const formulas = Array.from(document.querySelectorAll('mjx-container[display="true"]'));
-    const outputs = Array.from(document.querySelectorAll(".cell_output .output, .cell_output .output div"))
+    const outputs = Array.from(
+      document.querySelectorAll(".cell_output .output, .cell_output .output div, .cell_output .output table"),
+    )
       // A figure's box is left to arlm-figures.js: the figure itself takes the focus once it is drawn.
       .filter((box) => !box.closest("mjx-container") && !box.querySelector(".plotly-graph-div"))
       .filter((box) => SCROLLS.includes(getComputedStyle(box).overflowX));
-    return formulas.map((el) => [el, "Formula"]).concat(outputs.map((el) => [el, "Output"]));
+    return formulas
+      .map((el) => [el, "Formula"])
+      .concat(outputs.map((el) => [el, el.tagName === "TABLE" ? "Table" : "Output"]));
   }
 
   function markScrollableRegions() {
@@ -101,7 +105,8 @@
       if (needsStop && !marked) {
         box.dataset.arlmScrolls = "yes";
         box.setAttribute("tabindex", "0");
-        box.setAttribute("role", "group");
+        // A table keeps its own role (a screen reader's table navigation); the label names it.
+        if (box.tagName !== "TABLE") box.setAttribute("role", "group");
         box.setAttribute("aria-label", kind + " wider than the page: scroll it with the arrow keys");
       } else if (!needsStop && marked) {
         delete box.dataset.arlmScrolls;
