@@ -26,7 +26,15 @@ BOOK_BUILD_ENV = "ARLM_BOOK_BUILD"
 
 #: The plotly.js config of every figure. It resizes with the page, shows no plotly logo, and has no
 #: "Share chart" button (plotly.js 3 shows one by default; it uploads the figure to Plotly's cloud).
-PLOTLY_CONFIG: dict[str, Any] = {"displaylogo": False, "responsive": True, "showSendToCloud": False}
+#: The mode bar keeps four buttons (save as PNG, zoom, pan, reset): with its ten it took about 250 px
+#: of the top right corner, where it covered the end of a long title when the mouse was over the
+#: figure; the titles wrap short of the four (``Theme.title_chars``).
+PLOTLY_CONFIG: dict[str, Any] = {
+    "displaylogo": False,
+    "responsive": True,
+    "showSendToCloud": False,
+    "modeBarButtonsToRemove": ["select2d", "lasso2d", "zoomIn2d", "zoomOut2d", "autoScale2d"],
+}
 
 #: Height of a figure whose layout sets none. plotly's HTML default of "100%" of an auto-height
 #: container collapses to nothing in some page layouts, which is a blank figure.

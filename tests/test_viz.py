@@ -1256,3 +1256,21 @@ def test_a_long_query_slider_hides_its_thinned_step_labels_and_the_readout_names
         assert (slider.font.color == "rgba(0,0,0,0)") is hidden, n
         if hidden:
             assert slider.currentvalue.font.color == viz.THEME.text_color
+
+
+def test_titles_end_left_of_the_mode_bar():
+    """plotly's mode bar (ten buttons, about 250 px at the top right) covered the end of a long title when
+    the mouse was over a figure: it keeps four buttons (about 110 px) and titles wrap short of them in the
+    narrowest figure (the title font is about 0.7 em wide per character, from 16 px in)."""
+    import plotly.graph_objects as go
+
+    from arlm_lib.display import PLOTLY_CONFIG
+
+    removed = set(PLOTLY_CONFIG["modeBarButtonsToRemove"])
+    assert {"select2d", "lasso2d", "zoomIn2d", "zoomOut2d", "autoScale2d"} <= removed
+    assert not {"toImage", "zoom2d", "pan2d", "resetScale2d"} & removed
+    title_px = 16 + viz.THEME.title_chars * 0.7 * viz.THEME.font_size
+    assert title_px <= viz.THEME.figure_width - 120
+    long = "Pre-LN without warmup at lr 0.03: with and without clipping (seed 0)"
+    fig = viz.style_figure(go.Figure(), title=long)
+    assert all(len(line) <= viz.THEME.title_chars for line in fig.layout.title.text.split("<br>"))

@@ -59,7 +59,10 @@ class Theme:
     # The narrowest a figure is drawn: the book's text column is about 690 px wide, and arlm.css keeps a
     # figure at least this wide on a phone (it scrolls sideways). Builders fit their tick labels to it.
     figure_width: int = 600
-    title_chars: int = 64  # a longer title wraps onto a second line (plotly never wraps a title itself)
+    # A longer title wraps onto a second line (plotly never wraps a title itself). 48 characters of
+    # the title font (about 9.1 px each, from 16 px in) end left of the mode bar (about 110 px at the
+    # top right, arlm_lib.display.PLOTLY_CONFIG) in the narrowest figure: it covered a title's end.
+    title_chars: int = 48
     title_line_px: int = 24  # the height of one more title line, added to the top margin
 
     def template(self) -> go.layout.Template:
