@@ -1090,7 +1090,8 @@ def test_next_token_distribution_shows_tokens_the_settings_make_likely_and_label
     labels = ["w", "x", "y", "z"]
     fig = viz.next_token_distribution(raw, labels, top=2, processed=processed)
     shown = [int(c.rsplit("#", 1)[1]) for c in fig.data[0].x]
-    assert shown == [3, 0]  # ranked by the larger of the two probabilities
+    # Chosen by the larger of the two probabilities, shown in the model's order (panels line up).
+    assert shown == [0, 3]
     assert list(fig.layout.xaxis.ticktext) == [labels[i] for i in shown]
     assert f"hold {raw[shown].sum():.0%} of the model's probability" in fig.layout.annotations[0].text
     assert f"and {processed[shown].sum():.0%} after" in fig.layout.annotations[0].text
@@ -1274,3 +1275,19 @@ def test_titles_end_left_of_the_mode_bar():
     long = "Pre-LN without warmup at lr 0.03: with and without clipping (seed 0)"
     fig = viz.style_figure(go.Figure(), title=long)
     assert all(len(line) <= viz.THEME.title_chars for line in fig.layout.title.text.split("<br>"))
+
+
+def test_next_token_bars_keep_the_models_order_and_name_the_x_axis():
+    """Typical sampling raises mid-probability tokens above the top ones: its panel was sorted by the
+    processed probabilities (c, h, s, d, b...) while its siblings read d, b, c, h, s. The bars keep the
+    model's order whatever the settings, and the x axis says what the bars are."""
+    labels = list("abcdefgh")
+    raw = np.array([0.02, 0.25, 0.15, 0.30, 0.03, 0.05, 0.12, 0.08])
+    processed = np.array([0.0, 0.05, 0.45, 0.0, 0.0, 0.2, 0.3, 0.0])
+    fig = viz.next_token_distribution(raw, labels, top=5, processed=processed)
+    shown = [labels.index(t) for t in fig.layout.xaxis.ticktext]
+    assert list(raw[shown]) == sorted(raw[shown], reverse=True)
+    assert {2, 5, 6} <= set(shown)  # the tokens the settings raise stay in view
+    assert fig.layout.xaxis.title.text.startswith("next token")
+    plain = viz.next_token_distribution(raw, labels, top=5)
+    assert list(plain.layout.xaxis.ticktext) == ["d", "b", "c", "g", "h"]

@@ -133,8 +133,12 @@ def next_token_distribution(
     if proc is not None and proc.shape != raw.shape:
         raise ConfigError(f"processed has shape {proc.shape} but probs has {raw.shape}: they must match")
     top = _check_count("top", top)
+    # The tokens shown: the most likely before or after the settings (a token they raise is shown too),
+    # in the model's order, so that the panels of one context line up whatever the settings did (typical
+    # sampling raises mid-probability tokens above the top ones: sorted by either, its panel differed).
     key = raw if proc is None else np.maximum(raw, proc)
-    ids = [int(i) for i in np.argsort(-key, kind="stable")[: min(top, raw.size)]]
+    chosen = np.argsort(-key, kind="stable")[: min(top, raw.size)]
+    ids = [int(i) for i in chosen[np.argsort(-raw[chosen], kind="stable")]]
     labels = [token_label(t) for t in _labels_for(tokenizer_or_labels, ids, raw.size)]
     cats = [f"{label} #{i}" for label, i in zip(labels, ids)]
     fig = go.Figure()
@@ -171,6 +175,7 @@ def next_token_distribution(
             "tickvals": cats,
             "ticktext": labels,
             "tickfont": {"family": theme.mono_family},
+            "title": {"text": "next token (in the model's order)"},
         },
         yaxis={"title": {"text": "probability"}, "rangemode": "tozero"},
         legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 1.0, "xanchor": "right"},
