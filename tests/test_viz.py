@@ -1291,3 +1291,17 @@ def test_next_token_bars_keep_the_models_order_and_name_the_x_axis():
     assert fig.layout.xaxis.title.text.startswith("next token")
     plain = viz.next_token_distribution(raw, labels, top=5)
     assert list(plain.layout.xaxis.ticktext) == ["d", "b", "c", "g", "h"]
+
+
+def test_the_explorers_context_menu_sits_above_its_note(tokenizer):
+    """The context dropdown covered the start of the note "grey outline: the model's own distribution…"
+    (both sat on the plot's top edge): the menu now clears a line of the note's text, and the top margin
+    holds both."""
+    logits = [torch.randn(tokenizer.vocab_size)]
+    fig = viz.decoding_explorer_figure(logits, ["a"], tokenizer, (0.0, 1.0), (None, 4), (1.0, 0.6))
+    note = [a for a in fig.layout.annotations if "grey outline" in a.text][0]
+    menu = fig.layout.updatemenus[0]
+    assert note.yanchor == "bottom" and note.y == 1.0 and menu.y == 1.0 and menu.yanchor == "bottom"
+    note_px = 1.3 * note.font.size
+    assert menu.pad.b >= note_px + 4
+    assert fig.layout.margin.t >= viz.THEME.margin[2] + menu.pad.b + 30  # the menu's ~30 px box

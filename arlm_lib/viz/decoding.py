@@ -226,6 +226,11 @@ def _explorer_slider(name: str, labels: list[str], y: float, update) -> dict:
     }
 
 
+#: The height of the explorer's note on its colours (one line of 11 px text), which the context menu
+#: clears.
+_EXPLORER_NOTE_PX = 18
+
+
 def decoding_explorer_figure(
     logits: Sequence[Any],
     context_labels: Sequence[str],
@@ -324,7 +329,9 @@ def decoding_explorer_figure(
         "xanchor": "left",
         "y": 1.0,
         "yanchor": "bottom",
-        "pad": {"b": 12},
+        # Above the note on the colours (a line of 11 px text on the plot's top edge): beside it, the
+        # menu covered the note's start in a figure narrower than both side by side.
+        "pad": {"b": _EXPLORER_NOTE_PX + 12},
         "buttons": [
             {
                 "label": _explorer_label(label),
@@ -384,7 +391,7 @@ def decoding_explorer_figure(
         yaxis={"title": {"text": "probability"}, "range": [0.0, 1.1]},
         hovermode="closest",
     )
-    fig.update_layout(margin={"t": fig.layout.margin.t + 40, "b": 330})
+    fig.update_layout(margin={"t": fig.layout.margin.t + 40 + _EXPLORER_NOTE_PX, "b": 330})
     fig.add_annotation(
         text="grey outline: the model's own distribution; blue: what sampling draws from",
         xref="paper",
