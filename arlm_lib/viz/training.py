@@ -53,7 +53,8 @@ def _line_style_key(recorded: set[str]) -> str:
         parts.append("dotted, open markers: val loss")
     if "grad_norm_clipped" in recorded:
         parts.append("dashed: clipped grad norm (where clipping cut it)")
-    return "; ".join(parts)
+    # One part per line once they would not fit on one: a phone's 600 px figure is narrower than the three.
+    return "; ".join(parts) if sum(map(len, parts)) <= 60 else ";<br>".join(parts)
 
 
 def _history_columns(run: Any) -> dict[str, np.ndarray]:
