@@ -628,7 +628,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     device = resolve_device(args.device)  # fail on a bad device before reading any data
     if not args.resume or "dtype" in args._explicit:  # (a resume's saved dtype was checked when saved)
-        resolve_dtype(args.dtype, device)  # and on a dtype it cannot run, such as float16 on the CPU
+        try:  # and on a dtype it cannot run, such as float16 on the CPU
+            resolve_dtype(args.dtype, device)
+        except ConfigError as exc:
+            raise ConfigError(f"--dtype: {exc}") from None  # named like --device's errors
     overrides = dict(
         n_layer=args.n_layer,
         n_head=args.n_head,
@@ -997,7 +1000,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         result = evaluate_tokens(model, tokenizer, torch.as_tensor(tokens), block_size)
     print(
         f"{args.split} loss {result.loss:.4f} nats/token | perplexity {result.perplexity:.3f} | "
-        f"{result.bits_per_char:.4f} bits/char | {result.n_tokens:,} tokens, {result.n_chars:,} chars"
+        f"{result.bits_per_char:.4f} bits/char | {_count(result.n_tokens, 'token')}, "
+        f"{_count(result.n_chars, 'char')}"
     )
     return 0
 
@@ -1110,6 +1114,11 @@ _OOM_HINTS = {
     "eval": "lower --block-size, or evaluate a smaller model",
     "import-gpt2": "import a smaller model (gpt2 rather than gpt2-xl), or free memory",
 }
+
+
+def _count(n: int, noun: str) -> str:
+    """``1 token``, ``50 tokens``: a count and its noun, in the plural unless it is one."""
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
 def _check_device_flag(args: argparse.Namespace) -> None:

@@ -306,9 +306,13 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m arlm_lib.zoo", description=main.__doc__)
-    parser.add_argument("action", choices=["export", "list"])
+    # Optional to argparse only so that a missing action gets its own message: argparse would call the
+    # optional names "required" too.
+    parser.add_argument("action", nargs="?", choices=["export", "list"], help="list, or retrain and export")
     parser.add_argument("names", nargs="*", help=f"recipes (default: all of {sorted(RECIPES)})")
     args = parser.parse_args(argv)
+    if args.action is None:
+        parser.error("say what to do: 'list' the recipes, or 'export' them (each retrains: minutes on a CPU)")
     unknown = sorted(set(args.names) - set(RECIPES))
     if unknown:
         parser.error(f"unknown recipe(s) {unknown}: choose from {sorted(RECIPES)}")  # exits with status 2

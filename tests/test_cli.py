@@ -804,6 +804,8 @@ def test_eval_max_tokens_scores_exactly_that_many_tokens(trained_run, corpus, ca
     argv = ["eval", "--checkpoint", str(trained_run), "--data", str(corpus), "--device", "cpu"]
     assert main([*argv, "--max-tokens", "50"]) == 0
     assert "| 50 tokens, " in capsys.readouterr().out
+    assert main([*argv, "--max-tokens", "1"]) == 0
+    assert "| 1 token, " in capsys.readouterr().out
 
 
 def test_resume_honours_flags_written_with_an_equals_sign_and_keeps_the_bpe_size(corpus, tmp_path, capsys):

@@ -1515,6 +1515,30 @@ def test_sample_cli_prints_and_stream_matches(text_model, tok):
     assert beams.getvalue().count("--- beam") == 2
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_sample_cli_warns_of_a_cropped_prompt_before_printing_it(text_model, tok, monkeypatch, stream):
+    """In a terminal stdout and stderr share a screen: the warning used to land mid-line, after the prompt."""
+    screen: list[str] = []
+
+    class Terminal(io.StringIO):
+        def write(self, text):
+            screen.append(text)
+            return len(text)
+
+    def show_warning(message, *args, **kwargs):
+        screen.append(f"warning: {message}\n")
+
+    prompt = "the quick brown fox " * 4  # 80 characters, past the 32-token window
+    assert len(tok.encode(prompt)) > text_model.config.block_size
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        monkeypatch.setattr(warnings, "showwarning", show_warning)
+        sample_cli(text_model, tok, prompt=prompt, max_new_tokens=5, seed=0, stream=stream, out=Terminal())
+    text = "".join(screen)
+    assert text.startswith("warning: the prompt has 80 tokens") and text.count("warning:") == 1
+    assert text.split("\n", 1)[1].startswith(prompt)
+
+
 @pytest.mark.parametrize(
     "options, flag",
     [

@@ -509,7 +509,7 @@ def test_float16_on_the_cpu_is_refused_before_any_data_is_read_or_directory_made
     out = tmp_path / "deep" / "a" / "run"
     argv = ["train", "--data", "synthetic", "--out", str(out), "--device", "cpu", "--dtype", "float16"]
     assert cli_main(argv) == 2
-    assert "'float16' is not supported on the CPU" in capsys.readouterr().err
+    assert "error: --dtype: dtype 'float16' is not supported on the CPU" in capsys.readouterr().err
     assert not (tmp_path / "deep").exists()
 
 

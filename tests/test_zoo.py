@@ -195,6 +195,14 @@ def test_the_export_command_still_reaches_the_shipped_quality(name):
     assert retrained_val == pytest.approx(shipped_val, rel=0.05)
 
 
+def test_the_zoo_command_without_an_action_asks_for_one_and_exits_2(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        zoo.main([])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "say what to do: 'list' the recipes, or 'export' them" in err and "required" not in err
+
+
 def test_export_command_names_an_unknown_recipe_and_exits_2(capsys):
     with pytest.raises(SystemExit) as exit_info:
         zoo.main(["export", "tiny-synthetic", "huge"])

@@ -403,7 +403,8 @@ def sample_cli(
     for i in range(num_samples):
         if num_samples > 1:
             print(f"--- sample {i + 1} ---", file=out)
-        print(prompt, end="", file=out, flush=True)
+        # The prompt is printed with the first piece, not before the generator starts: its warnings (a
+        # cropped prompt) go to stderr first, instead of into the middle of the sample's line.
         # The pieces join to exactly generate_text's result; collecting them means that Ctrl-C during a
         # long sample still prints the text generated so far (on its own line, before "interrupted").
         pieces: list[str] = []
@@ -413,10 +414,10 @@ def sample_cli(
             ):
                 pieces.append(piece)
                 if opts["stream"]:
-                    print(piece, end="", file=out, flush=True)
+                    print((prompt if len(pieces) == 1 else "") + piece, end="", file=out, flush=True)
         finally:
-            if not opts["stream"]:
-                print("".join(pieces), end="", file=out)
+            if not (opts["stream"] and pieces):  # else the prompt and the pieces are out already
+                print(prompt + ("" if opts["stream"] else "".join(pieces)), end="", file=out)
             print(file=out, flush=True)
     return 0
 
