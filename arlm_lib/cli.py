@@ -977,6 +977,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .device import resolve_device
     from .errors import ConfigError
     from .evaluate import evaluate_tokens
+    from .generation.cli import counted
 
     device = resolve_device(args.device)
     model, tokenizer = load_model(args.checkpoint, device=device)
@@ -1000,8 +1001,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         result = evaluate_tokens(model, tokenizer, torch.as_tensor(tokens), block_size)
     print(
         f"{args.split} loss {result.loss:.4f} nats/token | perplexity {result.perplexity:.3f} | "
-        f"{result.bits_per_char:.4f} bits/char | {_count(result.n_tokens, 'token')}, "
-        f"{_count(result.n_chars, 'char')}"
+        f"{result.bits_per_char:.4f} bits/char | {counted(result.n_tokens, 'token', 'tokens')}, "
+        f"{counted(result.n_chars, 'char', 'chars')}"
     )
     return 0
 
@@ -1114,11 +1115,6 @@ _OOM_HINTS = {
     "eval": "lower --block-size, or evaluate a smaller model",
     "import-gpt2": "import a smaller model (gpt2 rather than gpt2-xl), or free memory",
 }
-
-
-def _count(n: int, noun: str) -> str:
-    """``1 token``, ``50 tokens``: a count and its noun, in the plural unless it is one."""
-    return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
 def _check_device_flag(args: argparse.Namespace) -> None:

@@ -139,6 +139,38 @@ def test_stream_prints_each_pass_as_it_ends_and_nothing_before_a_bad_draft(runs)
     assert out.getvalue() == ""
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_ctrl_c_prints_the_text_accepted_so_far_on_its_own_line(runs, monkeypatch, stream):
+    """As sampling does: without --stream the text was lost, and with it "interrupted" followed it on
+    the same line."""
+    from arlm_lib.generation import cli as generation_cli
+
+    model, tok = load_model(runs / "target")
+    options = dict(prompt="the ", temperature=0, max_new_tokens=40, draft_tokens=3, draft=str(runs / "draft"))
+    full = io.StringIO()
+    sample_cli(model, tok, out=full, stream=stream, **options)
+    original = generation_cli.speculative_generate
+
+    def interrupted(*args, on_tokens, **kwargs):
+        calls = []
+
+        def count_then_stop(ids):
+            on_tokens(ids)
+            calls.append(ids)
+            if len(calls) == 3:
+                raise KeyboardInterrupt
+
+        return original(*args, on_tokens=count_then_stop, **kwargs)
+
+    monkeypatch.setattr(generation_cli, "speculative_generate", interrupted)
+    out = io.StringIO()
+    with pytest.raises(KeyboardInterrupt):
+        sample_cli(model, tok, out=out, stream=stream, **options)
+    cut = out.getvalue()
+    assert cut.endswith("\n") and cut.count("\n") == 1 and len(cut) > len("the \n")
+    assert full.getvalue().startswith(cut[:-1]) and len(cut) < len(full.getvalue())
+
+
 def test_the_stream_holds_back_a_partial_utf8_character():
     class Bytes:  # token ids are bytes
         def decode(self, ids):

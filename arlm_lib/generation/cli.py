@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import sys
 import warnings
 from typing import Any, TextIO
@@ -360,22 +361,30 @@ def sample_cli(
 
     num_samples = opts["num_samples"]
     if opts["draft"] is not None:
-        printer = _StreamPrinter(tokenizer, prompt, out, stops) if opts["stream"] else None
-        result = _speculate(
-            model,
-            tokenizer,
-            prompt_ids,
-            config,
-            generator,
-            opts["draft"],
-            opts["draft_tokens"],
-            printer,
-            stops,
-        )
-        if printer is None:
-            print(prompt + cut_at_stop(tokenizer.decode(result.ids), stops)[0], file=out, flush=True)
-        else:
+        # Without --stream the printer writes to a buffer that is printed at the end, so that Ctrl-C
+        # still prints the text accepted so far (on its own line, before "interrupted"), as sampling does.
+        held = None if opts["stream"] else io.StringIO()
+        printer = _StreamPrinter(tokenizer, prompt, held or out, stops)
+        try:
+            result = _speculate(
+                model,
+                tokenizer,
+                prompt_ids,
+                config,
+                generator,
+                opts["draft"],
+                opts["draft_tokens"],
+                printer,
+                stops,
+            )
             printer.finish()
+        except KeyboardInterrupt:
+            if printer.ids:
+                printer.finish()
+            raise
+        finally:
+            if held is not None:
+                print(held.getvalue(), end="", file=out, flush=True)
         # On stderr, as warnings are: stdout holds the same text as without --draft, for scripts.
         print(speculative_summary(result), file=sys.stderr, flush=True)
         return 0
@@ -512,14 +521,15 @@ def _describe(tokenizer: Any) -> str:
     return f"a {tokenizer.kind} tokenizer of {tokenizer.vocab_size} tokens"
 
 
-def _count(n: int, one: str, many: str) -> str:
-    return f"{n} {one if n == 1 else many}"
+def counted(n: int, one: str, many: str) -> str:
+    """``1 pass``, ``3 passes``: a count and its noun, singular only for one (used by the CLI's lines)."""
+    return f"{n:,} {one if n == 1 else many}"
 
 
 def speculative_summary(result: SpeculativeResult) -> str:
     """One line: tokens, passes of the model, tokens per pass, and the share of drafted tokens accepted."""
-    tokens = _count(len(result.ids), "token", "tokens")
-    line = f"speculative: {tokens} in {_count(result.target_passes, 'pass', 'passes')} of the model"
+    tokens = counted(len(result.ids), "token", "tokens")
+    line = f"speculative: {tokens} in {counted(result.target_passes, 'pass', 'passes')} of the model"
     if result.target_passes:
         line += f" ({result.tokens_per_pass:.2f} tokens per pass)"
     if not result.drafted:
