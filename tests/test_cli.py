@@ -707,6 +707,46 @@ def test_penalty_alpha_prints_the_contrastive_search_continuation(trained_run, c
     assert ids != contrastive_search(model, tokenizer.encode("the "), 30, penalty_alpha=0.0)
 
 
+def test_penalty_alpha_streams_the_same_text_and_ctrl_c_keeps_what_was_chosen(
+    trained_run, monkeypatch, capsys
+):
+    """--stream prints contrastive search's tokens as they are chosen (it printed when done), and Ctrl-C
+    prints the text so far on its own line (it printed nothing), with or without --stream."""
+    from arlm_lib.generation import cli as generation_cli
+
+    argv = ["sample", "--checkpoint", str(trained_run), "--prompt", "the ", "--max-new-tokens", "30",
+            "--device", "cpu", "--penalty-alpha", "0.6"]  # fmt: skip
+    assert main(argv) == 0
+    plain = capsys.readouterr().out
+    writes: list[str] = []
+    original_print = print
+    monkeypatch.setattr(
+        "builtins.print", lambda *a, **k: (writes.append(k.get("end", "\n")), original_print(*a, **k))
+    )
+    assert main([*argv, "--stream"]) == 0
+    monkeypatch.undo()
+    assert capsys.readouterr().out == plain and len(writes) > 10  # the same text, in many pieces
+    original = generation_cli.contrastive_search
+
+    def interrupted(*args, on_tokens, **kwargs):
+        def stop_at_the_sixth(ids):
+            on_tokens(ids)
+            stop_at_the_sixth.calls += 1
+            if stop_at_the_sixth.calls == 6:
+                raise KeyboardInterrupt
+
+        stop_at_the_sixth.calls = 0
+        return original(*args, on_tokens=stop_at_the_sixth, **kwargs)
+
+    monkeypatch.setattr(generation_cli, "contrastive_search", interrupted)
+    for stream in ([], ["--stream"]):
+        assert main([*argv, *stream]) == 130
+        captured = capsys.readouterr()
+        assert captured.out.endswith("\n") and len("the \n") < len(captured.out) < len(plain)
+        assert plain.startswith(captured.out[:-1])  # the text chosen so far, then its own line end
+        assert captured.err.strip() == "interrupted"
+
+
 def test_resume_applies_typed_flags_named_unlike_their_config_field(corpus, tmp_path):
     """--grad-accum, --no-progress and --ddp-timeout set grad_accum_steps, progress and ddp_timeout_s: a
     resume must map the typed flag to its field, or it silently keeps the saved value."""

@@ -1263,6 +1263,20 @@ def test_contrastive_search_stops_at_eos_and_respects_the_penalties(model):
     assert len(pairs) == len(set(pairs))  # no bigram twice, prompt included
 
 
+def test_contrastive_search_reports_each_token_as_it_is_chosen(model):
+    seen: list[list[int]] = []
+    ids = contrastive_search(model, [3, 1], 25, on_tokens=seen.append)
+    assert seen == [[token] for token in ids] and len(ids) == 25
+    eos = ids[4]
+    seen.clear()
+    assert (
+        contrastive_search(model, [3, 1], 25, eos_id=eos, on_tokens=seen.append) == ids[: ids.index(eos) + 1]
+    )
+    assert seen[-1] == [eos]  # the stop token too: the caller decides whether to show it
+    with pytest.raises(GenerationError, match="on_tokens must be a function of a list of ids, got list"):
+        contrastive_search(model, [3, 1], 5, on_tokens=[])
+
+
 @pytest.mark.parametrize(
     "kwargs, field",
     [

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import sys
 import warnings
+from collections.abc import Iterator
 from typing import Any, TextIO
 
 from torch import nn
@@ -301,7 +303,7 @@ def sample_cli(
     independent samples, or the number of best beams to print, at most ``beam``), ``seed`` (None =
     unseeded; one generator serves all samples, which run one after another, so the same seed prints
     the same text with or without ``stream``), ``stream`` (print tokens as they arrive; beam
-    and contrastive search print when done, speculative decoding after each pass of the model), ``draft`` (None; a checkpoint path =
+    search prints when done, speculative decoding after each pass of the model), ``draft`` (None; a checkpoint path =
     speculative decoding, :func:`speculative_generate` with the checkpoint's model as the draft: it must
     hold the model's tokenizer; one sample; a summary of passes and accepted tokens goes to stderr),
     ``draft_tokens`` (None = speculative_generate's default; tokens drafted per pass), ``stop`` (None, or
@@ -361,11 +363,7 @@ def sample_cli(
 
     num_samples = opts["num_samples"]
     if opts["draft"] is not None:
-        # Without --stream the printer writes to a buffer that is printed at the end, so that Ctrl-C
-        # still prints the text accepted so far (on its own line, before "interrupted"), as sampling does.
-        held = None if opts["stream"] else io.StringIO()
-        printer = _StreamPrinter(tokenizer, prompt, held or out, stops)
-        try:
+        with _printing(tokenizer, prompt, out, opts["stream"], stops) as printer:
             result = _speculate(
                 model,
                 tokenizer,
@@ -377,25 +375,19 @@ def sample_cli(
                 printer,
                 stops,
             )
-            printer.finish()
-        except KeyboardInterrupt:
-            if printer.ids:
-                printer.finish()
-            raise
-        finally:
-            if held is not None:
-                print(held.getvalue(), end="", file=out, flush=True)
         # On stderr, as warnings are: stdout holds the same text as without --draft, for scripts.
         print(speculative_summary(result), file=sys.stderr, flush=True)
         return 0
     if opts["penalty_alpha"] is not None:
         candidates = {} if opts["top_k"] is None else {"top_k": opts["top_k"]}  # else the search's default
-        ids = contrastive_search(
-            model, prompt_ids, config.max_new_tokens, penalty_alpha=opts["penalty_alpha"], tokenizer=tokenizer,
-            repetition_penalty=config.repetition_penalty, no_repeat_ngram_size=config.no_repeat_ngram_size,
-            eos_id=stop_id, **candidates,
-        )  # fmt: skip
-        print(prompt + tokenizer.decode(_without_stop_token(ids, stop_id)), file=out, flush=True)
+        # The stop token ends the search and is not printed: the printer never sees it.
+        with _printing(tokenizer, prompt, out, opts["stream"]) as printer:
+            contrastive_search(
+                model, prompt_ids, config.max_new_tokens, penalty_alpha=opts["penalty_alpha"],
+                tokenizer=tokenizer, repetition_penalty=config.repetition_penalty,
+                no_repeat_ngram_size=config.no_repeat_ngram_size, eos_id=stop_id,
+                on_tokens=lambda ids: printer(_without_stop_token(ids, stop_id)), **candidates,
+            )  # fmt: skip
         return 0
     if opts["beam"] is not None:
         hypotheses = beam_search(
@@ -482,6 +474,27 @@ def _speculate(
         if getattr(err, "field", None) is not None:
             raise _flagged(err) from err
         raise GenerationError(f"--draft {draft_path}: {err}") from err  # the draft does not fit the model
+
+
+@contextlib.contextmanager
+def _printing(
+    tokenizer: Any, prompt: str, out: TextIO, stream: bool, stops: tuple[str, ...] = ()
+) -> Iterator[_StreamPrinter]:
+    """A :class:`_StreamPrinter` for a search that reports its tokens through a callback: it prints them
+    as they come (``stream``) or holds the text and prints it at the end. Either way Ctrl-C prints the
+    text so far on its own line, before "interrupted", as sampling does; an error prints nothing."""
+    held = None if stream else io.StringIO()
+    printer = _StreamPrinter(tokenizer, prompt, held or out, stops)
+    try:
+        yield printer
+        printer.finish()
+    except KeyboardInterrupt:
+        if printer.ids:
+            printer.finish()
+        raise
+    finally:
+        if held is not None:
+            print(held.getvalue(), end="", file=out, flush=True)
 
 
 class _StreamPrinter:

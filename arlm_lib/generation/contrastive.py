@@ -11,7 +11,7 @@ already in the context window. A candidate whose representation is close to some
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -23,6 +23,7 @@ from .config import bad_value, check_int
 from .context import ContextWindow, eval_no_grad
 from .processors import LogitsProcessor, apply_processors, descending_order
 from .search import start_search
+from .values import check_on_tokens
 
 __all__ = ["check_penalty_alpha", "contrastive_search"]
 
@@ -47,9 +48,11 @@ def contrastive_search(
     use_cache: bool = True,
     context_keep: int | None = None,
     tokenizer: Any = None,
+    on_tokens: Callable[[list[int]], Any] | None = None,
 ) -> list[int]:
     """The new token ids of one prompt's continuation by contrastive search (ending with ``eos_id`` if
-    it stopped there).
+    it stopped there). ``on_tokens`` (optional) is called with each token as a one-id list as soon as it
+    is chosen, to show the text as it comes (the command line's ``--stream``).
 
     ``penalty_alpha`` in [0, 1] weighs the degeneration penalty (Su et al. use 0.6 with ``top_k`` 4-10;
     Hugging Face's ``penalty_alpha``); 0 is greedy decoding. Each step runs the ``top_k`` candidates
@@ -62,6 +65,7 @@ def contrastive_search(
     check_penalty_alpha(penalty_alpha)
     check_int("top_k", top_k, 1)
     check_int("max_new_tokens", max_new_tokens, 0)
+    check_on_tokens(on_tokens)
     start = start_search(
         model, prompt_ids, "contrastive_search", eos_id=eos_id, bos_id=bos_id,
         repetition_penalty=repetition_penalty, no_repeat_ngram_size=no_repeat_ngram_size,
@@ -72,8 +76,9 @@ def contrastive_search(
             model, [start.window], keep=start.keep, use_cache=use_cache, track_hidden=True
         )
         return _contrastive_search(
-            context, start.prompt, max_new_tokens, float(penalty_alpha), int(top_k), eos_id, start.processors
-        )
+            context, start.prompt, max_new_tokens, float(penalty_alpha), int(top_k), eos_id, start.processors,
+            on_tokens,
+        )  # fmt: skip
 
 
 def _contrastive_search(
@@ -84,6 +89,7 @@ def _contrastive_search(
     top_k: int,
     eos_id: int | None,
     processors: list[LogitsProcessor],
+    on_tokens: Callable[[list[int]], Any] | None,
 ) -> list[int]:
     ids: list[int] = []
     for _ in range(max_new_tokens):
@@ -100,6 +106,8 @@ def _contrastive_search(
         best = int(descending_order(scores.unsqueeze(0))[0, 0])  # a tie: the more probable candidate
         context.select([best])  # its logits are the next step's
         ids.append(candidates[best])
+        if on_tokens is not None:
+            on_tokens([candidates[best]])
         if eos_id is not None and candidates[best] == eos_id:
             break
     return ids
