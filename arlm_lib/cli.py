@@ -485,7 +485,11 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument(
         "--seed", type=seed_int, default=1337, help="sampling seed; the same seed reproduces the text"
     )
-    sample.add_argument("--stream", action="store_true", help="print tokens as they are generated")
+    sample.add_argument(
+        "--stream",
+        action="store_true",
+        help="print tokens as they are generated (--beam prints its beams when the search ends)",
+    )
     sample.add_argument("--device", default="auto", help=device_help)
 
     # --- eval
