@@ -13,10 +13,20 @@ import numbers
 import numpy as np
 import torch
 
+from .errors import ConfigError
+
 
 def is_int(value: object) -> bool:
     """A Python or numpy integer that is not a bool."""
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def check_count(name: str, value: object, minimum: int = 1, why: str = "") -> int:
+    """``value`` as a plain int, or a ConfigError naming it unless it is an integer >= ``minimum``
+    (how many bars, steps, tokens, columns...); ``why`` says what the count is, after the rule."""
+    if not is_int(value) or value < minimum:  # type: ignore[operator]
+        raise ConfigError(f"{name}={value!r} is not allowed: it must be an integer >= {minimum}{why}")
+    return int(value)  # type: ignore[arg-type]
 
 
 def is_real(value: object) -> bool:

@@ -34,7 +34,7 @@ import plotly.graph_objects as go
 import torch
 
 from . import viz
-from .checks import is_int, is_real, is_seed
+from .checks import check_count, is_int, is_real, is_seed
 from .errors import ArlmError, ConfigError
 from .generate import GenerationConfig, generate
 from .generation.context import check_model
@@ -86,14 +86,6 @@ def _reports_errors(handler: Callable[..., None]) -> Callable[..., None]:
             self.status.value = _status_html(_error_text(err), error=True)
 
     return wrapper
-
-
-def _check_count(name: str, value: Any, minimum: int) -> int:
-    """``value`` as an int >= ``minimum``, or a ConfigError naming it: an app's slider would otherwise
-    clamp a bad value into its range without a word (max_new_tokens=-5 became 1)."""
-    if not is_int(value) or value < minimum:
-        raise ConfigError(f"{name}={value!r} is not allowed: it must be an integer >= {minimum}")
-    return int(value)
 
 
 def _check_interval(name: str, value: Any) -> float:
@@ -546,14 +538,15 @@ class SamplingPlayground:
         check_model(model, call)
         check_tokenizer(tokenizer, call)
         prompt = _check_text("prompt", prompt)
-        max_new_tokens = _check_count("max_new_tokens", max_new_tokens, 1)
+        # Checked here: the sliders would clamp a bad value into their range without a word (-5 became 1).
+        max_new_tokens = check_count("max_new_tokens", max_new_tokens, 1)
         if not is_seed(seed):
             raise ConfigError(f"seed={seed!r} is not allowed: it must be an integer in [-2**63, 2**64)")
         self.model, self.tokenizer = model, tokenizer
         # the text is re-rendered at most this often
         self.redraw_interval_s = _check_interval("redraw_interval_s", redraw_interval_s)
-        self.top_alternatives = _check_count("top_alternatives", top_alternatives, 0)
-        self.chart_top = _check_count("chart_top", chart_top, 1)
+        self.top_alternatives = check_count("top_alternatives", top_alternatives, 0)
+        self.chart_top = check_count("chart_top", chart_top, 1)
         self.prompt = widgets.Textarea(
             value=prompt, description="prompt", continuous_update=False, layout=widgets.Layout(width="95%")
         )

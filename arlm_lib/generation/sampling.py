@@ -117,10 +117,14 @@ def check_tokenizer(tokenizer: Any, call: str) -> None:
     bos_id); ``call`` names the function as the reader writes it, to show the order of the arguments."""
     needed = ("encode", "decode", "vocab_size", "bos_id")
     if tokenizer is None or not all(hasattr(tokenizer, name) for name in needed):
-        raise GenerationError(
-            f"tokenizer must be an arlm_lib tokenizer (the one the model was trained with), got "
-            f"{type(tokenizer).__name__}: the call is {call}"
-        )
+        raise _not_a_tokenizer(tokenizer, f": the call is {call}")
+
+
+def _not_a_tokenizer(value: Any, detail: str = "") -> GenerationError:
+    return GenerationError(
+        f"tokenizer must be an arlm_lib tokenizer (the one the model was trained with), got "
+        f"{type(value).__name__}{detail}"
+    )
 
 
 def tokenizer_limit(tokenizer: Any, vocab_size: int) -> int | None:
@@ -134,10 +138,7 @@ def tokenizer_limit(tokenizer: Any, vocab_size: int) -> int | None:
         return None
     n = getattr(tokenizer, "vocab_size", None)
     if not is_int(n):  # a text or a model passed as tokenizer=
-        raise GenerationError(
-            f"tokenizer must be an arlm_lib tokenizer (the one the model was trained with), got "
-            f"{type(tokenizer).__name__}"
-        )
+        raise _not_a_tokenizer(tokenizer)
     if n > vocab_size:
         raise GenerationError(
             f"the tokenizer has {n} ids, the model's vocabulary only {vocab_size}: they do not belong "

@@ -16,7 +16,7 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
-from ..checks import is_int
+from ..checks import check_count, is_int
 from ..data import token_id_list
 from ..errors import ConfigError
 from ..generation.context import eval_no_grad, model_device
@@ -497,9 +497,7 @@ def attention_grid(
     labels = [token_label(t) for t in _as_tokens(tokens)]
     _check_tokens(labels, n_k)
     layers = range(n_layer) if controls else [layer]
-    if not is_int(cols) or cols < 1:
-        raise ConfigError(f"cols={cols!r} is not allowed: it must be an integer >= 1 (heads per row)")
-    cols = min(int(cols), n_head)
+    cols = min(check_count("cols", cols, why=" (heads per row)"), n_head)
     rows = math.ceil(n_head / cols)
     fig = make_subplots(
         rows=rows,

@@ -17,7 +17,7 @@ import numpy as np
 import plotly.graph_objects as go
 import torch
 
-from ..checks import is_int
+from ..checks import check_count
 from ..data import token_id_list
 from ..errors import ConfigError
 from ..generate import GenerationConfig, processed_probs
@@ -42,13 +42,6 @@ def _labels_for(tokenizer_or_labels: Any, ids: Sequence[int], vocab_size: int) -
             f"got {len(labels)} labels for a distribution over {vocab_size} tokens: one per token id"
         )
     return [str(labels[int(i)]) for i in ids]
-
-
-def _check_count(name: str, value: Any) -> int:
-    """``value`` as an int, or ConfigError unless it is an integer >= 1 (how many bars, steps...)."""
-    if not is_int(value) or value < 1:
-        raise ConfigError(f"{name}={value!r} is not allowed: it must be an integer >= 1")
-    return int(value)
 
 
 def _distribution(name: str, values: Any) -> np.ndarray:
@@ -132,7 +125,7 @@ def next_token_distribution(
     proc = None if processed is None else _distribution("processed", processed)
     if proc is not None and proc.shape != raw.shape:
         raise ConfigError(f"processed has shape {proc.shape} but probs has {raw.shape}: they must match")
-    top = _check_count("top", top)
+    top = check_count("top", top)
     # The tokens shown: the most likely before or after the settings (a token they raise is shown too),
     # in the model's order, so that the panels of one context line up whatever the settings did (typical
     # sampling raises mid-probability tokens above the top ones: sorted by either, its panel differed).
@@ -261,7 +254,7 @@ def decoding_explorer_figure(
     n_ctx = len(logits)
     if n_ctx != len(context_labels) or not n_ctx:
         raise ConfigError(f"got {n_ctx} logits rows for {len(context_labels)} context labels")
-    top = _check_count("top", top)
+    top = check_count("top", top)
     temperatures = _values("temperatures", temperatures)
     top_ks = _values("top_ks", top_ks)
     top_ps = _values("top_ps", top_ps)
@@ -428,7 +421,7 @@ def decoding_explorer(
     The figure holds ``len(prompts) * steps * len(temperatures) * len(top_ks) * len(top_ps)`` bar traces
     of ``top + 1`` bars each; the defaults (2 prompts, 2 steps, 3 x 3 x 3) stay well under 300 KB.
     """
-    steps = _check_count("steps", steps)
+    steps = check_count("steps", steps)
     # One str is one prompt, as for generate_text: iterating over it would make each character a prompt.
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
     if not prompts:
