@@ -13,7 +13,7 @@ from torch.nn import functional as F
 
 from arlm_lib.checkpoint import load_checkpoint, load_model
 from arlm_lib.cli import main
-from arlm_lib.generate import contrastive_search, generate_text
+from arlm_lib.generate import beam_search, contrastive_search, generate_text
 
 TINY = ["--n-layer", "1", "--n-head", "2", "--n-embd", "32", "--block-size", "32", "--batch-size", "8"]
 
@@ -745,6 +745,53 @@ def test_penalty_alpha_streams_the_same_text_and_ctrl_c_keeps_what_was_chosen(
         assert captured.out.endswith("\n") and len("the \n") < len(captured.out) < len(plain)
         assert plain.startswith(captured.out[:-1])  # the text chosen so far, then its own line end
         assert captured.err.strip() == "interrupted"
+
+
+def test_beam_search_interrupted_prints_the_best_beams_so_far(trained_run, monkeypatch, capsys):
+    """Ctrl-C during --beam printed only "interrupted": now the beams the search would have returned had
+    it ended at the last step, in the same format, then "interrupted" (exit 130)."""
+    from arlm_lib.generation import cli as generation_cli
+
+    model, tokenizer = load_model(trained_run)
+    prompt_ids = tokenizer.encode("the ")
+    original = generation_cli.beam_search
+
+    def interrupted_after(steps):
+        def search(*args, on_step, **kwargs):
+            def report(ranking):
+                on_step(ranking)
+                report.calls += 1
+                if report.calls == steps:
+                    raise KeyboardInterrupt
+
+            report.calls = 0
+            return original(*args, on_step=report, **kwargs)
+
+        return search
+
+    argv = ["sample", "--checkpoint", str(trained_run), "--prompt", "the ", "--max-new-tokens", "30",
+            "--device", "cpu", "--beam", "3"]  # fmt: skip
+    for shown in (1, 2):
+        monkeypatch.setattr(generation_cli, "beam_search", interrupted_after(6))
+        assert main([*argv, "--num-samples", str(shown)]) == 130
+        captured = capsys.readouterr()
+        best = beam_search(model, prompt_ids, 3, 6, tokenizer=tokenizer)[:shown]  # a search of 6 tokens
+        lines = ["the " + tokenizer.decode(h.ids) + "\n" for h in best]
+        if shown > 1:
+            lines = [
+                f"--- beam {i} (score {h.score:.4f}) ---\n{line}"
+                for i, (h, line) in enumerate(zip(best, lines), 1)
+            ]
+        assert captured.out == "".join(lines) and captured.err.strip() == "interrupted"
+        assert all(len(h.ids) == 6 for h in best)
+
+    # Ctrl-C before the first step: the prompt alone, as sampling prints it.
+    def interrupted_at_once(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(generation_cli, "beam_search", interrupted_at_once)
+    assert main(argv) == 130
+    assert capsys.readouterr().out == "the \n"
 
 
 def test_resume_applies_typed_flags_named_unlike_their_config_field(corpus, tmp_path):

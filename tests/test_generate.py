@@ -1208,6 +1208,32 @@ def test_beam_search_matches_the_written_out_algorithm(model, width, length_pena
         assert [h.score for h in got] == pytest.approx([s for _, s in expected], abs=1e-5)
 
 
+def test_beam_search_reports_after_each_step_what_it_would_return_if_it_ended_there(model):
+    """on_step gets, after step s, exactly the result of a search of s + 1 tokens (the finished
+    hypotheses and the running beams scored at their length), and last the returned list: what the
+    sample command prints when Ctrl-C interrupts a search."""
+    prompt = PROMPTS[0]
+    greedy = generate_ids(model, prompt, temperature=0, max_new_tokens=12)
+    for eos in (None, greedy[2], greedy[5]):  # no stop, and stops that end beams and the search early
+        rankings: list[list] = []
+        result = beam_search(model, prompt, 3, 12, eos_id=eos, on_step=rankings.append)
+        assert rankings and rankings[-1] == result
+        for step, ranking in enumerate(rankings):
+            shorter = beam_search(model, prompt, 3, step + 1, eos_id=eos)
+            assert [h.ids for h in ranking] == [h.ids for h in shorter], (eos, step)
+            assert [h.score for h in ranking] == pytest.approx([h.score for h in shorter], abs=1e-9)
+    # Width 1 without length normalization stops as soon as greedy decoding reaches the stop token: one
+    # report per step actually taken.
+    eos = greedy[2]
+    reports: list[list] = []
+    (stopped,) = beam_search(model, prompt, 1, 12, eos_id=eos, length_penalty=0.0, on_step=reports.append)
+    assert stopped.ids == greedy[: greedy.index(eos) + 1] and len(reports) == len(stopped.ids) < 12
+    with pytest.raises(
+        GenerationError, match="on_step must be a function of a list of BeamHypothesis, got list"
+    ):
+        beam_search(model, prompt, 2, 5, on_step=[])
+
+
 # ----------------------------------------------------------------------------- contrastive search
 def contrastive_reference(
     model: GPT, prompt: list[int], n: int, alpha: float, k: int, keep: int

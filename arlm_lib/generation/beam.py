@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import torch
@@ -15,6 +15,7 @@ from .config import bad_value, check_int
 from .context import ContextWindow, eval_no_grad
 from .processors import LogitsProcessor, apply_processors, descending_order
 from .search import start_search
+from .values import check_callback
 
 __all__ = ["BeamHypothesis", "beam_search"]
 
@@ -44,6 +45,7 @@ def beam_search(
     use_cache: bool = True,
     context_keep: int | None = None,
     tokenizer: Any = None,
+    on_step: Callable[[list[BeamHypothesis]], Any] | None = None,
 ) -> list[BeamHypothesis]:
     """Return up to ``num_beams`` continuations of one prompt, best score first.
 
@@ -57,6 +59,10 @@ def beam_search(
     Ties between equal scores go to the lower beam, then the lower token id, so width 1 is greedy.
     ``tokenizer`` (optional) gives the default ``bos_id``, and, if it has fewer ids than the model's
     vocabulary (a padded one), keeps the ids past its own out of every beam, as :func:`generate` does.
+    ``on_step`` (optional) is called after every step with what the search would return if it ended
+    there: the finished hypotheses and the running beams, each scored at its current length, best first
+    (the last call gets the returned list). With it a caller can show progress, or keep the best
+    continuations so far when the search is interrupted (the ``sample`` command prints them on Ctrl-C).
     """
     check_int("num_beams", num_beams, 1)
     check_int("max_new_tokens", max_new_tokens, 0)
@@ -66,6 +72,7 @@ def beam_search(
         or not math.isfinite(length_penalty)
     ):
         raise bad_value("length_penalty", length_penalty, "it must be a finite number")
+    check_callback(on_step, "on_step", "a list of BeamHypothesis")
     start = start_search(
         model, prompt_ids, "beam_search", eos_id=eos_id, bos_id=bos_id, repetition_penalty=repetition_penalty,
         no_repeat_ngram_size=no_repeat_ngram_size, context_keep=context_keep, tokenizer=tokenizer,
@@ -73,7 +80,7 @@ def beam_search(
     with eval_no_grad(model):
         return _beam_search(
             model, start.prompt, start.window, num_beams, max_new_tokens, float(length_penalty), eos_id,
-            start.processors, start.keep, use_cache,
+            start.processors, start.keep, use_cache, on_step,
         )  # fmt: skip
 
 
@@ -88,9 +95,19 @@ def _beam_search(
     processors: list[LogitsProcessor],
     keep: int,
     use_cache: bool,
+    on_step: Callable[[list[BeamHypothesis]], Any] | None,
 ) -> list[BeamHypothesis]:
     def final(total: float, length: int) -> float:
         return total / (length**length_penalty) if length else total
+
+    def ranking(
+        finished: list[BeamHypothesis], running: list[tuple[list[int], float]]
+    ) -> list[BeamHypothesis]:
+        """The result if the search ended now: running beams are scored at their current length."""
+        hypotheses = finished + [BeamHypothesis(ids, final(total, len(ids))) for ids, total in running]
+        if not hypotheses:  # max_new_tokens == 0
+            return [BeamHypothesis([], 0.0)]
+        return sorted(hypotheses, key=lambda h: -h.score)[:num_beams]
 
     context = ContextWindow(model, [window], keep=keep, use_cache=use_cache)
     beams: list[tuple[list[int], float]] = [([], 0.0)]  # one beam to start: no duplicate candidates
@@ -121,17 +138,16 @@ def _beam_search(
                 break
         finished = sorted(finished, key=lambda h: -h.score)[:num_beams]
         beams = [(ids, total) for _, ids, total in survivors]
-        if not beams or step == max_new_tokens - 1:
-            break
-        if len(finished) == num_beams:
+        done = not beams or step == max_new_tokens - 1
+        if not done and len(finished) == num_beams:
             best_running = max(final(total, step + 1) for _, total in beams)
             if finished[-1].score >= best_running:
-                beams = []  # no running beam is expected to do better
-                break
+                beams, done = [], True  # no running beam is expected to do better
+        if on_step is not None:
+            on_step(ranking(finished, beams))
+        if done:
+            break
         context.select([beam for beam, _, _ in survivors])
         context.append([ids[-1] for _, ids, _ in survivors])
 
-    finished += [BeamHypothesis(ids, final(total, len(ids))) for ids, total in beams]
-    if not finished:  # max_new_tokens == 0
-        finished = [BeamHypothesis([], 0.0)]
-    return sorted(finished, key=lambda h: -h.score)[:num_beams]
+    return ranking(finished, beams)

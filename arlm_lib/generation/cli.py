@@ -13,7 +13,7 @@ from torch import nn
 
 from ..checks import is_int
 from ..errors import CheckpointError, GenerationError, TokenizerError
-from .beam import beam_search
+from .beam import BeamHypothesis, beam_search
 from .config import GenerationConfig, check_int
 from .context import model_device
 from .contrastive import check_penalty_alpha, contrastive_search
@@ -313,7 +313,8 @@ def sample_cli(
     (False; True = compiled decoding, ``generate(..., compile=True)``: sampling and greedy only).
 
     Each sample is printed as prompt + continuation, under a ``--- sample i ---`` header when there are
-    several. Bad values raise GenerationError naming the flag, and so do flags that would be ignored
+    several. On Ctrl-C (KeyboardInterrupt, re-raised) the text so far is printed first: the sample's, or
+    beam search's best beams after its last step. Bad values raise GenerationError naming the flag, and so do flags that would be ignored
     (see ``check_sample_options``: a filter or temperature with ``beam``, filters or several
     samples with temperature 0, ``draft_tokens`` without ``draft``, ``draft`` with ``beam``,
     ``penalty_alpha`` or several samples, several stops or a stop of several tokens with ``beam`` or
@@ -390,15 +391,32 @@ def sample_cli(
             )  # fmt: skip
         return 0
     if opts["beam"] is not None:
-        hypotheses = beam_search(
-            model, prompt_ids, opts["beam"], config.max_new_tokens, tokenizer=tokenizer, eos_id=stop_id,
-            repetition_penalty=config.repetition_penalty, no_repeat_ngram_size=config.no_repeat_ngram_size,
-        )  # fmt: skip
-        shown = hypotheses[:num_samples]
-        for i, hyp in enumerate(shown):
-            if len(shown) > 1:
-                print(f"--- beam {i + 1} (score {hyp.score:.4f}) ---", file=out)
-            print(prompt + tokenizer.decode(_without_stop_token(hyp.ids, stop_id)), file=out, flush=True)
+        # What the search would return had it ended at the last step (before the first: the prompt alone).
+        so_far = [BeamHypothesis([], 0.0)]
+
+        def keep(ranking: list[BeamHypothesis]) -> None:
+            nonlocal so_far
+            so_far = ranking
+
+        def show(hypotheses: list[BeamHypothesis]) -> None:
+            shown = hypotheses[:num_samples]
+            for i, hyp in enumerate(shown):
+                if len(shown) > 1:
+                    print(f"--- beam {i + 1} (score {hyp.score:.4f}) ---", file=out)
+                print(prompt + tokenizer.decode(_without_stop_token(hyp.ids, stop_id)), file=out, flush=True)
+
+        try:
+            hypotheses = beam_search(
+                model, prompt_ids, opts["beam"], config.max_new_tokens, tokenizer=tokenizer, eos_id=stop_id,
+                repetition_penalty=config.repetition_penalty, no_repeat_ngram_size=config.no_repeat_ngram_size,
+                on_step=keep,
+            )  # fmt: skip
+        except KeyboardInterrupt:
+            # Beam search has no single text until it ends: Ctrl-C prints the best beams so far, on their
+            # own lines before "interrupted", as sampling prints its text so far.
+            show(so_far)
+            raise
+        show(hypotheses)
         return 0
 
     for i in range(num_samples):

@@ -23,7 +23,7 @@ from .config import bad_value, check_int
 from .context import ContextWindow, eval_no_grad
 from .processors import LogitsProcessor, apply_processors, descending_order
 from .search import start_search
-from .values import check_on_tokens
+from .values import check_callback
 
 __all__ = ["check_penalty_alpha", "contrastive_search"]
 
@@ -65,7 +65,7 @@ def contrastive_search(
     check_penalty_alpha(penalty_alpha)
     check_int("top_k", top_k, 1)
     check_int("max_new_tokens", max_new_tokens, 0)
-    check_on_tokens(on_tokens)
+    check_callback(on_tokens)
     start = start_search(
         model, prompt_ids, "contrastive_search", eos_id=eos_id, bos_id=bos_id,
         repetition_penalty=repetition_penalty, no_repeat_ngram_size=no_repeat_ngram_size,

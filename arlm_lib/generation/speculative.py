@@ -40,7 +40,7 @@ from .sampling import (
     tokenizer_limit,
     with_vocab_limit,
 )
-from .values import check_on_tokens
+from .values import check_callback
 
 __all__ = ["SpeculativeResult", "speculative_generate", "window_start"]
 
@@ -214,7 +214,7 @@ def speculative_generate(
     check_model(model, "speculative_generate(model, draft, prompt_ids, config)")
     config = check_config(config).with_overrides(**overrides)
     check_int("num_draft_tokens", num_draft_tokens, 0)
-    check_on_tokens(on_tokens)
+    check_callback(on_tokens)
     vocab_size, block_size = model.config.vocab_size, model.config.block_size
     drafter = _as_draft(draft, vocab_size, use_cache)
     limit = tokenizer_limit(tokenizer, vocab_size)

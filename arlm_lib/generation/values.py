@@ -12,7 +12,7 @@ from typing import Any
 from ..checks import is_int, is_real
 from ..errors import GenerationError
 
-__all__ = ["bad_value", "check_int", "check_on_tokens", "is_finite_number"]
+__all__ = ["bad_value", "check_int", "check_callback", "is_finite_number"]
 
 
 def bad_value(field: str, value: Any, allowed: str) -> GenerationError:
@@ -34,10 +34,8 @@ def check_int(field: str, value: Any, minimum: int) -> None:
         raise bad_value(field, value, f"it must be an integer >= {minimum}")
 
 
-def check_on_tokens(on_tokens: Any) -> None:
-    """Raise unless ``on_tokens`` (the progress callback of the searches that return whole lists) is None
-    or callable: an error at the call, not at the first token."""
-    if on_tokens is not None and not callable(on_tokens):
-        raise GenerationError(
-            f"on_tokens must be a function of a list of ids, got {type(on_tokens).__name__}"
-        )
+def check_callback(callback: Any, name: str = "on_tokens", argument: str = "a list of ids") -> None:
+    """Raise unless ``callback`` (a search's progress callback, ``on_tokens`` or ``on_step``) is None or
+    callable: an error at the call, not at the first token."""
+    if callback is not None and not callable(callback):
+        raise GenerationError(f"{name} must be a function of {argument}, got {type(callback).__name__}")
