@@ -431,15 +431,29 @@ def check_config_fits(config: GPTConfig, state: dict[str, torch.Tensor], source:
 
     A config in a file someone sent you could name an absurd width to exhaust RAM. Any GPT of this
     config has at least ``(vocab + context) * n_embd + n_layer * n_embd**2`` parameters (the real count
-    is ~12x the last term), so this lower bound must not exceed what is stored. The exact per-tensor
-    comparison follows in :func:`load_state_strict`.
+    is ~12x the last term; ``context`` counts only for a learned position table, RoPE has none), so this
+    lower bound must not exceed what is stored. The exact per-tensor comparison follows in
+    :func:`load_state_strict`.
+
+    Generation allocates a KV cache of ``2 * n_layer * block_size * n_embd`` numbers per sequence. With a
+    learned table the weights bound ``block_size``; with RoPE nothing does, so a RoPE config whose cache
+    for one sequence would exceed both 64 times the stored numbers and 2**28 numbers (1 GiB in float32)
+    is refused as well.
     """
-    at_least = (config.vocab_size + config.block_size) * config.n_embd + config.n_layer * config.n_embd**2
+    context = config.block_size if config.position_encoding == "learned" else 0
+    at_least = (config.vocab_size + context) * config.n_embd + config.n_layer * config.n_embd**2
     stored = sum(t.numel() for t in state.values())
     if at_least > stored:
         raise CheckpointError(
             f"{source}: its model config asks for at least {at_least:,} parameters but the file holds only "
             f"{stored:,}: the config and the weights do not belong together"
+        )
+    cache = 2 * config.n_layer * config.block_size * config.n_embd
+    if config.position_encoding == "rope" and cache > max(64 * stored, 2**28):
+        raise CheckpointError(
+            f"{source}: its model config has block_size={config.block_size:,}, whose KV cache for one sequence "
+            f"would hold {cache:,} numbers, more than 64 times the file's {stored:,}: refusing a context this "
+            "long for these weights"
         )
 
 

@@ -214,7 +214,7 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every command, with a help line for each flag."""
     from .device import DEVICE_CHOICES, DTYPE_CHOICES
-    from .model import PRESETS
+    from .model import POSITION_ENCODINGS, PRESETS
     from .train import SCHEDULES
 
     devices = [f"{name}, {name}:N" if name == "cuda" else name for name in DEVICE_CHOICES]
@@ -267,6 +267,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     arch.add_argument(
         "--attention", choices=("fast", "explicit"), help="fused SDPA kernel or explicit softmax(QK^T)V"
+    )
+    arch.add_argument(
+        "--position-encoding",
+        choices=POSITION_ENCODINGS,
+        help="learned: a table of position vectors (GPT-2); rope: rotary embeddings, which turn queries and "
+        "keys by their positions (LLaMA)",
     )
     arch.add_argument(
         "--bias", action=argparse.BooleanOptionalAction, help="biases in the Linear and LayerNorm layers"
@@ -646,6 +652,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         qk_layernorm=args.qk_layernorm,
         attention=args.attention,
         bias=args.bias,
+        position_encoding=args.position_encoding,
     )
     text = _load_text(args.data)
 

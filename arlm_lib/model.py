@@ -4,7 +4,10 @@ The structure follows GPT-2 (and nanoGPT): token + learned position embeddings, 
 causal multi-head self-attention and a GELU MLP, a final LayerNorm, and a language-model head that
 shares its weights with the token embedding. Three switches exist for the training-stability chapter:
 ``norm_position`` ("pre" or "post" LayerNorm), ``residual`` (drop the skip connections) and
-``qk_layernorm`` (normalise queries and keys before their dot product).
+``qk_layernorm`` (normalise queries and keys before their dot product). A fourth,
+``position_encoding="rope"``, replaces GPT-2's learned position table with rotary position embeddings
+(RoPE, as in LLaMA): queries and keys are rotated by angles proportional to their positions, so that
+attention scores depend on positions only through their offset.
 
 Attention has two paths that compute the same function:
 
@@ -32,6 +35,10 @@ from .errors import ConfigError, DataError
 NORM_POSITIONS = ("pre", "post")
 ATTENTION_PATHS = ("fast", "explicit")
 ACTIVATIONS = ("gelu", "gelu_tanh")
+POSITION_ENCODINGS = ("learned", "rope")
+#: RoPE's base (RoFormer's and LLaMA's): pair i of a head turns by position * ROPE_BASE ** (-2i / head_dim)
+#: radians, so the wavelengths run from 2*pi positions (the fastest pair) to about 2*pi * ROPE_BASE.
+ROPE_BASE = 10_000.0
 
 
 @dataclass(frozen=True)
@@ -50,6 +57,7 @@ class GPTConfig:
     attention: str = "fast"  # "fast" (fused SDPA kernel) or "explicit" (returns the weights)
     residual: bool = True  # False removes the skip connections (stability chapter only)
     activation: str = "gelu"  # the MLP's GELU: "gelu" (exact) or "gelu_tanh" (the approximation GPT-2 used)
+    position_encoding: str = "learned"  # "learned" (GPT-2's wpe table) or "rope" (rotary, as in LLaMA)
 
     def __post_init__(self) -> None:
         plain_fields(self)  # numpy scalars (from a sweep or an array) become JSON-able Python values
@@ -78,6 +86,15 @@ class GPTConfig:
             raise ConfigError(f"attention={self.attention!r} is not allowed: choose one of {ATTENTION_PATHS}")
         if self.activation not in ACTIVATIONS:
             raise ConfigError(f"activation={self.activation!r} is not allowed: choose one of {ACTIVATIONS}")
+        if self.position_encoding not in POSITION_ENCODINGS:
+            raise ConfigError(
+                f"position_encoding={self.position_encoding!r} is not allowed: choose one of {POSITION_ENCODINGS}"
+            )
+        if self.position_encoding == "rope" and self.head_dim % 2:
+            raise ConfigError(
+                f"position_encoding='rope' rotates pairs of dimensions, so the head width n_embd/n_head must be "
+                f"even; here it is {self.n_embd}/{self.n_head} = {self.head_dim}"
+            )
 
     @property
     def head_dim(self) -> int:
@@ -283,6 +300,35 @@ class GPTOutput:
     hidden_states: torch.Tensor | None = None  # (B, T, n_embd): the final LayerNorm's output, lm_head's input
 
 
+def rotary_angles(position_ids: torch.Tensor, head_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The cosines and sines of RoPE's angles for ``position_ids`` (B or 1, T), each of shape
+    (B or 1, 1, T, head_dim / 2), ready to broadcast over the heads of a query or key tensor.
+
+    Pair i of a head turns by ``position * ROPE_BASE ** (-2i / head_dim)`` radians: the first pairs turn
+    fast and tell nearby positions apart, the last ones turn slowly and still differ between far ones.
+    The angles are computed in float32 whatever the model's dtype: in bfloat16, position 1000 would be
+    rounded to a multiple of 8.
+    """
+    half = head_dim // 2
+    exponents = torch.arange(half, device=position_ids.device, dtype=torch.float32) / half
+    angles = position_ids.float()[..., None] * ROPE_BASE**-exponents  # (B, T, half)
+    return angles.cos()[:, None], angles.sin()[:, None]
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate queries or keys ``x`` (B, n_head, T, head_dim) by their positions' angles.
+
+    Dimension i and dimension i + head_dim/2 form a pair, turned as a point in the plane by its own
+    angle (the layout of GPT-NeoX and Hugging Face's LLaMA; RoFormer pairs neighbours, the same up to a
+    fixed permutation of the dimensions). A rotation keeps lengths, and turning a query by angle a and a
+    key by angle b changes their dot product as turning the key alone by b - a would. So the score of
+    query position i and key position j depends on the positions only through j - i.
+    """
+    x1, x2 = x.float().chunk(2, dim=-1)
+    rotated = torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
+    return rotated.to(x.dtype)
+
+
 class CausalSelfAttention(nn.Module):
     """Multi-head self-attention in which position t sees only positions <= t."""
 
@@ -309,13 +355,16 @@ class CausalSelfAttention(nn.Module):
         kv_cache: KVCache | None = None,
         layer: int = 0,
         return_attention: bool = False,
+        rotary: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None, float | None]:
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)
         # (B, T, C) -> (B, n_head, T, head_dim): every head attends independently.
         q, k, v = (t.view(B, T, self.n_head, self.head_dim).transpose(1, 2) for t in (q, k, v))
         q, k = self.q_ln(q), self.k_ln(k)
-        if kv_cache is not None:
+        if rotary is not None:  # RoPE: turn queries and keys by their positions' angles (rotary_angles)
+            q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
+        if kv_cache is not None:  # keys are cached already turned: a cached key keeps its position
             k, v = kv_cache.update(layer, k, v)
         dropout_p = self.dropout if self.training else 0.0
 
@@ -366,18 +415,20 @@ class Block(nn.Module):
         self.post_norm = config.norm_position == "post"
         self.residual = config.residual
 
-    def forward(self, x, mask, kv_cache=None, layer=0, return_attention=False):
+    def forward(self, x, mask, kv_cache=None, layer=0, return_attention=False, rotary=None):
         if self.post_norm:
             # Post-LN (Vaswani et al. 2017): normalise after the sum. The residual path itself passes
             # through every LayerNorm, which is why it needs warmup (Xiong et al. 2020).
-            a, weights, max_logit = self.attn(x, mask, kv_cache, layer, return_attention)
+            a, weights, max_logit = self.attn(x, mask, kv_cache, layer, return_attention, rotary=rotary)
             x = self.ln_1(x + a if self.residual else a)
             m = self.mlp(x)
             x = self.ln_2(x + m if self.residual else m)
         else:
             # Pre-LN (GPT-2): the residual stream is never normalised, so gradients reach early layers
             # through an identity path.
-            a, weights, max_logit = self.attn(self.ln_1(x), mask, kv_cache, layer, return_attention)
+            a, weights, max_logit = self.attn(
+                self.ln_1(x), mask, kv_cache, layer, return_attention, rotary=rotary
+            )
             x = x + a if self.residual else a
             m = self.mlp(self.ln_2(x))
             x = x + m if self.residual else m
@@ -439,10 +490,13 @@ class GPT(nn.Module):
                 "vocab_size=tokenizer.vocab_size)), or GPTConfig.from_dict(a_dict)"
             )
         self.config = config
+        positions = {}
+        if config.position_encoding == "learned":  # (RoPE has no weights: it turns queries and keys)
+            positions["wpe"] = nn.Embedding(config.block_size, config.n_embd)  # learned position embeddings
         self.transformer = nn.ModuleDict(
             dict(
                 wte=nn.Embedding(config.vocab_size, config.n_embd),  # token embeddings
-                wpe=nn.Embedding(config.block_size, config.n_embd),  # learned position embeddings
+                **positions,
                 drop=nn.Dropout(config.dropout),
                 h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
                 # Post-LN blocks already end in a LayerNorm; a second one would be redundant.
@@ -475,7 +529,7 @@ class GPT(nn.Module):
     def num_params(self, non_embedding: bool = True) -> int:
         """Parameter count. Position embeddings are excluded by default (token ones are tied to the head)."""
         n = sum(p.numel() for p in self.parameters())
-        if non_embedding:
+        if non_embedding and "wpe" in self.transformer:
             n -= self.transformer.wpe.weight.numel()
         return n
 
@@ -521,7 +575,8 @@ class GPT(nn.Module):
 
         ``targets`` (B, T): token ids to predict (-100 is ignored); the mean cross-entropy is returned.
         ``attention_mask`` (B, T_keys): 1 for real tokens, 0 for padding; padded keys are never attended.
-        ``position_ids`` (B, T): positions to embed; by default 0..T-1, continuing after the cache.
+        ``position_ids`` (B, T): the tokens' positions (embedded, or RoPE's angles); by default 0..T-1,
+        continuing after the cache.
         ``kv_cache``: with a cache, ``idx`` holds only the new tokens; the cache grows by T.
         ``loss_only``: with ``targets``, return the loss alone (``logits`` and ``hidden_states`` None), as
         training does. Under ``torch.compile`` the forward and backward are one autograd function: had it
@@ -550,11 +605,16 @@ class GPT(nn.Module):
             )
         if position_ids is None:
             position_ids = positions.unsqueeze(0)
-        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(position_ids))
+        x, rotary = self.transformer.wte(idx), None
+        if self.config.position_encoding == "learned":
+            x = x + self.transformer.wpe(position_ids)
+        else:
+            rotary = rotary_angles(position_ids, self.config.head_dim)  # computed once, used by every layer
+        x = self.transformer.drop(x)
 
         attentions, max_logits = [], []
         for layer, block in enumerate(self.transformer.h):
-            x, weights, max_logit = block(x, mask, kv_cache, layer, return_attention)
+            x, weights, max_logit = block(x, mask, kv_cache, layer, return_attention, rotary=rotary)
             if return_attention:
                 attentions.append(weights)
                 max_logits.append(max_logit)

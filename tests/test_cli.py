@@ -489,6 +489,32 @@ def test_resume_accepts_the_preset_and_tokenizer_the_run_began_with(corpus, tmp_
     assert load_checkpoint(out).trainer_state["step"] == 4
 
 
+def test_a_rope_run_trains_samples_resumes_and_refuses_to_become_a_learned_one(corpus, tmp_path, capsys):
+    out = tmp_path / "rope"
+    start = ["train", "--data", str(corpus), "--out", str(out), "--no-progress", *TINY, "--lr", "3e-3"]
+    start += ["--eval-interval", "10", "--position-encoding", "rope"]
+    assert main([*start, "--max-iters", "20"]) == 0
+    saved = load_checkpoint(out)
+    assert saved.model_config.position_encoding == "rope"
+    assert not any("wpe" in name for name in saved.model_state)
+    evaluated = [v for v in saved.trainer_state["history"]["val_loss"] if v is not None]
+    assert evaluated[-1] < evaluated[0]  # it learns
+    capsys.readouterr()
+    code, text, err = run_cli(
+        ["sample", "--checkpoint", str(out), "--prompt", "the c", "--max-new-tokens", "8"], capsys
+    )
+    assert code == 0 and text.startswith("the c") and len(text) > len("the c\n"), (text, err)
+    code, _, err = run_cli(
+        [*start[:-2], "--position-encoding", "learned", "--max-iters", "21", "--resume"], capsys
+    )
+    assert code == 2 and "--position-encoding learned (checkpoint has rope)" in err, err
+    assert main([*start, "--max-iters", "21", "--resume"]) == 0  # the run's own encoding, repeated: fine
+    assert load_checkpoint(out).trainer_state["step"] == 21
+    code, _, err = run_cli([*start[:-2], "--position-encoding", "alibi", "--max-iters", "1"], capsys)
+    # (argparse quotes the choices or not, by Python version)
+    assert code == 2 and "--position-encoding: invalid choice: 'alibi'" in err and "rope" in err, err
+
+
 def test_resume_refuses_another_seed_and_accepts_the_runs_own(trained_run, corpus, tmp_path, capsys):
     """A resumed run continues its saved random state: another --seed would change nothing but the
     evaluation batches, so it is refused, naming both seeds; the run's own (1337, the default) is fine."""

@@ -133,6 +133,16 @@ def test_compiled_decoding_gives_eager_tokens_and_compiles_once(model):
 
 
 @pytest.mark.slow
+def test_compiled_decoding_of_a_rope_model_gives_eager_tokens(one_thread):
+    """The static cache's slots are RoPE's positions: a padded batch and a prompt decoded past the
+    context (re-encoded windows) give the eager tokens."""
+    rope = make_model(seed=1, position_encoding="rope")
+    config = GenerationConfig(max_new_tokens=2 * BLOCK + 5, temperature=0)
+    batch = [[3, 4, 5], [7, 8, 9, 10, 11, 12, 13]]
+    assert generate_ids(rope, batch, config, compile=True) == generate_ids(rope, batch, config)
+
+
+@pytest.mark.slow
 def test_interleaved_compiled_streams_do_not_share_a_cache(model):
     config = GenerationConfig(max_new_tokens=20, temperature=0)
     a_ref, b_ref = generate_ids(model, [1, 2], config), generate_ids(model, [9], config)

@@ -61,10 +61,22 @@ VOCAB, BLOCK = 40, 32
 PROMPTS = [[3, 4, 5], [1], [7, 8, 9, 10, 11, 12, 13]]
 
 
-def make_model(vocab_size: int = VOCAB, block_size: int = BLOCK, seed: int = 0, dropout: float = 0.0) -> GPT:
+def make_model(
+    vocab_size: int = VOCAB,
+    block_size: int = BLOCK,
+    seed: int = 0,
+    dropout: float = 0.0,
+    position_encoding: str = "learned",
+) -> GPT:
     torch.manual_seed(seed)
     config = GPTConfig(
-        vocab_size=vocab_size, block_size=block_size, n_layer=2, n_head=2, n_embd=32, dropout=dropout
+        vocab_size=vocab_size,
+        block_size=block_size,
+        n_layer=2,
+        n_head=2,
+        n_embd=32,
+        dropout=dropout,
+        position_encoding=position_encoding,
     )
     model = GPT(config)
     with torch.no_grad():
@@ -697,6 +709,21 @@ def test_batched_generation_equals_one_by_one(model):
     assert batched == [
         generate_ids(model, p, temperature=0, max_new_tokens=45, stop_ids=stop) for p in PROMPTS
     ]
+
+
+def test_a_rope_model_decodes_alike_with_and_without_cache_in_a_batch_and_past_its_context():
+    """RoPE turns the cached keys by the positions they were written at: the cache, left padding in a
+    batch and the re-encoded windows past the context must all give the slow reference's tokens."""
+    rope = make_model(position_encoding="rope", seed=2)
+    for keep in (5, BLOCK // 2):
+        expected = [greedy_reference(rope, p, 70, keep) for p in PROMPTS]
+        for use_cache in (True, False):
+            got = generate_ids(
+                rope, PROMPTS, temperature=0, max_new_tokens=70, context_keep=keep, use_cache=use_cache
+            )
+            assert got == expected, (keep, use_cache)
+    sampled = dict(max_new_tokens=50, seed=4, temperature=0.9)
+    assert generate_ids(rope, PROMPTS, **sampled) == generate_ids(rope, PROMPTS, use_cache=False, **sampled)
 
 
 def test_prompts_as_tensors_and_zero_new_tokens(model):

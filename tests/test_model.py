@@ -11,7 +11,7 @@ import torch
 from torch.nn import functional as F
 
 from arlm_lib.errors import ConfigError, DataError
-from arlm_lib.model import GPT, PRESETS, GPTConfig, attention_mask_4d
+from arlm_lib.model import GPT, PRESETS, ROPE_BASE, GPTConfig, apply_rotary, attention_mask_4d, rotary_angles
 
 SMALL = GPTConfig(vocab_size=37, block_size=24, n_layer=2, n_head=4, n_embd=32)
 
@@ -27,9 +27,11 @@ def make_pair(config=SMALL, seed=0):
 
 @pytest.mark.parametrize("path", ["fast", "explicit"])
 @pytest.mark.parametrize("norm_position", ["pre", "post"])
-def test_changing_future_tokens_leaves_past_logits_unchanged(path, norm_position):
+@pytest.mark.parametrize("position_encoding", ["learned", "rope"])
+def test_changing_future_tokens_leaves_past_logits_unchanged(path, norm_position, position_encoding):
     torch.manual_seed(1)
-    model = GPT(replace(SMALL, attention=path, norm_position=norm_position)).eval()
+    config = replace(SMALL, attention=path, norm_position=norm_position, position_encoding=position_encoding)
+    model = GPT(config).eval()
     idx = torch.randint(0, SMALL.vocab_size, (2, 20))
     t = 9
     changed = idx.clone()
@@ -81,11 +83,21 @@ def reference_forward(model: GPT, idx: torch.Tensor) -> tuple[torch.Tensor, floa
         out = x @ p[f"{name}.weight"].T
         return out + p[f"{name}.bias"] if f"{name}.bias" in p else out
 
+    def rope(x):
+        # RoPE as a complex product: dims m and m + D/2 are one complex number, multiplied by
+        # e^(i * position * base^(-2m/D)) (an independent writing of the library's cos/sin rotation).
+        z = torch.complex(x[..., : D // 2].double(), x[..., D // 2 :].double())
+        freqs = ROPE_BASE ** (-torch.arange(D // 2, dtype=torch.float64) * 2 / D)
+        turned = z * torch.polar(torch.ones(T, D // 2, dtype=torch.float64), torch.arange(T)[:, None] * freqs)
+        return torch.cat([turned.real, turned.imag], dim=-1).float()
+
     def attention(h, pre):
         q, k, v = linear(h, f"{pre}.attn.c_attn").split(c.n_embd, dim=2)
         q, k, v = (t.reshape(B, T, H, D).transpose(1, 2) for t in (q, k, v))
         if c.qk_layernorm:
             q, k = ln(q, f"{pre}.attn.q_ln"), ln(k, f"{pre}.attn.k_ln")
+        if c.position_encoding == "rope":
+            q, k = rope(q), rope(k)
         scores = (q @ k.transpose(-2, -1)) / math.sqrt(D)
         max_logits.append(scores[..., allowed].max().item())
         weights = torch.softmax(scores.masked_fill(~allowed, -math.inf), dim=-1)
@@ -100,7 +112,9 @@ def reference_forward(model: GPT, idx: torch.Tensor) -> tuple[torch.Tensor, floa
     def mlp(h, pre):
         return linear(gelu(linear(h, f"{pre}.mlp.c_fc")), f"{pre}.mlp.c_proj")
 
-    x = p["transformer.wte.weight"][idx] + p["transformer.wpe.weight"][torch.arange(T)]
+    x = p["transformer.wte.weight"][idx]
+    if c.position_encoding == "learned":
+        x = x + p["transformer.wpe.weight"][torch.arange(T)]
     for layer in range(c.n_layer):
         pre = f"transformer.h.{layer}"
         if c.norm_position == "pre":
@@ -128,8 +142,20 @@ def reference_forward(model: GPT, idx: torch.Tensor) -> tuple[torch.Tensor, floa
         dict(norm_position="post", residual=False, qk_layernorm=True),
         dict(bias=False),
         dict(activation="gelu_tanh"),
+        dict(position_encoding="rope"),
+        dict(position_encoding="rope", qk_layernorm=True, norm_position="post"),
     ],
-    ids=["pre", "post", "qk_layernorm", "no_residual", "post_no_residual_qk", "no_bias", "gelu_tanh"],
+    ids=[
+        "pre",
+        "post",
+        "qk_layernorm",
+        "no_residual",
+        "post_no_residual_qk",
+        "no_bias",
+        "gelu_tanh",
+        "rope",
+        "rope_qk_post",
+    ],
 )
 def test_both_attention_paths_compute_the_written_out_transformer(overrides):
     """An independent oracle: each architecture switch (pre/post LayerNorm, skip connections, QK
@@ -151,8 +177,9 @@ def test_both_attention_paths_compute_the_written_out_transformer(overrides):
         assert out.max_attn_logit == pytest.approx(expected_max, abs=1e-5)
 
 
-def test_kv_cache_matches_recomputing_the_prefix():
-    fast, _ = make_pair()
+@pytest.mark.parametrize("position_encoding", ["learned", "rope"])
+def test_kv_cache_matches_recomputing_the_prefix(position_encoding):
+    fast, _ = make_pair(replace(SMALL, position_encoding=position_encoding))
     idx = torch.randint(0, SMALL.vocab_size, (2, 20))
     full = fast(idx).logits
     cache = fast.new_kv_cache(batch_size=2)
@@ -178,13 +205,14 @@ def test_hidden_states_are_what_lm_head_reads_with_and_without_the_cache():
     torch.testing.assert_close(torch.cat(pieces, dim=1), out.hidden_states, rtol=0, atol=1e-5)
 
 
-def test_kv_cache_under_autocast_stores_the_autocast_dtype_and_matches_recomputing():
+@pytest.mark.parametrize("position_encoding", ["learned", "rope"])
+def test_kv_cache_under_autocast_stores_the_autocast_dtype_and_matches_recomputing(position_encoding):
     # Generating inside autocast (float32 weights, bf16 compute; CUDA's usual setting, simulated with
     # CPU autocast): the cache must hold bf16 like the keys it stores, not float32 copies of twice the size.
     # The weights are scaled up (logits of size ~3, not ~0.6 at init) and the tolerance is a fraction of
     # the largest logit: at init, a stale key or a zeroed value in the cache moves the logits by only
     # ~0.01, inside any bf16 tolerance; here it moves them by ~0.5 or more.
-    fast, _ = make_pair()
+    fast, _ = make_pair(replace(SMALL, position_encoding=position_encoding))
     with torch.no_grad():
         for p in fast.parameters():
             if p.dim() > 1:
@@ -203,8 +231,9 @@ def test_kv_cache_under_autocast_stores_the_autocast_dtype_and_matches_recomputi
     assert fast.new_kv_cache(batch_size=1).keys.dtype == torch.float32  # outside autocast: the weights'
 
 
-def test_left_padding_with_mask_and_positions_matches_the_unpadded_sequence():
-    fast, explicit = make_pair()
+@pytest.mark.parametrize("position_encoding", ["learned", "rope"])
+def test_left_padding_with_mask_and_positions_matches_the_unpadded_sequence(position_encoding):
+    fast, explicit = make_pair(replace(SMALL, position_encoding=position_encoding))
     idx = torch.randint(0, SMALL.vocab_size, (1, 12))
     pad = 5
     padded = torch.cat([torch.zeros(1, pad, dtype=torch.long), idx], dim=1)
@@ -214,6 +243,49 @@ def test_left_padding_with_mask_and_positions_matches_the_unpadded_sequence():
         out = model(padded, attention_mask=mask, position_ids=positions).logits
         assert torch.isfinite(out).all()  # padding rows must not produce NaN
         torch.testing.assert_close(out[:, pad:], model(idx).logits, rtol=0, atol=1e-5)
+
+
+def test_rope_scores_depend_on_positions_only_through_their_offset():
+    torch.manual_seed(0)
+    q, k = torch.randn(1, 1, 1, 16), torch.randn(1, 1, 1, 16)
+    positions = torch.arange(40)
+    cos, sin = rotary_angles(positions[None], head_dim=16)
+    turned_q = apply_rotary(q.expand(1, 1, 40, 16), cos, sin)[0, 0]
+    turned_k = apply_rotary(k.expand(1, 1, 40, 16), cos, sin)[0, 0]
+    scores = turned_q @ turned_k.T  # scores[i, j]: q at position i against k at position j
+    assert torch.allclose(turned_q.norm(dim=-1), q.norm().expand(40), atol=1e-5)  # rotations keep lengths
+    for offset in (-7, 0, 3, 25):
+        diagonal = torch.diagonal(scores, offset=offset)
+        assert diagonal.max() - diagonal.min() < 1e-4, offset  # one value per offset j - i
+    # ...and the offset matters: otherwise the test above would pass for no rotation at all.
+    assert abs(torch.diagonal(scores, 0)[0] - torch.diagonal(scores, 3)[0]) > 0.05
+    # Position 0 is not turned, and the fastest pair turns by exactly 1 radian per position.
+    assert torch.equal(turned_q[0], q[0, 0, 0])
+    assert cos[0, 0, 1, 0].item() == pytest.approx(math.cos(1.0)) and sin[0, 0, 1, 0].item() == pytest.approx(
+        math.sin(1.0)
+    )
+
+
+def test_a_rope_model_sees_only_relative_positions_and_a_learned_one_absolute_ones():
+    """Shifting every position by the same amount leaves a RoPE model's logits as they were (no table of
+    absolute positions), and changes a learned-position model's."""
+    idx = torch.randint(0, SMALL.vocab_size, (2, 10), generator=torch.Generator().manual_seed(5))
+    shifted = torch.arange(9, 19)[None]
+    rope, _ = make_pair(replace(SMALL, position_encoding="rope"))
+    learned, _ = make_pair(SMALL)
+    assert "wpe" not in rope.transformer and rope.num_params() == rope.num_params(non_embedding=False)
+    torch.testing.assert_close(rope(idx, position_ids=shifted).logits, rope(idx).logits, rtol=0, atol=1e-5)
+    assert (learned(idx, position_ids=shifted).logits - learned(idx).logits).abs().max() > 1e-2
+
+
+def test_rope_in_bfloat16_turns_by_float32_angles():
+    # In bfloat16, position 1000 itself would round to 1000 or 1008; the angles must not.
+    cos, sin = rotary_angles(torch.tensor([[1001]]), head_dim=8)
+    x = torch.ones(1, 1, 1, 8, dtype=torch.bfloat16)
+    turned = apply_rotary(x, cos, sin)
+    assert turned.dtype == torch.bfloat16
+    expected = torch.tensor([math.cos(1001) - math.sin(1001), math.sin(1001) + math.cos(1001)])
+    assert torch.allclose(turned[0, 0, 0, [0, 4]].float(), expected, atol=2e-2)
 
 
 @pytest.mark.parametrize("past", [0, 3])
@@ -375,6 +447,11 @@ def test_presets_and_parameter_counts():
         (dict(qk_layernorm="yes"), "qk_layernorm='yes'"),
         (dict(activation="relu"), r"activation='relu' is not allowed: choose one of \('gelu', 'gelu_tanh'\)"),
         (dict(n_lyr=3), r"n_lyr.*allowed fields.*n_layer"),
+        (dict(position_encoding="alibi"), r"position_encoding='alibi' is not allowed.*'learned', 'rope'"),
+        (
+            dict(position_encoding="rope", n_embd=36, n_head=4),
+            r"head width n_embd/n_head must be even; here it is 36/4 = 9",
+        ),
     ],
 )
 def test_bad_config_values_are_named(overrides, match):
@@ -424,6 +501,16 @@ def test_checkpoints_saved_before_the_activation_field_load_with_exact_gelu():
     old = {k: v for k, v in PRESETS["tiny"].to_dict().items() if k != "activation"}
     assert GPTConfig.from_dict(old) == PRESETS["tiny"]
     assert GPT(GPTConfig.from_dict(old)).transformer.h[0].mlp.gelu.approximate == "none"
+
+
+def test_checkpoints_saved_before_rope_load_with_learned_positions():
+    from arlm_lib.checkpoint import load_checkpoint
+
+    for path in (Path(__file__).parent.parent / "arlm_lib" / "pretrained").glob("tiny-synthetic-*"):
+        assert load_checkpoint(path).model_config.position_encoding == "learned"
+    old = {k: v for k, v in PRESETS["tiny"].to_dict().items() if k != "position_encoding"}
+    assert GPTConfig.from_dict(old).position_encoding == "learned"
+    assert "wpe" in GPT(GPTConfig.from_dict(old)).transformer
 
 
 def test_gelu_tanh_is_the_tanh_approximation():

@@ -44,9 +44,18 @@ def data():
     return tokenizer, train, val
 
 
-def small_model(vocab_size: int) -> GPT:
+def small_model(vocab_size: int, position_encoding: str = "learned") -> GPT:
     torch.manual_seed(0)
-    return GPT(GPTConfig(vocab_size=vocab_size, block_size=32, n_layer=2, n_head=2, n_embd=32))
+    return GPT(
+        GPTConfig(
+            vocab_size=vocab_size,
+            block_size=32,
+            n_layer=2,
+            n_head=2,
+            n_embd=32,
+            position_encoding=position_encoding,
+        )
+    )
 
 
 def config(**kw) -> TrainConfig:
@@ -180,12 +189,15 @@ def test_tf32_is_switched_on_for_cuda_only():
 
 # ----------------------------------------------------------------------------- compile
 @pytest.mark.slow
-def test_compiled_training_matches_eager_and_its_checkpoint_loads_into_a_plain_model(data, tmp_path):
+@pytest.mark.parametrize("position_encoding", ["learned", "rope"])
+def test_compiled_training_matches_eager_and_its_checkpoint_loads_into_a_plain_model(
+    data, tmp_path, position_encoding
+):
     tokenizer, train, val = data
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)  # a silent fallback to eager would pass otherwise
         compiled = Trainer(
-            small_model(tokenizer.vocab_size),
+            small_model(tokenizer.vocab_size, position_encoding),
             train,
             val,
             config(compile=True),
@@ -194,7 +206,7 @@ def test_compiled_training_matches_eager_and_its_checkpoint_loads_into_a_plain_m
         )
         compiled_losses = losses(compiled)
     assert hasattr(compiled.model, "_orig_mod")  # it really is the compiled module that trained
-    eager_losses = losses(Trainer(small_model(tokenizer.vocab_size), train, val, config()))
+    eager_losses = losses(Trainer(small_model(tokenizer.vocab_size, position_encoding), train, val, config()))
     assert all(math.isfinite(v) for v in compiled_losses)
     assert compiled_losses == pytest.approx(eager_losses, abs=1e-4)
 

@@ -83,6 +83,17 @@ def test_greedy_speculative_text_is_exactly_greedy_text(
         assert got.target_passes == len(got.rounds) and sum(1 + a for _, a in got.rounds) == 90
 
 
+def test_greedy_speculative_text_of_a_rope_target_is_exactly_greedy_text(other_model):
+    # Rejected drafts leave turned keys in the cache; truncating it must forget them exactly.
+    rope = make_model(VOCAB, BLOCK, seed=3, position_encoding="rope")
+    for prompt, keep in (([1], None), ([3, 4, 5], 7)):
+        expected = generate_ids(rope, prompt, max_new_tokens=80, temperature=0, context_keep=keep)
+        got = speculative_generate(
+            rope, other_model, prompt, max_new_tokens=80, temperature=0, context_keep=keep, num_draft_tokens=3
+        )
+        assert got.ids == expected and got.target_passes < 80
+
+
 def test_greedy_speculation_applies_the_penalties_to_the_same_history(target, other_model):
     options = dict(max_new_tokens=80, temperature=0, repetition_penalty=1.8, no_repeat_ngram_size=2)
     expected = generate_ids(target, [2, 3], **options)

@@ -245,6 +245,8 @@ CASES = {
     ),
     "other-architecture": (_config_field(n_layer=2), r"missing tensors.*h\.1\."),
     "absurd-config": (_config_field(n_embd=2**30, n_head=1), r"asks for at least .* parameters"),
+    # The table of learned positions has no place in a RoPE model: the weights are another model's.
+    "learned-weights-as-rope": (_config_field(position_encoding="rope"), r"unexpected tensors.*wpe\.weight"),
     "unknown-tensor-prefix": (_add("payload.exe"), r"tensors this format does not define.*payload\.exe"),
     "nan-weights": (
         lambda t, m: t["model.transformer.wpe.weight"].__setitem__((0, 0), float("nan")),
@@ -296,6 +298,22 @@ def test_crafted_checkpoint_is_rejected_naming_the_problem(tmp_path: Path, good_
     crafted = _craft(tmp_path, good_run, edit)
     with pytest.raises(CheckpointError, match=pattern):
         ckpt.load_model(crafted)
+
+
+def test_a_rope_checkpoint_round_trips_and_refuses_a_context_its_weights_cannot_bound(tmp_path: Path) -> None:
+    """No tensor's shape holds a RoPE model's context, so a crafted block_size is bounded by the KV
+    cache it would make generation allocate, not by the weights."""
+    reference = _tiny_model(position_encoding="rope").eval()
+    ckpt.save_checkpoint(tmp_path / "run", reference, tokenizer=CharTokenizer.train(TEXT))
+    model, _ = ckpt.load_model(tmp_path / "run")
+    assert model.config.position_encoding == "rope" and "wpe" not in model.transformer
+    idx = torch.tensor([[1, 2, 3, 4]])
+    assert torch.equal(model(idx).logits, reference(idx).logits)
+    longer = _craft(tmp_path, tmp_path / "run", _config_field(block_size=4096), name="longer")
+    assert ckpt.load_model(longer)[0].config.block_size == 4096  # a longer context, within reason, loads
+    absurd = _craft(tmp_path, tmp_path / "run", _config_field(block_size=2**40), name="absurd")
+    with pytest.raises(CheckpointError, match=r"block_size=1,099,511,627,776, whose KV cache .* refusing"):
+        ckpt.load_model(absurd)
 
 
 def test_load_state_strict_names_every_problem_at_once() -> None:
