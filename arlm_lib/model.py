@@ -36,8 +36,9 @@ NORM_POSITIONS = ("pre", "post")
 ATTENTION_PATHS = ("fast", "explicit")
 ACTIVATIONS = ("gelu", "gelu_tanh")
 POSITION_ENCODINGS = ("learned", "rope")
-#: RoPE's base (RoFormer's and LLaMA's): pair i of a head turns by position * ROPE_BASE ** (-2i / head_dim)
-#: radians, so the wavelengths run from 2*pi positions (the fastest pair) to about 2*pi * ROPE_BASE.
+#: The base of RoPE's angles, as in RoFormer and LLaMA. Pair i of a head turns by
+#: position * ROPE_BASE ** (-2i / head_dim) radians, so the wavelengths run from 2*pi positions (the
+#: fastest pair) to about 2*pi * ROPE_BASE.
 ROPE_BASE = 10_000.0
 
 

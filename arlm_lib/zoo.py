@@ -78,6 +78,13 @@ RECIPES: dict[str, Recipe] = {
         corpus="synthetic",
         train=dict(_CPU_TRAIN, batch_size=16, lr=5e-3, warmup_iters=30, max_iters=1800),
     ),
+    # Attention chapter: the main model's recipe with rotary position embeddings instead of a learned
+    # table, to compare the two on equal terms.
+    "tiny-synthetic-rope": Recipe(
+        corpus="synthetic",
+        model=dict(position_encoding="rope"),
+        train=dict(_CPU_TRAIN, batch_size=16, lr=5e-3, warmup_iters=30, max_iters=1800),
+    ),
     # Attention chapter: the copy-only variant, where induction heads are easy to find.
     "tiny-copy": Recipe(
         corpus="synthetic-copy", model=dict(n_layer=2), train=dict(_CPU_TRAIN, max_iters=900, lr=4e-3)

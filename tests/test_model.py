@@ -504,10 +504,16 @@ def test_checkpoints_saved_before_the_activation_field_load_with_exact_gelu():
 
 
 def test_checkpoints_saved_before_rope_load_with_learned_positions():
+    from arlm_lib import zoo
     from arlm_lib.checkpoint import load_checkpoint
 
-    for path in (Path(__file__).parent.parent / "arlm_lib" / "pretrained").glob("tiny-synthetic-*"):
-        assert load_checkpoint(path).model_config.position_encoding == "learned"
+    # Shipped before the field existed, without it in their config.
+    for name in ("tiny-synthetic", "tiny-copy", "tiny-prose"):
+        assert load_checkpoint(zoo.shipped_checkpoint(name)).model_config.position_encoding == "learned"
+    assert (
+        load_checkpoint(zoo.shipped_checkpoint("tiny-synthetic-rope")).model_config.position_encoding
+        == "rope"
+    )
     old = {k: v for k, v in PRESETS["tiny"].to_dict().items() if k != "position_encoding"}
     assert GPTConfig.from_dict(old).position_encoding == "learned"
     assert "wpe" in GPT(GPTConfig.from_dict(old)).transformer
