@@ -577,7 +577,7 @@ class GPT(nn.Module):
         ``targets`` (B, T): token ids to predict (-100 is ignored); the mean cross-entropy is returned.
         ``attention_mask`` (B, T_keys): 1 for real tokens, 0 for padding; padded keys are never attended.
         ``position_ids`` (B, T): the tokens' positions (embedded, or RoPE's angles); by default 0..T-1,
-        continuing after the cache.
+        continuing after the cache. RoPE also takes fractional positions (position interpolation).
         ``kv_cache``: with a cache, ``idx`` holds only the new tokens; the cache grows by T.
         ``loss_only``: with ``targets``, return the loss alone (``logits`` and ``hidden_states`` None), as
         training does. Under ``torch.compile`` the forward and backward are one autograd function: had it
@@ -606,6 +606,11 @@ class GPT(nn.Module):
             )
         if position_ids is None:
             position_ids = positions.unsqueeze(0)
+        elif self.config.position_encoding == "learned" and not is_integer_dtype(position_ids.dtype):
+            raise DataError(
+                f"position_ids must be integers for a learned position table (rows of wpe), got dtype "
+                f"{position_ids.dtype}; fractional positions work only with position_encoding='rope'"
+            )
         x, rotary = self.transformer.wte(idx), None
         if self.config.position_encoding == "learned":
             x = x + self.transformer.wpe(position_ids)

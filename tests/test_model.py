@@ -278,6 +278,17 @@ def test_a_rope_model_sees_only_relative_positions_and_a_learned_one_absolute_on
     assert (learned(idx, position_ids=shifted).logits - learned(idx).logits).abs().max() > 1e-2
 
 
+def test_fractional_positions_turn_a_rope_model_and_are_refused_by_a_learned_table():
+    idx = torch.randint(0, SMALL.vocab_size, (1, 6), generator=torch.Generator().manual_seed(1))
+    rope, _ = make_pair(replace(SMALL, position_encoding="rope"))
+    halves = torch.arange(6)[None] / 2
+    squeezed = rope(idx, position_ids=halves).logits
+    assert torch.isfinite(squeezed).all() and not torch.allclose(squeezed, rope(idx).logits)
+    learned, _ = make_pair(SMALL)
+    with pytest.raises(DataError, match=r"position_ids must be integers .* got dtype torch.float32.*'rope'"):
+        learned(idx, position_ids=halves)
+
+
 def test_rope_in_bfloat16_turns_by_float32_angles():
     # In bfloat16, position 1000 itself would round to 1000 or 1008; the angles must not.
     cos, sin = rotary_angles(torch.tensor([[1001]]), head_dim=8)
