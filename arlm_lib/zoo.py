@@ -71,20 +71,17 @@ def corpus_version(name: str) -> str:
 
 _CPU_TRAIN = dict(batch_size=32, lr=2e-3, warmup_iters=50, eval_interval=100, eval_iters=10, seed=1337)
 
+# The book's main model: the full synthetic language, char-level, the `tiny` preset. Smaller batches at a
+# higher lr reach the entropy floor sooner on a CPU (bench/entropy_gap.py measures the gap).
+_MAIN = Recipe(
+    corpus="synthetic", train=dict(_CPU_TRAIN, batch_size=16, lr=5e-3, warmup_iters=30, max_iters=1800)
+)
+
 RECIPES: dict[str, Recipe] = {
-    # The book's main model: the full synthetic language, char-level, the `tiny` preset. Smaller batches
-    # at a higher lr reach the entropy floor sooner on a CPU (bench/entropy_gap.py measures the gap).
-    "tiny-synthetic": Recipe(
-        corpus="synthetic",
-        train=dict(_CPU_TRAIN, batch_size=16, lr=5e-3, warmup_iters=30, max_iters=1800),
-    ),
-    # Attention chapter: the main model's recipe with rotary position embeddings instead of a learned
-    # table, to compare the two on equal terms.
-    "tiny-synthetic-rope": Recipe(
-        corpus="synthetic",
-        model=dict(position_encoding="rope"),
-        train=dict(_CPU_TRAIN, batch_size=16, lr=5e-3, warmup_iters=30, max_iters=1800),
-    ),
+    "tiny-synthetic": _MAIN,
+    # Attention chapter: the main model with rotary position embeddings instead of a learned table, to
+    # compare the two on equal terms.
+    "tiny-synthetic-rope": replace(_MAIN, model=dict(position_encoding="rope")),
     # Attention chapter: the copy-only variant, where induction heads are easy to find.
     "tiny-copy": Recipe(
         corpus="synthetic-copy", model=dict(n_layer=2), train=dict(_CPU_TRAIN, max_iters=900, lr=4e-3)
